@@ -1,0 +1,95 @@
+//! Counters of the storage side, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_duration(&self, elapsed: Duration) {
+        self.add(elapsed.as_nanos().min(u128::from(u64::MAX)) as u64);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes one Prometheus sample with its HELP and TYPE lines.
+pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    pub wal_records: Counter,
+    pub wal_bytes: Counter,
+    pub wal_syncs: Counter,
+    pub wal_write_nanos: Counter,
+    pub wal_sync_nanos: Counter,
+    pub flushes: Counter,
+    pub flush_errors: Counter,
+    pub flushed_rows: Counter,
+    pub flush_nanos: Counter,
+    pub segments_written: Counter,
+    pub segment_bytes_written: Counter,
+    pub compactions: Counter,
+    pub segments_expired: Counter,
+}
+
+/// Gauges read at render time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreGauges {
+    pub hot_rows: usize,
+    pub hot_bytes: usize,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub segments: usize,
+    pub segment_rows: u64,
+    pub segment_bytes: u64,
+}
+
+impl StoreMetrics {
+    pub fn render(&self, gauges: &StoreGauges, out: &mut String) {
+        let seconds = |c: &Counter| c.get() as f64 / 1e9;
+        let counters = [
+            ("callwatch_wal_records_total", "Batches appended to the write-ahead log.", self.wal_records.get() as f64),
+            ("callwatch_wal_bytes_total", "Bytes appended to the write-ahead log.", self.wal_bytes.get() as f64),
+            ("callwatch_wal_syncs_total", "fsync calls on the write-ahead log (one per group commit).", self.wal_syncs.get() as f64),
+            ("callwatch_wal_write_seconds_total", "Time spent writing the write-ahead log.", seconds(&self.wal_write_nanos)),
+            ("callwatch_wal_sync_seconds_total", "Time spent in fsync of the write-ahead log.", seconds(&self.wal_sync_nanos)),
+            ("callwatch_flushes_total", "Flushes of hot spans into Parquet segments.", self.flushes.get() as f64),
+            ("callwatch_flush_errors_total", "Flushes that failed and will be retried.", self.flush_errors.get() as f64),
+            ("callwatch_flushed_spans_total", "Spans written into Parquet segments by flushes.", self.flushed_rows.get() as f64),
+            ("callwatch_flush_seconds_total", "Time spent flushing, sorting and encoding included.", seconds(&self.flush_nanos)),
+            ("callwatch_segments_written_total", "Parquet segments written, by flushes and compactions.", self.segments_written.get() as f64),
+            ("callwatch_segment_bytes_written_total", "Bytes of Parquet segments written.", self.segment_bytes_written.get() as f64),
+            ("callwatch_compactions_total", "Merges of small segments into one.", self.compactions.get() as f64),
+            ("callwatch_segments_expired_total", "Segments deleted by retention.", self.segments_expired.get() as f64),
+        ];
+        for (name, help, value) in counters {
+            write_metric(out, name, "counter", help, value);
+        }
+        let gauges = [
+            ("callwatch_hot_spans", "Spans in memory not yet in segments.", gauges.hot_rows as f64),
+            ("callwatch_hot_bytes", "Memory held by spans not yet in segments.", gauges.hot_bytes as f64),
+            ("callwatch_ingest_queue_depth", "Requests waiting for the write-ahead log.", gauges.queue_depth as f64),
+            ("callwatch_ingest_queue_capacity", "Requests the ingest queue holds before refusing more.", gauges.queue_capacity as f64),
+            ("callwatch_segments", "Committed Parquet segments.", gauges.segments as f64),
+            ("callwatch_segment_spans", "Spans in committed Parquet segments.", gauges.segment_rows as f64),
+            ("callwatch_segment_bytes", "Bytes of committed Parquet segments.", gauges.segment_bytes as f64),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(out, name, "gauge", help, value);
+        }
+    }
+}

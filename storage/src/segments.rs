@@ -1,0 +1,318 @@
+//! Parquet segments behind `object_store`, and the manifest that says which ones count.
+//!
+//! A segment holds the spans of one UTC hour, sorted by trace id then start time, at
+//! `spans/dt=YYYY-MM-DD/hr=HH/<id>.parquet` (Hive-style, so DuckDB and pyarrow read the tree
+//! as one table). The manifest at `_callwatch/manifest.json` lists the committed segments and
+//! the last WAL sequence number they contain; a file it does not list is a leftover of a
+//! crash and is deleted on start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::schema;
+
+pub const SPANS_PREFIX: &str = "spans";
+const MANIFEST_PATH: &str = "_callwatch/manifest.json";
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+/// Rows per Parquet row group: small enough that min/max on the sorted `trace_id` prunes well.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// One committed Parquet file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Object path below the store root.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The UTC hour (hours since the epoch) whose spans the file holds, by start time.
+    pub hour: i64,
+    pub min_start_ns: i64,
+    pub max_start_ns: i64,
+}
+
+impl SegmentMeta {
+    /// Start of the hour after this segment's, in nanoseconds since the epoch.
+    pub fn end_ns(&self) -> i64 {
+        (self.hour + 1).saturating_mul(NANOS_PER_HOUR)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    /// Every WAL record up to this sequence number is in `segments`.
+    pub flushed_through_seq: u64,
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// Where segments live: any `object_store`, with fsync when it is the local disk.
+#[derive(Debug, Clone)]
+pub struct SegmentStore {
+    objects: Arc<dyn ObjectStore>,
+    /// The directory behind `objects` when it is a local file system.
+    local_root: Option<PathBuf>,
+    zstd_level: i32,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn segment_id() -> String {
+    let now = Utc::now();
+    let counter = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    // Time first so names sort by age; pid and counter keep names from two writers apart.
+    format!(
+        "{}-{:08x}-{counter:06}",
+        now.format("%Y%m%dT%H%M%S%.6f"),
+        std::process::id()
+    )
+}
+
+impl SegmentStore {
+    pub fn new(objects: Arc<dyn ObjectStore>, local_root: Option<PathBuf>) -> Self {
+        Self {
+            objects,
+            local_root,
+            zstd_level: 3,
+        }
+    }
+
+    pub async fn load_manifest(&self) -> Result<Manifest> {
+        match self.objects.get(&ObjectPath::from(MANIFEST_PATH)).await {
+            Ok(result) => {
+                let bytes = result.bytes().await?;
+                let manifest: Manifest = serde_json::from_slice(&bytes)?;
+                if manifest.schema_version != schema::SCHEMA_VERSION {
+                    return Err(StoreError::Corrupt(format!(
+                        "manifest has schema version {}, this build reads {}",
+                        manifest.schema_version,
+                        schema::SCHEMA_VERSION
+                    )));
+                }
+                Ok(manifest)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Manifest {
+                schema_version: schema::SCHEMA_VERSION,
+                ..Manifest::default()
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Replaces the manifest atomically (object stores replace whole objects).
+    pub async fn save_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(manifest)?;
+        self.put_durable(MANIFEST_PATH, Bytes::from(bytes)).await
+    }
+
+    /// Deletes segment files that the manifest does not list.
+    pub async fn remove_orphans(&self, manifest: &Manifest) -> Result<usize> {
+        let listed: std::collections::HashSet<&str> =
+            manifest.segments.iter().map(|s| s.path.as_str()).collect();
+        let prefix = ObjectPath::from(SPANS_PREFIX);
+        let found: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+        let mut removed = 0;
+        for object in found {
+            if !listed.contains(object.location.as_ref()) {
+                tracing::warn!(path = %object.location, "removing segment not in the manifest");
+                self.objects.delete(&object.location).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Sorts `batches` and writes one segment per UTC hour of their start times.
+    pub async fn write(&self, batches: Vec<RecordBatch>) -> Result<Vec<SegmentMeta>> {
+        let level = self.zstd_level;
+        let encoded = tokio::task::spawn_blocking(move || encode_segments(&batches, level)).await??;
+        let mut metas = Vec::with_capacity(encoded.len());
+        for (meta, bytes) in encoded {
+            self.put_durable(&meta.path, bytes).await?;
+            metas.push(meta);
+        }
+        Ok(metas)
+    }
+
+    pub async fn read(&self, meta: &SegmentMeta) -> Result<Vec<RecordBatch>> {
+        let bytes = self
+            .objects
+            .get(&ObjectPath::from(meta.path.as_str()))
+            .await?
+            .bytes()
+            .await?;
+        tokio::task::spawn_blocking(move || {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                .with_batch_size(8192)
+                .build()?;
+            reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(StoreError::from)
+        })
+        .await?
+    }
+
+    pub async fn delete(&self, meta: &SegmentMeta) -> Result<()> {
+        match self
+            .objects
+            .delete(&ObjectPath::from(meta.path.as_str()))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn put_durable(&self, path: &str, bytes: Bytes) -> Result<()> {
+        self.objects
+            .put(&ObjectPath::from(path), PutPayload::from(bytes))
+            .await?;
+        // object_store renames a finished temp file into place but does not fsync it.
+        if let Some(root) = &self.local_root {
+            let file = root.join(path);
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                if let Some(dir) = file.parent() {
+                    crate::wal::sync_dir(dir)?;
+                }
+                Ok(())
+            })
+            .await??;
+        }
+        Ok(())
+    }
+}
+
+fn start_times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray> {
+    batch
+        .column_by_name(schema::START_TIME)
+        .and_then(|column| column.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| StoreError::Schema(format!("no {} column", schema::START_TIME)))
+}
+
+/// Pure CPU work of a flush: concatenate, sort, split by hour and encode each part.
+fn encode_segments(batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<(SegmentMeta, Bytes)>> {
+    if batches.iter().all(|batch| batch.num_rows() == 0) {
+        return Ok(Vec::new());
+    }
+    let all = concat_batches(&schema::spans_schema(), batches)?;
+    let hours: Int64Array = start_times(&all)?
+        .iter()
+        .map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR)))
+        .collect();
+    let hours: ArrayRef = Arc::new(hours);
+    let column = |name: &str| -> Result<ArrayRef> {
+        all.column_by_name(name)
+            .cloned()
+            .ok_or_else(|| StoreError::Schema(format!("no {name} column")))
+    };
+    let order = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: hours.clone(),
+                options: None,
+            },
+            SortColumn {
+                values: column(schema::TRACE_ID)?,
+                options: None,
+            },
+            SortColumn {
+                values: column(schema::START_TIME)?,
+                options: None,
+            },
+        ],
+        None,
+    )?;
+    let sorted = take_record_batch(&all, &order)?;
+    let sorted_hours = arrow::compute::take(&hours, &order, None)?;
+    let sorted_hours = sorted_hours
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("hours are Int64");
+
+    let mut segments = Vec::new();
+    let mut start = 0;
+    while start < sorted.num_rows() {
+        let hour = sorted_hours.value(start);
+        let mut end = start + 1;
+        while end < sorted.num_rows() && sorted_hours.value(end) == hour {
+            end += 1;
+        }
+        let part = sorted.slice(start, end - start);
+        segments.push(encode_one(&part, hour, zstd_level)?);
+        start = end;
+    }
+    Ok(segments)
+}
+
+fn writer_properties(zstd_level: i32, rows: usize) -> Result<WriterProperties> {
+    let path = |name: &str| ColumnPath::from(name);
+    let builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "callwatch.schema_version".to_string(),
+            schema::SCHEMA_VERSION.to_string(),
+        )]))
+        .set_column_bloom_filter_enabled(path(schema::TRACE_ID), true)
+        .set_column_bloom_filter_fpp(path(schema::TRACE_ID), 0.01)
+        .set_column_bloom_filter_max_ndv(path(schema::TRACE_ID), rows.min(ROW_GROUP_ROWS) as u64);
+    // Random ids never repeat: a dictionary only costs time. Times grow within a trace.
+    let builder = [schema::SPAN_ID, schema::PARENT_SPAN_ID]
+        .into_iter()
+        .fold(builder, |b, name| {
+            b.set_column_dictionary_enabled(path(name), false)
+        });
+    let builder = [schema::START_TIME, schema::END_TIME, schema::DURATION_NS]
+        .into_iter()
+        .fold(builder, |b, name| {
+            b.set_column_dictionary_enabled(path(name), false)
+                .set_column_encoding(path(name), Encoding::DELTA_BINARY_PACKED)
+        });
+    Ok(builder.build())
+}
+
+fn encode_one(part: &RecordBatch, hour: i64, zstd_level: i32) -> Result<(SegmentMeta, Bytes)> {
+    let starts = start_times(part)?;
+    let min_start_ns = arrow::compute::min(starts).unwrap_or_default();
+    let max_start_ns = arrow::compute::max(starts).unwrap_or_default();
+    let props = writer_properties(zstd_level, part.num_rows())?;
+    let mut buffer = Vec::with_capacity(part.num_rows() * 64);
+    let mut writer = ArrowWriter::try_new(&mut buffer, part.schema(), Some(props))?;
+    writer.write(part)?;
+    writer.close()?;
+
+    let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour.saturating_mul(NANOS_PER_HOUR));
+    let path = format!(
+        "{SPANS_PREFIX}/dt={}/hr={}/{}.parquet",
+        hour_start.format("%Y-%m-%d"),
+        hour_start.format("%H"),
+        segment_id()
+    );
+    let meta = SegmentMeta {
+        path,
+        rows: part.num_rows() as u64,
+        bytes: buffer.len() as u64,
+        hour,
+        min_start_ns,
+        max_start_ns,
+    };
+    Ok((meta, Bytes::from(buffer)))
+}

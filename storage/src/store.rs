@@ -1,0 +1,620 @@
+//! The span store: admission, the WAL writer, hot batches, and moving them into segments.
+//!
+//! `append` admits a batch (queue and memory budget), hands it to the WAL writer thread and
+//! waits. The writer takes every batch waiting, writes them in one go, fsyncs once (group
+//! commit), makes them visible as hot batches and only then acknowledges. Flushes write hot
+//! batches to segments, commit the manifest with the last sequence number they hold, drop
+//! those batches from memory and delete the WAL files they came from. Flush, compaction and
+//! retention all change the manifest under one lock, so they never interleave.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Utc};
+use object_store::local::LocalFileSystem;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Result, StoreError};
+use crate::metrics::{StoreGauges, StoreMetrics};
+use crate::schema::spans_schema;
+use crate::segments::{Manifest, SegmentMeta, SegmentStore};
+use crate::wal::{self, Wal};
+
+/// When acknowledged batches reach the disk itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// fsync once per group commit, before acknowledging: survives power loss.
+    #[default]
+    Always,
+    /// Acknowledge once written to the OS: survives a crash of callwatch, not of the machine.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// Batches that may wait for the WAL writer before appends are refused.
+    pub queue_depth: usize,
+    /// Bytes of spans not yet in segments (queued and hot) before appends are refused.
+    pub memory_limit: usize,
+    /// Hot batches are flushed at least this often...
+    pub flush_interval: Duration,
+    /// ...and as soon as this many spans are hot.
+    pub flush_rows: usize,
+    /// Segments whose hour ended longer ago than this are deleted.
+    pub retention: Duration,
+    /// Small segments of one hour are merged up to this many rows.
+    pub compaction_target_rows: u64,
+    /// An hour needs at least this many small segments before they are merged.
+    pub compaction_min_segments: usize,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            fsync: FsyncPolicy::Always,
+            queue_depth: 256,
+            memory_limit: 2 << 30,
+            flush_interval: Duration::from_secs(30),
+            flush_rows: 1_000_000,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            compaction_target_rows: 4_000_000,
+            compaction_min_segments: 4,
+        }
+    }
+}
+
+/// What a flush wrote.
+#[derive(Debug, Clone, Default)]
+pub struct FlushReport {
+    pub rows: u64,
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// A consistent view for readers: hot batches and the segments committed with them.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub hot: Vec<RecordBatch>,
+    pub segments: Vec<SegmentMeta>,
+}
+
+struct HotBatch {
+    seq: u64,
+    bytes: usize,
+    batch: RecordBatch,
+}
+
+#[derive(Default)]
+struct Tables {
+    hot: Vec<HotBatch>,
+    hot_rows: usize,
+    hot_bytes: usize,
+    segments: Vec<SegmentMeta>,
+}
+
+struct Append {
+    batch: RecordBatch,
+    payload: Vec<u8>,
+    bytes: usize,
+    ack: oneshot::Sender<std::result::Result<u64, String>>,
+}
+
+struct Shared {
+    config: StoreConfig,
+    tables: Mutex<Tables>,
+    /// Bytes queued for the WAL plus hot bytes: what the memory budget limits.
+    unflushed_bytes: AtomicUsize,
+    wal: Mutex<Wal>,
+    segments: SegmentStore,
+    /// The committed manifest; holding this lock serializes flush, compaction and retention.
+    manifest: tokio::sync::Mutex<Manifest>,
+    flush_wanted: Notify,
+    metrics: StoreMetrics,
+    _dir_lock: File,
+}
+
+/// The way into the WAL writer thread. The thread holds `Shared` but not this, so when the
+/// last `Store` goes, the channel closes and the thread ends (and is joined here).
+struct Writer {
+    sender: Mutex<Option<mpsc::Sender<Append>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Closes the queue and waits for the writer to finish what it holds.
+    fn stop(&self) -> std::thread::Result<()> {
+        drop(self.sender.lock().expect("not poisoned").take());
+        match self.thread.lock().expect("not poisoned").take() {
+            Some(thread) => thread.join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The span store. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    // Dropped first: stops the writer thread before the shared state goes.
+    writer: Arc<Writer>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most batches one group commit takes at once.
+const MAX_GROUP: usize = 512;
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`: loads the manifest, removes segment
+    /// files a crash left uncommitted, replays the WAL and starts the WAL writer.
+    pub async fn open(config: StoreConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let dir_lock = File::create(config.data_dir.join("LOCK"))?;
+        if dir_lock.try_lock().is_err() {
+            return Err(StoreError::Io(std::io::Error::other(format!(
+                "{} is in use by another callwatch process",
+                config.data_dir.display()
+            ))));
+        }
+        let objects = Arc::new(LocalFileSystem::new_with_prefix(&config.data_dir)?);
+        let segments = SegmentStore::new(objects, Some(config.data_dir.clone()));
+        let manifest = segments.load_manifest().await?;
+        segments.remove_orphans(&manifest).await?;
+
+        let wal_dir = config.data_dir.join("wal");
+        let skip = manifest.flushed_through_seq;
+        let (wal, replay) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, skip)).await??;
+
+        let mut tables = Tables {
+            segments: manifest.segments.clone(),
+            ..Tables::default()
+        };
+        for (seq, batch) in replay.batches {
+            if batch.schema() != spans_schema() {
+                return Err(StoreError::Schema(format!(
+                    "WAL record {seq} was written with another schema version"
+                )));
+            }
+            let bytes = batch.get_array_memory_size();
+            tables.hot_rows += batch.num_rows();
+            tables.hot_bytes += bytes;
+            tables.hot.push(HotBatch { seq, bytes, batch });
+        }
+        if !tables.hot.is_empty() {
+            tracing::info!(
+                batches = tables.hot.len(),
+                spans = tables.hot_rows,
+                "replayed the write-ahead log"
+            );
+        }
+
+        let (sender, receiver) = mpsc::channel(config.queue_depth.max(1));
+        let unflushed = tables.hot_bytes;
+        let shared = Arc::new(Shared {
+            config,
+            tables: Mutex::new(tables),
+            unflushed_bytes: AtomicUsize::new(unflushed),
+            wal: Mutex::new(wal),
+            segments,
+            manifest: tokio::sync::Mutex::new(manifest),
+            flush_wanted: Notify::new(),
+            metrics: StoreMetrics::default(),
+            _dir_lock: dir_lock,
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("callwatch-wal".into())
+            .spawn(move || run_wal_writer(&thread_shared, receiver))?;
+        let writer = Arc::new(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        });
+        Ok(Self { writer, shared })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.shared.metrics
+    }
+
+    /// Refuses early, before the caller spends work on a batch that cannot be taken.
+    pub fn admit(&self) -> Result<()> {
+        let config = &self.shared.config;
+        if self.shared.unflushed_bytes.load(Ordering::Relaxed) >= config.memory_limit {
+            self.shared.flush_wanted.notify_one();
+            return Err(StoreError::MemoryFull {
+                limit_bytes: config.memory_limit,
+                retry_after: Duration::from_secs(5),
+            });
+        }
+        let sender = self.sender()?;
+        if sender.capacity() == 0 {
+            return Err(StoreError::QueueFull {
+                depth: sender.max_capacity(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends a batch of spans; returns its WAL sequence number once it is durable (per the
+    /// fsync policy) and visible in [`Store::snapshot`].
+    pub async fn append(&self, batch: RecordBatch) -> Result<u64> {
+        if batch.schema() != spans_schema() {
+            return Err(StoreError::Schema(
+                "batch schema differs from the spans schema".into(),
+            ));
+        }
+        self.admit()?;
+        let sender = self.sender()?;
+        let permit = sender.try_reserve().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => StoreError::QueueFull {
+                depth: sender.max_capacity(),
+                retry_after: Duration::from_secs(1),
+            },
+            mpsc::error::TrySendError::Closed(()) => StoreError::ShuttingDown,
+        })?;
+        let payload = wal::encode_batch(&batch)?;
+        let bytes = batch.get_array_memory_size();
+        self.shared
+            .unflushed_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        let (ack, acked) = oneshot::channel();
+        permit.send(Append {
+            batch,
+            payload,
+            bytes,
+            ack,
+        });
+        match acked.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(message)) => Err(StoreError::Io(std::io::Error::other(message))),
+            Err(_) => Err(StoreError::ShuttingDown),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let tables = self.shared.tables.lock().expect("not poisoned");
+        Snapshot {
+            hot: tables.hot.iter().map(|h| h.batch.clone()).collect(),
+            segments: tables.segments.clone(),
+        }
+    }
+
+    pub async fn read_segment(&self, meta: &SegmentMeta) -> Result<Vec<RecordBatch>> {
+        self.shared.segments.read(meta).await
+    }
+
+    pub fn gauges(&self) -> StoreGauges {
+        let tables = self.shared.tables.lock().expect("not poisoned");
+        let (queue_depth, queue_capacity) = match &*self.writer.sender.lock().expect("not poisoned") {
+            Some(sender) => (
+                sender.max_capacity() - sender.capacity(),
+                sender.max_capacity(),
+            ),
+            None => (0, 0),
+        };
+        StoreGauges {
+            hot_rows: tables.hot_rows,
+            hot_bytes: tables.hot_bytes,
+            queue_depth,
+            queue_capacity,
+            segments: tables.segments.len(),
+            segment_rows: tables.segments.iter().map(|s| s.rows).sum(),
+            segment_bytes: tables.segments.iter().map(|s| s.bytes).sum(),
+        }
+    }
+
+    /// Writes every hot batch into segments and drops them from memory and the WAL.
+    pub async fn flush(&self) -> Result<FlushReport> {
+        let shared = &self.shared;
+        let mut manifest = shared.manifest.lock().await;
+        let (batches, through, bytes) = {
+            let tables = shared.tables.lock().expect("not poisoned");
+            let Some(last) = tables.hot.last() else {
+                return Ok(FlushReport::default());
+            };
+            let batches: Vec<RecordBatch> = tables.hot.iter().map(|h| h.batch.clone()).collect();
+            (batches, last.seq, tables.hot_bytes)
+        };
+        let started = Instant::now();
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let written = shared.segments.write(batches).await?;
+        let mut next = manifest.clone();
+        next.flushed_through_seq = through;
+        next.segments.extend(written.iter().cloned());
+        self.commit(&mut manifest, next, &written).await?;
+        {
+            let mut tables = shared.tables.lock().expect("not poisoned");
+            tables.hot.retain(|h| h.seq > through);
+            tables.hot_rows = tables.hot.iter().map(|h| h.batch.num_rows()).sum();
+            tables.hot_bytes = tables.hot.iter().map(|h| h.bytes).sum();
+        }
+        shared.unflushed_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let remover = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            remover
+                .wal
+                .lock()
+                .expect("not poisoned")
+                .remove_through(through)
+        })
+        .await??;
+
+        let metrics = &shared.metrics;
+        metrics.flushes.add(1);
+        metrics.flushed_rows.add(rows);
+        metrics.flush_nanos.add_duration(started.elapsed());
+        tracing::debug!(rows, segments = written.len(), elapsed = ?started.elapsed(), "flushed");
+        Ok(FlushReport {
+            rows,
+            segments: written,
+        })
+    }
+
+    /// Merges small segments of the same hour. Returns how many merges were done.
+    pub async fn compact(&self) -> Result<usize> {
+        let config = &self.shared.config;
+        let mut manifest = self.shared.manifest.lock().await;
+        let closed_before = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+            - i64::try_from((config.flush_interval * 2).as_nanos()).unwrap_or(i64::MAX);
+        let plan = plan_compaction(
+            &manifest.segments,
+            config.compaction_target_rows,
+            config.compaction_min_segments,
+            closed_before,
+        );
+        for group in &plan {
+            let mut batches = Vec::new();
+            for meta in group {
+                batches.extend(self.shared.segments.read(meta).await?);
+            }
+            let written = self.shared.segments.write(batches).await?;
+            let mut next = manifest.clone();
+            next.segments.retain(|s| !group.contains(s));
+            next.segments.extend(written.iter().cloned());
+            self.commit(&mut manifest, next, &written).await?;
+            for meta in group {
+                self.shared.segments.delete(meta).await?;
+            }
+            self.shared.metrics.compactions.add(1);
+            tracing::debug!(merged = group.len(), "compacted segments");
+        }
+        Ok(plan.len())
+    }
+
+    /// Deletes segments whose hour ended more than the retention period before `now`.
+    pub async fn expire(&self, now: DateTime<Utc>) -> Result<usize> {
+        let retention = chrono::Duration::from_std(self.shared.config.retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let cutoff = now
+            .checked_sub_signed(retention)
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(i64::MIN);
+        let mut manifest = self.shared.manifest.lock().await;
+        let expired: Vec<SegmentMeta> = manifest
+            .segments
+            .iter()
+            .filter(|s| s.end_ns() <= cutoff)
+            .cloned()
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut next = manifest.clone();
+        next.segments.retain(|s| !expired.contains(s));
+        self.commit(&mut manifest, next, &[]).await?;
+        for meta in &expired {
+            self.shared.segments.delete(meta).await?;
+        }
+        self.shared.metrics.segments_expired.add(expired.len() as u64);
+        Ok(expired.len())
+    }
+
+    /// Runs flushes, compaction and retention in the background until `cancel`.
+    pub fn spawn_maintenance(&self, cancel: CancellationToken, tracker: &TaskTracker) {
+        let store = self.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(store.shared.config.flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                    () = store.shared.flush_wanted.notified() => {}
+                }
+                if let Err(error) = store.flush().await {
+                    store.shared.metrics.flush_errors.add(1);
+                    tracing::error!(%error, "flush failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                if let Err(error) = store.compact().await {
+                    tracing::error!(%error, "compaction failed");
+                }
+                if let Err(error) = store.expire(Utc::now()).await {
+                    tracing::error!(%error, "retention failed");
+                }
+            }
+        });
+    }
+
+    /// Stops taking appends, lets the WAL writer finish what it has, and flushes.
+    pub async fn close(&self) -> Result<FlushReport> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || writer.stop())
+            .await?
+            .map_err(|_| StoreError::Io(std::io::Error::other("WAL writer panicked")))?;
+        self.flush().await
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Append>> {
+        self.writer
+            .sender
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .ok_or(StoreError::ShuttingDown)
+    }
+
+    /// Saves `next` as the manifest and publishes its segments to readers. On failure the
+    /// files just written are removed, so nothing uncommitted stays visible.
+    async fn commit(
+        &self,
+        manifest: &mut Manifest,
+        next: Manifest,
+        written: &[SegmentMeta],
+    ) -> Result<()> {
+        if let Err(error) = self.shared.segments.save_manifest(&next).await {
+            for meta in written {
+                let _ = self.shared.segments.delete(meta).await;
+            }
+            return Err(error);
+        }
+        let metrics = &self.shared.metrics;
+        metrics.segments_written.add(written.len() as u64);
+        metrics
+            .segment_bytes_written
+            .add(written.iter().map(|s| s.bytes).sum());
+        *manifest = next;
+        self.shared.tables.lock().expect("not poisoned").segments = manifest.segments.clone();
+        Ok(())
+    }
+}
+
+/// Groups of small segments of one hour to merge: smallest first, up to `target_rows` each.
+/// An hour qualifies with `min_segments` small segments, or with two once it has ended
+/// (before `closed_before_ns`), since no more will come.
+fn plan_compaction(
+    segments: &[SegmentMeta],
+    target_rows: u64,
+    min_segments: usize,
+    closed_before_ns: i64,
+) -> Vec<Vec<SegmentMeta>> {
+    let mut by_hour: BTreeMap<i64, Vec<&SegmentMeta>> = BTreeMap::new();
+    for segment in segments.iter().filter(|s| s.rows < target_rows / 2) {
+        by_hour.entry(segment.hour).or_default().push(segment);
+    }
+    let mut plan = Vec::new();
+    for (hour, mut small) in by_hour {
+        small.sort_by_key(|s| s.rows);
+        let mut group = Vec::new();
+        let mut rows = 0;
+        for segment in small {
+            if rows + segment.rows > target_rows && group.len() >= 2 {
+                break;
+            }
+            rows += segment.rows;
+            group.push(segment.clone());
+        }
+        let ended = (hour + 1).saturating_mul(3_600_000_000_000) <= closed_before_ns;
+        if group.len() >= min_segments || (ended && group.len() >= 2) {
+            plan.push(group);
+        }
+    }
+    plan
+}
+
+fn run_wal_writer(shared: &Shared, mut receiver: mpsc::Receiver<Append>) {
+    let mut group: Vec<Append> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = receiver.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        match write_group(shared, &group) {
+            Ok(first_seq) => {
+                let mut tables = shared.tables.lock().expect("not poisoned");
+                let mut acks = Vec::with_capacity(group.len());
+                for (offset, append) in group.drain(..).enumerate() {
+                    let seq = first_seq + offset as u64;
+                    tables.hot_rows += append.batch.num_rows();
+                    tables.hot_bytes += append.bytes;
+                    tables.hot.push(HotBatch {
+                        seq,
+                        bytes: append.bytes,
+                        batch: append.batch,
+                    });
+                    acks.push((append.ack, seq));
+                }
+                let flush_due = tables.hot_rows >= shared.config.flush_rows
+                    || tables.hot_bytes >= shared.config.memory_limit / 2;
+                drop(tables);
+                if flush_due {
+                    shared.flush_wanted.notify_one();
+                }
+                for (ack, seq) in acks {
+                    let _ = ack.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "write-ahead log write failed");
+                for append in group.drain(..) {
+                    shared
+                        .unflushed_bytes
+                        .fetch_sub(append.bytes, Ordering::Relaxed);
+                    let _ = append.ack.send(Err(format!("write-ahead log: {error}")));
+                }
+            }
+        }
+    }
+    // The channel is closed: every batch sent before has been written.
+    let _ = shared.wal.lock().expect("not poisoned").sync();
+}
+
+/// Writes a group to the WAL; returns the sequence number of its first batch.
+fn write_group(shared: &Shared, group: &[Append]) -> Result<u64> {
+    let mut wal = shared.wal.lock().expect("not poisoned");
+    let first_seq = wal.last_seq() + 1;
+    let started = Instant::now();
+    wal.append(
+        group
+            .iter()
+            .enumerate()
+            .map(|(offset, a)| (first_seq + offset as u64, a.payload.as_slice())),
+    )?;
+    let metrics = &shared.metrics;
+    metrics.wal_write_nanos.add_duration(started.elapsed());
+    metrics.wal_records.add(group.len() as u64);
+    metrics
+        .wal_bytes
+        .add(group.iter().map(|a| a.payload.len() as u64).sum());
+    if shared.config.fsync == FsyncPolicy::Always {
+        let started = Instant::now();
+        wal.sync()?;
+        metrics.wal_syncs.add(1);
+        metrics.wal_sync_nanos.add_duration(started.elapsed());
+    }
+    Ok(first_seq)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::builder::{SpanRow, SpansBuilder};
+use crate::records::span_records;
+use crate::schema::AttributeType;
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// `count` spans of one trace each, starting at `start_ns`, ids numbered from `first`.
+fn spans(first: u64, count: u64, start_ns: i64) -> RecordBatch {
+    let mut builder = SpansBuilder::with_capacity(count as usize);
+    for n in first..first + count {
+        let trace_id = format!("{n:032x}");
+        let span_id = format!("{n:016x}");
+        builder
+            .attributes()
+            .push("http.route", "/v1/orders", AttributeType::String);
+        builder
+            .resource_attributes()
+            .push("service.name", "order-service", AttributeType::String);
+        builder
+            .append(&SpanRow {
+                trace_id: &trace_id,
+                span_id: &span_id,
+                service_name: "order-service",
+                span_name: "POST /v1/orders",
+                span_kind: "SERVER",
+                start_ns: start_ns + n as i64,
+                end_ns: start_ns + n as i64 + 1_000,
+                status_code: "UNSET",
+                ..SpanRow::default()
+            })
+            .unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        flush_interval: Duration::from_secs(3600),
+        ..StoreConfig::new(dir)
+    }
+}
+
+/// Every span id in the store, hot and in segments, sorted.
+async fn stored_ids(store: &Store) -> Vec<String> {
+    let snapshot = store.snapshot();
+    let mut batches = snapshot.hot;
+    for meta in &snapshot.segments {
+        batches.extend(store.read_segment(meta).await.unwrap());
+    }
+    let mut ids: Vec<String> = batches
+        .iter()
+        .flat_map(|b| span_records(b).unwrap())
+        .map(|s| s.span_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|n| format!("{n:016x}")).collect()
+}
+
+fn now_ns() -> i64 {
+    Utc::now().timestamp_nanos_opt().unwrap()
+}
+
+#[tokio::test]
+async fn acknowledged_batches_survive_reopen_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store.append(spans(0, 10, now_ns())).await.unwrap();
+    store.append(spans(10, 5, now_ns())).await.unwrap();
+    // Dropping without close is what a crash leaves: the WAL, no segments.
+    drop(store);
+
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.snapshot().segments.len(), 0);
+    assert_eq!(stored_ids(&store).await, expected_ids(0..15));
+}
+
+#[tokio::test]
+async fn flush_moves_hot_spans_into_segments_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let now = now_ns();
+    store.append(spans(0, 100, now)).await.unwrap();
+    // One span an hour earlier: it belongs in another partition.
+    store.append(spans(100, 1, now - HOUR_NS)).await.unwrap();
+    let report = store.flush().await.unwrap();
+    assert_eq!(report.rows, 101);
+    assert_eq!(report.segments.len(), 2);
+    assert!(store.snapshot().hot.is_empty());
+    assert!(report.segments.iter().all(|s| s.path.starts_with("spans/dt=")));
+    store.append(spans(101, 9, now)).await.unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..110));
+    drop(store);
+
+    // Reopen: segments hold 0..101, the WAL only 101..110.
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..110));
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert!(store.snapshot().hot.is_empty());
+    assert_eq!(stored_ids(&store).await, expected_ids(0..110));
+}
+
+#[tokio::test]
+async fn a_crash_between_segment_write_and_wal_truncation_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store.append(spans(0, 20, now_ns())).await.unwrap();
+    let wal_copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, wal_copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    store.flush().await.unwrap();
+    drop(store);
+    // Put the WAL back as if the process died right after committing the manifest.
+    for entry in std::fs::read_dir(wal_copy.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join("wal").join(path.file_name().unwrap())).unwrap();
+    }
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..20));
+}
+
+#[tokio::test]
+async fn uncommitted_segment_files_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store.append(spans(0, 5, now_ns())).await.unwrap();
+    let report = store.flush().await.unwrap();
+    drop(store);
+    let committed = dir.path().join(&report.segments[0].path);
+    let orphan = committed.with_file_name("orphan.parquet");
+    std::fs::copy(&committed, &orphan).unwrap();
+
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert!(!orphan.exists());
+    assert_eq!(stored_ids(&store).await, expected_ids(0..5));
+}
+
+#[tokio::test]
+async fn refuses_appends_over_the_memory_budget_until_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        memory_limit: 1,
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    store.append(spans(0, 5, now_ns())).await.unwrap();
+    let refused = store.append(spans(5, 5, now_ns())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::MemoryFull { .. }), "{refused}");
+    assert!(refused.retry_after().is_some());
+    store.flush().await.unwrap();
+    store.append(spans(5, 5, now_ns())).await.unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..10));
+}
+
+/// Waits (bounded) until `condition` holds.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..5000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn refuses_appends_when_the_queue_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        queue_depth: 1,
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    // Another thread holds the WAL, so the writer blocks on the first batch it takes.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let _wal = store.shared.wal.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }
+    });
+    locked_rx.recv().unwrap();
+    let append = |first| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(spans(first, 1, now_ns())).await })
+    };
+    let first = append(0);
+    eventually("the writer to take the first batch", || {
+        store.shared.unflushed_bytes.load(Ordering::Relaxed) > 0 && store.gauges().queue_depth == 0
+    })
+    .await;
+    let second = append(1);
+    eventually("the second batch to wait in the queue", || store.gauges().queue_depth == 1).await;
+
+    let refused = store.append(spans(2, 1, now_ns())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::QueueFull { depth: 1, .. }), "{refused}");
+    assert!(matches!(store.admit(), Err(StoreError::QueueFull { .. })));
+
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..2));
+    store.admit().unwrap();
+}
+
+#[tokio::test]
+async fn small_segments_of_an_hour_are_compacted_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let now = now_ns();
+    for round in 0..4 {
+        store.append(spans(round * 10, 10, now)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.snapshot().segments.len(), 4);
+    assert_eq!(store.compact().await.unwrap(), 1);
+    let segments = store.snapshot().segments;
+    assert_eq!(segments.len(), 1);
+    assert_eq!(segments[0].rows, 40);
+    let files = walk_parquet(&dir.path().join("spans"));
+    assert_eq!(files.len(), 1, "merged sources are deleted: {files:?}");
+    assert_eq!(stored_ids(&store).await, expected_ids(0..40));
+    drop(store);
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..40));
+}
+
+#[tokio::test]
+async fn retention_deletes_segments_of_hours_that_ended_long_enough_ago() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        retention: Duration::from_secs(24 * 3600),
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 30, 0).unwrap();
+    let now_ns = now.timestamp_nanos_opt().unwrap();
+    store.append(spans(0, 3, now_ns - 26 * HOUR_NS)).await.unwrap();
+    store.append(spans(3, 3, now_ns - 23 * HOUR_NS)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.expire(now).await.unwrap(), 1);
+    assert_eq!(stored_ids(&store).await, expected_ids(3..6));
+    assert_eq!(walk_parquet(&dir.path().join("spans")).len(), 1);
+}
+
+#[tokio::test]
+async fn segments_are_plain_parquet_with_the_spans_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store.append(spans(0, 3, now_ns())).await.unwrap();
+    let report = store.flush().await.unwrap();
+    let file = std::fs::File::open(dir.path().join(&report.segments[0].path)).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    assert_eq!(batches[0].schema(), spans_schema());
+    let records = span_records(&batches[0]).unwrap();
+    assert_eq!(records[0].attributes[0].value.as_deref(), Some("/v1/orders"));
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(config(dir.path())).await.unwrap();
+    let error = Store::open(config(dir.path())).await.unwrap_err();
+    assert!(error.to_string().contains("in use"), "{error}");
+}
+
+fn walk_parquet(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
