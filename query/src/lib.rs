@@ -1,1 +1,25 @@
-//! placeholder
+//! Read side of callwatch. For now: every stored span, hot and in segments, from one
+//! consistent snapshot. The DataFusion session, SQL API and graph build on this crate.
+
+use arrow::record_batch::RecordBatch;
+use callwatch_storage::{Result, SpanRecord, Store, span_records};
+
+/// All span batches of the store: hot batches and segments of the same snapshot, so no span
+/// is missed or counted twice while a flush runs.
+pub async fn all_span_batches(store: &Store) -> Result<Vec<RecordBatch>> {
+    let snapshot = store.snapshot();
+    let mut batches = snapshot.hot;
+    for segment in &snapshot.segments {
+        batches.extend(store.read_segment(segment).await?);
+    }
+    Ok(batches)
+}
+
+/// All stored spans as records.
+pub async fn all_spans(store: &Store) -> Result<Vec<SpanRecord>> {
+    let mut spans = Vec::new();
+    for batch in all_span_batches(store).await? {
+        spans.extend(span_records(&batch)?);
+    }
+    Ok(spans)
+}

@@ -15,7 +15,7 @@ mod wal;
 
 pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, SpansBuilder};
 pub use error::{Result, StoreError};
-pub use metrics::{Counter, StoreGauges, StoreMetrics, write_metric};
+pub use metrics::{Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, write_metric};
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::SegmentMeta;
 pub use store::{FlushReport, FsyncPolicy, Snapshot, Store, StoreConfig};

@@ -1,1 +1,51 @@
-//! placeholder
+//! HTTP routes of callwatch on the `--http` port: liveness, readiness and Prometheus
+//! metrics now; the dashboard and query APIs join them here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use callwatch_collector::Ingest;
+
+/// What the routes read.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub ingest: Arc<Ingest>,
+    /// False once shutdown has begun, so load balancers stop sending.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(8192);
+    state.ingest.metrics().render(&mut out);
+    let store = state.ingest.store();
+    store.metrics().render(&store.gauges(), &mut out);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+}

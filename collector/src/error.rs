@@ -1,0 +1,132 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+use callwatch_storage::StoreError;
+use http::StatusCode;
+
+/// Why an export request was not taken. Mapped to a gRPC status and to an HTTP response here,
+/// and nowhere else.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body does not decode as an `ExportTraceServiceRequest`.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("unsupported Content-Type {0:?}: send application/x-protobuf or application/json")]
+    UnsupportedContentType(String),
+    #[error("unsupported Content-Encoding {0:?}: send gzip or no encoding")]
+    UnsupportedEncoding(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("converting spans failed: {0}")]
+    Convert(#[from] arrow::error::ArrowError),
+}
+
+/// `google.rpc.Status`, the body of every OTLP/HTTP error response.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl IngestError {
+    /// Faults of the sender, as opposed to faults (or load) here.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidRequest(_)
+                | Self::UnsupportedContentType(_)
+                | Self::UnsupportedEncoding(_)
+                | Self::TooLarge { .. }
+        )
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Store(error) => error.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The message a client sees: the error itself for its own faults and for load, a generic
+    /// one for internal faults (whose details go to the log).
+    fn public_message(&self) -> String {
+        match self {
+            Self::Store(StoreError::QueueFull { .. } | StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
+                self.to_string()
+            }
+            Self::Store(_) | Self::Convert(_) => {
+                tracing::error!(error = %self, "export failed");
+                "internal error while storing spans; see the callwatch log".into()
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    pub fn grpc_status(&self) -> tonic::Status {
+        use tonic::Code;
+        use tonic_types::{ErrorDetails, StatusExt};
+        let code = match self {
+            Self::InvalidRequest(_) | Self::UnsupportedContentType(_) | Self::UnsupportedEncoding(_) => {
+                Code::InvalidArgument
+            }
+            Self::TooLarge { .. } => Code::OutOfRange,
+            Self::Store(StoreError::QueueFull { .. }) => Code::ResourceExhausted,
+            Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => Code::Unavailable,
+            Self::Store(_) | Self::Convert(_) => Code::Internal,
+        };
+        let message = self.public_message();
+        match self.retry_after() {
+            // OTLP clients retry RESOURCE_EXHAUSTED only when RetryInfo says when.
+            Some(delay) => tonic::Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
+            None => tonic::Status::new(code, message),
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedContentType(_) | Self::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Store(StoreError::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Store(_) | Self::Convert(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The HTTP response: status, `Retry-After` when waiting helps, and a `google.rpc.Status`
+    /// body in the request's encoding (`json` or protobuf).
+    pub fn http_response(&self, json: bool) -> http::Response<Bytes> {
+        let status = self.http_status();
+        let message = self.public_message();
+        let grpc_code = self.grpc_status().code() as i32;
+        let (content_type, body) = if json {
+            let body = serde_json::json!({ "code": grpc_code, "message": message });
+            ("application/json", Bytes::from(body.to_string()))
+        } else {
+            let body = RpcStatus {
+                code: grpc_code,
+                message,
+            };
+            ("application/x-protobuf", Bytes::from(prost::Message::encode_to_vec(&body)))
+        };
+        let mut response = http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type);
+        if let Some(delay) = self.retry_after() {
+            response = response.header(http::header::RETRY_AFTER, delay.as_secs().max(1));
+        }
+        response.body(body).expect("valid response parts")
+    }
+}

@@ -1,0 +1,103 @@
+//! The one ingest core behind both transports.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use callwatch_storage::{Store, StoreError};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+use crate::convert::{Limits, convert, count_spans};
+use crate::error::IngestError;
+use crate::metrics::IngestMetrics;
+
+/// Validates, converts and stores export requests. Transports only decode and encode.
+#[derive(Debug)]
+pub struct Ingest {
+    store: Store,
+    limits: Limits,
+    metrics: IngestMetrics,
+}
+
+impl Ingest {
+    pub fn new(store: Store, limits: Limits) -> Self {
+        Self {
+            store,
+            limits,
+            metrics: IngestMetrics::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    /// Stores the valid spans of `request` and answers once they are in the WAL. Invalid
+    /// spans are left out and reported as a partial success.
+    #[tracing::instrument(skip_all, fields(spans))]
+    pub async fn export(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let started = Instant::now();
+        let total = count_spans(&request);
+        tracing::Span::current().record("spans", total);
+        self.metrics.spans_received.add(total as u64);
+        if total == 0 {
+            return Ok(ExportTraceServiceResponse::default());
+        }
+        if let Err(error) = self.store.admit() {
+            return Err(self.refused(error));
+        }
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let converted = convert(&request, now_ns, &self.limits).inspect_err(|_| {
+            self.metrics.requests_failed.add(1);
+        })?;
+        drop(request);
+        if let Some(batch) = converted.batch {
+            self.store
+                .append(batch)
+                .await
+                .map_err(|error| self.refused(error))?;
+        }
+        self.metrics.spans_accepted.add(converted.accepted as u64);
+        self.metrics.spans_rejected.add(converted.rejected as u64);
+        self.metrics
+            .values_truncated
+            .add(converted.truncated_values as u64);
+        self.metrics.export_seconds.observe(started.elapsed());
+
+        let partial_success = (converted.rejected > 0).then(|| {
+            tracing::warn!(
+                rejected = converted.rejected,
+                first = converted.reasons.first().map(String::as_str),
+                "rejected invalid spans"
+            );
+            ExportTracePartialSuccess {
+                rejected_spans: converted.rejected as i64,
+                error_message: format!(
+                    "{} of {total} spans rejected: {}",
+                    converted.rejected,
+                    converted.reasons.join("; ")
+                ),
+            }
+        });
+        Ok(ExportTraceServiceResponse { partial_success })
+    }
+
+    /// Counts a refusal by storage and turns it into the error the client sees.
+    fn refused(&self, error: StoreError) -> IngestError {
+        match &error {
+            StoreError::QueueFull { .. } => self.metrics.requests_refused_queue.add(1),
+            StoreError::MemoryFull { .. } => self.metrics.requests_refused_memory.add(1),
+            _ => self.metrics.requests_failed.add(1),
+        }
+        IngestError::Store(error)
+    }
+}

@@ -1,0 +1,132 @@
+//! Command-line flags. Every flag is also an environment variable `CALLWATCH_*`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_DATA_DIR: &str = "./callwatch-data";
+pub const DEFAULT_OTLP_GRPC: &str = "0.0.0.0:4317";
+pub const DEFAULT_OTLP_HTTP: &str = "0.0.0.0:4318";
+pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
+
+/// callwatch: distributed tracing and service dependencies, from OTLP to one binary.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive OTLP traces and store them (WAL, memory, Parquet).
+    Serve(ServeArgs),
+    /// Send generated OTLP/gRPC traffic to a collector and report throughput and latency.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fsync {
+    /// fsync the WAL before every acknowledgement (group commit): survives power loss.
+    Always,
+    /// Leave flushing to the OS: survives a crash of callwatch, not of the machine.
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the WAL and Parquet segments live.
+    #[arg(long, env = "CALLWATCH_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "CALLWATCH_OTLP_GRPC", default_value = DEFAULT_OTLP_GRPC)]
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP listen address (POST /v1/traces).
+    #[arg(long, env = "CALLWATCH_OTLP_HTTP", default_value = DEFAULT_OTLP_HTTP)]
+    pub otlp_http: SocketAddr,
+    /// HTTP listen address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "CALLWATCH_HTTP", default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// When the WAL reaches the disk.
+    #[arg(long, env = "CALLWATCH_WAL_FSYNC", value_enum, default_value_t = Fsync::Always)]
+    pub wal_fsync: Fsync,
+    /// Export requests that may wait for the WAL before new ones get 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CALLWATCH_INGEST_QUEUE", default_value_t = 256)]
+    pub ingest_queue: usize,
+    /// Memory for spans not yet in Parquet before new requests get 503 / UNAVAILABLE (e.g. 2GiB).
+    #[arg(long, env = "CALLWATCH_MEMORY_LIMIT", default_value = "2GiB", value_parser = parse_bytes)]
+    pub memory_limit: usize,
+    /// Largest export request body, after decompression (e.g. 16MiB).
+    #[arg(long, env = "CALLWATCH_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub max_message_size: usize,
+    /// Write hot spans to Parquet at least this often.
+    #[arg(long, env = "CALLWATCH_FLUSH_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+    /// ...and as soon as this many spans are in memory.
+    #[arg(long, env = "CALLWATCH_FLUSH_SPANS", default_value_t = 1_000_000)]
+    pub flush_spans: usize,
+    /// Delete Parquet segments older than this.
+    #[arg(long, env = "CALLWATCH_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317.
+    #[arg(long, env = "CALLWATCH_SEND_TO")]
+    pub send_to: String,
+    /// How long to send.
+    #[arg(long, env = "CALLWATCH_LOAD_DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Concurrent requests, each on its own connection.
+    #[arg(long, env = "CALLWATCH_LOAD_CONNECTIONS", default_value_t = 4)]
+    pub connections: usize,
+    /// Spans per export request.
+    #[arg(long, env = "CALLWATCH_LOAD_BATCH", default_value_t = 1000)]
+    pub batch: usize,
+    /// Seed of the generated traffic.
+    #[arg(long, env = "CALLWATCH_LOAD_SEED", default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `512`, `64KiB`, `16MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("10 kb"), Ok(10_000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("1XB").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! `callwatch serve`: open the store, start the three listeners, and on SIGINT/SIGTERM stop
+//! accepting, let in-flight requests finish, flush to Parquet and exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use callwatch_collector::{Ingest, Limits, TraceService, http_router};
+use callwatch_storage::{FsyncPolicy, Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Fsync, ServeArgs};
+
+/// How long in-flight requests get to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Store::open(store_config(&args))
+        .await
+        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+    let ingest = Arc::new(Ingest::new(store.clone(), Limits::default()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    store.spawn_maintenance(cancel.clone(), &tracker);
+
+    let grpc = bind(args.otlp_grpc, "OTLP/gRPC").await?;
+    let otlp_http = bind(args.otlp_http, "OTLP/HTTP").await?;
+    let http = bind(args.http, "HTTP").await?;
+    // Tests and scripts read these lines to learn the ports (the flags may say port 0).
+    println!("listening otlp-grpc {}", grpc.local_addr()?);
+    println!("listening otlp-http {}", otlp_http.local_addr()?);
+    println!("listening http {}", http.local_addr()?);
+
+    let service = TraceService::new(ingest.clone(), args.max_message_size);
+    let shutdown = cancel.clone();
+    tracker.spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                shutdown.cancelled_owned(),
+            )
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "OTLP/gRPC server failed");
+        }
+    });
+    serve_http(
+        &tracker,
+        &cancel,
+        otlp_http,
+        http_router(ingest.clone(), args.max_message_size),
+        "OTLP/HTTP",
+    );
+    let app = callwatch_ui::router(callwatch_ui::AppState {
+        ingest: ingest.clone(),
+        ready: ready.clone(),
+    });
+    serve_http(&tracker, &cancel, http, app, "HTTP");
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new requests, finishing those in flight");
+    ready.store(false, Ordering::Relaxed);
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; flushing anyway");
+    }
+    let report = store.close().await.context("final flush")?;
+    tracing::info!(spans = report.rows, "flushed; bye");
+    Ok(())
+}
+
+fn store_config(args: &ServeArgs) -> StoreConfig {
+    StoreConfig {
+        fsync: match args.wal_fsync {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Never => FsyncPolicy::Never,
+        },
+        queue_depth: args.ingest_queue,
+        memory_limit: args.memory_limit,
+        flush_interval: args.flush_interval,
+        flush_rows: args.flush_spans,
+        retention: args.retention,
+        ..StoreConfig::new(&args.data_dir)
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener to {addr}"))
+}
+
+fn serve_http(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    listener: TcpListener,
+    router: axum::Router,
+    what: &'static str,
+) {
+    let shutdown = cancel.clone();
+    tracker.spawn(async move {
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "{what} server failed");
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
