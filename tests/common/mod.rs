@@ -1,0 +1,194 @@
+//! Runs the real `callwatch` binary for integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use callwatch_storage::{SpanRecord, Store, StoreConfig};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// A `callwatch serve` process on free loopback ports.
+pub struct Server {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callwatch"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(extra)
+            .env("CALLWATCH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting callwatch");
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = |name: &str| -> SocketAddr {
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no '{name}' line; log:\n{}", read(&log)));
+            let rest = line
+                .strip_prefix(&format!("listening {name} "))
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            rest.parse().unwrap()
+        };
+        let (grpc, otlp_http, http) = (addr("otlp-grpc"), addr("otlp-http"), addr("http"));
+        Self {
+            child: Some(child),
+            grpc,
+            otlp_http,
+            http,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.otlp_http)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// SIGTERM, then wait for the graceful exit (which flushes to Parquet).
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = wait_timeout(&mut child, Duration::from_secs(120));
+        assert!(exit.success(), "callwatch exited with {exit}; log:\n{}", read(&self.log));
+        exit
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "callwatch did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Every span in a (stopped) server's data directory, as `Store::open` finds it after replay:
+/// (spans, how many were still only in the WAL).
+pub async fn stored_spans(data_dir: &Path) -> (Vec<SpanRecord>, usize) {
+    let store = Store::open(StoreConfig::new(data_dir)).await.unwrap();
+    let snapshot = store.snapshot();
+    let hot_rows = snapshot.hot.iter().map(|b| b.num_rows()).sum();
+    let spans = callwatch_query::all_spans(&store).await.unwrap();
+    (spans, hot_rows)
+}
+
+/// A gRPC codec that sends raw bytes: for requests no SDK would send.
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Sends `body` as a raw gRPC Export call.
+pub async fn grpc_export(url: &str, body: Bytes) -> Result<Bytes, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    client
+        .unary(
+            tonic::Request::new(body),
+            http::uri::PathAndQuery::from_static(callwatch_collector::EXPORT_PATH),
+            RawCodec,
+        )
+        .await
+        .map(tonic::Response::into_inner)
+}
