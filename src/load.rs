@@ -321,12 +321,37 @@ struct Platform {
 
 /// (service, instance count, version, instrumentation scope)
 const SERVICES: &[(&str, usize, &str, &str)] = &[
-    ("web-frontend", 2, "3.1.0", "@opentelemetry/instrumentation-http"),
+    (
+        "web-frontend",
+        2,
+        "3.1.0",
+        "@opentelemetry/instrumentation-http",
+    ),
     ("api-gateway", 2, "1.8.2", "io.opentelemetry.netty-4.1"),
-    ("user-service", 2, "2.4.0", "opentelemetry-instrumentation-flask"),
-    ("order-service", 3, "5.0.1", "io.opentelemetry.spring-webmvc-6.0"),
-    ("payment-service", 2, "1.12.0", "go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"),
-    ("inventory-service", 2, "0.9.4", "io.opentelemetry.kafka-clients-2.6"),
+    (
+        "user-service",
+        2,
+        "2.4.0",
+        "opentelemetry-instrumentation-flask",
+    ),
+    (
+        "order-service",
+        3,
+        "5.0.1",
+        "io.opentelemetry.spring-webmvc-6.0",
+    ),
+    (
+        "payment-service",
+        2,
+        "1.12.0",
+        "go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
+    ),
+    (
+        "inventory-service",
+        2,
+        "0.9.4",
+        "io.opentelemetry.kafka-clients-2.6",
+    ),
 ];
 
 const USER_AGENTS: &[&str] = &[
@@ -436,188 +461,240 @@ impl Platform {
         };
 
         let agent = USER_AGENTS[self.rng.random_range(0..USER_AGENTS.len())];
-        let root = add(self, Call {
-            service: 0,
-            parent: None,
-            kind: SpanKind::Server,
-            name: "POST /checkout",
-            start_ns: t0,
-            duration_ns: 48_000_000,
-            attributes: vec![
-                text("http.request.method", "POST"),
-                text("http.route", "/checkout"),
-                text("url.path", "/checkout"),
-                text("url.scheme", "https"),
-                int("http.response.status_code", status_code),
-                text("user_agent.original", agent),
-                text("enduser.id", &format!("user-{user}")),
-            ],
-            error: payment_fails,
-        });
-        let to_gateway = add(self, Call {
-            service: 0,
-            parent: Some(root),
-            kind: SpanKind::Client,
-            name: "POST",
-            start_ns: t0 + 1_000_000,
-            duration_ns: 45_000_000,
-            attributes: http_client("POST", "api-gateway", "/api/orders", status_code),
-            error: payment_fails,
-        });
-        let gateway = add(self, Call {
-            service: 1,
-            parent: Some(to_gateway),
-            kind: SpanKind::Server,
-            name: "POST /api/orders",
-            start_ns: t0 + 1_500_000,
-            duration_ns: 44_000_000,
-            attributes: http_server("POST", "/api/orders", status_code),
-            error: payment_fails,
-        });
+        let root = add(
+            self,
+            Call {
+                service: 0,
+                parent: None,
+                kind: SpanKind::Server,
+                name: "POST /checkout",
+                start_ns: t0,
+                duration_ns: 48_000_000,
+                attributes: vec![
+                    text("http.request.method", "POST"),
+                    text("http.route", "/checkout"),
+                    text("url.path", "/checkout"),
+                    text("url.scheme", "https"),
+                    int("http.response.status_code", status_code),
+                    text("user_agent.original", agent),
+                    text("enduser.id", &format!("user-{user}")),
+                ],
+                error: payment_fails,
+            },
+        );
+        let to_gateway = add(
+            self,
+            Call {
+                service: 0,
+                parent: Some(root),
+                kind: SpanKind::Client,
+                name: "POST",
+                start_ns: t0 + 1_000_000,
+                duration_ns: 45_000_000,
+                attributes: http_client("POST", "api-gateway", "/api/orders", status_code),
+                error: payment_fails,
+            },
+        );
+        let gateway = add(
+            self,
+            Call {
+                service: 1,
+                parent: Some(to_gateway),
+                kind: SpanKind::Server,
+                name: "POST /api/orders",
+                start_ns: t0 + 1_500_000,
+                duration_ns: 44_000_000,
+                attributes: http_server("POST", "/api/orders", status_code),
+                error: payment_fails,
+            },
+        );
         if self.rng.random_bool(0.7) {
-            let to_user = add(self, Call {
+            let to_user = add(
+                self,
+                Call {
+                    service: 1,
+                    parent: Some(gateway),
+                    kind: SpanKind::Client,
+                    name: "GET",
+                    start_ns: t0 + 2_000_000,
+                    duration_ns: 6_000_000,
+                    attributes: http_client(
+                        "GET",
+                        "user-service",
+                        &format!("/v1/users/{user}"),
+                        200,
+                    ),
+                    error: false,
+                },
+            );
+            let user_server = add(
+                self,
+                Call {
+                    service: 2,
+                    parent: Some(to_user),
+                    kind: SpanKind::Server,
+                    name: "GET /v1/users/{id}",
+                    start_ns: t0 + 2_400_000,
+                    duration_ns: 5_000_000,
+                    attributes: http_server("GET", "/v1/users/{id}", 200),
+                    error: false,
+                },
+            );
+            add(
+                self,
+                Call {
+                    service: 2,
+                    parent: Some(user_server),
+                    kind: SpanKind::Client,
+                    name: "GET",
+                    start_ns: t0 + 2_600_000,
+                    duration_ns: 400_000,
+                    attributes: vec![
+                        text("db.system.name", "redis"),
+                        text("db.operation.name", "GET"),
+                        text("server.address", "user-cache"),
+                        int("server.port", 6379),
+                    ],
+                    error: false,
+                },
+            );
+        }
+        let version = if self.rng.random_bool(0.6) {
+            "/v2/orders"
+        } else {
+            "/v1/orders"
+        };
+        let to_order = add(
+            self,
+            Call {
                 service: 1,
                 parent: Some(gateway),
                 kind: SpanKind::Client,
-                name: "GET",
-                start_ns: t0 + 2_000_000,
-                duration_ns: 6_000_000,
-                attributes: http_client("GET", "user-service", &format!("/v1/users/{user}"), 200),
-                error: false,
-            });
-            let user_server = add(self, Call {
-                service: 2,
-                parent: Some(to_user),
+                name: "POST",
+                start_ns: t0 + 9_000_000,
+                duration_ns: 36_000_000,
+                attributes: http_client("POST", "order-service", version, status_code),
+                error: payment_fails,
+            },
+        );
+        let order = add(
+            self,
+            Call {
+                service: 3,
+                parent: Some(to_order),
                 kind: SpanKind::Server,
-                name: "GET /v1/users/{id}",
-                start_ns: t0 + 2_400_000,
-                duration_ns: 5_000_000,
-                attributes: http_server("GET", "/v1/users/{id}", 200),
-                error: false,
-            });
-            add(self, Call {
-                service: 2,
-                parent: Some(user_server),
-                kind: SpanKind::Client,
-                name: "GET",
-                start_ns: t0 + 2_600_000,
-                duration_ns: 400_000,
-                attributes: vec![
-                    text("db.system.name", "redis"),
-                    text("db.operation.name", "GET"),
-                    text("server.address", "user-cache"),
-                    int("server.port", 6379),
-                ],
-                error: false,
-            });
-        }
-        let version = if self.rng.random_bool(0.6) { "/v2/orders" } else { "/v1/orders" };
-        let to_order = add(self, Call {
-            service: 1,
-            parent: Some(gateway),
-            kind: SpanKind::Client,
-            name: "POST",
-            start_ns: t0 + 9_000_000,
-            duration_ns: 36_000_000,
-            attributes: http_client("POST", "order-service", version, status_code),
-            error: payment_fails,
-        });
-        let order = add(self, Call {
-            service: 3,
-            parent: Some(to_order),
-            kind: SpanKind::Server,
-            name: if version == "/v2/orders" { "POST /v2/orders" } else { "POST /v1/orders" },
-            start_ns: t0 + 9_500_000,
-            duration_ns: 35_000_000,
-            attributes: http_server("POST", version, status_code),
-            error: payment_fails,
-        });
-        add(self, Call {
-            service: 3,
-            parent: Some(order),
-            kind: SpanKind::Client,
-            name: "INSERT orders",
-            start_ns: t0 + 10_000_000,
-            duration_ns: 3_000_000,
-            attributes: vec![
-                text("db.system.name", "postgresql"),
-                text("db.namespace", "orders"),
-                text("db.operation.name", "INSERT"),
-                text("db.collection.name", "orders"),
-                text(
-                    "db.query.text",
-                    "INSERT INTO orders (id, user_id, total, currency) VALUES ($1, $2, $3, $4)",
-                ),
-                text("server.address", "orders-db"),
-                int("server.port", 5432),
-            ],
-            error: false,
-        });
-        let grpc_code = if payment_fails { 14 } else { 0 };
-        let to_payment = add(self, Call {
-            service: 3,
-            parent: Some(order),
-            kind: SpanKind::Client,
-            name: "payments.v1.PaymentService/Charge",
-            start_ns: t0 + 14_000_000,
-            duration_ns: 20_000_000,
-            attributes: vec![
-                text("rpc.system", "grpc"),
-                text("rpc.service", "payments.v1.PaymentService"),
-                text("rpc.method", "Charge"),
-                int("rpc.grpc.status_code", grpc_code),
-                text("server.address", "payment-service"),
-                int("server.port", 50051),
-                text("circuit_breaker.name", "payment"),
-                text("circuit_breaker.state", "closed"),
-            ],
-            error: payment_fails,
-        });
-        add(self, Call {
-            service: 4,
-            parent: Some(to_payment),
-            kind: SpanKind::Server,
-            name: "payments.v1.PaymentService/Charge",
-            start_ns: t0 + 14_800_000,
-            duration_ns: 18_500_000,
-            attributes: vec![
-                text("rpc.system", "grpc"),
-                text("rpc.service", "payments.v1.PaymentService"),
-                text("rpc.method", "Charge"),
-                int("rpc.grpc.status_code", grpc_code),
-            ],
-            error: payment_fails,
-        });
-        if !payment_fails {
-            let publish = add(self, Call {
+                name: if version == "/v2/orders" {
+                    "POST /v2/orders"
+                } else {
+                    "POST /v1/orders"
+                },
+                start_ns: t0 + 9_500_000,
+                duration_ns: 35_000_000,
+                attributes: http_server("POST", version, status_code),
+                error: payment_fails,
+            },
+        );
+        add(
+            self,
+            Call {
                 service: 3,
                 parent: Some(order),
-                kind: SpanKind::Producer,
-                name: "order-events publish",
-                start_ns: t0 + 35_000_000,
-                duration_ns: 1_200_000,
+                kind: SpanKind::Client,
+                name: "INSERT orders",
+                start_ns: t0 + 10_000_000,
+                duration_ns: 3_000_000,
                 attributes: vec![
-                    text("messaging.system", "kafka"),
-                    text("messaging.destination.name", "order-events"),
-                    text("messaging.operation.type", "send"),
+                    text("db.system.name", "postgresql"),
+                    text("db.namespace", "orders"),
+                    text("db.operation.name", "INSERT"),
+                    text("db.collection.name", "orders"),
+                    text(
+                        "db.query.text",
+                        "INSERT INTO orders (id, user_id, total, currency) VALUES ($1, $2, $3, $4)",
+                    ),
+                    text("server.address", "orders-db"),
+                    int("server.port", 5432),
                 ],
                 error: false,
-            });
-            add(self, Call {
-                service: 5,
-                parent: Some(publish),
-                kind: SpanKind::Consumer,
-                name: "order-events process",
-                start_ns: t0 + 60_000_000,
-                duration_ns: 8_000_000,
+            },
+        );
+        let grpc_code = if payment_fails { 14 } else { 0 };
+        let to_payment = add(
+            self,
+            Call {
+                service: 3,
+                parent: Some(order),
+                kind: SpanKind::Client,
+                name: "payments.v1.PaymentService/Charge",
+                start_ns: t0 + 14_000_000,
+                duration_ns: 20_000_000,
                 attributes: vec![
-                    text("messaging.system", "kafka"),
-                    text("messaging.destination.name", "order-events"),
-                    text("messaging.operation.type", "process"),
-                    text("messaging.consumer.group.name", "inventory"),
+                    text("rpc.system", "grpc"),
+                    text("rpc.service", "payments.v1.PaymentService"),
+                    text("rpc.method", "Charge"),
+                    int("rpc.grpc.status_code", grpc_code),
+                    text("server.address", "payment-service"),
+                    int("server.port", 50051),
+                    text("circuit_breaker.name", "payment"),
+                    text("circuit_breaker.state", "closed"),
                 ],
-                error: false,
-            });
+                error: payment_fails,
+            },
+        );
+        add(
+            self,
+            Call {
+                service: 4,
+                parent: Some(to_payment),
+                kind: SpanKind::Server,
+                name: "payments.v1.PaymentService/Charge",
+                start_ns: t0 + 14_800_000,
+                duration_ns: 18_500_000,
+                attributes: vec![
+                    text("rpc.system", "grpc"),
+                    text("rpc.service", "payments.v1.PaymentService"),
+                    text("rpc.method", "Charge"),
+                    int("rpc.grpc.status_code", grpc_code),
+                ],
+                error: payment_fails,
+            },
+        );
+        if !payment_fails {
+            let publish = add(
+                self,
+                Call {
+                    service: 3,
+                    parent: Some(order),
+                    kind: SpanKind::Producer,
+                    name: "order-events publish",
+                    start_ns: t0 + 35_000_000,
+                    duration_ns: 1_200_000,
+                    attributes: vec![
+                        text("messaging.system", "kafka"),
+                        text("messaging.destination.name", "order-events"),
+                        text("messaging.operation.type", "send"),
+                    ],
+                    error: false,
+                },
+            );
+            add(
+                self,
+                Call {
+                    service: 5,
+                    parent: Some(publish),
+                    kind: SpanKind::Consumer,
+                    name: "order-events process",
+                    start_ns: t0 + 60_000_000,
+                    duration_ns: 8_000_000,
+                    attributes: vec![
+                        text("messaging.system", "kafka"),
+                        text("messaging.destination.name", "order-events"),
+                        text("messaging.operation.type", "process"),
+                        text("messaging.consumer.group.name", "inventory"),
+                    ],
+                    error: false,
+                },
+            );
         }
         count
     }
@@ -627,7 +704,8 @@ impl Platform {
         let mut span_id = [0u8; 8];
         self.rng.fill(&mut span_id);
         // Latency varies around the nominal duration, with a long tail.
-        let jitter = self.rng.random_range(0.6..1.4) * if self.rng.random_bool(0.01) { 8.0 } else { 1.0 };
+        let jitter =
+            self.rng.random_range(0.6..1.4) * if self.rng.random_bool(0.01) { 8.0 } else { 1.0 };
         let duration = (call.duration_ns as f64 * jitter) as u64;
         let mut span = Span {
             trace_id: trace_id.to_vec(),
@@ -651,7 +729,10 @@ impl Platform {
                 name: "exception".into(),
                 attributes: vec![
                     text("exception.type", "UnavailableError"),
-                    text("exception.message", "upstream connect error or disconnect/reset before headers"),
+                    text(
+                        "exception.message",
+                        "upstream connect error or disconnect/reset before headers",
+                    ),
                 ],
                 dropped_attributes_count: 0,
             });
@@ -659,7 +740,11 @@ impl Platform {
         let first_instance: usize = SERVICES[..call.service].iter().map(|s| s.1).sum();
         // Uneven load: the first instance of a service takes half of its traffic.
         let count = SERVICES[call.service].1;
-        let instance = if self.rng.random_bool(0.5) { 0 } else { self.rng.random_range(0..count) };
+        let instance = if self.rng.random_bool(0.5) {
+            0
+        } else {
+            self.rng.random_range(0..count)
+        };
         let _ = self.base_ns;
         self.spans[first_instance + instance].push(span);
         span_id
@@ -694,9 +779,8 @@ mod tests {
     fn instances_have_unique_ids_and_intact_trees() {
         let template = Template::new(200, 7, 1_795_000_000_000_000_000);
         assert!(template.spans >= 200);
-        let decode = |salt| {
-            ExportTraceServiceRequest::decode(template.instantiate(salt, 1_000)).unwrap()
-        };
+        let decode =
+            |salt| ExportTraceServiceRequest::decode(template.instantiate(salt, 1_000)).unwrap();
         let spans = |request: &ExportTraceServiceRequest| -> Vec<Span> {
             request
                 .resource_spans
@@ -709,7 +793,10 @@ mod tests {
         assert_eq!(a.len(), template.spans);
         let ids_a: std::collections::HashSet<_> = a.iter().map(|s| s.span_id.clone()).collect();
         assert_eq!(ids_a.len(), a.len(), "span ids unique within a request");
-        assert!(b.iter().all(|s| !ids_a.contains(&s.span_id)), "and across sends");
+        assert!(
+            b.iter().all(|s| !ids_a.contains(&s.span_id)),
+            "and across sends"
+        );
         for span in a.iter().filter(|s| !s.parent_span_id.is_empty()) {
             let parent = a.iter().find(|p| p.span_id == span.parent_span_id);
             assert!(parent.is_some(), "every parent is in the request");
@@ -717,6 +804,9 @@ mod tests {
         }
         let original = Template::new(200, 7, 1_795_000_000_000_000_000);
         let first = spans(&ExportTraceServiceRequest::decode(&original.bytes[..]).unwrap());
-        assert_eq!(a[0].start_time_unix_nano, first[0].start_time_unix_nano + 1_000);
+        assert_eq!(
+            a[0].start_time_unix_nano,
+            first[0].start_time_unix_nano + 1_000
+        );
     }
 }

@@ -70,7 +70,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ready.store(false, Ordering::Relaxed);
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; flushing anyway");
     }
     let report = store.close().await.context("final flush")?;

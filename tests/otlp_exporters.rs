@@ -83,7 +83,10 @@ fn record_spans(provider: &SdkTracerProvider, name: &str) {
     let mut root = root;
     root.add_event(
         "exception",
-        vec![KeyValue::new("exception.type", "TimeoutError"), KeyValue::new("attempt", 2_i64)],
+        vec![
+            KeyValue::new("exception.type", "TimeoutError"),
+            KeyValue::new("attempt", 2_i64),
+        ],
     );
     root.set_status(Status::error("payment failed"));
     let parent = opentelemetry::Context::current_with_span(root);
@@ -112,7 +115,11 @@ fn record_spans(provider: &SdkTracerProvider, name: &str) {
     parent.span().end();
 }
 
-fn provider(exporter: opentelemetry_otlp::SpanExporter, memory: &InMemorySpanExporter, service: &str) -> SdkTracerProvider {
+fn provider(
+    exporter: opentelemetry_otlp::SpanExporter,
+    memory: &InMemorySpanExporter,
+    service: &str,
+) -> SdkTracerProvider {
     SdkTracerProvider::builder()
         .with_resource(
             Resource::builder()
@@ -160,7 +167,10 @@ fn check(sent: &SpanData, stored: &SpanRecord, service: &str) {
     for (stored, sent) in stored.events.iter().zip(sent.events.iter()) {
         assert_eq!(stored.name, sent.name);
         assert_eq!(stored.time_ns, ns(sent.timestamp));
-        assert_eq!(stored.attributes, sent.attributes.iter().map(expected).collect::<Vec<_>>());
+        assert_eq!(
+            stored.attributes,
+            sent.attributes.iter().map(expected).collect::<Vec<_>>()
+        );
     }
     assert_eq!(stored.links.len(), sent.links.len());
     for (stored, sent) in stored.links.iter().zip(sent.links.iter()) {
@@ -169,7 +179,10 @@ fn check(sent: &SpanData, stored: &SpanRecord, service: &str) {
         assert_eq!(stored.trace_state.as_deref(), Some("vendor=x"));
     }
     assert_eq!(stored.service_name, service);
-    assert_eq!(stored.service_instance_id.as_deref(), Some(format!("{service}-1").as_str()));
+    assert_eq!(
+        stored.service_instance_id.as_deref(),
+        Some(format!("{service}-1").as_str())
+    );
     assert_eq!(stored.service_version.as_deref(), Some("1.2.3"));
     assert!(
         stored
@@ -177,7 +190,10 @@ fn check(sent: &SpanData, stored: &SpanRecord, service: &str) {
             .iter()
             .any(|a| a.key == "telemetry.sdk.name" && a.value.as_deref() == Some("opentelemetry"))
     );
-    assert_eq!(stored.scope_name.as_deref(), Some(sent.instrumentation_scope.name()));
+    assert_eq!(
+        stored.scope_name.as_deref(),
+        Some(sent.instrumentation_scope.name())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,13 +257,19 @@ async fn spans_from_the_otlp_exporter_are_stored_exactly_as_sent() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("callwatch_spans_accepted_total 9\n"), "{metrics}");
+    assert!(
+        metrics.contains("callwatch_spans_accepted_total 9\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("callwatch_ingest_requests_total{transport=\"grpc\"} 3\n"));
     assert!(metrics.contains("callwatch_ingest_requests_total{transport=\"http\"} 6\n"));
 
     server.stop();
     let (stored, still_in_wal) = common::stored_spans(&data).await;
-    assert_eq!(still_in_wal, 0, "a graceful stop flushes everything to Parquet");
+    assert_eq!(
+        still_in_wal, 0,
+        "a graceful stop flushes everything to Parquet"
+    );
     assert_eq!(stored.len(), sent.len());
     for (service, span) in &sent {
         let id = span.span_context.span_id().to_string();

@@ -150,8 +150,9 @@ pub fn convert(
                         link.dropped_attributes_count.saturating_add(dropped),
                     )?;
                 }
-                let resource_dropped = resource_dropped
-                    .saturating_add(values.attributes(builder.resource_attributes(), resource_attrs));
+                let resource_dropped = resource_dropped.saturating_add(
+                    values.attributes(builder.resource_attributes(), resource_attrs),
+                );
                 let _ = values.attributes(builder.scope_attributes(), scope_attrs);
 
                 let trace_id = Hex::encode(&span.trace_id);
@@ -245,13 +246,12 @@ fn non_empty(text: &str) -> Option<&str> {
 }
 
 fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             any_value::Value::StringValue(s) => Some(s.as_str()),
             _ => None,
-        })
+        }
+    })
 }
 
 /// Lowercase hex of an id, on the stack.
@@ -315,7 +315,9 @@ impl ValueWriter<'_> {
             };
             match value {
                 V::StringValue(s) => out.push(&key, &self.clip(s), AttributeType::String),
-                V::BoolValue(b) => out.push(&key, if *b { "true" } else { "false" }, AttributeType::Bool),
+                V::BoolValue(b) => {
+                    out.push(&key, if *b { "true" } else { "false" }, AttributeType::Bool)
+                }
                 V::IntValue(i) => out.push_with(&key, AttributeType::Int, |w| write!(w, "{i}")),
                 V::DoubleValue(d) => {
                     out.push_with(&key, AttributeType::Double, |w| write!(w, "{d}"))
@@ -365,8 +367,9 @@ fn json_value(value: &any_value::Value) -> serde_json::Value {
         V::StringValue(s) => J::String(s.clone()),
         V::BoolValue(b) => J::Bool(*b),
         V::IntValue(i) => J::from(*i),
-        V::DoubleValue(d) => serde_json::Number::from_f64(*d)
-            .map_or_else(|| J::String(d.to_string()), J::Number),
+        V::DoubleValue(d) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number)
+        }
         V::BytesValue(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
         V::ArrayValue(a) => J::Array(a.values.iter().map(any).collect()),
         V::StringValueStrindex(_) => J::Null,

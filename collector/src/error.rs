@@ -55,9 +55,11 @@ impl IngestError {
     /// one for internal faults (whose details go to the log).
     fn public_message(&self) -> String {
         match self {
-            Self::Store(StoreError::QueueFull { .. } | StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
-                self.to_string()
-            }
+            Self::Store(
+                StoreError::QueueFull { .. }
+                | StoreError::MemoryFull { .. }
+                | StoreError::ShuttingDown,
+            ) => self.to_string(),
             Self::Store(_) | Self::Convert(_) => {
                 tracing::error!(error = %self, "export failed");
                 "internal error while storing spans; see the callwatch log".into()
@@ -70,12 +72,14 @@ impl IngestError {
         use tonic::Code;
         use tonic_types::{ErrorDetails, StatusExt};
         let code = match self {
-            Self::InvalidRequest(_) | Self::UnsupportedContentType(_) | Self::UnsupportedEncoding(_) => {
-                Code::InvalidArgument
-            }
+            Self::InvalidRequest(_)
+            | Self::UnsupportedContentType(_)
+            | Self::UnsupportedEncoding(_) => Code::InvalidArgument,
             Self::TooLarge { .. } => Code::OutOfRange,
             Self::Store(StoreError::QueueFull { .. }) => Code::ResourceExhausted,
-            Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => Code::Unavailable,
+            Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
+                Code::Unavailable
+            }
             Self::Store(_) | Self::Convert(_) => Code::Internal,
         };
         let message = self.public_message();
@@ -119,7 +123,10 @@ impl IngestError {
                 code: grpc_code,
                 message,
             };
-            ("application/x-protobuf", Bytes::from(prost::Message::encode_to_vec(&body)))
+            (
+                "application/x-protobuf",
+                Bytes::from(prost::Message::encode_to_vec(&body)),
+            )
         };
         let mut response = http::Response::builder()
             .status(status)

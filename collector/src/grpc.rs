@@ -14,7 +14,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder, EnabledCompressionEncodings};
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Status, body::Body};
 
@@ -61,7 +63,9 @@ where
         let ingest = self.ingest.clone();
         let max_message_size = self.max_message_size;
         if request.uri().path() != EXPORT_PATH {
-            return Box::pin(async { Ok(Status::unimplemented("only TraceService/Export is served").into_http()) });
+            return Box::pin(async {
+                Ok(Status::unimplemented("only TraceService/Export is served").into_http())
+            });
         }
         Box::pin(async move {
             ingest.metrics().grpc_requests.add(1);
@@ -138,11 +142,13 @@ impl Decoder for RequestDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let metrics = self.ingest.metrics();
         metrics.bytes_received.add(src.remaining() as u64);
-        ExportTraceServiceRequest::decode(src).map(Some).map_err(|error| {
-            metrics.requests_invalid.add(1);
-            Status::invalid_argument(format!(
-                "body is not an ExportTraceServiceRequest: {error}"
-            ))
-        })
+        ExportTraceServiceRequest::decode(src)
+            .map(Some)
+            .map_err(|error| {
+                metrics.requests_invalid.add(1);
+                Status::invalid_argument(format!(
+                    "body is not an ExportTraceServiceRequest: {error}"
+                ))
+            })
     }
 }

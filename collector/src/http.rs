@@ -94,11 +94,7 @@ fn decode(
             IngestError::InvalidRequest(rejection.body_text())
         }
     })?;
-    state
-        .ingest
-        .metrics()
-        .bytes_received
-        .add(body.len() as u64);
+    state.ingest.metrics().bytes_received.add(body.len() as u64);
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

@@ -111,12 +111,7 @@ fn double(value: &Value, name: &str) -> Result<f64> {
 }
 
 /// An enum given as its number, its full name (`SPAN_KIND_SERVER`) or its short name.
-fn enumeration(
-    obj: &Map<String, Value>,
-    camel: &str,
-    prefix: &str,
-    names: &[&str],
-) -> Result<i32> {
+fn enumeration(obj: &Map<String, Value>, camel: &str, prefix: &str, names: &[&str]) -> Result<i32> {
     match field(obj, camel, camel) {
         None => Ok(0),
         Some(Value::String(name)) => {
@@ -137,7 +132,7 @@ fn hex_id(obj: &Map<String, Value>, camel: &str, snake: &str) -> Result<Vec<u8>>
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -196,7 +191,14 @@ fn scope_spans(value: &Value) -> Result<ScopeSpans> {
     })
 }
 
-const SPAN_KINDS: [&str; 6] = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"];
+const SPAN_KINDS: [&str; 6] = [
+    "UNSPECIFIED",
+    "INTERNAL",
+    "SERVER",
+    "CLIENT",
+    "PRODUCER",
+    "CONSUMER",
+];
 const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
 
 fn span(value: &Value) -> Result<Span> {
@@ -222,7 +224,11 @@ fn span(value: &Value) -> Result<Span> {
         start_time_unix_nano: integer(obj, "startTimeUnixNano", "start_time_unix_nano")?,
         end_time_unix_nano: integer(obj, "endTimeUnixNano", "end_time_unix_nano")?,
         attributes: list(obj, "attributes", "attributes", key_value)?,
-        dropped_attributes_count: integer(obj, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: integer(
+            obj,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
         events: list(obj, "events", "events", event)?,
         dropped_events_count: integer(obj, "droppedEventsCount", "dropped_events_count")?,
         links: list(obj, "links", "links", link)?,
@@ -237,7 +243,11 @@ fn event(value: &Value) -> Result<Event> {
         time_unix_nano: integer(obj, "timeUnixNano", "time_unix_nano")?,
         name: string(obj, "name", "name")?,
         attributes: list(obj, "attributes", "attributes", key_value)?,
-        dropped_attributes_count: integer(obj, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: integer(
+            obj,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
     })
 }
 
@@ -248,7 +258,11 @@ fn link(value: &Value) -> Result<Link> {
         span_id: hex_id(obj, "spanId", "span_id")?,
         trace_state: string(obj, "traceState", "trace_state")?,
         attributes: list(obj, "attributes", "attributes", key_value)?,
-        dropped_attributes_count: integer(obj, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: integer(
+            obj,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
         flags: integer(obj, "flags", "flags")?,
     })
 }
@@ -267,7 +281,11 @@ fn any_value(value: &Value) -> Result<AnyValue> {
     use any_value::Value as V;
     let obj = object(value, "value")?;
     let inner = if let Some(v) = field(obj, "stringValue", "string_value") {
-        V::StringValue(v.as_str().ok_or("stringValue: expected a string")?.to_string())
+        V::StringValue(
+            v.as_str()
+                .ok_or("stringValue: expected a string")?
+                .to_string(),
+        )
     } else if let Some(v) = field(obj, "boolValue", "bool_value") {
         V::BoolValue(v.as_bool().ok_or("boolValue: expected true or false")?)
     } else if let Some(v) = field(obj, "intValue", "int_value") {
@@ -324,7 +342,10 @@ mod tests {
         let spans = &request.resource_spans[0].scope_spans[0].spans;
         let span = &spans[0];
         assert_eq!(span.trace_id.len(), 16);
-        assert_eq!(span.span_id, vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]);
+        assert_eq!(
+            span.span_id,
+            vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+        );
         assert_eq!(span.kind, 2);
         assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);
         assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
@@ -353,14 +374,29 @@ mod tests {
     fn says_what_is_wrong() {
         let cases: [(&[u8], &str); 5] = [
             (b"{", "invalid JSON"),
-            (br#"{"resourceSpans":{}}"#, "resourceSpans: expected an array"),
-            (br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}"#, "traceId"),
-            (br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_NOPE"}]}]}]}"#, "unknown value"),
-            (br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"-1"}]}]}]}"#, "startTimeUnixNano"),
+            (
+                br#"{"resourceSpans":{}}"#,
+                "resourceSpans: expected an array",
+            ),
+            (
+                br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}"#,
+                "traceId",
+            ),
+            (
+                br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_NOPE"}]}]}]}"#,
+                "unknown value",
+            ),
+            (
+                br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"-1"}]}]}]}"#,
+                "startTimeUnixNano",
+            ),
         ];
         for (body, expected) in cases {
             let error = decode_request(body).unwrap_err();
-            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
         }
     }
 

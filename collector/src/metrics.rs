@@ -42,23 +42,73 @@ impl Default for IngestMetrics {
 impl IngestMetrics {
     pub fn render(&self, out: &mut String) {
         let name = "callwatch_ingest_requests_total";
-        let _ = writeln!(out, "# HELP {name} OTLP export requests received, by transport.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} OTLP export requests received, by transport."
+        );
         let _ = writeln!(out, "# TYPE {name} counter");
-        let _ = writeln!(out, "{name}{{transport=\"grpc\"}} {}", self.grpc_requests.get());
-        let _ = writeln!(out, "{name}{{transport=\"http\"}} {}", self.http_requests.get());
+        let _ = writeln!(
+            out,
+            "{name}{{transport=\"grpc\"}} {}",
+            self.grpc_requests.get()
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{transport=\"http\"}} {}",
+            self.http_requests.get()
+        );
         let name = "callwatch_ingest_requests_refused_total";
-        let _ = writeln!(out, "# HELP {name} Export requests refused for load, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Export requests refused for load, by reason."
+        );
         let _ = writeln!(out, "# TYPE {name} counter");
-        let _ = writeln!(out, "{name}{{reason=\"queue_full\"}} {}", self.requests_refused_queue.get());
-        let _ = writeln!(out, "{name}{{reason=\"memory_full\"}} {}", self.requests_refused_memory.get());
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"queue_full\"}} {}",
+            self.requests_refused_queue.get()
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"memory_full\"}} {}",
+            self.requests_refused_memory.get()
+        );
         let counters = [
-            ("callwatch_ingest_bytes_total", "Bytes of export request bodies received (after decompression for gRPC, before for HTTP).", &self.bytes_received),
-            ("callwatch_spans_received_total", "Spans in export requests that decoded.", &self.spans_received),
-            ("callwatch_spans_accepted_total", "Spans acknowledged: in the write-ahead log.", &self.spans_accepted),
-            ("callwatch_spans_rejected_total", "Invalid spans reported back as partial success.", &self.spans_rejected),
-            ("callwatch_ingest_requests_invalid_total", "Export requests that did not decode or had an unsupported format.", &self.requests_invalid),
-            ("callwatch_ingest_requests_failed_total", "Export requests that failed inside callwatch.", &self.requests_failed),
-            ("callwatch_attribute_values_truncated_total", "String values cut to the length limit.", &self.values_truncated),
+            (
+                "callwatch_ingest_bytes_total",
+                "Bytes of export request bodies received (after decompression for gRPC, before for HTTP).",
+                &self.bytes_received,
+            ),
+            (
+                "callwatch_spans_received_total",
+                "Spans in export requests that decoded.",
+                &self.spans_received,
+            ),
+            (
+                "callwatch_spans_accepted_total",
+                "Spans acknowledged: in the write-ahead log.",
+                &self.spans_accepted,
+            ),
+            (
+                "callwatch_spans_rejected_total",
+                "Invalid spans reported back as partial success.",
+                &self.spans_rejected,
+            ),
+            (
+                "callwatch_ingest_requests_invalid_total",
+                "Export requests that did not decode or had an unsupported format.",
+                &self.requests_invalid,
+            ),
+            (
+                "callwatch_ingest_requests_failed_total",
+                "Export requests that failed inside callwatch.",
+                &self.requests_failed,
+            ),
+            (
+                "callwatch_attribute_values_truncated_total",
+                "String values cut to the length limit.",
+                &self.values_truncated,
+            ),
         ];
         for (name, help, counter) in counters {
             write_metric(out, name, "counter", help, counter.get() as f64);

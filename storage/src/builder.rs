@@ -4,9 +4,8 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder,
-    ArrayRef, Int64Builder, ListArray, MapBuilder, RecordBatch, StringBuilder, StructArray,
-    TimestampNanosecondBuilder, UInt32Builder,
+    ArrayBuilder, ArrayRef, Int64Builder, ListArray, MapBuilder, RecordBatch, StringBuilder,
+    StructArray, TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::error::ArrowError;
@@ -24,12 +23,7 @@ pub struct AttributesBuilder {
 impl AttributesBuilder {
     fn with_capacity(rows: usize) -> Self {
         Self {
-            map: MapBuilder::with_capacity(
-                None,
-                StringBuilder::new(),
-                StringBuilder::new(),
-                rows,
-            ),
+            map: MapBuilder::with_capacity(None, StringBuilder::new(), StringBuilder::new(), rows),
             types: StringBuilder::with_capacity(rows, rows * 4),
             row_types: String::new(),
         }
@@ -109,7 +103,12 @@ impl EventsBuilder {
         &mut self.attributes
     }
 
-    pub fn append(&mut self, time_ns: i64, name: &str, dropped_attributes: u32) -> Result<(), ArrowError> {
+    pub fn append(
+        &mut self,
+        time_ns: i64,
+        name: &str,
+        dropped_attributes: u32,
+    ) -> Result<(), ArrowError> {
         self.time.append_value(time_ns);
         self.name.append_value(name);
         self.dropped.append_value(dropped_attributes);
@@ -278,7 +277,8 @@ pub struct SpansBuilder {
 
 impl SpansBuilder {
     pub fn with_capacity(spans: usize) -> Self {
-        let text = |bytes_per_row: usize| StringBuilder::with_capacity(spans, spans * bytes_per_row);
+        let text =
+            |bytes_per_row: usize| StringBuilder::with_capacity(spans, spans * bytes_per_row);
         let count = || UInt32Builder::with_capacity(spans);
         let time = || TimestampNanosecondBuilder::with_capacity(spans).with_timezone("UTC");
         Self {
@@ -366,7 +366,8 @@ impl SpansBuilder {
         self.dropped_events_count
             .append_value(row.dropped_events_count);
         self.links.finish_span();
-        self.dropped_links_count.append_value(row.dropped_links_count);
+        self.dropped_links_count
+            .append_value(row.dropped_links_count);
         self.resource_attributes.finish_row()?;
         self.resource_dropped_attributes_count
             .append_value(row.resource_dropped_attributes_count);

@@ -110,31 +110,111 @@ impl StoreMetrics {
     pub fn render(&self, gauges: &StoreGauges, out: &mut String) {
         let seconds = |c: &Counter| c.get() as f64 / 1e9;
         let counters = [
-            ("callwatch_wal_records_total", "Batches appended to the write-ahead log.", self.wal_records.get() as f64),
-            ("callwatch_wal_bytes_total", "Bytes appended to the write-ahead log.", self.wal_bytes.get() as f64),
-            ("callwatch_wal_syncs_total", "fsync calls on the write-ahead log (one per group commit).", self.wal_syncs.get() as f64),
-            ("callwatch_wal_write_seconds_total", "Time spent writing the write-ahead log.", seconds(&self.wal_write_nanos)),
-            ("callwatch_wal_sync_seconds_total", "Time spent in fsync of the write-ahead log.", seconds(&self.wal_sync_nanos)),
-            ("callwatch_flushes_total", "Flushes of hot spans into Parquet segments.", self.flushes.get() as f64),
-            ("callwatch_flush_errors_total", "Flushes that failed and will be retried.", self.flush_errors.get() as f64),
-            ("callwatch_flushed_spans_total", "Spans written into Parquet segments by flushes.", self.flushed_rows.get() as f64),
-            ("callwatch_flush_seconds_total", "Time spent flushing, sorting and encoding included.", seconds(&self.flush_nanos)),
-            ("callwatch_segments_written_total", "Parquet segments written, by flushes and compactions.", self.segments_written.get() as f64),
-            ("callwatch_segment_bytes_written_total", "Bytes of Parquet segments written.", self.segment_bytes_written.get() as f64),
-            ("callwatch_compactions_total", "Merges of small segments into one.", self.compactions.get() as f64),
-            ("callwatch_segments_expired_total", "Segments deleted by retention.", self.segments_expired.get() as f64),
+            (
+                "callwatch_wal_records_total",
+                "Batches appended to the write-ahead log.",
+                self.wal_records.get() as f64,
+            ),
+            (
+                "callwatch_wal_bytes_total",
+                "Bytes appended to the write-ahead log.",
+                self.wal_bytes.get() as f64,
+            ),
+            (
+                "callwatch_wal_syncs_total",
+                "fsync calls on the write-ahead log (one per group commit).",
+                self.wal_syncs.get() as f64,
+            ),
+            (
+                "callwatch_wal_write_seconds_total",
+                "Time spent writing the write-ahead log.",
+                seconds(&self.wal_write_nanos),
+            ),
+            (
+                "callwatch_wal_sync_seconds_total",
+                "Time spent in fsync of the write-ahead log.",
+                seconds(&self.wal_sync_nanos),
+            ),
+            (
+                "callwatch_flushes_total",
+                "Flushes of hot spans into Parquet segments.",
+                self.flushes.get() as f64,
+            ),
+            (
+                "callwatch_flush_errors_total",
+                "Flushes that failed and will be retried.",
+                self.flush_errors.get() as f64,
+            ),
+            (
+                "callwatch_flushed_spans_total",
+                "Spans written into Parquet segments by flushes.",
+                self.flushed_rows.get() as f64,
+            ),
+            (
+                "callwatch_flush_seconds_total",
+                "Time spent flushing, sorting and encoding included.",
+                seconds(&self.flush_nanos),
+            ),
+            (
+                "callwatch_segments_written_total",
+                "Parquet segments written, by flushes and compactions.",
+                self.segments_written.get() as f64,
+            ),
+            (
+                "callwatch_segment_bytes_written_total",
+                "Bytes of Parquet segments written.",
+                self.segment_bytes_written.get() as f64,
+            ),
+            (
+                "callwatch_compactions_total",
+                "Merges of small segments into one.",
+                self.compactions.get() as f64,
+            ),
+            (
+                "callwatch_segments_expired_total",
+                "Segments deleted by retention.",
+                self.segments_expired.get() as f64,
+            ),
         ];
         for (name, help, value) in counters {
             write_metric(out, name, "counter", help, value);
         }
         let gauges = [
-            ("callwatch_hot_spans", "Spans in memory not yet in segments.", gauges.hot_rows as f64),
-            ("callwatch_hot_bytes", "Memory held by spans not yet in segments.", gauges.hot_bytes as f64),
-            ("callwatch_ingest_queue_depth", "Requests waiting for the write-ahead log.", gauges.queue_depth as f64),
-            ("callwatch_ingest_queue_capacity", "Requests the ingest queue holds before refusing more.", gauges.queue_capacity as f64),
-            ("callwatch_segments", "Committed Parquet segments.", gauges.segments as f64),
-            ("callwatch_segment_spans", "Spans in committed Parquet segments.", gauges.segment_rows as f64),
-            ("callwatch_segment_bytes", "Bytes of committed Parquet segments.", gauges.segment_bytes as f64),
+            (
+                "callwatch_hot_spans",
+                "Spans in memory not yet in segments.",
+                gauges.hot_rows as f64,
+            ),
+            (
+                "callwatch_hot_bytes",
+                "Memory held by spans not yet in segments.",
+                gauges.hot_bytes as f64,
+            ),
+            (
+                "callwatch_ingest_queue_depth",
+                "Requests waiting for the write-ahead log.",
+                gauges.queue_depth as f64,
+            ),
+            (
+                "callwatch_ingest_queue_capacity",
+                "Requests the ingest queue holds before refusing more.",
+                gauges.queue_capacity as f64,
+            ),
+            (
+                "callwatch_segments",
+                "Committed Parquet segments.",
+                gauges.segments as f64,
+            ),
+            (
+                "callwatch_segment_spans",
+                "Spans in committed Parquet segments.",
+                gauges.segment_rows as f64,
+            ),
+            (
+                "callwatch_segment_bytes",
+                "Bytes of committed Parquet segments.",
+                gauges.segment_bytes as f64,
+            ),
         ];
         for (name, help, value) in gauges {
             write_metric(out, name, "gauge", help, value);

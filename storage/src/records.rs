@@ -138,7 +138,8 @@ fn events(list: &ListArray, row: usize) -> Result<Vec<Event>> {
     let names = struct_field(items, schema::EVENT_NAME)?.as_string::<i32>();
     let maps = map_column(struct_field(items, schema::ATTRIBUTES)?, schema::ATTRIBUTES)?;
     let types = struct_field(items, schema::ATTRIBUTE_TYPES)?.as_string::<i32>();
-    let dropped = struct_field(items, schema::DROPPED_ATTRIBUTES_COUNT)?.as_primitive::<UInt32Type>();
+    let dropped =
+        struct_field(items, schema::DROPPED_ATTRIBUTES_COUNT)?.as_primitive::<UInt32Type>();
     (0..items.len())
         .map(|i| {
             Ok(Event {
@@ -160,7 +161,8 @@ fn links(list: &ListArray, row: usize) -> Result<Vec<Link>> {
     let flags = struct_field(items, schema::FLAGS)?.as_primitive::<UInt32Type>();
     let maps = map_column(struct_field(items, schema::ATTRIBUTES)?, schema::ATTRIBUTES)?;
     let types = struct_field(items, schema::ATTRIBUTE_TYPES)?.as_string::<i32>();
-    let dropped = struct_field(items, schema::DROPPED_ATTRIBUTES_COUNT)?.as_primitive::<UInt32Type>();
+    let dropped =
+        struct_field(items, schema::DROPPED_ATTRIBUTES_COUNT)?.as_primitive::<UInt32Type>();
     (0..items.len())
         .map(|i| {
             Ok(Link {
@@ -211,9 +213,16 @@ pub fn span_records(batch: &RecordBatch) -> Result<Vec<SpanRecord>> {
         text(batch, STATUS_CODE)?,
         text(batch, STATUS_MESSAGE)?,
     );
-    let (starts, ends, flags) = (time(batch, START_TIME)?, time(batch, END_TIME)?, count(batch, FLAGS)?);
+    let (starts, ends, flags) = (
+        time(batch, START_TIME)?,
+        time(batch, END_TIME)?,
+        count(batch, FLAGS)?,
+    );
     let (attrs, attr_types) = (map(ATTRIBUTES)?, text(batch, ATTRIBUTE_TYPES)?);
-    let (res_attrs, res_types) = (map(RESOURCE_ATTRIBUTES)?, text(batch, RESOURCE_ATTRIBUTE_TYPES)?);
+    let (res_attrs, res_types) = (
+        map(RESOURCE_ATTRIBUTES)?,
+        text(batch, RESOURCE_ATTRIBUTE_TYPES)?,
+    );
     let (scope_attrs, scope_types) = (map(SCOPE_ATTRIBUTES)?, text(batch, SCOPE_ATTRIBUTE_TYPES)?);
     let (scope_name, scope_version) = (text(batch, SCOPE_NAME)?, text(batch, SCOPE_VERSION)?);
     let (event_list, link_list) = (list(EVENTS)?, list(LINKS)?);

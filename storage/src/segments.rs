@@ -141,7 +141,8 @@ impl SegmentStore {
     /// Sorts `batches` and writes one segment per UTC hour of their start times.
     pub async fn write(&self, batches: Vec<RecordBatch>) -> Result<Vec<SegmentMeta>> {
         let level = self.zstd_level;
-        let encoded = tokio::task::spawn_blocking(move || encode_segments(&batches, level)).await??;
+        let encoded =
+            tokio::task::spawn_blocking(move || encode_segments(&batches, level)).await??;
         let mut metas = Vec::with_capacity(encoded.len());
         for (meta, bytes) in encoded {
             self.put_durable(&meta.path, bytes).await?;

@@ -184,7 +184,8 @@ impl Store {
 
         let wal_dir = config.data_dir.join("wal");
         let skip = manifest.flushed_through_seq;
-        let (wal, replay) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, skip)).await??;
+        let (wal, replay) =
+            tokio::task::spawn_blocking(move || Wal::open(&wal_dir, skip)).await??;
 
         let mut tables = Tables {
             segments: manifest.segments.clone(),
@@ -311,7 +312,8 @@ impl Store {
 
     pub fn gauges(&self) -> StoreGauges {
         let tables = self.shared.tables.lock().expect("not poisoned");
-        let (queue_depth, queue_capacity) = match &*self.writer.sender.lock().expect("not poisoned") {
+        let (queue_depth, queue_capacity) = match &*self.writer.sender.lock().expect("not poisoned")
+        {
             Some(sender) => (
                 sender.max_capacity() - sender.capacity(),
                 sender.max_capacity(),
@@ -431,7 +433,10 @@ impl Store {
         for meta in &expired {
             self.shared.segments.delete(meta).await?;
         }
-        self.shared.metrics.segments_expired.add(expired.len() as u64);
+        self.shared
+            .metrics
+            .segments_expired
+            .add(expired.len() as u64);
         Ok(expired.len())
     }
 

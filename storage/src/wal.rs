@@ -352,6 +352,9 @@ mod tests {
         let seqs: Vec<u64> = replay.batches.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, vec![3]);
         let files = fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(files, 1, "the file of seq 1 is gone, the file of 2..3 stays");
+        assert_eq!(
+            files, 1,
+            "the file of seq 1 is gone, the file of 2..3 stays"
+        );
     }
 }

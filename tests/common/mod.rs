@@ -1,6 +1,8 @@
 //! Runs the real `callwatch` binary for integration tests.
 #![allow(dead_code)]
 
+pub mod requests;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,14 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args([
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("CALLWATCH_LOG", "info")
             .stdout(Stdio::piped())
@@ -81,13 +90,14 @@ impl Server {
     /// SIGTERM, then wait for the graceful exit (which flushes to Parquet).
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let exit = wait_timeout(&mut child, Duration::from_secs(120));
-        assert!(exit.success(), "callwatch exited with {exit}; log:\n{}", read(&self.log));
+        assert!(
+            exit.success(),
+            "callwatch exited with {exit}; log:\n{}",
+            read(&self.log)
+        );
         exit
     }
 
@@ -118,7 +128,10 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(std::time::Instant::now() < deadline, "callwatch did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "callwatch did not exit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -45,7 +45,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.ingest.store();
     store.metrics().render(&store.gauges(), &mut out);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
 }

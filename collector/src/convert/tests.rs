@@ -91,9 +91,15 @@ fn every_field_and_attribute_type_is_kept() {
             "tags",
             V::ArrayValue(ArrayValue {
                 values: vec![
-                    AnyValue { value: Some(V::StringValue("a".into())) },
-                    AnyValue { value: Some(V::IntValue(7)) },
-                    AnyValue { value: Some(V::DoubleValue(1.5)) },
+                    AnyValue {
+                        value: Some(V::StringValue("a".into())),
+                    },
+                    AnyValue {
+                        value: Some(V::IntValue(7)),
+                    },
+                    AnyValue {
+                        value: Some(V::DoubleValue(1.5)),
+                    },
                 ],
             }),
         ),
@@ -152,7 +158,10 @@ fn every_field_and_attribute_type_is_kept() {
     assert_eq!(got.service_version.as_deref(), Some("2.4.0"));
     assert_eq!(got.span_name, "GET /v1/users/{id}");
     assert_eq!(got.span_kind, "SERVER");
-    assert_eq!((got.start_ns, got.end_ns, got.duration_ns), (NOW, NOW + 1_500_000, 1_500_000));
+    assert_eq!(
+        (got.start_ns, got.end_ns, got.duration_ns),
+        (NOW, NOW + 1_500_000, 1_500_000)
+    );
     assert_eq!(got.status_code, "ERROR");
     assert_eq!(got.status_message.as_deref(), Some("upstream unavailable"));
     assert_eq!(
@@ -166,32 +175,48 @@ fn every_field_and_attribute_type_is_kept() {
             attr("blob", T::Bytes, "AQID"),
             attr("tags", T::Array, r#"["a",7,1.5]"#),
             attr("nested", T::KeyValueList, r#"{"k":false}"#),
-            Attribute { key: "empty".into(), kind: T::Empty, value: None },
+            Attribute {
+                key: "empty".into(),
+                kind: T::Empty,
+                value: None
+            },
         ]
     );
     assert_eq!(got.dropped_attributes_count, 2);
     assert_eq!(got.events.len(), 1);
     assert_eq!(got.events[0].time_ns, NOW + 10);
     assert_eq!(got.events[0].name, "exception");
-    assert_eq!(got.events[0].attributes, vec![attr("exception.type", T::String, "TimeoutError")]);
+    assert_eq!(
+        got.events[0].attributes,
+        vec![attr("exception.type", T::String, "TimeoutError")]
+    );
     assert_eq!(got.events[0].dropped_attributes_count, 1);
     assert_eq!(got.dropped_events_count, 3);
     assert_eq!(got.links[0].trace_id, "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd");
     assert_eq!(got.links[0].span_id, "0909090909090909");
     assert_eq!(got.links[0].trace_state.as_deref(), Some("k=v"));
     assert_eq!(got.links[0].flags, 1);
-    assert_eq!(got.links[0].attributes, vec![attr("messaging.operation", T::String, "process")]);
+    assert_eq!(
+        got.links[0].attributes,
+        vec![attr("messaging.operation", T::String, "process")]
+    );
     assert_eq!(got.dropped_links_count, 4);
     assert_eq!(got.resource_attributes.len(), 4);
     assert_eq!(got.resource_attributes[3], attr("host.cpus", T::Int, "8"));
     assert_eq!(got.scope_name.as_deref(), Some("io.opentelemetry.http"));
     assert_eq!(got.scope_version.as_deref(), Some("1.2.3"));
-    assert_eq!(got.scope_attributes, vec![attr("scope.kind", T::String, "http")]);
+    assert_eq!(
+        got.scope_attributes,
+        vec![attr("scope.kind", T::String, "http")]
+    );
 }
 
 #[test]
 fn spans_without_service_name_are_unknown_service() {
-    let (_, records) = records(&request(vec![], vec![span(1, 1, None, 1)]), &Limits::default());
+    let (_, records) = records(
+        &request(vec![], vec![span(1, 1, None, 1)]),
+        &Limits::default(),
+    );
     assert_eq!(records[0].service_name, "unknown_service");
     assert_eq!(records[0].parent_span_id, None);
     assert_eq!(records[0].status_code, "UNSET");
@@ -227,7 +252,11 @@ fn invalid_spans_are_rejected_with_reasons_and_the_rest_kept() {
     let (converted, records) = records(&request(vec![], bad), &Limits::default());
     assert_eq!((converted.accepted, converted.rejected), (1, 7));
     assert_eq!(records[0].span_id, "0909090909090909");
-    assert_eq!(converted.reasons.len(), 5, "only the first few are spelled out");
+    assert_eq!(
+        converted.reasons.len(),
+        5,
+        "only the first few are spelled out"
+    );
     assert!(converted.reasons[0].contains("trace_id must be 16 bytes, got 0"));
     assert!(converted.reasons[1].contains("trace_id is all zeroes"));
     assert!(converted.reasons[2].contains("span_id must be 8 bytes, got 4"));
@@ -245,7 +274,11 @@ fn limits_drop_and_count_what_is_over_and_cut_long_strings() {
         ..Limits::default()
     };
     let mut s = span(1, 1, None, 3);
-    s.attributes = vec![string("a", "héllo wörld"), string("b", "x"), string("c", "y")];
+    s.attributes = vec![
+        string("a", "héllo wörld"),
+        string("b", "x"),
+        string("c", "y"),
+    ];
     s.dropped_attributes_count = 1;
     s.events = vec![Event::default(), Event::default()];
     let link = Link {
@@ -262,7 +295,11 @@ fn limits_drop_and_count_what_is_over_and_cut_long_strings() {
     let (converted, records) = records(&request(vec![], vec![s]), &limits);
     let got = &records[0];
     assert_eq!(got.attributes.len(), 2);
-    assert_eq!(got.attributes[0].value.as_deref(), Some("héll"), "cut at a char boundary");
+    assert_eq!(
+        got.attributes[0].value.as_deref(),
+        Some("héll"),
+        "cut at a char boundary"
+    );
     assert_eq!(got.dropped_attributes_count, 2);
     assert_eq!((got.events.len(), got.dropped_events_count), (1, 1));
     assert_eq!((got.links.len(), got.dropped_links_count), (1, 2));
@@ -273,7 +310,12 @@ fn limits_drop_and_count_what_is_over_and_cut_long_strings() {
 
 #[test]
 fn an_empty_request_gives_no_batch() {
-    let converted = convert(&ExportTraceServiceRequest::default(), NOW, &Limits::default()).unwrap();
+    let converted = convert(
+        &ExportTraceServiceRequest::default(),
+        NOW,
+        &Limits::default(),
+    )
+    .unwrap();
     assert!(converted.batch.is_none());
     assert_eq!(converted.accepted + converted.rejected, 0);
 }

@@ -95,7 +95,12 @@ async fn flush_moves_hot_spans_into_segments_exactly_once() {
     assert_eq!(report.rows, 101);
     assert_eq!(report.segments.len(), 2);
     assert!(store.snapshot().hot.is_empty());
-    assert!(report.segments.iter().all(|s| s.path.starts_with("spans/dt=")));
+    assert!(
+        report
+            .segments
+            .iter()
+            .all(|s| s.path.starts_with("spans/dt="))
+    );
     store.append(spans(101, 9, now)).await.unwrap();
     assert_eq!(stored_ids(&store).await, expected_ids(0..110));
     drop(store);
@@ -125,7 +130,11 @@ async fn a_crash_between_segment_write_and_wal_truncation_stores_nothing_twice()
     // Put the WAL back as if the process died right after committing the manifest.
     for entry in std::fs::read_dir(wal_copy.path()).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join("wal").join(path.file_name().unwrap())).unwrap();
+        std::fs::copy(
+            &path,
+            dir.path().join("wal").join(path.file_name().unwrap()),
+        )
+        .unwrap();
     }
     let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(stored_ids(&store).await, expected_ids(0..20));
@@ -158,7 +167,10 @@ async fn refuses_appends_over_the_memory_budget_until_flushed() {
     .unwrap();
     store.append(spans(0, 5, now_ns())).await.unwrap();
     let refused = store.append(spans(5, 5, now_ns())).await.unwrap_err();
-    assert!(matches!(refused, StoreError::MemoryFull { .. }), "{refused}");
+    assert!(
+        matches!(refused, StoreError::MemoryFull { .. }),
+        "{refused}"
+    );
     assert!(refused.retry_after().is_some());
     store.flush().await.unwrap();
     store.append(spans(5, 5, now_ns())).await.unwrap();
@@ -207,10 +219,16 @@ async fn refuses_appends_when_the_queue_is_full() {
     })
     .await;
     let second = append(1);
-    eventually("the second batch to wait in the queue", || store.gauges().queue_depth == 1).await;
+    eventually("the second batch to wait in the queue", || {
+        store.gauges().queue_depth == 1
+    })
+    .await;
 
     let refused = store.append(spans(2, 1, now_ns())).await.unwrap_err();
-    assert!(matches!(refused, StoreError::QueueFull { depth: 1, .. }), "{refused}");
+    assert!(
+        matches!(refused, StoreError::QueueFull { depth: 1, .. }),
+        "{refused}"
+    );
     assert!(matches!(store.admit(), Err(StoreError::QueueFull { .. })));
 
     release_tx.send(()).unwrap();
@@ -254,8 +272,14 @@ async fn retention_deletes_segments_of_hours_that_ended_long_enough_ago() {
     .unwrap();
     let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 30, 0).unwrap();
     let now_ns = now.timestamp_nanos_opt().unwrap();
-    store.append(spans(0, 3, now_ns - 26 * HOUR_NS)).await.unwrap();
-    store.append(spans(3, 3, now_ns - 23 * HOUR_NS)).await.unwrap();
+    store
+        .append(spans(0, 3, now_ns - 26 * HOUR_NS))
+        .await
+        .unwrap();
+    store
+        .append(spans(3, 3, now_ns - 23 * HOUR_NS))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     assert_eq!(store.expire(now).await.unwrap(), 1);
     assert_eq!(stored_ids(&store).await, expected_ids(3..6));
@@ -276,7 +300,10 @@ async fn segments_are_plain_parquet_with_the_spans_schema() {
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
     assert_eq!(batches[0].schema(), spans_schema());
     let records = span_records(&batches[0]).unwrap();
-    assert_eq!(records[0].attributes[0].value.as_deref(), Some("/v1/orders"));
+    assert_eq!(
+        records[0].attributes[0].value.as_deref(),
+        Some("/v1/orders")
+    );
 }
 
 #[tokio::test]
