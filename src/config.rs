@@ -25,6 +25,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send generated OTLP/gRPC traffic to a collector and report throughput and latency.
     Load(LoadArgs),
+    /// Receive OTLP/gRPC, decode it and keep nothing: the baseline of ingest benchmarks.
+    Sink(SinkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "CALLWATCH_OTLP_GRPC", default_value = DEFAULT_OTLP_GRPC)]
+    pub otlp_grpc: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,7 +74,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLWATCH_FLUSH_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
     /// ...and as soon as this many spans are in memory.
-    #[arg(long, env = "CALLWATCH_FLUSH_SPANS", default_value_t = 1_000_000)]
+    #[arg(long, env = "CALLWATCH_FLUSH_SPANS", default_value_t = 500_000)]
     pub flush_spans: usize,
     /// Delete Parquet segments older than this.
     #[arg(long, env = "CALLWATCH_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -86,6 +95,9 @@ pub struct LoadArgs {
     /// Spans per export request.
     #[arg(long, env = "CALLWATCH_LOAD_BATCH", default_value_t = 1000)]
     pub batch: usize,
+    /// Target spans per second over all connections; unlimited when not given.
+    #[arg(long, env = "CALLWATCH_LOAD_RATE")]
+    pub rate: Option<u64>,
     /// Seed of the generated traffic.
     #[arg(long, env = "CALLWATCH_LOAD_SEED", default_value_t = 1)]
     pub seed: u64,

@@ -56,8 +56,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("connecting to {}", args.send_to))?;
         let (templates, counters) = (templates.clone(), counters.clone());
+        // Each connection paces its share of --rate, or sends back to back.
+        let pace = args.rate.map(|rate| {
+            let per_connection = (rate as f64 / args.connections as f64).max(1.0);
+            Duration::from_secs_f64(args.batch as f64 / per_connection)
+        });
         workers.push(tokio::spawn(send_until(
-            channel, templates, counters, deadline, base_ns,
+            channel, templates, counters, deadline, base_ns, pace,
         )));
     }
 
@@ -111,11 +116,20 @@ async fn send_until(
     counters: Arc<Counters>,
     deadline: Instant,
     base_ns: u64,
+    pace: Option<Duration>,
 ) -> Vec<u32> {
     let mut client = tonic::client::Grpc::new(channel);
+    let mut ticks = pace.map(|period| {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     let mut latencies = Vec::new();
     let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
     while Instant::now() < deadline {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
         let n = counters.next.fetch_add(1, Ordering::Relaxed);
         let template = &templates[(n % templates.len() as u64) as usize];
         // Salt 0 would resend the template's own ids.

@@ -1,8 +1,9 @@
-//! The callwatch binary: `serve` and `load`, wired from the workspace crates.
+//! The callwatch binary: `serve`, `load` and `sink`, wired from the workspace crates.
 
 mod config;
 mod load;
 mod serve;
+mod sink;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -23,5 +24,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Sink(args) => runtime.block_on(sink::run(args)),
     }
 }

@@ -19,6 +19,8 @@ use crate::config::{Fsync, ServeArgs};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // First of all, so that a signal during start-up is a graceful stop, not a kill.
+    let mut signals = ShutdownSignals::install()?;
     let store = Store::open(store_config(&args))
         .await
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
@@ -65,7 +67,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
 
-    shutdown_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: no new requests, finishing those in flight");
     ready.store(false, Ordering::Relaxed);
     cancel.cancel();
@@ -120,18 +122,25 @@ fn serve_http(
     });
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn wait(&mut self) {
         tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

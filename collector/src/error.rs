@@ -137,3 +137,58 @@ impl IngestError {
         response.body(body).expect("valid response parts")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+        status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay)
+    }
+
+    #[test]
+    fn load_refusals_carry_retry_hints_on_both_transports() {
+        let queue_full = IngestError::Store(StoreError::QueueFull {
+            depth: 8,
+            retry_after: Duration::from_secs(1),
+        });
+        let status = queue_full.grpc_status();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(retry_delay(&status), Some(Duration::from_secs(1)));
+        let response = queue_full.http_response(false);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+        let body = <RpcStatus as prost::Message>::decode(response.into_body()).unwrap();
+        assert_eq!(body.code, tonic::Code::ResourceExhausted as i32);
+        assert!(body.message.contains("ingest queue is full"));
+
+        let memory_full = IngestError::Store(StoreError::MemoryFull {
+            limit_bytes: 1,
+            retry_after: Duration::from_secs(5),
+        });
+        let status = memory_full.grpc_status();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(retry_delay(&status), Some(Duration::from_secs(5)));
+        let response = memory_full.http_response(true);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn internal_faults_hide_their_details_and_client_faults_do_not() {
+        let internal = IngestError::Store(StoreError::Corrupt("secret path /data/x".into()));
+        let status = internal.grpc_status();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("secret"));
+        assert_eq!(retry_delay(&status), None);
+
+        let invalid = IngestError::InvalidRequest("traceId: \"zz\" is not hex".into());
+        assert_eq!(invalid.grpc_status().code(), tonic::Code::InvalidArgument);
+        assert!(invalid.grpc_status().message().contains("is not hex"));
+        assert_eq!(invalid.http_status(), StatusCode::BAD_REQUEST);
+    }
+}

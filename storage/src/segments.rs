@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{AsArray, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::interleave_record_batch;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -207,67 +207,55 @@ fn start_times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray> {
         .ok_or_else(|| StoreError::Schema(format!("no {} column", schema::START_TIME)))
 }
 
-/// Pure CPU work of a flush: concatenate, sort, split by hour and encode each part.
-fn encode_segments(batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<(SegmentMeta, Bytes)>> {
-    if batches.iter().all(|batch| batch.num_rows() == 0) {
-        return Ok(Vec::new());
-    }
-    let all = concat_batches(&schema::spans_schema(), batches)?;
-    let hours: Int64Array = start_times(&all)?
-        .iter()
-        .map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR)))
-        .collect();
-    let hours: ArrayRef = Arc::new(hours);
-    let column = |name: &str| -> Result<ArrayRef> {
-        all.column_by_name(name)
-            .cloned()
-            .ok_or_else(|| StoreError::Schema(format!("no {name} column")))
-    };
-    let order = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: hours.clone(),
-                options: None,
-            },
-            SortColumn {
-                values: column(schema::TRACE_ID)?,
-                options: None,
-            },
-            SortColumn {
-                values: column(schema::START_TIME)?,
-                options: None,
-            },
-        ],
-        None,
-    )?;
-    let sorted = take_record_batch(&all, &order)?;
-    let sorted_hours = arrow::compute::take(&hours, &order, None)?;
-    let sorted_hours = sorted_hours
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("hours are Int64");
-
-    let mut segments = Vec::new();
-    let mut start = 0;
-    while start < sorted.num_rows() {
-        let hour = sorted_hours.value(start);
-        let mut end = start + 1;
-        while end < sorted.num_rows() && sorted_hours.value(end) == hour {
-            end += 1;
-        }
-        let part = sorted.slice(start, end - start);
-        segments.push(encode_one(&part, hour, zstd_level)?);
-        start = end;
-    }
-    Ok(segments)
+/// Where a row goes: its hour, then trace id, then start time; and where it comes from.
+#[derive(Clone, Copy)]
+struct RowKey {
+    hour: i64,
+    trace: u128,
+    start: i64,
+    batch: u32,
+    row: u32,
 }
 
+/// Pure CPU work of a flush or compaction: order every row by (hour, trace id, start time)
+/// and encode one Parquet file per hour. Rows are gathered one row group at a time, so the
+/// extra memory is a row group, not a copy of everything.
+fn encode_segments(batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<(SegmentMeta, Bytes)>> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut keys = Vec::with_capacity(total);
+    for (batch_index, batch) in batches.iter().enumerate() {
+        let starts = start_times(batch)?;
+        let traces = batch
+            .column_by_name(schema::TRACE_ID)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| StoreError::Schema(format!("no {} column", schema::TRACE_ID)))?;
+        for row in 0..batch.num_rows() {
+            let start = starts.value(row);
+            keys.push(RowKey {
+                hour: start.div_euclid(NANOS_PER_HOUR),
+                // Lowercase hex of equal length sorts like the number it spells.
+                trace: u128::from_str_radix(traces.value(row), 16).unwrap_or(u128::MAX),
+                start,
+                batch: batch_index as u32,
+                row: row as u32,
+            });
+        }
+    }
+    keys.sort_unstable_by_key(|k| (k.hour, k.trace, k.start));
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    keys.chunk_by(|a, b| a.hour == b.hour)
+        .map(|rows| encode_one(&sources, rows, zstd_level))
+        .collect()
+}
 fn writer_properties(zstd_level: i32, rows: usize) -> Result<WriterProperties> {
     let path = |name: &str| ColumnPath::from(name);
     let builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        // Statistics cost a comparison per value: keep them where queries prune (time,
+        // service, names), page-level on the sorted trace id, and skip nested attributes.
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(path(schema::TRACE_ID), EnabledStatistics::Page)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "callwatch.schema_version".to_string(),
             schema::SCHEMA_VERSION.to_string(),
@@ -275,6 +263,19 @@ fn writer_properties(zstd_level: i32, rows: usize) -> Result<WriterProperties> {
         .set_column_bloom_filter_enabled(path(schema::TRACE_ID), true)
         .set_column_bloom_filter_fpp(path(schema::TRACE_ID), 0.01)
         .set_column_bloom_filter_max_ndv(path(schema::TRACE_ID), rows.min(ROW_GROUP_ROWS) as u64);
+    let builder = [
+        schema::START_TIME,
+        schema::END_TIME,
+        schema::DURATION_NS,
+        schema::SERVICE_NAME,
+        schema::SPAN_NAME,
+        schema::SPAN_KIND,
+        schema::STATUS_CODE,
+    ]
+    .into_iter()
+    .fold(builder, |b, name| {
+        b.set_column_statistics_enabled(path(name), EnabledStatistics::Chunk)
+    });
     // Random ids never repeat: a dictionary only costs time. Times grow within a trace.
     let builder = [schema::SPAN_ID, schema::PARENT_SPAN_ID]
         .into_iter()
@@ -290,14 +291,21 @@ fn writer_properties(zstd_level: i32, rows: usize) -> Result<WriterProperties> {
     Ok(builder.build())
 }
 
-fn encode_one(part: &RecordBatch, hour: i64, zstd_level: i32) -> Result<(SegmentMeta, Bytes)> {
-    let starts = start_times(part)?;
-    let min_start_ns = arrow::compute::min(starts).unwrap_or_default();
-    let max_start_ns = arrow::compute::max(starts).unwrap_or_default();
-    let props = writer_properties(zstd_level, part.num_rows())?;
-    let mut buffer = Vec::with_capacity(part.num_rows() * 64);
-    let mut writer = ArrowWriter::try_new(&mut buffer, part.schema(), Some(props))?;
-    writer.write(part)?;
+fn encode_one(
+    sources: &[&RecordBatch],
+    rows: &[RowKey],
+    zstd_level: i32,
+) -> Result<(SegmentMeta, Bytes)> {
+    let hour = rows[0].hour;
+    let props = writer_properties(zstd_level, rows.len())?;
+    let mut buffer = Vec::with_capacity(rows.len() * 48);
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema::spans_schema(), Some(props))?;
+    let mut indices = Vec::with_capacity(ROW_GROUP_ROWS.min(rows.len()));
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        indices.clear();
+        indices.extend(chunk.iter().map(|k| (k.batch as usize, k.row as usize)));
+        writer.write(&interleave_record_batch(sources, &indices)?)?;
+    }
     writer.close()?;
 
     let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour.saturating_mul(NANOS_PER_HOUR));
@@ -309,11 +317,11 @@ fn encode_one(part: &RecordBatch, hour: i64, zstd_level: i32) -> Result<(Segment
     );
     let meta = SegmentMeta {
         path,
-        rows: part.num_rows() as u64,
+        rows: rows.len() as u64,
         bytes: buffer.len() as u64,
         hour,
-        min_start_ns,
-        max_start_ns,
+        min_start_ns: rows.iter().map(|k| k.start).min().unwrap_or_default(),
+        max_start_ns: rows.iter().map(|k| k.start).max().unwrap_or_default(),
     };
     Ok((meta, Bytes::from(buffer)))
 }

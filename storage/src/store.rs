@@ -51,7 +51,9 @@ pub struct StoreConfig {
     pub flush_rows: usize,
     /// Segments whose hour ended longer ago than this are deleted.
     pub retention: Duration,
-    /// Small segments of one hour are merged up to this many rows.
+    /// Segments with fewer rows than this are small: compaction merges them.
+    pub compaction_small_rows: u64,
+    /// A merge of small segments stops at this many rows (it reads them all into memory).
     pub compaction_target_rows: u64,
     /// An hour needs at least this many small segments before they are merged.
     pub compaction_min_segments: usize,
@@ -65,9 +67,10 @@ impl StoreConfig {
             queue_depth: 256,
             memory_limit: 2 << 30,
             flush_interval: Duration::from_secs(30),
-            flush_rows: 1_000_000,
+            flush_rows: 500_000,
             retention: Duration::from_secs(7 * 24 * 3600),
-            compaction_target_rows: 4_000_000,
+            compaction_small_rows: 100_000,
+            compaction_target_rows: 500_000,
             compaction_min_segments: 4,
         }
     }
@@ -386,6 +389,7 @@ impl Store {
             - i64::try_from((config.flush_interval * 2).as_nanos()).unwrap_or(i64::MAX);
         let plan = plan_compaction(
             &manifest.segments,
+            config.compaction_small_rows,
             config.compaction_target_rows,
             config.compaction_min_segments,
             closed_before,
@@ -517,12 +521,13 @@ impl Store {
 /// (before `closed_before_ns`), since no more will come.
 fn plan_compaction(
     segments: &[SegmentMeta],
+    small_rows: u64,
     target_rows: u64,
     min_segments: usize,
     closed_before_ns: i64,
 ) -> Vec<Vec<SegmentMeta>> {
     let mut by_hour: BTreeMap<i64, Vec<&SegmentMeta>> = BTreeMap::new();
-    for segment in segments.iter().filter(|s| s.rows < target_rows / 2) {
+    for segment in segments.iter().filter(|s| s.rows < small_rows) {
         by_hour.entry(segment.hour).or_default().push(segment);
     }
     let mut plan = Vec::new();

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# End-to-end ingest benchmark: the load generator against `callwatch sink` (decode and drop:
+# the baseline) and against `callwatch serve`, in the same run, on this machine.
+#
+#   bash benches/ingest.sh            # 60 s per run
+#   DURATION=20s bash benches/ingest.sh
+#
+# Prints one Markdown table row per run, ready for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-60s}
+CONNECTIONS=${CONNECTIONS:-4}
+BATCH=${BATCH:-1000}
+cargo build --release --locked --quiet
+BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/callwatch
+WORK=$(mktemp -d)
+trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
+
+# Starts "$@" in the background; waits for its "listening otlp-grpc ADDR" line.
+start() {
+  local out=$WORK/$1.out
+  shift
+  "$@" >"$out" 2>"$out.err" &
+  PID=$!
+  for _ in $(seq 200); do
+    ADDR=$(awk '/^listening otlp-grpc /{print $3}' "$out")
+    [ -n "$ADDR" ] && return 0
+    sleep 0.05
+  done
+  echo "server did not start: $(cat "$out.err")" >&2
+  exit 1
+}
+
+load() {
+  "$BIN" load --send-to "http://$ADDR" --duration "$DURATION" --connections "$CONNECTIONS" \
+    --batch "$BATCH" "$@" | tail -n 1
+}
+
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)" >&2
+
+echo "| run | spans/s | ratio to sink | p50 ms | p99 ms | Parquet bytes/span | peak RSS MiB | every accepted span stored |"
+echo "|---|---|---|---|---|---|---|---|"
+start sink "$BIN" sink --otlp-grpc 127.0.0.1:0
+BASE=$(load)
+kill -INT $PID; wait $PID || true
+BASE_RATE=$(field "$BASE" spans_per_sec)
+echo "| sink (decode only, baseline) | $BASE_RATE | 1.00 | $(field "$BASE" p50_ms) | $(field "$BASE" p99_ms) | - | - | - |"
+
+run_serve() {
+  local name=$1
+  shift
+  local data=$WORK/data-$name
+  start "serve-$name" "$BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
+    --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 "$@"
+  local result
+  result=$(load ${RATE:+--rate $RATE})
+  local peak_kib
+  peak_kib=$(awk '/VmHWM/{print $2}' /proc/$PID/status)
+  kill -TERM $PID; wait $PID
+  local accepted rows bytes
+  accepted=$(field "$result" accepted)
+  read -r rows bytes < <(python3 -c "
+import json,sys
+m=json.load(open(sys.argv[1]))
+print(sum(s['rows'] for s in m['segments']), sum(s['bytes'] for s in m['segments']))" \
+    "$data/_callwatch/manifest.json")
+  local rate
+  rate=$(field "$result" spans_per_sec)
+  python3 - "$name" "$rate" "$BASE_RATE" "$result" "$rows" "$bytes" "$accepted" "$peak_kib" <<'PY'
+import json, sys
+name, rate, base, result, rows, size, accepted, peak = sys.argv[1:]
+r = json.loads(result)
+stored = "yes" if int(rows) == int(accepted) else f"NO ({rows} of {accepted})"
+print(f"| {name} | {float(rate):.0f} | {float(rate)/float(base):.2f} | {r['p50_ms']} | {r['p99_ms']} "
+      f"| {int(size)/max(int(rows),1):.1f} | {int(peak)/1024:.0f} | {stored} |")
+PY
+}
+
+run_serve "serve, WAL fsync always"
+run_serve "serve, WAL fsync never" --wal-fsync never
+RATE=${BELOW_RATE:-100000} run_serve "serve, paced at ${BELOW_RATE:-100000} spans/s"

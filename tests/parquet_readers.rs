@@ -1,0 +1,88 @@
+//! Segments are plain Parquet: pyarrow and DuckDB read the data directory as one table.
+//! Needs python3 with `pyarrow` and `duckdb` (installed by `.ci/run`); under CI=true a missing
+//! one fails the test instead of skipping it.
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+use common::requests::{numbered_span, request};
+use prost::Message;
+
+fn python_has_readers() -> bool {
+    Command::new("python3")
+        .args(["-c", "import pyarrow, duckdb"])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_and_duckdb_read_the_segments() {
+    if !python_has_readers() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but python3 with pyarrow and duckdb is missing: .ci/run installs them"
+        );
+        eprintln!("skipped: python3 with pyarrow and duckdb is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let client = reqwest::Client::new();
+    let day_before = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    for request_no in 0..3 {
+        let spans = (0..100).map(|i| numbered_span(1, request_no, i)).collect();
+        let response = client
+            .post(server.traces_url())
+            .header("content-type", "application/x-protobuf")
+            .body(request("order-service", spans).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let day_after = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    server.stop();
+
+    let output = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/readers/read_segments.py"
+        ))
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["pyarrow_rows"], 300);
+    assert_eq!(seen["duckdb_rows"], 300);
+    assert_eq!(seen["duckdb_distinct_span_ids"], 300);
+    assert_eq!(seen["duckdb_service"], "order-service");
+    assert_eq!(seen["duckdb_route"], "/v1/users/{id}");
+    let dt = seen["duckdb_dt"].as_str().unwrap();
+    assert!(
+        dt == day_before || dt == day_after,
+        "partition column dt = {dt}"
+    );
+    let columns = seen["pyarrow_columns"].as_array().unwrap();
+    for column in [
+        "trace_id",
+        "span_id",
+        "attributes",
+        "events",
+        "links",
+        "dt",
+        "hr",
+    ] {
+        assert!(
+            columns.iter().any(|c| c == column),
+            "{column} missing from {columns:?}"
+        );
+    }
+}
