@@ -40,19 +40,20 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)" >&2
 
-echo "| run | spans/s | ratio to sink | p50 ms | p99 ms | Parquet bytes/span | peak RSS MiB | every accepted span stored |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| run | spans/s | ratio to sink | p50 ms | p99 ms | refused requests | Parquet bytes/span | peak RSS MiB | every accepted span stored |"
+echo "|---|---|---|---|---|---|---|---|---|"
 start sink "$BIN" sink --otlp-grpc 127.0.0.1:0
 BASE=$(load)
 kill -INT $PID; wait $PID || true
 BASE_RATE=$(field "$BASE" spans_per_sec)
-echo "| sink (decode only, baseline) | $BASE_RATE | 1.00 | $(field "$BASE" p50_ms) | $(field "$BASE" p99_ms) | - | - | - |"
+echo "| sink (decode only, baseline) | $BASE_RATE | 1.00 | $(field "$BASE" p50_ms) | $(field "$BASE" p99_ms) | $(field "$BASE" errors) | - | - | - |"
 
+# run_serve ID LABEL [serve flags...]
 run_serve() {
-  local name=$1
-  shift
-  local data=$WORK/data-$name
-  start "serve-$name" "$BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
+  local id=$1 name=$2
+  shift 2
+  local data=$WORK/data-$id
+  start "serve-$id" "$BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
     --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 "$@"
   local result
   result=$(load ${RATE:+--rate $RATE})
@@ -74,10 +75,11 @@ name, rate, base, result, rows, size, accepted, peak = sys.argv[1:]
 r = json.loads(result)
 stored = "yes" if int(rows) == int(accepted) else f"NO ({rows} of {accepted})"
 print(f"| {name} | {float(rate):.0f} | {float(rate)/float(base):.2f} | {r['p50_ms']} | {r['p99_ms']} "
-      f"| {int(size)/max(int(rows),1):.1f} | {int(peak)/1024:.0f} | {stored} |")
+      f"| {r['errors']} | {int(size)/max(int(rows),1):.1f} | {int(peak)/1024:.0f} | {stored} |")
 PY
 }
 
-run_serve "serve, WAL fsync always"
-run_serve "serve, WAL fsync never" --wal-fsync never
-RATE=${BELOW_RATE:-100000} run_serve "serve, paced at ${BELOW_RATE:-100000} spans/s"
+BELOW_RATE=${BELOW_RATE:-150000}
+run_serve fsync "serve, WAL fsync always"
+run_serve nofsync "serve, WAL fsync never" --wal-fsync never
+RATE=$BELOW_RATE run_serve paced "serve, paced at $BELOW_RATE spans/s (below saturation)"

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::demo::Scenario;
+
 pub const DEFAULT_DATA_DIR: &str = "./callwatch-data";
 pub const DEFAULT_OTLP_GRPC: &str = "0.0.0.0:4317";
 pub const DEFAULT_OTLP_HTTP: &str = "0.0.0.0:4318";
@@ -27,6 +29,56 @@ pub enum Command {
     Load(LoadArgs),
     /// Receive OTLP/gRPC, decode it and keep nothing: the baseline of ingest benchmarks.
     Sink(SinkArgs),
+    /// Run the simulated e-commerce platform: with an embedded server, against another
+    /// collector (--send-to), or recorded to a file (--record).
+    Demo(DemoArgs),
+    /// Send a recording (OTLP/JSON lines) to a collector, its timestamps moved to now.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Send to this OTLP/gRPC endpoint (e.g. http://127.0.0.1:4317) instead of starting an
+    /// embedded server.
+    #[arg(long, env = "CALLWATCH_SEND_TO")]
+    pub send_to: Option<String>,
+    /// Stop after this long (default: run until stopped). With --record: the length of the
+    /// recording (default 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of the simulation: the same seed, scenario and start give the same traffic.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Which incidents happen.
+    #[arg(long, value_enum, default_value_t = Scenario::Full)]
+    pub scenario: Scenario,
+    /// Length of the incident timeline, which then starts over (default: 10m live, the
+    /// whole recording with --record).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub scenario_length: Option<Duration>,
+    /// Checkouts per second (each is a trace of about fifteen spans).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Write the traffic to FILE as OTLP/JSON lines, in virtual time, and send nothing.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// With --record: the virtual time of the first checkout (RFC 3339).
+    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+    pub start: String,
+    /// Where to write the ground truth (default with --record: FILE with `.truth.json`).
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<PathBuf>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording: one OTLP/JSON ExportTraceServiceRequest per line.
+    pub file: PathBuf,
+    /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317.
+    #[arg(long, env = "CALLWATCH_SEND_TO")]
+    pub send_to: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,11 @@
-//! The callwatch binary: `serve`, `load` and `sink`, wired from the workspace crates.
+//! The callwatch binary: `serve`, `demo`, `replay`, `load` and `sink`, wired from the
+//! workspace crates.
 
 mod config;
+mod demo;
 mod load;
+mod otlp_client;
+mod replay;
 mod serve;
 mod sink;
 
@@ -25,5 +29,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Load(args) => runtime.block_on(load::run(args)),
         Command::Sink(args) => runtime.block_on(sink::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Replay(args) => runtime.block_on(replay::run(args)),
     }
 }

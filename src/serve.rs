@@ -19,9 +19,25 @@ use crate::config::{Fsync, ServeArgs};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    start(&args).await?.run_until_signal().await
+}
+
+/// A started server: listeners bound and serving, maintenance running.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    store: Store,
+    ready: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    signals: ShutdownSignals,
+}
+
+/// Opens the store and starts the three listeners.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
-    let mut signals = ShutdownSignals::install()?;
-    let store = Store::open(store_config(&args))
+    let signals = ShutdownSignals::install()?;
+    let store = Store::open(store_config(args))
         .await
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
     let ingest = Arc::new(Ingest::new(store.clone(), Limits::default()));
@@ -33,10 +49,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let grpc = bind(args.otlp_grpc, "OTLP/gRPC").await?;
     let otlp_http = bind(args.otlp_http, "OTLP/HTTP").await?;
     let http = bind(args.http, "HTTP").await?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     // Tests and scripts read these lines to learn the ports (the flags may say port 0).
-    println!("listening otlp-grpc {}", grpc.local_addr()?);
+    println!("listening otlp-grpc {grpc_addr}");
     println!("listening otlp-http {}", otlp_http.local_addr()?);
-    println!("listening http {}", http.local_addr()?);
+    println!("listening http {http_addr}");
 
     let service = TraceService::new(ingest.clone(), args.max_message_size);
     let shutdown = cancel.clone();
@@ -66,21 +83,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     serve_http(&tracker, &cancel, http, app, "HTTP");
     ready.store(true, Ordering::Relaxed);
     tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
+    Ok(Running {
+        grpc: grpc_addr,
+        http: http_addr,
+        store,
+        ready,
+        cancel,
+        tracker,
+        signals,
+    })
+}
 
-    signals.wait().await;
-    tracing::info!("shutting down: no new requests, finishing those in flight");
-    ready.store(false, Ordering::Relaxed);
-    cancel.cancel();
-    tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; flushing anyway");
+impl Running {
+    /// Cancelled when shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
-    let report = store.close().await.context("final flush")?;
-    tracing::info!(spans = report.rows, "flushed; bye");
-    Ok(())
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting, lets requests in flight
+    /// finish, flushes everything to Parquet and returns.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        self.signals.wait().await;
+        tracing::info!("shutting down: no new requests, finishing those in flight");
+        self.ready.store(false, Ordering::Relaxed);
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; flushing anyway");
+        }
+        let report = self.store.close().await.context("final flush")?;
+        tracing::info!(spans = report.rows, "flushed; bye");
+        Ok(())
+    }
 }
 
 fn store_config(args: &ServeArgs) -> StoreConfig {

@@ -4,6 +4,7 @@
 //! unknown fields are ignored.
 
 use base64::Engine;
+use callwatch_storage::schema::{SPAN_KINDS, STATUS_CODES};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -41,6 +42,185 @@ pub fn encode_response(response: &ExportTraceServiceResponse) -> Vec<u8> {
         None => serde_json::json!({}),
     };
     body.to_string().into_bytes()
+}
+
+/// Encodes a request in the OTLP JSON mapping, leaving out fields at their defaults (as the
+/// protobuf JSON mapping allows), so recordings stay small and byte-stable.
+pub fn encode_request(request: &ExportTraceServiceRequest) -> String {
+    let resource_spans: Vec<Value> = request
+        .resource_spans
+        .iter()
+        .map(|rs| {
+            let mut out = Map::new();
+            if let Some(resource) = &rs.resource {
+                let mut r = Map::new();
+                put_attributes(
+                    &mut r,
+                    &resource.attributes,
+                    resource.dropped_attributes_count,
+                );
+                out.insert("resource".into(), Value::Object(r));
+            }
+            let scopes: Vec<Value> = rs.scope_spans.iter().map(encode_scope_spans).collect();
+            out.insert("scopeSpans".into(), Value::Array(scopes));
+            put_text(&mut out, "schemaUrl", &rs.schema_url);
+            Value::Object(out)
+        })
+        .collect();
+    serde_json::json!({ "resourceSpans": resource_spans }).to_string()
+}
+
+fn encode_scope_spans(scope_spans: &ScopeSpans) -> Value {
+    let mut out = Map::new();
+    if let Some(scope) = &scope_spans.scope {
+        let mut s = Map::new();
+        put_text(&mut s, "name", &scope.name);
+        put_text(&mut s, "version", &scope.version);
+        put_attributes(&mut s, &scope.attributes, scope.dropped_attributes_count);
+        out.insert("scope".into(), Value::Object(s));
+    }
+    let spans: Vec<Value> = scope_spans.spans.iter().map(encode_span).collect();
+    out.insert("spans".into(), Value::Array(spans));
+    put_text(&mut out, "schemaUrl", &scope_spans.schema_url);
+    Value::Object(out)
+}
+
+fn encode_span(span: &Span) -> Value {
+    let mut out = Map::new();
+    out.insert("traceId".into(), Value::String(encode_hex(&span.trace_id)));
+    out.insert("spanId".into(), Value::String(encode_hex(&span.span_id)));
+    if !span.parent_span_id.is_empty() {
+        out.insert(
+            "parentSpanId".into(),
+            Value::String(encode_hex(&span.parent_span_id)),
+        );
+    }
+    put_text(&mut out, "traceState", &span.trace_state);
+    if span.flags != 0 {
+        out.insert("flags".into(), span.flags.into());
+    }
+    put_text(&mut out, "name", &span.name);
+    out.insert("kind".into(), span.kind.into());
+    out.insert(
+        "startTimeUnixNano".into(),
+        span.start_time_unix_nano.to_string().into(),
+    );
+    out.insert(
+        "endTimeUnixNano".into(),
+        span.end_time_unix_nano.to_string().into(),
+    );
+    put_attributes(&mut out, &span.attributes, span.dropped_attributes_count);
+    if !span.events.is_empty() {
+        let events = span.events.iter().map(|event| {
+            let mut e = Map::new();
+            e.insert(
+                "timeUnixNano".into(),
+                event.time_unix_nano.to_string().into(),
+            );
+            put_text(&mut e, "name", &event.name);
+            put_attributes(&mut e, &event.attributes, event.dropped_attributes_count);
+            Value::Object(e)
+        });
+        out.insert("events".into(), Value::Array(events.collect()));
+    }
+    put_count(&mut out, "droppedEventsCount", span.dropped_events_count);
+    if !span.links.is_empty() {
+        let links = span.links.iter().map(|link| {
+            let mut l = Map::new();
+            l.insert("traceId".into(), Value::String(encode_hex(&link.trace_id)));
+            l.insert("spanId".into(), Value::String(encode_hex(&link.span_id)));
+            put_text(&mut l, "traceState", &link.trace_state);
+            if link.flags != 0 {
+                l.insert("flags".into(), link.flags.into());
+            }
+            put_attributes(&mut l, &link.attributes, link.dropped_attributes_count);
+            Value::Object(l)
+        });
+        out.insert("links".into(), Value::Array(links.collect()));
+    }
+    put_count(&mut out, "droppedLinksCount", span.dropped_links_count);
+    if let Some(status) = &span.status {
+        let mut s = Map::new();
+        put_text(&mut s, "message", &status.message);
+        if status.code != 0 {
+            s.insert("code".into(), status.code.into());
+        }
+        out.insert("status".into(), Value::Object(s));
+    }
+    Value::Object(out)
+}
+
+fn put_text(out: &mut Map<String, Value>, key: &str, text: &str) {
+    if !text.is_empty() {
+        out.insert(key.into(), Value::String(text.into()));
+    }
+}
+
+fn put_count(out: &mut Map<String, Value>, key: &str, count: u32) {
+    if count != 0 {
+        out.insert(key.into(), count.into());
+    }
+}
+
+fn put_attributes(out: &mut Map<String, Value>, attributes: &[KeyValue], dropped: u32) {
+    if !attributes.is_empty() {
+        let list = attributes.iter().map(encode_key_value).collect();
+        out.insert("attributes".into(), Value::Array(list));
+    }
+    put_count(out, "droppedAttributesCount", dropped);
+}
+
+fn encode_key_value(kv: &KeyValue) -> Value {
+    let value = kv
+        .value
+        .as_ref()
+        .map_or(Value::Object(Map::new()), encode_any_value);
+    serde_json::json!({ "key": kv.key, "value": value })
+}
+
+fn encode_any_value(value: &AnyValue) -> Value {
+    use any_value::Value as V;
+    let (key, inner) = match &value.value {
+        Some(V::StringValue(s)) => ("stringValue", Value::String(s.clone())),
+        Some(V::BoolValue(b)) => ("boolValue", Value::Bool(*b)),
+        Some(V::IntValue(i)) => ("intValue", Value::String(i.to_string())),
+        Some(V::DoubleValue(d)) => (
+            "doubleValue",
+            serde_json::Number::from_f64(*d).map_or_else(
+                || {
+                    let text = if d.is_nan() {
+                        "NaN"
+                    } else if *d > 0.0 {
+                        "Infinity"
+                    } else {
+                        "-Infinity"
+                    };
+                    Value::String(text.into())
+                },
+                Value::Number,
+            ),
+        ),
+        Some(V::BytesValue(b)) => (
+            "bytesValue",
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+        Some(V::ArrayValue(a)) => (
+            "arrayValue",
+            serde_json::json!({ "values": a.values.iter().map(encode_any_value).collect::<Vec<_>>() }),
+        ),
+        Some(V::KvlistValue(kv)) => (
+            "kvlistValue",
+            serde_json::json!({ "values": kv.values.iter().map(encode_key_value).collect::<Vec<_>>() }),
+        ),
+        Some(V::StringValueStrindex(_)) | None => return Value::Object(Map::new()),
+    };
+    let mut out = Map::new();
+    out.insert(key.into(), inner);
+    Value::Object(out)
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
@@ -191,16 +371,6 @@ fn scope_spans(value: &Value) -> Result<ScopeSpans> {
     })
 }
 
-const SPAN_KINDS: [&str; 6] = [
-    "UNSPECIFIED",
-    "INTERNAL",
-    "SERVER",
-    "CLIENT",
-    "PRODUCER",
-    "CONSUMER",
-];
-const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
-
 fn span(value: &Value) -> Result<Span> {
     let obj = object(value, "spans[]")?;
     let status = match field(obj, "status", "status") {
@@ -317,6 +487,8 @@ fn any_value(value: &Value) -> Result<AnyValue> {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
     use super::*;
 
     #[test]
@@ -398,6 +570,90 @@ mod tests {
                 "{error:?} should mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn encoding_then_decoding_gives_the_same_request() {
+        use any_value::Value as V;
+        let kv = |key: &str, value: V| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..KeyValue::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", V::StringValue("svc".into()))],
+                    dropped_attributes_count: 1,
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "scope".into(),
+                        version: "1".into(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans: vec![Span {
+                        trace_id: vec![7; 16],
+                        span_id: vec![8; 8],
+                        parent_span_id: vec![9; 8],
+                        flags: 257,
+                        name: "op".into(),
+                        kind: 3,
+                        start_time_unix_nano: 1_795_000_000_000_000_001,
+                        end_time_unix_nano: 1_795_000_000_000_000_002,
+                        attributes: vec![
+                            kv("i", V::IntValue(-5)),
+                            kv("d", V::DoubleValue(f64::INFINITY)),
+                            kv("y", V::BytesValue(vec![0, 255])),
+                            kv(
+                                "a",
+                                V::ArrayValue(ArrayValue {
+                                    values: vec![AnyValue {
+                                        value: Some(V::BoolValue(true)),
+                                    }],
+                                }),
+                            ),
+                            kv(
+                                "m",
+                                V::KvlistValue(KeyValueList {
+                                    values: vec![kv("k", V::DoubleValue(0.5))],
+                                }),
+                            ),
+                            KeyValue {
+                                key: "e".into(),
+                                value: None,
+                                ..KeyValue::default()
+                            },
+                        ],
+                        events: vec![Event {
+                            time_unix_nano: 5,
+                            name: "ev".into(),
+                            ..Event::default()
+                        }],
+                        links: vec![Link {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            ..Link::default()
+                        }],
+                        dropped_links_count: 2,
+                        status: Some(Status {
+                            message: "m".into(),
+                            code: 2,
+                        }),
+                        ..Span::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+                schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+            }],
+        };
+        let mut decoded = decode_request(encode_request(&request).as_bytes()).unwrap();
+        // An attribute without a value decodes as an empty AnyValue, which means the same.
+        let e = &mut decoded.resource_spans[0].scope_spans[0].spans[0].attributes[5];
+        assert_eq!(e.value, Some(AnyValue { value: None }));
+        e.value = None;
+        assert_eq!(decoded, request);
     }
 
     #[test]

@@ -14,5 +14,8 @@ pub use error::{IngestError, RpcStatus};
 pub use grpc::{EXPORT_PATH, TraceService};
 pub use http::{TRACES_PATH, router as http_router};
 pub use ingest::Ingest;
-pub use json::{decode_request as decode_json_request, encode_response as encode_json_response};
+pub use json::{
+    decode_request as decode_json_request, encode_request as encode_json_request,
+    encode_response as encode_json_response,
+};
 pub use metrics::IngestMetrics;

@@ -26,6 +26,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_command("serve", data_dir, extra)
+    }
+
+    /// Runs `callwatch COMMAND` with the server flags (`serve`, or `demo` which embeds it).
+    pub fn start_command(command: &str, data_dir: &Path, extra: &[&str]) -> Self {
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -33,7 +38,7 @@ impl Server {
             .open(&log)
             .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_callwatch"))
-            .arg("serve")
+            .arg(command)
             .arg("--data-dir")
             .arg(data_dir)
             .args([
@@ -53,10 +58,10 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (lines_tx, lines_rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep reading after the listening lines, so the process never writes to a
+            // closed pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
+                let _ = lines_tx.send(line);
             }
         });
         let addr = |name: &str| -> SocketAddr {
@@ -148,6 +153,20 @@ pub async fn stored_spans(data_dir: &Path) -> (Vec<SpanRecord>, usize) {
     let hot_rows = snapshot.hot.iter().map(|b| b.num_rows()).sum();
     let spans = callwatch_query::all_spans(&store).await.unwrap();
     (spans, hot_rows)
+}
+
+/// Runs `callwatch ARGS...` to completion; returns its stdout, failing on a non-zero exit.
+pub fn callwatch(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "callwatch {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// A gRPC codec that sends raw bytes: for requests no SDK would send.

@@ -1,0 +1,98 @@
+//! Sends OTLP/gRPC export requests as already-encoded bytes. The load generator, the demo
+//! and replay all speak to collectors through this.
+
+use bytes::{BufMut, Bytes};
+use callwatch_collector::EXPORT_PATH;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+pub struct OtlpClient {
+    grpc: tonic::client::Grpc<Channel>,
+}
+
+impl OtlpClient {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            grpc: tonic::client::Grpc::new(channel),
+        }
+    }
+
+    /// Connects to an OTLP/gRPC endpoint such as `http://127.0.0.1:4317`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("{url:?} is not a gRPC endpoint URL"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(Self::new(channel))
+    }
+
+    pub async fn export(
+        &mut self,
+        request: &ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, tonic::Status> {
+        self.export_bytes(Bytes::from(request.encode_to_vec()))
+            .await
+    }
+
+    /// Sends an encoded `ExportTraceServiceRequest`.
+    pub async fn export_bytes(
+        &mut self,
+        body: Bytes,
+    ) -> Result<ExportTraceServiceResponse, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+        self.grpc
+            .unary(tonic::Request::new(body), path, RawCodec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// Encodes bytes as they are; decodes the response with prost.
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|error| tonic::Status::internal(format!("undecodable response: {error}")))
+    }
+}
