@@ -4,6 +4,7 @@
 #
 #   bash benches/ingest.sh            # 60 s per run
 #   DURATION=20s bash benches/ingest.sh
+#   RUNS="fsync paced" BELOW_RATE=100000 bash benches/ingest.sh
 #
 # Prints one Markdown table row per run, ready for BENCHMARKS.md.
 set -euo pipefail
@@ -80,6 +81,12 @@ PY
 }
 
 BELOW_RATE=${BELOW_RATE:-150000}
-run_serve fsync "serve, WAL fsync always"
-run_serve nofsync "serve, WAL fsync never" --wal-fsync never
-RATE=$BELOW_RATE run_serve paced "serve, paced at $BELOW_RATE spans/s (below saturation)"
+RUNS=${RUNS:-fsync nofsync paced}
+for run in $RUNS; do
+  case $run in
+    fsync) run_serve fsync "serve, WAL fsync always" ;;
+    nofsync) run_serve nofsync "serve, WAL fsync never" --wal-fsync never ;;
+    paced) RATE=$BELOW_RATE run_serve paced "serve, paced at $BELOW_RATE spans/s (below saturation)" ;;
+    *) echo "unknown run $run: use fsync, nofsync, paced" >&2; exit 2 ;;
+  esac
+done

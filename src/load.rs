@@ -49,11 +49,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("connecting to {}", args.send_to))?;
         let (templates, counters) = (templates.clone(), counters.clone());
-        // Each connection paces its share of --rate, or sends back to back.
-        let pace = args.rate.map(|rate| {
-            let per_connection = (rate as f64 / args.connections as f64).max(1.0);
-            Duration::from_secs_f64(args.batch as f64 / per_connection)
-        });
+        // Each connection sends its share of --rate spans per second, or sends back to back.
+        let pace = args
+            .rate
+            .map(|rate| (rate as f64 / args.connections as f64).max(1.0));
         workers.push(tokio::spawn(send_until(
             channel, templates, counters, deadline, base_ns, pace,
         )));
@@ -109,21 +108,19 @@ async fn send_until(
     counters: Arc<Counters>,
     deadline: Instant,
     base_ns: u64,
-    pace: Option<Duration>,
+    spans_per_sec: Option<f64>,
 ) -> Vec<u32> {
     let mut client = OtlpClient::new(channel);
-    let mut ticks = pace.map(|period| {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks
-    });
+    let mut next_send = tokio::time::Instant::now();
     let mut latencies = Vec::new();
     while Instant::now() < deadline {
-        if let Some(ticks) = &mut ticks {
-            ticks.tick().await;
-        }
         let n = counters.next.fetch_add(1, Ordering::Relaxed);
         let template = &templates[(n % templates.len() as u64) as usize];
+        if let Some(rate) = spans_per_sec {
+            // Requests differ in size: pace by spans, not by requests.
+            tokio::time::sleep_until(next_send).await;
+            next_send += Duration::from_secs_f64(template.spans as f64 / rate);
+        }
         // Salt 0 would resend the template's own ids.
         let body = template.instantiate(splitmix(n + 1), now_ns().saturating_sub(base_ns));
         let sent = Instant::now();

@@ -36,10 +36,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return feed(client, &args, CancellationToken::new()).await;
     }
     let server = crate::serve::start(&args.serve).await?;
+    // 0.0.0.0 is where we listen, not where a browser should go.
+    let address = if server.http.ip().is_unspecified() {
+        format!("localhost:{}", server.http.port())
+    } else {
+        server.http.to_string()
+    };
     println!(
         "callwatch demo: the simulated shop sends its traces to the embedded server; \
-         web UI at http://{}/ (health and /metrics for now). Stop with Ctrl-C.",
-        server.http
+         web UI at http://{address}/ (health and /metrics for now). Stop with Ctrl-C."
     );
     let client = OtlpClient::connect(&format!("http://{}", server.grpc)).await?;
     let stop = server.shutdown_token();
