@@ -235,15 +235,22 @@ async fn grpc_refuses_bad_requests_with_the_right_code_and_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_memory_budget_answers_503_and_unavailable_with_retry_hints() {
     let dir = tempfile::tempdir().unwrap();
-    // One byte of budget: the first request fills it; nothing is flushed for an hour.
+    // One byte of budget: any accepted request fills it. A refusal asks for a flush, which
+    // frees it again, so requests are sent back to back until one finds it full.
     let server = Server::start(
         &dir.path().join("data"),
         &["--memory-limit", "1", "--flush-interval", "1h"],
     );
     let body = |n| request("svc", vec![numbered_span(5, n, 0)]).encode_to_vec();
-    assert_eq!(post(&server, PROTOBUF, None, body(1)).await.status(), 200);
-
-    let response = post(&server, PROTOBUF, None, body(2)).await;
+    let mut refused_http = None;
+    for n in 0..50 {
+        let response = post(&server, PROTOBUF, None, body(n)).await;
+        if response.status() != 200 {
+            refused_http = Some(response);
+            break;
+        }
+    }
+    let response = refused_http.expect("a request found the budget full");
     assert!(
         response.headers()["retry-after"]
             .to_str()
@@ -254,9 +261,14 @@ async fn a_full_memory_budget_answers_503_and_unavailable_with_retry_hints() {
     );
     expect_status(response, 503, false, "memory budget").await;
 
-    let status = grpc_export(&server.grpc_url(), Bytes::from(body(3)))
-        .await
-        .unwrap_err();
+    let mut refused_grpc = None;
+    for n in 100..150 {
+        if let Err(status) = grpc_export(&server.grpc_url(), Bytes::from(body(n))).await {
+            refused_grpc = Some(status);
+            break;
+        }
+    }
+    let status = refused_grpc.expect("a gRPC request found the budget full");
     assert_eq!(status.code(), tonic::Code::Unavailable);
     use tonic_types::StatusExt;
     let retry = status
@@ -274,10 +286,15 @@ async fn a_full_memory_budget_answers_503_and_unavailable_with_retry_hints() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("callwatch_ingest_requests_refused_total{reason=\"memory_full\"} 2"),
-        "{metrics}"
-    );
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("callwatch_ingest_requests_refused_total{reason=\"memory_full\"} ")
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused >= 2, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

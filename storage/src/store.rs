@@ -194,13 +194,12 @@ impl Store {
             segments: manifest.segments.clone(),
             ..Tables::default()
         };
-        for (seq, batch) in replay.batches {
+        for wal::Replayed { seq, batch, bytes } in replay.batches {
             if batch.schema() != spans_schema() {
                 return Err(StoreError::Schema(format!(
                     "WAL record {seq} was written with another schema version"
                 )));
             }
-            let bytes = batch.get_array_memory_size();
             tables.hot_rows += batch.num_rows();
             tables.hot_bytes += bytes;
             tables.hot.push(HotBatch { seq, bytes, batch });
@@ -283,7 +282,10 @@ impl Store {
             mpsc::error::TrySendError::Closed(()) => StoreError::ShuttingDown,
         })?;
         let payload = wal::encode_batch(&batch)?;
-        let bytes = batch.get_array_memory_size();
+        // Keep the decoded WAL record rather than the builder's arrays: the same data in one
+        // exact-size allocation, and its size is what the memory budget counts.
+        let batch = wal::decode_batch(&payload)?;
+        let bytes = payload.len();
         self.shared
             .unflushed_bytes
             .fetch_add(bytes, Ordering::Relaxed);

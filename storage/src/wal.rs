@@ -32,7 +32,9 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(payload)
 }
 
-fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
+/// Decodes a WAL record's payload. The batch's buffers are slices of one allocation the
+/// size of the payload: a compact copy, with none of a builder's spare capacity.
+pub fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
     let reader = StreamReader::try_new(Cursor::new(payload), None)?;
     let mut batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
     match (batches.pop(), batches.is_empty()) {
@@ -60,10 +62,19 @@ pub struct Wal {
     buffer: Vec<u8>,
 }
 
+/// A batch found by replay.
+#[derive(Debug)]
+pub struct Replayed {
+    pub seq: u64,
+    pub batch: RecordBatch,
+    /// Size of its record: what it occupies in memory once decoded.
+    pub bytes: usize,
+}
+
 /// What replay found: the batches after `skip_through`, and the highest sequence number seen.
 #[derive(Debug)]
 pub struct Replay {
-    pub batches: Vec<(u64, RecordBatch)>,
+    pub batches: Vec<Replayed>,
     pub last_seq: u64,
 }
 
@@ -246,7 +257,11 @@ fn read_records(bytes: &[u8], skip_through: u64, replay: &mut Replay) -> Result<
             break;
         }
         if seq > skip_through {
-            replay.batches.push((seq, decode_batch(payload)?));
+            replay.batches.push(Replayed {
+                seq,
+                batch: decode_batch(payload)?,
+                bytes: payload.len(),
+            });
         }
         replay.last_seq = replay.last_seq.max(seq);
         offset = start + len;
@@ -291,9 +306,9 @@ mod tests {
         drop(wal);
 
         let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
-        let seqs: Vec<u64> = replay.batches.iter().map(|(seq, _)| *seq).collect();
+        let seqs: Vec<u64> = replay.batches.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
-        assert_eq!(replay.batches[1].1, batch(&[4, 5, 6]));
+        assert_eq!(replay.batches[1].batch, batch(&[4, 5, 6]));
         assert_eq!(wal.last_seq(), 3);
     }
 
@@ -319,7 +334,7 @@ mod tests {
         append(&mut wal, 2, &[7]);
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(replay.batches[1].1, batch(&[7]));
+        assert_eq!(replay.batches[1].batch, batch(&[7]));
     }
 
     #[test]
@@ -349,7 +364,7 @@ mod tests {
         wal.remove_through(2).unwrap();
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 2).unwrap();
-        let seqs: Vec<u64> = replay.batches.iter().map(|(seq, _)| *seq).collect();
+        let seqs: Vec<u64> = replay.batches.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![3]);
         let files = fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(
