@@ -19,7 +19,7 @@ use tonic::transport::Endpoint;
 
 use crate::config::LoadArgs;
 use crate::demo::{BreakerConfig, Scenario, Simulator, SimulatorConfig};
-use crate::otlp_client::OtlpClient;
+use callwatch_collector::OtlpClient;
 
 /// Distinct pre-encoded requests to cycle through.
 const TEMPLATES: usize = 16;

@@ -4,7 +4,6 @@
 mod config;
 mod demo;
 mod load;
-mod otlp_client;
 mod replay;
 mod serve;
 mod sink;

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::config::ReplayArgs;
-use crate::otlp_client::OtlpClient;
+use callwatch_collector::OtlpClient;
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
@@ -35,7 +35,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .as_nanos() as u64;
     let shift = now.saturating_sub(earliest);
 
-    let mut client = OtlpClient::connect(&args.send_to).await?;
+    let mut client = OtlpClient::connect(&args.send_to)
+        .await
+        .with_context(|| format!("connecting to {}", args.send_to))?;
     let (mut sent, mut rejected) = (0, 0);
     for (index, mut request) in requests.into_iter().enumerate() {
         rebase(&mut request, shift);

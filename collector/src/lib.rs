@@ -1,6 +1,7 @@
 //! OTLP receivers of callwatch: gRPC and HTTP (protobuf and JSON, gzip) transports around one
 //! ingest core that validates spans, converts them to Arrow and hands them to storage.
 
+mod client;
 mod convert;
 mod error;
 mod grpc;
@@ -9,6 +10,7 @@ mod ingest;
 mod json;
 mod metrics;
 
+pub use client::OtlpClient;
 pub use convert::{Converted, Limits, convert, count_spans};
 pub use error::{IngestError, RpcStatus};
 pub use grpc::{EXPORT_PATH, TraceService};

@@ -19,7 +19,7 @@ pub use scenario::Scenario;
 pub use simulator::{Simulator, SimulatorConfig};
 
 use crate::config::DemoArgs;
-use crate::otlp_client::OtlpClient;
+use callwatch_collector::OtlpClient;
 
 /// Live traffic is emitted and sent once per this interval, as an SDK's batch exporter does.
 const TICK: Duration = Duration::from_secs(1);
@@ -31,7 +31,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return record(&args, file);
     }
     if let Some(url) = &args.send_to {
-        let client = OtlpClient::connect(url).await?;
+        let client = OtlpClient::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
         println!("callwatch demo: sending the simulated shop's traces to {url}");
         return feed(client, &args, CancellationToken::new()).await;
     }
@@ -46,7 +48,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "callwatch demo: the simulated shop sends its traces to the embedded server; \
          web UI at http://{address}/ (health and /metrics for now). Stop with Ctrl-C."
     );
-    let client = OtlpClient::connect(&format!("http://{}", server.grpc)).await?;
+    let client = OtlpClient::connect(&format!("http://{}", server.grpc))
+        .await
+        .context("connecting to the embedded server")?;
     let stop = server.shutdown_token();
     let feeding = tokio::spawn({
         let stop = stop.clone();

@@ -10,9 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use callwatch_storage::{SpanRecord, Store, StoreConfig};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A `callwatch serve` process on free loopback ports.
 pub struct Server {
@@ -169,58 +168,14 @@ pub fn callwatch(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// A gRPC codec that sends raw bytes: for requests no SDK would send.
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-/// Sends `body` as a raw gRPC Export call.
-pub async fn grpc_export(url: &str, body: Bytes) -> Result<Bytes, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.unwrap();
-    client
-        .unary(
-            tonic::Request::new(body),
-            http::uri::PathAndQuery::from_static(callwatch_collector::EXPORT_PATH),
-            RawCodec,
-        )
-        .await
-        .map(tonic::Response::into_inner)
+/// Sends `body` as a raw gRPC Export call: also bytes no SDK would send.
+pub async fn grpc_export(
+    url: &str,
+    body: Bytes,
+) -> Result<
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+    tonic::Status,
+> {
+    let mut client = callwatch_collector::OtlpClient::connect(url).await.unwrap();
+    client.export_bytes(body).await
 }

@@ -1,8 +1,9 @@
-//! Sends OTLP/gRPC export requests as already-encoded bytes. The load generator, the demo
-//! and replay all speak to collectors through this.
+//! An OTLP/gRPC client that sends export requests as encoded bytes, so a caller can send
+//! what it encoded once (or bytes no SDK would send). Load generation, the demo, replay and
+//! the tests speak to collectors through it.
 
+use crate::grpc::EXPORT_PATH;
 use bytes::{BufMut, Bytes};
-use callwatch_collector::EXPORT_PATH;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -10,6 +11,7 @@ use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
+#[derive(Debug, Clone)]
 pub struct OtlpClient {
     grpc: tonic::client::Grpc<Channel>,
 }
@@ -22,14 +24,11 @@ impl OtlpClient {
     }
 
     /// Connects to an OTLP/gRPC endpoint such as `http://127.0.0.1:4317`.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .with_context(|| format!("{url:?} is not a gRPC endpoint URL"))?
+    pub async fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
             .tcp_nodelay(true)
             .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+            .await?;
         Ok(Self::new(channel))
     }
 
