@@ -51,9 +51,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let http = bind(args.http, "HTTP").await?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     // Tests and scripts read these lines to learn the ports (the flags may say port 0).
-    println!("listening otlp-grpc {grpc_addr}");
-    println!("listening otlp-http {}", otlp_http.local_addr()?);
-    println!("listening http {http_addr}");
+    announce(&format!("listening otlp-grpc {grpc_addr}"));
+    announce(&format!("listening otlp-http {}", otlp_http.local_addr()?));
+    announce(&format!("listening http {http_addr}"));
 
     let service = TraceService::new(ingest.clone(), args.max_message_size);
     let shutdown = cancel.clone();
@@ -118,6 +118,14 @@ impl Running {
         tracing::info!(spans = report.rows, "flushed; bye");
         Ok(())
     }
+}
+
+/// Writes a line to stdout for whoever reads it. A server must not die because nobody does
+/// (stdout closed, or a reader gone): `println!` would panic.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 fn store_config(args: &ServeArgs) -> StoreConfig {

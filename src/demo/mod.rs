@@ -44,10 +44,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         server.http.to_string()
     };
-    println!(
+    crate::serve::announce(&format!(
         "callwatch demo: the simulated shop sends its traces to the embedded server; \
          web UI at http://{address}/ (health and /metrics for now). Stop with Ctrl-C."
-    );
+    ));
     let client = OtlpClient::connect(&format!("http://{}", server.grpc))
         .await
         .context("connecting to the embedded server")?;
@@ -117,11 +117,9 @@ async fn feed(
             break;
         }
     }
-    // Nobody may be reading any more (the demo is stopping): a closed stdout is no error.
-    let _ = writeln!(
-        std::io::stdout(),
+    crate::serve::announce(&format!(
         "callwatch demo: sent {sent} spans ({failures} failed requests)"
-    );
+    ));
     if let Some(path) = &args.truth {
         write_truth(path, &simulator.truth_json(now_ns()))?;
     }
