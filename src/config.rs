@@ -131,6 +131,15 @@ pub struct ServeArgs {
     /// Delete Parquet segments older than this.
     #[arg(long, env = "CALLWATCH_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// A SQL query running longer than this is stopped.
+    #[arg(long, env = "CALLWATCH_QUERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+    /// Memory one SQL query may use (e.g. 1GiB).
+    #[arg(long, env = "CALLWATCH_QUERY_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
+    pub query_memory: usize,
+    /// Rows one SQL query may return.
+    #[arg(long, env = "CALLWATCH_QUERY_MAX_ROWS", default_value_t = 100_000)]
+    pub query_max_rows: usize,
 }
 
 #[derive(Debug, Args)]

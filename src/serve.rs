@@ -76,8 +76,17 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         http_router(ingest.clone(), args.max_message_size),
         "OTLP/HTTP",
     );
+    let query = callwatch_query::QueryEngine::new(
+        store.clone(),
+        callwatch_query::QueryLimits {
+            memory_bytes: args.query_memory,
+            timeout: args.query_timeout,
+            max_rows: args.query_max_rows,
+        },
+    );
     let app = callwatch_ui::router(callwatch_ui::AppState {
         ingest: ingest.clone(),
+        query,
         ready: ready.clone(),
     });
     serve_http(&tracker, &cancel, http, app, "HTTP");

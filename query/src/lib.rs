@@ -1,8 +1,16 @@
-//! Read side of callwatch. For now: every stored span, hot and in segments, from one
-//! consistent snapshot. The DataFusion session, SQL API and graph build on this crate.
+//! Read side of callwatch: a DataFusion session whose `spans` table is the store's hot
+//! batches and Parquet segments, read-only and bounded per query.
+
+mod engine;
+mod error;
+mod guard;
+mod table;
 
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::{Result, SpanRecord, Store, span_records};
+
+pub use engine::{QueryEngine, QueryLimits, QueryOutput};
+pub use error::QueryError;
 
 /// All span batches of the store: hot batches and segments of the same snapshot, so no span
 /// is missed or counted twice while a flush runs.

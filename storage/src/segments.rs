@@ -93,6 +93,11 @@ impl SegmentStore {
         }
     }
 
+    /// The object store segment paths are relative to.
+    pub fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.objects.clone()
+    }
+
     pub async fn load_manifest(&self) -> Result<Manifest> {
         match self.objects.get(&ObjectPath::from(MANIFEST_PATH)).await {
             Ok(result) => {

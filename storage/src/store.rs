@@ -311,6 +311,11 @@ impl Store {
         }
     }
 
+    /// Where segments live; `SegmentMeta::path` is relative to it.
+    pub fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.shared.segments.objects()
+    }
+
     pub async fn read_segment(&self, meta: &SegmentMeta) -> Result<Vec<RecordBatch>> {
         self.shared.segments.read(meta).await
     }

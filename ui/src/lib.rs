@@ -1,5 +1,7 @@
-//! HTTP routes of callwatch on the `--http` port: liveness, readiness and Prometheus
-//! metrics now; the dashboard and query APIs join them here.
+//! HTTP routes of callwatch on the `--http` port: liveness, readiness, Prometheus metrics
+//! and the SQL API; the dashboard joins them here.
+
+mod sql;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,13 +10,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use callwatch_collector::Ingest;
+use callwatch_query::QueryEngine;
 
 /// What the routes read.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub ingest: Arc<Ingest>,
+    pub query: QueryEngine,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
 }
@@ -24,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/sql", post(sql::sql))
         .with_state(state)
 }
 

@@ -1,0 +1,287 @@
+//! `POST /api/v1/sql`: what was sent comes back, from memory and from segments alike, in
+//! JSON, CSV and Arrow; anything but a query is refused with 403 and leaves no trace; a
+//! runaway query is stopped while other queries still answer.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::Server;
+use common::requests::{hex, numbered_span, request};
+use prost::Message;
+
+async fn send(server: &Server, sender: u32, spans: u32) -> Vec<String> {
+    let spans: Vec<_> = (0..spans).map(|i| numbered_span(sender, 0, i)).collect();
+    let ids = spans.iter().map(|s| hex(&s.span_id)).collect();
+    let response = reqwest::Client::new()
+        .post(server.traces_url())
+        .header("content-type", "application/x-protobuf")
+        .body(request("user-service", spans).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    ids
+}
+
+async fn sql(server: &Server, accept: &str, query: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/api/v1/sql", server.http))
+        .header("accept", accept)
+        .json(&serde_json::json!({ "sql": query }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_memory_and_segments_returns_exactly_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--flush-spans", "50"]);
+    let mut sent = BTreeSet::new();
+    for sender in 0..3 {
+        sent.extend(send(&server, sender, 60).await);
+    }
+    // Each request passes the flush threshold: wait until they are all in segments, then
+    // send some more that stay in memory.
+    for _ in 0..200 {
+        if metric(&server, "callwatch_segment_spans").await >= 180.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(metric(&server, "callwatch_segments").await >= 1.0);
+    sent.extend(send(&server, 9, 7).await);
+    assert!(metric(&server, "callwatch_hot_spans").await >= 7.0);
+
+    let query = "SELECT span_id, service_name, span_kind, duration_ns, attributes['http.route'] AS route \
+                 FROM spans ORDER BY span_id";
+    let response = sql(&server, "application/json", query).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let names: Vec<&str> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "span_id",
+            "service_name",
+            "span_kind",
+            "duration_ns",
+            "route"
+        ]
+    );
+    assert_eq!(body["columns"][3]["type"], "Int64");
+    let rows = body["rows"].as_array().unwrap();
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        sent.iter().cloned().collect::<Vec<_>>(),
+        "every span once, in order"
+    );
+    assert_eq!(rows[0][1], "user-service");
+    assert_eq!(rows[0][2], "SERVER");
+    assert_eq!(rows[0][3], 2_000_000);
+    assert_eq!(rows[0][4], "/v1/users/{id}");
+
+    let response = sql(
+        &server,
+        "text/csv",
+        "SELECT span_id, duration_ns FROM spans ORDER BY span_id",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let csv = response.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("span_id,duration_ns"));
+    let csv_ids: Vec<&str> = lines.map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(csv_ids, ids);
+
+    let response = sql(
+        &server,
+        "application/vnd.apache.arrow.stream",
+        "SELECT span_id FROM spans",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let mut arrow_ids = BTreeSet::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        arrow_ids.extend(column.iter().map(|v| v.unwrap().to_string()));
+    }
+    assert_eq!(arrow_ids, sent);
+
+    // A trace-id look-up and a time window find what they should.
+    let trace = hex(&numbered_span(1, 0, 0).trace_id);
+    let response = sql(
+        &server,
+        "application/json",
+        &format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'"),
+    )
+    .await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["rows"][0][0], 60);
+    let response = sql(
+        &server,
+        "application/json",
+        "SELECT count(*) FROM spans WHERE start_time > now() - interval '1 hour'",
+    )
+    .await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["rows"][0][0], sent.len());
+    let response = sql(
+        &server,
+        "application/json",
+        "SELECT count(*) FROM spans WHERE start_time < now() - interval '1 day'",
+    )
+    .await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["rows"][0][0], 0);
+
+    let response = sql(&server, "application/json", "SELECT nope FROM spans").await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+}
+
+fn files_below(dir: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.insert(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_but_queries_is_refused_with_403_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    send(&server, 1, 5).await;
+    let out = dir.path().join("copy.parquet");
+    let before = files_below(dir.path());
+    let statements = [
+        "CREATE TABLE t (a INT)".to_string(),
+        "CREATE TABLE t AS SELECT * FROM spans".to_string(),
+        "CREATE VIEW v AS SELECT 1".to_string(),
+        "INSERT INTO spans (span_id) VALUES ('x')".to_string(),
+        "DELETE FROM spans".to_string(),
+        "UPDATE spans SET span_name = 'x'".to_string(),
+        "DROP TABLE spans".to_string(),
+        format!("COPY (SELECT * FROM spans) TO '{}'", out.display()),
+        format!(
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '{}'",
+            data.display()
+        ),
+        format!("SELECT * FROM '{}/spans'", data.display()),
+        "SELECT * FROM 'https://example.com/x.parquet'".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+    ];
+    for statement in &statements {
+        let response = sql(&server, "application/json", statement).await;
+        assert_eq!(response.status(), 403, "{statement}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("not allowed"),
+            "{statement}: {body}"
+        );
+    }
+    assert_eq!(
+        files_below(dir.path()),
+        before,
+        "refused statements wrote nothing"
+    );
+    let response = sql(&server, "application/json", "SELECT count(*) FROM spans").await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["rows"][0][0], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_queries_are_stopped_while_others_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--query-timeout", "2s", "--query-max-rows", "100"],
+    );
+    send(&server, 1, 5).await;
+    let runaway = sql(
+        &server,
+        "application/json",
+        "SELECT count(*) FROM generate_series(1, 1000000000000)",
+    );
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let response = sql(&server, "application/json", "SELECT count(*) FROM spans").await;
+        (response, started.elapsed())
+    };
+    let (runaway, (other, other_took)) = tokio::join!(runaway, other);
+    assert_eq!(runaway.status(), 400);
+    let body: serde_json::Value = runaway.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("time limit"),
+        "{body}"
+    );
+    assert_eq!(other.status(), 200);
+    let body: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(body["rows"][0][0], 5);
+    assert!(
+        other_took < Duration::from_secs(2),
+        "answered while the runaway ran: {other_took:?}"
+    );
+
+    let response = sql(
+        &server,
+        "application/json",
+        "SELECT * FROM generate_series(1, 1000)",
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than the limit of 100 rows"),
+        "{body}"
+    );
+}
