@@ -148,6 +148,8 @@ fn store_config(args: &ServeArgs) -> StoreConfig {
         flush_interval: args.flush_interval,
         flush_rows: args.flush_spans,
         retention: args.retention,
+        // Longer than any query runs, so no query loses a file it listed.
+        delete_grace: (args.query_timeout * 2).max(Duration::from_secs(60)),
         ..StoreConfig::new(&args.data_dir)
     }
 }

@@ -57,6 +57,9 @@ pub struct StoreConfig {
     pub compaction_target_rows: u64,
     /// An hour needs at least this many small segments before they are merged.
     pub compaction_min_segments: usize,
+    /// Files of segments that compaction or retention replaced are deleted only this long
+    /// afterwards, so a query that listed them just before still reads them.
+    pub delete_grace: Duration,
 }
 
 impl StoreConfig {
@@ -72,6 +75,7 @@ impl StoreConfig {
             compaction_small_rows: 100_000,
             compaction_target_rows: 500_000,
             compaction_min_segments: 4,
+            delete_grace: Duration::from_secs(120),
         }
     }
 }
@@ -121,6 +125,8 @@ struct Shared {
     /// The committed manifest; holding this lock serializes flush, compaction and retention.
     manifest: tokio::sync::Mutex<Manifest>,
     flush_wanted: Notify,
+    /// Segments no longer in the manifest, waiting out `delete_grace` before deletion.
+    retired: Mutex<Vec<(SegmentMeta, Instant)>>,
     metrics: StoreMetrics,
     _dir_lock: File,
 }
@@ -222,6 +228,7 @@ impl Store {
             segments,
             manifest: tokio::sync::Mutex::new(manifest),
             flush_wanted: Notify::new(),
+            retired: Mutex::new(Vec::new()),
             metrics: StoreMetrics::default(),
             _dir_lock: dir_lock,
         });
@@ -411,9 +418,7 @@ impl Store {
             next.segments.retain(|s| !group.contains(s));
             next.segments.extend(written.iter().cloned());
             self.commit(&mut manifest, next, &written).await?;
-            for meta in group {
-                self.shared.segments.delete(meta).await?;
-            }
+            self.retire(group);
             self.shared.metrics.compactions.add(1);
             tracing::debug!(merged = group.len(), "compacted segments");
         }
@@ -441,14 +446,37 @@ impl Store {
         let mut next = manifest.clone();
         next.segments.retain(|s| !expired.contains(s));
         self.commit(&mut manifest, next, &[]).await?;
-        for meta in &expired {
-            self.shared.segments.delete(meta).await?;
-        }
+        self.retire(&expired);
         self.shared
             .metrics
             .segments_expired
             .add(expired.len() as u64);
         Ok(expired.len())
+    }
+
+    /// Schedules the files of segments that left the manifest for deletion.
+    fn retire(&self, segments: &[SegmentMeta]) {
+        let now = Instant::now();
+        let mut retired = self.shared.retired.lock().expect("not poisoned");
+        retired.extend(segments.iter().map(|s| (s.clone(), now)));
+    }
+
+    /// Deletes retired segment files whose grace period is over at `now`; returns how many.
+    /// Any still waiting at a crash are deleted on open, as the manifest no longer lists them.
+    pub async fn delete_retired(&self, now: Instant) -> Result<usize> {
+        let grace = self.shared.config.delete_grace;
+        let due: Vec<SegmentMeta> = {
+            let mut retired = self.shared.retired.lock().expect("not poisoned");
+            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|(_, at)| now.saturating_duration_since(*at) >= grace);
+            *retired = waiting;
+            due.into_iter().map(|(meta, _)| meta).collect()
+        };
+        for meta in &due {
+            self.shared.segments.delete(meta).await?;
+        }
+        Ok(due.len())
     }
 
     /// Runs flushes, compaction and retention in the background until `cancel`.
@@ -475,6 +503,9 @@ impl Store {
                 }
                 if let Err(error) = store.expire(Utc::now()).await {
                     tracing::error!(%error, "retention failed");
+                }
+                if let Err(error) = store.delete_retired(Instant::now()).await {
+                    tracing::error!(%error, "deleting replaced segments failed");
                 }
             }
         });

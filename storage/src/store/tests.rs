@@ -253,9 +253,22 @@ async fn small_segments_of_an_hour_are_compacted_into_one() {
     let segments = store.snapshot().segments;
     assert_eq!(segments.len(), 1);
     assert_eq!(segments[0].rows, 40);
+    assert_eq!(stored_ids(&store).await, expected_ids(0..40));
+    // The merged sources stay on disk for queries that listed them just before...
+    let files = walk_parquet(&dir.path().join("spans"));
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(
+        store
+            .delete_retired(std::time::Instant::now())
+            .await
+            .unwrap(),
+        0
+    );
+    // ...and go once the grace period is over.
+    let later = std::time::Instant::now() + store.config().delete_grace;
+    assert_eq!(store.delete_retired(later).await.unwrap(), 4);
     let files = walk_parquet(&dir.path().join("spans"));
     assert_eq!(files.len(), 1, "merged sources are deleted: {files:?}");
-    assert_eq!(stored_ids(&store).await, expected_ids(0..40));
     drop(store);
     let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(stored_ids(&store).await, expected_ids(0..40));
@@ -283,6 +296,8 @@ async fn retention_deletes_segments_of_hours_that_ended_long_enough_ago() {
     store.flush().await.unwrap();
     assert_eq!(store.expire(now).await.unwrap(), 1);
     assert_eq!(stored_ids(&store).await, expected_ids(3..6));
+    let later = std::time::Instant::now() + store.config().delete_grace;
+    assert_eq!(store.delete_retired(later).await.unwrap(), 1);
     assert_eq!(walk_parquet(&dir.path().join("spans")).len(), 1);
 }
 
