@@ -277,21 +277,12 @@ async fn a_full_memory_budget_answers_503_and_unavailable_with_retry_hints() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("callwatch_ingest_requests_refused_total{reason=\"memory_full\"} ")
-        })
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(refused >= 2, "{metrics}");
+    let refused = common::metric(
+        &server,
+        "callwatch_ingest_requests_refused_total{reason=\"memory_full\"}",
+    )
+    .await;
+    assert!(refused >= 2.0, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

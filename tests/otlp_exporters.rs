@@ -251,18 +251,16 @@ async fn spans_from_the_otlp_exporter_are_stored_exactly_as_sent() {
             .unwrap();
     }
 
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("callwatch_spans_accepted_total 9\n"),
-        "{metrics}"
+    let metric = |sample| common::metric(&server, sample);
+    assert_eq!(metric("callwatch_spans_accepted_total").await, 9.0);
+    assert_eq!(
+        metric("callwatch_ingest_requests_total{transport=\"grpc\"}").await,
+        3.0
     );
-    assert!(metrics.contains("callwatch_ingest_requests_total{transport=\"grpc\"} 3\n"));
-    assert!(metrics.contains("callwatch_ingest_requests_total{transport=\"http\"} 6\n"));
+    assert_eq!(
+        metric("callwatch_ingest_requests_total{transport=\"http\"}").await,
+        6.0
+    );
 
     server.stop();
     let (stored, still_in_wal) = common::stored_spans(&data).await;

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::Server;
 use common::requests::{hex, numbered_span, request};
+use common::{Server, metric};
 use prost::Message;
 
 async fn send(server: &Server, sender: u32, spans: u32) -> Vec<String> {
@@ -33,20 +33,6 @@ async fn sql(server: &Server, accept: &str, query: &str) -> reqwest::Response {
         .json(&serde_json::json!({ "sql": query }))
         .send()
         .await
-        .unwrap()
-}
-
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap()
-        .parse()
         .unwrap()
 }
 

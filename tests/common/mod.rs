@@ -154,6 +154,22 @@ pub async fn stored_spans(data_dir: &Path) -> (Vec<SpanRecord>, usize) {
     (spans, hot_rows)
 }
 
+/// The value of one Prometheus sample on the server's `/metrics`, by its full name with
+/// labels, e.g. `callwatch_spans_accepted_total` or `x_total{reason="queue_full"}`.
+pub async fn metric(server: &Server, sample: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{sample} ")))
+        .unwrap_or_else(|| panic!("no {sample} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// Runs `callwatch ARGS...` to completion; returns its stdout, failing on a non-zero exit.
 pub fn callwatch(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_callwatch"))
