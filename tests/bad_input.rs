@@ -2,15 +2,13 @@
 //! keeps serving: undecodable bodies, wrong content types and encodings, oversized messages,
 //! invalid ids, a full memory budget and a full ingest queue.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::Write;
 
+use crate::common::requests::{hex, numbered_span, request};
+use crate::common::{Server, grpc_export};
 use bytes::Bytes;
 use callwatch_collector::RpcStatus;
-use common::requests::{hex, numbered_span, request};
-use common::{Server, grpc_export};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
@@ -170,7 +168,7 @@ async fn http_refuses_bad_requests_with_the_right_status_and_keeps_serving() {
     still_serving(&server, 5, &mut accepted).await;
 
     server.stop();
-    let (stored, _) = common::stored_spans(&data).await;
+    let (stored, _) = crate::common::stored_spans(&data).await;
     let stored: HashSet<String> = stored.into_iter().map(|s| s.span_id).collect();
     assert_eq!(stored, accepted, "exactly the valid spans are stored");
 }
@@ -277,7 +275,7 @@ async fn a_full_memory_budget_answers_503_and_unavailable_with_retry_hints() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let refused = common::metric(
+    let refused = crate::common::metric(
         &server,
         "callwatch_ingest_requests_refused_total{reason=\"memory_full\"}",
     )
@@ -328,7 +326,7 @@ async fn a_full_ingest_queue_answers_429_and_keeps_what_it_acknowledged() {
     );
     still_serving(&server, 7, &mut accepted).await;
     server.stop();
-    let (stored, _) = common::stored_spans(&data).await;
+    let (stored, _) = crate::common::stored_spans(&data).await;
     let stored: HashSet<String> = stored.into_iter().map(|s| s.span_id).collect();
     assert_eq!(
         stored, accepted,

@@ -1,14 +1,12 @@
 //! A server killed with SIGKILL keeps every span it acknowledged, exactly once: after WAL
 //! replay (in memory) and after its segments are written.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::Server;
-use common::requests::{hex, numbered_span, request};
+use crate::common::Server;
+use crate::common::requests::{hex, numbered_span, request};
 use prost::Message;
 
 const SENDERS: u32 = 6;
@@ -71,7 +69,7 @@ async fn acknowledged_spans_survive_sigkill_exactly_once() {
     assert!(acked.len() >= KILL_AFTER * SPANS as usize);
 
     // In memory, as a restarted store finds it: replayed WAL plus committed segments.
-    let (spans, hot) = common::stored_spans(&data).await;
+    let (spans, hot) = crate::common::stored_spans(&data).await;
     assert!(hot > 0, "some acknowledged spans were only in the WAL");
     assert!(spans.len() > hot, "and some already in segments");
     let counts = count_ids(spans.iter().map(|s| s.span_id.clone()));
@@ -80,7 +78,7 @@ async fn acknowledged_spans_survive_sigkill_exactly_once() {
     // The real server restarts on the same directory and flushes on a graceful stop.
     let server = Server::start(&data, &[]);
     server.stop();
-    let (spans, hot) = common::stored_spans(&data).await;
+    let (spans, hot) = crate::common::stored_spans(&data).await;
     assert_eq!(hot, 0);
     let counts = count_ids(spans.iter().map(|s| s.span_id.clone()));
     assert_once(&counts, &acked);

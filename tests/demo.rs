@@ -2,15 +2,13 @@
 //! recording holds, the breaker's ground truth follows the breaker's rules, and the demo
 //! feeds a collector live, embedded or over the network.
 
-mod common;
-
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::requests::hex;
+use crate::common::{Server, callwatch};
 use callwatch_collector::decode_json_request;
-use common::requests::hex;
-use common::{Server, callwatch};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -326,7 +324,7 @@ async fn replaying_each_sample_stores_exactly_its_spans() {
         }
     }
     server.stop();
-    let (stored, _) = common::stored_spans(&data).await;
+    let (stored, _) = crate::common::stored_spans(&data).await;
     assert_eq!(stored.len(), sent.len(), "every span once, nothing else");
     let mut shifts: HashMap<PathBuf, i64> = HashMap::new();
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
@@ -374,7 +372,7 @@ async fn the_demo_feeds_a_collector_live_with_timestamps_at_now() {
     ]);
     assert!(out.contains("(0 failed requests)"), "{out}");
     server.stop();
-    let (stored, _) = common::stored_spans(&data).await;
+    let (stored, _) = crate::common::stored_spans(&data).await;
     let truth: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
     assert_eq!(truth["spans"], stored.len());
@@ -391,7 +389,7 @@ async fn the_embedded_demo_serves_its_own_traffic_and_stops_gracefully() {
     let demo = Server::start_command("demo", &data, &["--rate", "30"]);
     let mut accepted = 0.0;
     for _ in 0..100 {
-        accepted = common::metric(&demo, "callwatch_spans_accepted_total").await;
+        accepted = crate::common::metric(&demo, "callwatch_spans_accepted_total").await;
         if accepted > 0.0 {
             break;
         }
@@ -399,7 +397,7 @@ async fn the_embedded_demo_serves_its_own_traffic_and_stops_gracefully() {
     }
     assert!(accepted > 0.0, "the demo's traffic reaches its own server");
     demo.stop();
-    let (stored, hot) = common::stored_spans(&data).await;
+    let (stored, hot) = crate::common::stored_spans(&data).await;
     assert_eq!(hot, 0);
     assert!(stored.len() as f64 >= accepted);
 }

@@ -1,8 +1,6 @@
 //! The real `opentelemetry-otlp` exporter sends spans over gRPC, HTTP/protobuf and HTTP/JSON;
 //! what storage holds afterwards equals what the SDK recorded, field by field.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callwatch_storage::schema::AttributeType;
@@ -16,7 +14,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 
-use common::Server;
+use crate::common::Server;
 
 fn every_type() -> Vec<KeyValue> {
     vec![
@@ -251,7 +249,7 @@ async fn spans_from_the_otlp_exporter_are_stored_exactly_as_sent() {
             .unwrap();
     }
 
-    let metric = |sample| common::metric(&server, sample);
+    let metric = |sample| crate::common::metric(&server, sample);
     assert_eq!(metric("callwatch_spans_accepted_total").await, 9.0);
     assert_eq!(
         metric("callwatch_ingest_requests_total{transport=\"grpc\"}").await,
@@ -263,7 +261,7 @@ async fn spans_from_the_otlp_exporter_are_stored_exactly_as_sent() {
     );
 
     server.stop();
-    let (stored, still_in_wal) = common::stored_spans(&data).await;
+    let (stored, still_in_wal) = crate::common::stored_spans(&data).await;
     assert_eq!(
         still_in_wal, 0,
         "a graceful stop flushes everything to Parquet"

@@ -2,12 +2,10 @@
 //! Needs python3 with `pyarrow` and `duckdb` (installed by `.ci/run`); under CI=true a missing
 //! one fails the test instead of skipping it.
 
-mod common;
-
 use std::process::Command;
 
-use common::Server;
-use common::requests::{numbered_span, request};
+use crate::common::Server;
+use crate::common::requests::{numbered_span, request};
 use prost::Message;
 
 fn python_has_readers() -> bool {

@@ -2,14 +2,12 @@
 //! JSON, CSV and Arrow; anything but a query is refused with 403 and leaves no trace; a
 //! runaway query is stopped while other queries still answer.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::requests::{hex, numbered_span, request};
-use common::{Server, metric};
+use crate::common::requests::{hex, numbered_span, request};
+use crate::common::{Server, metric};
 use prost::Message;
 
 async fn send(server: &Server, sender: u32, spans: u32) -> Vec<String> {

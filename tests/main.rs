@@ -1,0 +1,11 @@
+//! callwatch's integration tests, one binary for all: each module starts real servers (the
+//! built `callwatch` binary or the library) on loopback and talks to them as users would.
+
+mod common;
+
+mod bad_input;
+mod crash_recovery;
+mod demo;
+mod otlp_exporters;
+mod parquet_readers;
+mod sql_api;
