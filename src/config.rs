@@ -34,6 +34,25 @@ pub enum Command {
     Demo(DemoArgs),
     /// Send a recording (OTLP/JSON lines) to a collector, its timestamps moved to now.
     Replay(ReplayArgs),
+    /// Run one SQL query against a running server or a data directory; print a table.
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
+    pub sql: String,
+    /// The running server's HTTP address.
+    #[arg(
+        long,
+        env = "CALLWATCH_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Query the data stored in this directory instead of a server. No server may be
+    /// running on it.
+    #[arg(long, conflicts_with = "server")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +159,15 @@ pub struct ServeArgs {
     /// Rows one SQL query may return.
     #[arg(long, env = "CALLWATCH_QUERY_MAX_ROWS", default_value_t = 100_000)]
     pub query_max_rows: usize,
+    /// Postgres wire protocol listen address, e.g. 127.0.0.1:5432 (off unless given).
+    #[arg(long, env = "CALLWATCH_PG")]
+    pub pg: Option<SocketAddr>,
+    /// With --pg: the only user name accepted (default: any).
+    #[arg(long, env = "CALLWATCH_PG_USER")]
+    pub pg_user: Option<String>,
+    /// With --pg: the password clients must give (default: none is asked).
+    #[arg(long, env = "CALLWATCH_PG_PASSWORD", hide_env_values = true)]
+    pub pg_password: Option<String>,
 }
 
 #[derive(Debug, Args)]

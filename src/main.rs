@@ -1,4 +1,4 @@
-//! The callwatch binary: `serve`, `demo`, `replay`, `load` and `sink`, wired from the
+//! The callwatch binary: `serve`, `demo`, `replay`, `sql`, `load` and `sink`, wired from the
 //! workspace crates.
 
 mod config;
@@ -7,6 +7,7 @@ mod load;
 mod replay;
 mod serve;
 mod sink;
+mod sql;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -30,5 +31,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sink(args) => runtime.block_on(sink::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Replay(args) => runtime.block_on(replay::run(args)),
+        Command::Sql(args) => runtime.block_on(sql::run(args)),
     }
 }

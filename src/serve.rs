@@ -1,4 +1,4 @@
-//! `callwatch serve`: open the store, start the three listeners, and on SIGINT/SIGTERM stop
+//! `callwatch serve`: open the store, start the listeners, and on SIGINT/SIGTERM stop
 //! accepting, let in-flight requests finish, flush to Parquet and exit.
 
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ pub struct Running {
     signals: ShutdownSignals,
 }
 
-/// Opens the store and starts the three listeners.
+/// Opens the store and starts the listeners (OTLP gRPC and HTTP, HTTP, Postgres if asked).
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
@@ -84,6 +84,21 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             max_rows: args.query_max_rows,
         },
     );
+    if let Some(addr) = args.pg {
+        let listener = bind(addr, "Postgres").await?;
+        announce(&format!("listening postgres {}", listener.local_addr()?));
+        let auth = callwatch_query::PgAuth {
+            user: args.pg_user.clone(),
+            password: args.pg_password.clone(),
+        };
+        let (query, cancel) = (query.clone(), cancel.clone());
+        tracker.spawn(async move {
+            if let Err(error) = callwatch_query::serve_postgres(listener, query, auth, cancel).await
+            {
+                tracing::error!(%error, "Postgres server failed");
+            }
+        });
+    }
     let app = callwatch_ui::router(callwatch_ui::AppState {
         ingest: ingest.clone(),
         query,

@@ -7,45 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::requests::hex;
+use crate::common::samples::{attribute, recorded_spans, samples};
 use crate::common::{Server, callwatch};
-use callwatch_collector::decode_json_request;
-use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-
-fn samples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 3, "sample-data holds the recorded scenarios");
-    files
-}
-
-/// Every span of a recording, with its service name.
-fn recorded_spans(file: &Path) -> Vec<(String, Span)> {
-    let mut spans = Vec::new();
-    for line in std::fs::read_to_string(file).unwrap().lines() {
-        let request = decode_json_request(line.as_bytes()).unwrap();
-        for resource_spans in request.resource_spans {
-            let service = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap();
-            for scope in resource_spans.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-            }
-        }
-    }
-    spans
-}
 
 fn truth(file: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(file.with_extension("truth.json")).unwrap();
@@ -156,16 +120,6 @@ fn the_ground_truth_counts_what_the_recording_holds() {
         assert_eq!(kinds["user-cache"], "database");
         assert_eq!(kinds["user"], "user");
     }
-}
-
-fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
 }
 
 /// resilience4j's count-based rules, written again from its documentation: the transitions

@@ -8,4 +8,6 @@ mod crash_recovery;
 mod demo;
 mod otlp_exporters;
 mod parquet_readers;
+mod postgres;
 mod sql_api;
+mod traces;

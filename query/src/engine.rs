@@ -9,7 +9,8 @@ use arrow::record_batch::RecordBatch;
 use callwatch_storage::Store;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::error::QueryError;
@@ -59,7 +60,9 @@ impl QueryEngine {
         self.limits
     }
 
-    fn context(&self) -> Result<SessionContext, QueryError> {
+    /// A fresh session over the store with this engine's memory limit. Frames built on it
+    /// are run with [`QueryEngine::collect`], which adds the time and row limits.
+    pub fn context(&self) -> Result<SessionContext, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_bytes, 1.0)
             .build_arc()?;
@@ -75,31 +78,64 @@ impl QueryEngine {
     pub async fn sql(&self, sql: &str) -> Result<QueryOutput, QueryError> {
         guard::check(sql)?;
         let context = self.context()?;
-        // A second guard: the planner itself refuses anything that is not a query.
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let max_rows = self.limits.max_rows;
-        let run = async {
-            let frame = context.sql_with_options(sql, options).await?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let mut stream = frame.execute_stream().await?;
-            let mut batches = Vec::new();
-            let mut rows = 0;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows();
-                if rows > max_rows {
-                    return Err(QueryError::TooManyRows(max_rows));
-                }
-                batches.push(batch);
-            }
-            Ok(QueryOutput { schema, batches })
-        };
-        // Dropping the query's stream on timeout cancels its tasks.
-        tokio::time::timeout(self.limits.timeout, run)
-            .await
-            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
+        let limits = self.limits;
+        bounded(limits, async {
+            let frame = context.sql_with_options(sql, read_only()).await?;
+            collect_rows(frame, limits.max_rows).await
+        })
+        .await
     }
+
+    /// Runs a plan made elsewhere (a prepared statement of the Postgres wire) within the
+    /// limits, in a session of its own.
+    pub async fn run_plan(&self, plan: LogicalPlan) -> Result<QueryOutput, QueryError> {
+        read_only().verify_plan(&plan)?;
+        let context = self.context()?;
+        let limits = self.limits;
+        bounded(limits, async {
+            let frame = context.execute_logical_plan(plan).await?;
+            collect_rows(frame, limits.max_rows).await
+        })
+        .await
+    }
+
+    /// Runs a frame built on [`QueryEngine::context`] within the time and row limits.
+    pub async fn collect(&self, frame: DataFrame) -> Result<QueryOutput, QueryError> {
+        let limits = self.limits;
+        bounded(limits, collect_rows(frame, limits.max_rows)).await
+    }
+}
+
+/// The planner's own guard, behind the parser's: nothing but queries.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Stops `run` at the time limit; dropping the query's stream cancels its tasks.
+async fn bounded(
+    limits: QueryLimits,
+    run: impl Future<Output = Result<QueryOutput, QueryError>>,
+) -> Result<QueryOutput, QueryError> {
+    tokio::time::timeout(limits.timeout, run)
+        .await
+        .map_err(|_| QueryError::Timeout(limits.timeout))?
+}
+
+async fn collect_rows(frame: DataFrame, max_rows: usize) -> Result<QueryOutput, QueryError> {
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let mut stream = frame.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        if rows > max_rows {
+            return Err(QueryError::TooManyRows(max_rows));
+        }
+        batches.push(batch);
+    }
+    Ok(QueryOutput { schema, batches })
 }

@@ -28,20 +28,25 @@ fn refuse(what: &str) -> Result<(), QueryError> {
 
 fn check_statement(statement: &DfStatement) -> Result<(), QueryError> {
     match statement {
-        DfStatement::Statement(statement) => match statement.as_ref() {
-            Statement::Query(_)
-            | Statement::Explain { .. }
-            | Statement::ExplainTable { .. }
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::ShowFunctions { .. }
-            | Statement::ShowVariable { .. } => check_relations(statement),
-            other => refuse(&kind(other)),
-        },
+        DfStatement::Statement(statement) => check_sql_statement(statement),
         DfStatement::Explain(explain) => check_statement(&explain.statement),
         DfStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE"),
         DfStatement::CopyTo(_) => refuse("COPY"),
         DfStatement::Reset(_) => refuse("RESET"),
+    }
+}
+
+/// The same check for a statement parsed elsewhere (the Postgres wire's parser).
+pub fn check_sql_statement(statement: &Statement) -> Result<(), QueryError> {
+    match statement {
+        Statement::Query(_)
+        | Statement::Explain { .. }
+        | Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. } => check_relations(statement),
+        other => refuse(&kind(other)),
     }
 }
 

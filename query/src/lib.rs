@@ -1,9 +1,11 @@
 //! Read side of callwatch: a DataFusion session whose `spans` table is the store's hot
-//! batches and Parquet segments, read-only and bounded per query.
+//! batches and Parquet segments, read-only and bounded per query, over HTTP (see `ui`) and
+//! the Postgres wire.
 
 mod engine;
 mod error;
 mod guard;
+mod postgres;
 mod table;
 
 use arrow::record_batch::RecordBatch;
@@ -11,6 +13,7 @@ use callwatch_storage::{Result, SpanRecord, Store, span_records};
 
 pub use engine::{QueryEngine, QueryLimits, QueryOutput};
 pub use error::QueryError;
+pub use postgres::{PgAuth, serve_postgres};
 
 /// All span batches of the store: hot batches and segments of the same snapshot, so no span
 /// is missed or counted twice while a flush runs.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod requests;
+pub mod samples;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ pub struct Server {
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Lines the server printed after the three it always prints.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -63,15 +66,7 @@ impl Server {
                 let _ = lines_tx.send(line);
             }
         });
-        let addr = |name: &str| -> SocketAddr {
-            let line = lines_rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no '{name}' line; log:\n{}", read(&log)));
-            let rest = line
-                .strip_prefix(&format!("listening {name} "))
-                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-            rest.parse().unwrap()
-        };
+        let addr = |name: &str| listening(&lines_rx, name, &log);
         let (grpc, otlp_http, http) = (addr("otlp-grpc"), addr("otlp-http"), addr("http"));
         Self {
             child: Some(child),
@@ -80,7 +75,13 @@ impl Server {
             http,
             data_dir: data_dir.to_path_buf(),
             log,
+            lines: lines_rx,
         }
+    }
+
+    /// The address of a further listener the server announced, e.g. `postgres`.
+    pub fn announced(&self, name: &str) -> SocketAddr {
+        listening(&self.lines, name, &self.log)
     }
 
     pub fn traces_url(&self) -> String {
@@ -124,6 +125,17 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Reads the next `listening NAME ADDR` line.
+fn listening(lines: &mpsc::Receiver<String>, name: &str, log: &Path) -> SocketAddr {
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no '{name}' line; log:\n{}", read(log)));
+    let rest = line
+        .strip_prefix(&format!("listening {name} "))
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    rest.parse().unwrap()
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {

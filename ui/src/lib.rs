@@ -1,7 +1,9 @@
 //! HTTP routes of callwatch on the `--http` port: liveness, readiness, Prometheus metrics
-//! and the SQL API; the dashboard joins them here.
+//! the SQL API and trace look-ups; the dashboard joins them here.
 
+mod params;
 mod sql;
+mod traces;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/sql", post(sql::sql))
+        .route("/api/v1/traces", get(traces::search))
+        .route("/api/v1/traces/{trace_id}", get(traces::trace))
         .with_state(state)
 }
 

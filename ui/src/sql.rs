@@ -71,7 +71,7 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
         .to_ascii_lowercase()
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 

@@ -1,0 +1,335 @@
+//! The Postgres wire protocol in front of the query engine, so `psql` and Grafana's
+//! PostgreSQL data source run the same read-only, bounded SQL as `POST /api/v1/sql`.
+//!
+//! `datafusion-postgres` speaks the protocol and answers the session statements clients
+//! send on their own (`SET`, `SHOW`, `BEGIN`); every query goes through [`QueryEngine`]
+//! with its guard and limits, and is then encoded for the wire by `arrow-pg`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters, encode_dataframe};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::types::format::FormatOptions;
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use futures::Sink;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{QueryEngine, QueryOutput};
+use crate::error::QueryError;
+use crate::guard;
+
+/// Who may connect. Without a password any user name is accepted, as a local Postgres with
+/// `trust` authentication does.
+#[derive(Debug, Clone, Default)]
+pub struct PgAuth {
+    /// When set, only this user name may connect.
+    pub user: Option<String>,
+    /// When set, clients must send it (cleartext password authentication).
+    pub password: Option<String>,
+}
+
+/// Accepts Postgres connections on `listener` until `cancel` fires.
+pub async fn serve_postgres(
+    listener: TcpListener,
+    engine: QueryEngine,
+    auth: PgAuth,
+    cancel: CancellationToken,
+) -> Result<(), QueryError> {
+    let handlers = Arc::new(Handlers::new(engine, auth)?);
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(%error, "postgres accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handlers = handlers.clone();
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                result = process_socket(socket, None, handlers) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "postgres connection ended");
+                    }
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+struct Handlers {
+    queries: Arc<Queries>,
+    startup: Arc<Startup>,
+}
+
+impl Handlers {
+    fn new(engine: QueryEngine, auth: PgAuth) -> Result<Self, QueryError> {
+        // This session only plans prepared statements and answers session statements;
+        // queries run in sessions of their own (see `QueryEngine`).
+        let planning = Arc::new(engine.context()?);
+        let hooks: Vec<Arc<dyn QueryHook>> =
+            vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+        let session = Arc::new(DfSessionService::new_with_hooks(planning, hooks));
+        Ok(Self {
+            queries: Arc::new(Queries { engine, session }),
+            startup: Arc::new(Startup::new(auth)),
+        })
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+}
+
+/// Session statements go to `datafusion-postgres`; everything else is a query for the
+/// engine, or refused.
+struct Queries {
+    engine: QueryEngine,
+    session: Arc<DfSessionService>,
+}
+
+/// Statements about the connection rather than the data, which clients send on their own.
+fn is_session_statement(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+    )
+}
+
+fn pg_error(error: QueryError) -> PgWireError {
+    // SQLSTATE codes as Postgres uses them, so clients show the usual messages.
+    let code = match &error {
+        QueryError::Refused(_) => "42501",
+        QueryError::Invalid(_) => "42601",
+        QueryError::Timeout(_) => "57014",
+        QueryError::TooManyRows(_) => "54000",
+        QueryError::OutOfMemory(_) => "53200",
+        QueryError::Execution(_) => "XX000",
+    };
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        error.to_string(),
+    )))
+}
+
+/// Puts a finished answer on the wire in the formats the client asked for.
+async fn encode(
+    output: QueryOutput,
+    format: &Format,
+    client: &impl ClientInfo,
+) -> PgWireResult<Response> {
+    let table = MemTable::try_new(output.schema, vec![output.batches])
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let frame = SessionContext::new()
+        .read_table(Arc::new(table))
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    Ok(Response::Query(
+        encode_dataframe(frame, format, Some(options)).await?,
+    ))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = PostgresCompatibilityParser::new()
+            .parse(query)
+            .map_err(|e| pg_error(QueryError::Invalid(e.to_string())))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let sql = statement.to_string();
+            if is_session_statement(&statement) {
+                responses.extend(SimpleQueryHandler::do_query(&*self.session, client, &sql).await?);
+                continue;
+            }
+            guard::check_sql_statement(&statement).map_err(pg_error)?;
+            let output = self.engine.sql(&sql).await.map_err(pg_error)?;
+            responses.push(encode(output, &Format::UnifiedText, client).await?);
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.session.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (_, Some((statement, plan))) = &portal.statement.statement else {
+            return Ok(Response::EmptyQuery);
+        };
+        if is_session_statement(statement) {
+            return ExtendedQueryHandler::do_query(&*self.session, client, portal, max_rows).await;
+        }
+        guard::check_sql_statement(statement).map_err(pg_error)?;
+        let types = plan.get_parameter_types().map_err(|e| pg_error(e.into()))?;
+        let mut types: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .map(|(id, data_type)| {
+                let position = id.trim_start_matches('$').parse().unwrap_or(usize::MAX);
+                (position, data_type)
+            })
+            .collect();
+        types.sort_by_key(|(position, _)| *position);
+        let types: Vec<Option<&DataType>> = types.iter().map(|(_, t)| t.as_ref()).collect();
+        let params = deserialize_parameters(portal, &types)?;
+        let plan = plan
+            .clone()
+            .replace_params_with_values(&params)
+            .map_err(|e| pg_error(e.into()))?;
+        let output = self.engine.run_plan(plan).await.map_err(pg_error)?;
+        encode(output, &portal.result_column_format, client).await
+    }
+}
+
+/// No authentication, or a cleartext password.
+struct Startup {
+    password:
+        Option<CleartextPasswordAuthStartupHandler<Credentials, DefaultServerParameterProvider>>,
+    user: Option<String>,
+}
+
+impl Startup {
+    fn new(auth: PgAuth) -> Self {
+        let password = auth.password.map(|password| {
+            CleartextPasswordAuthStartupHandler::new(
+                Credentials {
+                    user: auth.user.clone(),
+                    password,
+                },
+                DefaultServerParameterProvider::default(),
+            )
+        });
+        Self {
+            password,
+            user: auth.user,
+        }
+    }
+}
+
+/// Accepts everyone (or only the configured user) when no password is configured.
+struct Trust;
+
+impl NoopStartupHandler for Trust {}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(handler) = &self.password {
+            return handler.on_startup(client, message).await;
+        }
+        if let (Some(expected), PgWireFrontendMessage::Startup(startup)) = (&self.user, &message) {
+            let user = startup.parameters.get("user");
+            if user != Some(expected) {
+                return Err(PgWireError::InvalidPassword(
+                    user.cloned().unwrap_or_default(),
+                ));
+            }
+        }
+        Trust.on_startup(client, message).await
+    }
+}
+
+#[derive(Debug)]
+struct Credentials {
+    user: Option<String>,
+    password: String,
+}
+
+#[async_trait]
+impl AuthSource for Credentials {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        if let Some(expected) = &self.user
+            && login.user() != Some(expected.as_str())
+        {
+            return Err(PgWireError::InvalidPassword(
+                login.user().unwrap_or_default().to_owned(),
+            ));
+        }
+        Ok(Password::new(None, self.password.as_bytes().to_vec()))
+    }
+}

@@ -1,0 +1,72 @@
+//! `callwatch sql "SELECT ..."`: one query against a running server (its SQL API, answered
+//! as Arrow) or straight against a data directory, printed as an aligned table.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use callwatch_query::{QueryEngine, QueryLimits};
+use callwatch_storage::{Store, StoreConfig};
+
+use crate::config::SqlArgs;
+
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let (schema, batches) = match &args.data_dir {
+        Some(dir) => from_data_dir(dir, &args.sql).await?,
+        None => from_server(&args.server, &args.sql).await?,
+    };
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let table = arrow::util::pretty::pretty_format_batches_with_schema(schema, &batches)?;
+    println!("{table}");
+    println!("({rows} {})", if rows == 1 { "row" } else { "rows" });
+    Ok(())
+}
+
+async fn from_server(server: &str, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let url = format!("{}/api/v1/sql", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(reqwest::header::ACCEPT, ARROW_STREAM)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .with_context(|| format!("sending the query to {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await.context("reading the answer")?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{status}: {message}");
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .context("reading the Arrow answer")?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the Arrow answer")?;
+    Ok((schema, batches))
+}
+
+async fn from_data_dir(dir: &Path, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    // Opening replays the WAL into memory; the store is dropped, not closed, so the
+    // directory is left as it was found (no flush).
+    let store = Store::open(StoreConfig::new(dir)).await.with_context(|| {
+        format!(
+            "opening {} (if a server runs on it, query the server with --server)",
+            dir.display()
+        )
+    })?;
+    let output = QueryEngine::new(store, QueryLimits::default())
+        .sql(sql)
+        .await?;
+    Ok((output.schema, output.batches))
+}
