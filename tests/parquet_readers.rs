@@ -5,8 +5,7 @@
 use std::process::Command;
 
 use crate::common::Server;
-use crate::common::requests::{numbered_span, request};
-use prost::Message;
+use crate::common::requests::numbered_span;
 
 fn python_has_readers() -> bool {
     Command::new("python3")
@@ -28,18 +27,10 @@ async fn pyarrow_and_duckdb_read_the_segments() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, &[]);
-    let client = reqwest::Client::new();
     let day_before = chrono::Utc::now().format("%Y-%m-%d").to_string();
     for request_no in 0..3 {
         let spans = (0..100).map(|i| numbered_span(1, request_no, i)).collect();
-        let response = client
-            .post(server.traces_url())
-            .header("content-type", "application/x-protobuf")
-            .body(request("order-service", spans).encode_to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        server.post_spans("order-service", spans).await;
     }
     let day_after = chrono::Utc::now().format("%Y-%m-%d").to_string();
     server.stop();

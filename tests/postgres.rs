@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Output};
 
 use crate::common::Server;
-use crate::common::requests::{numbered_span, request};
-use prost::Message;
+use crate::common::requests::numbered_span;
 
 fn psql_installed() -> bool {
     Command::new("psql")
@@ -40,14 +39,7 @@ fn text(output: &Output) -> (String, String) {
 
 async fn send_spans(server: &Server, count: u32) {
     let spans = (0..count).map(|i| numbered_span(1, 0, i)).collect();
-    let response = reqwest::Client::new()
-        .post(server.traces_url())
-        .header("content-type", "application/x-protobuf")
-        .body(request("order-service", spans).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server.post_spans("order-service", spans).await;
 }
 
 fn require_psql() -> bool {

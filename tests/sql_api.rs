@@ -7,21 +7,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::requests::{hex, numbered_span, request};
+use crate::common::requests::{hex, numbered_span};
 use crate::common::{Server, callwatch, metric};
-use prost::Message;
 
 async fn send(server: &Server, sender: u32, spans: u32) -> Vec<String> {
     let spans: Vec<_> = (0..spans).map(|i| numbered_span(sender, 0, i)).collect();
     let ids = spans.iter().map(|s| hex(&s.span_id)).collect();
-    let response = reqwest::Client::new()
-        .post(server.traces_url())
-        .header("content-type", "application/x-protobuf")
-        .body(request("user-service", spans).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server.post_spans("user-service", spans).await;
     ids
 }
 
@@ -33,6 +25,13 @@ async fn sql(server: &Server, accept: &str, query: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// The answer is an error with this status whose message says `says`.
+async fn expect_error(response: reqwest::Response, status: u16, says: &str) {
+    assert_eq!(response.status(), status);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains(says), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,9 +154,7 @@ async fn sql_over_memory_and_segments_returns_exactly_what_was_sent() {
     assert_eq!(body["rows"][0][0], 0);
 
     let response = sql(&server, "application/json", "SELECT nope FROM spans").await;
-    assert_eq!(response.status(), 400);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+    expect_error(response, 400, "nope").await;
 }
 
 fn files_below(dir: &Path) -> BTreeSet<String> {
@@ -250,12 +247,7 @@ async fn runaway_queries_are_stopped_while_others_answer() {
         (response, Instant::now())
     };
     let ((runaway, runaway_done), (other, other_done)) = tokio::join!(runaway, other);
-    assert_eq!(runaway.status(), 400);
-    let body: serde_json::Value = runaway.json().await.unwrap();
-    assert!(
-        body["error"].as_str().unwrap().contains("time limit"),
-        "{body}"
-    );
+    expect_error(runaway, 400, "time limit").await;
     assert_eq!(other.status(), 200);
     let body: serde_json::Value = other.json().await.unwrap();
     assert_eq!(body["rows"][0][0], 5);
@@ -267,15 +259,7 @@ async fn runaway_queries_are_stopped_while_others_answer() {
         "SELECT * FROM generate_series(1, 1000)",
     )
     .await;
-    assert_eq!(response.status(), 400);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("more than the limit of 100 rows"),
-        "{body}"
-    );
+    expect_error(response, 400, "more than the limit of 100 rows").await;
 
     // A query that needs more memory than its limit (an exact percentile holds every value;
     // what can spill to disk does) is stopped; the server goes on.
@@ -285,15 +269,7 @@ async fn runaway_queries_are_stopped_while_others_answer() {
         "SELECT percentile_cont(value, 0.5) FROM generate_series(1, 20000000)",
     )
     .await;
-    assert_eq!(response.status(), 400);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("more memory than its limit"),
-        "{body}"
-    );
+    expect_error(response, 400, "more memory than its limit").await;
     let response = sql(&server, "application/json", "SELECT count(*) FROM spans").await;
     assert_eq!(response.status(), 200);
 }

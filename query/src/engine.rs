@@ -7,6 +7,8 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::Store;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -42,18 +44,39 @@ pub struct QueryOutput {
     pub batches: Vec<RecordBatch>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryEngine {
     store: Store,
     limits: QueryLimits,
+    /// Parquet metadata of segments, shared by all queries (each has its own runtime).
+    metadata_cache: Arc<FileMetadataCache>,
 }
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Room for the footers, page indexes and bloom filters of a few thousand segments.
+const METADATA_CACHE_BYTES: usize = 256 << 20;
 
 /// Segments are read through the store's object store, registered under this URL.
 const STORE_URL: &str = "callwatch://segments/";
 
 impl QueryEngine {
     pub fn new(store: Store, limits: QueryLimits) -> Self {
-        Self { store, limits }
+        let metadata_cache = Arc::new(
+            DefaultCache::new(METADATA_CACHE_BYTES).with_name("callwatch segment metadata"),
+        );
+        Self {
+            store,
+            limits,
+            metadata_cache,
+        }
     }
 
     pub fn limits(&self) -> QueryLimits {
@@ -63,8 +86,12 @@ impl QueryEngine {
     /// A fresh session over the store with this engine's memory limit. Frames built on it
     /// are run with [`QueryEngine::collect`], which adds the time and row limits.
     pub fn context(&self) -> Result<SessionContext, QueryError> {
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.metadata_cache.clone()))
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_bytes, 1.0)
+            .with_cache_manager(caches)
             .build_arc()?;
         let url = ObjectStoreUrl::parse(STORE_URL)?;
         runtime.register_object_store(url.as_ref(), self.store.object_store());

@@ -13,6 +13,7 @@ use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -79,9 +80,21 @@ impl TableProvider for SpansTable {
             )?);
         }
         if !segments.is_empty() {
+            // Footers, page indexes and bloom filters are read once per segment file and
+            // then come from the engine's cache: segment files never change.
+            let runtime = state.runtime_env();
+            let readers = CachedParquetFileReaderFactory::new(
+                runtime.object_store(&self.store_url)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+            );
             let mut source = ParquetSource::new(schema.clone())
+                .with_parquet_file_reader_factory(Arc::new(readers))
                 .with_enable_page_index(true)
-                .with_bloom_filter_on_read(true);
+                .with_bloom_filter_on_read(true)
+                // Decode the filter columns first and the rest only for matching rows: a
+                // trace look-up then decodes a few spans, not whole pages of nested columns.
+                .with_pushdown_filters(true)
+                .with_reorder_filters(true);
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use callwatch_storage::{SpanRecord, Store, StoreConfig};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 
 /// A `callwatch serve` process on free loopback ports.
 pub struct Server {
@@ -86,6 +88,18 @@ impl Server {
 
     pub fn traces_url(&self) -> String {
         format!("http://{}/v1/traces", self.otlp_http)
+    }
+
+    /// Sends spans of one service over OTLP/HTTP protobuf; they must be accepted.
+    pub async fn post_spans(&self, service: &str, spans: Vec<Span>) {
+        let response = reqwest::Client::new()
+            .post(self.traces_url())
+            .header("content-type", "application/x-protobuf")
+            .body(requests::request(service, spans).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
 
     pub fn grpc_url(&self) -> String {
