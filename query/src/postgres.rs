@@ -3,17 +3,16 @@
 //!
 //! `datafusion-postgres` speaks the protocol and answers the session statements clients
 //! send on their own (`SET`, `SHOW`, `BEGIN`); every query goes through [`QueryEngine`]
-//! with its guard and limits, and is then encoded for the wire by `arrow-pg`.
+//! with its guard and limits, and its batches are then encoded for the wire by `arrow-pg`.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters, encode_dataframe};
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -24,10 +23,11 @@ use datafusion_postgres::pgwire::api::auth::{
 };
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
@@ -163,20 +163,26 @@ fn pg_error(error: QueryError) -> PgWireError {
 }
 
 /// Puts a finished answer on the wire in the formats the client asked for.
-async fn encode(
+fn encode(
     output: QueryOutput,
     format: &Format,
     client: &impl ClientInfo,
 ) -> PgWireResult<Response> {
-    let table = MemTable::try_new(output.schema, vec![output.batches])
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let frame = SessionContext::new()
-        .read_table(Arc::new(table))
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    Ok(Response::Query(
-        encode_dataframe(frame, format, Some(options)).await?,
-    ))
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        &output.schema,
+        format,
+        Some(options),
+    )?);
+    let rows: Vec<PgWireResult<DataRow>> = output
+        .batches
+        .into_iter()
+        .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
+        .collect();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter(rows),
+    )))
 }
 
 #[async_trait]
@@ -203,7 +209,7 @@ impl SimpleQueryHandler for Queries {
             }
             guard::check_sql_statement(&statement).map_err(pg_error)?;
             let output = self.engine.sql(&sql).await.map_err(pg_error)?;
-            responses.push(encode(output, &Format::UnifiedText, client).await?);
+            responses.push(encode(output, &Format::UnifiedText, client)?);
         }
         Ok(responses)
     }
@@ -253,7 +259,7 @@ impl ExtendedQueryHandler for Queries {
             .replace_params_with_values(&params)
             .map_err(|e| pg_error(e.into()))?;
         let output = self.engine.run_plan(plan).await.map_err(pg_error)?;
-        encode(output, &portal.result_column_format, client).await
+        encode(output, &portal.result_column_format, client)
     }
 }
 
