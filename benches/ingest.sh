@@ -66,7 +66,8 @@ run_serve() {
   read -r rows bytes < <(python3 -c "
 import json,sys
 m=json.load(open(sys.argv[1]))
-print(sum(s['rows'] for s in m['segments']), sum(s['bytes'] for s in m['segments']))" \
+spans=[s for s in m['segments'] if s.get('table', 'spans') == 'spans']
+print(sum(s['rows'] for s in spans), sum(s['bytes'] for s in spans))" \
     "$data/_callwatch/manifest.json")
   local rate
   rate=$(field "$result" spans_per_sec)
@@ -81,12 +82,13 @@ PY
 }
 
 BELOW_RATE=${BELOW_RATE:-150000}
-RUNS=${RUNS:-fsync nofsync paced}
+RUNS=${RUNS:-fsync nopairing nofsync paced}
 for run in $RUNS; do
   case $run in
     fsync) run_serve fsync "serve, WAL fsync always" ;;
+    nopairing) run_serve nopairing "serve, WAL fsync always, no call pairing" --no-pairing ;;
     nofsync) run_serve nofsync "serve, WAL fsync never" --wal-fsync never ;;
     paced) RATE=$BELOW_RATE run_serve paced "serve, paced at $BELOW_RATE spans/s (below saturation)" ;;
-    *) echo "unknown run $run: use fsync, nofsync, paced" >&2; exit 2 ;;
+    *) echo "unknown run $run: use fsync, nopairing, nofsync, paced" >&2; exit 2 ;;
   esac
 done

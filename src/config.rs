@@ -168,6 +168,46 @@ pub struct ServeArgs {
     /// With --pg: the password clients must give (default: none is asked).
     #[arg(long, env = "CALLWATCH_PG_PASSWORD", hide_env_values = true)]
     pub pg_password: Option<String>,
+    /// How long half of a call (a client span without its server span, or the reverse)
+    /// waits for the other half before it becomes a call to a virtual node or is counted
+    /// as unpaired.
+    #[arg(long, env = "CALLWATCH_PAIRING_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub pairing_wait: Duration,
+    /// Most halves waiting at once; more are dropped and counted.
+    #[arg(
+        long,
+        env = "CALLWATCH_PAIRING_MAX_PENDING",
+        default_value_t = 1_000_000
+    )]
+    pub pairing_max_pending: usize,
+    /// Derive no calls (the calls table, graph and service-graph metrics stay empty): only
+    /// for measuring what pairing costs.
+    #[arg(long, env = "CALLWATCH_NO_PAIRING")]
+    pub no_pairing: bool,
+    /// Health thresholds of edges and services (see README, "Health").
+    #[command(flatten)]
+    pub health: HealthArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Error rate (0..1) from which an edge or service is degraded.
+    #[arg(
+        long,
+        env = "CALLWATCH_HEALTH_DEGRADED_ERROR_RATE",
+        default_value_t = 0.001
+    )]
+    pub health_degraded_error_rate: f64,
+    /// Error rate (0..1) from which an edge or service is failing.
+    #[arg(
+        long,
+        env = "CALLWATCH_HEALTH_FAILING_ERROR_RATE",
+        default_value_t = 0.10
+    )]
+    pub health_failing_error_rate: f64,
+    /// Client-side p99 latency above which an edge (server-side for a service) is degraded.
+    #[arg(long, env = "CALLWATCH_HEALTH_P99_BUDGET", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_p99_budget: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
 use callwatch_collector::{Ingest, Limits, TraceService, http_router};
-use callwatch_storage::{FsyncPolicy, Store, StoreConfig};
+use callwatch_query::stats::HealthThresholds;
+use callwatch_storage::{CallDeriver, FsyncPolicy, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,7 +39,15 @@ pub struct Running {
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
-    let store = Store::open(store_config(args))
+    let graph_metrics = Arc::new(GraphMetrics::default());
+    let pairer: Option<Box<dyn CallDeriver>> = (!args.no_pairing).then(|| {
+        let config = PairingConfig {
+            wait: args.pairing_wait,
+            max_pending: args.pairing_max_pending,
+        };
+        Box::new(Pairer::new(config, graph_metrics.clone())) as Box<dyn CallDeriver>
+    });
+    let store = Store::open_with(store_config(args), pairer)
         .await
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
     let ingest = Arc::new(Ingest::new(store.clone(), Limits::default()));
@@ -103,6 +113,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         ingest: ingest.clone(),
         query,
         ready: ready.clone(),
+        graph_metrics,
+        health: HealthThresholds {
+            degraded_error_rate: args.health.health_degraded_error_rate,
+            failing_error_rate: args.health.health_failing_error_rate,
+            p99_budget: args.health.health_p99_budget,
+        },
     });
     serve_http(&tracker, &cancel, http, app, "HTTP");
     ready.store(true, Ordering::Relaxed);

@@ -2,10 +2,12 @@
 //! as Arrow) or straight against a data directory, printed as an aligned table.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
 use callwatch_query::{QueryEngine, QueryLimits};
 use callwatch_storage::{Store, StoreConfig};
 
@@ -59,12 +61,17 @@ async fn from_data_dir(dir: &Path, sql: &str) -> anyhow::Result<(SchemaRef, Vec<
     }
     // Opening replays the WAL into memory; the store is dropped, not closed, so the
     // directory is left as it was found (no flush).
-    let store = Store::open(StoreConfig::new(dir)).await.with_context(|| {
-        format!(
-            "opening {} (if a server runs on it, query the server with --server)",
-            dir.display()
-        )
-    })?;
+    // The pairer derives the calls of spans that are only in the WAL.
+    let pairer = Pairer::new(PairingConfig::default(), Arc::new(GraphMetrics::default()));
+    let store = Store::open_with(StoreConfig::new(dir), Some(Box::new(pairer)))
+        .await
+        .with_context(|| {
+            format!(
+                "opening {} (if a server runs on it, query the server with --server)",
+                dir.display()
+            )
+        })?;
+    store.calls_caught_up().await;
     let output = QueryEngine::new(store, QueryLimits::default())
         .sql(sql)
         .await?;

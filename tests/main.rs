@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod crash_recovery;
 mod demo;
+mod graph;
 mod otlp_exporters;
 mod parquet_readers;
 mod postgres;

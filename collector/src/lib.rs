@@ -1,18 +1,23 @@
 //! OTLP receivers of callwatch: gRPC and HTTP (protobuf and JSON, gzip) transports around one
-//! ingest core that validates spans, converts them to Arrow and hands them to storage.
+//! ingest core that validates spans, converts them to Arrow and hands them to storage; and the
+//! call pairer that storage runs over every acknowledged span.
 
 mod client;
 mod convert;
 mod error;
+mod graph_metrics;
 mod grpc;
+mod halves;
 mod http;
 mod ingest;
 mod json;
 mod metrics;
+mod pairer;
 
 pub use client::OtlpClient;
 pub use convert::{Converted, Limits, convert, count_spans};
 pub use error::{IngestError, RpcStatus};
+pub use graph_metrics::GraphMetrics;
 pub use grpc::{EXPORT_PATH, TraceService};
 pub use http::{TRACES_PATH, router as http_router};
 pub use ingest::Ingest;
@@ -21,3 +26,4 @@ pub use json::{
     encode_response as encode_json_response,
 };
 pub use metrics::IngestMetrics;
+pub use pairer::{Pairer, PairingConfig};

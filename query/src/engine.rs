@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use callwatch_storage::Store;
+use callwatch_storage::{Store, Table};
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::error::QueryError;
 use crate::guard;
-use crate::table::SpansTable;
+use crate::table::StoreTable;
 
 /// What one query may use.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +97,10 @@ impl QueryEngine {
         runtime.register_object_store(url.as_ref(), self.store.object_store());
         let config = SessionConfig::new().with_information_schema(true);
         let context = SessionContext::new_with_config_rt(config, runtime);
-        context.register_table("spans", Arc::new(SpansTable::new(self.store.clone(), url)))?;
+        for table in Table::ALL {
+            let provider = StoreTable::new(self.store.clone(), url.clone(), table);
+            context.register_table(table.name(), Arc::new(provider))?;
+        }
         Ok(context)
     }
 
@@ -124,6 +127,26 @@ impl QueryEngine {
             collect_rows(frame, limits.max_rows).await
         })
         .await
+    }
+
+    /// Streams a frame's batches into `fold` within the time limit but not the row limit:
+    /// for aggregations whose state, not whose input, must fit in memory.
+    pub async fn fold_batches(
+        &self,
+        frame: DataFrame,
+        mut fold: impl FnMut(&RecordBatch) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let limits = self.limits;
+        let run = async {
+            let mut stream = frame.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                fold(&batch?)?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(limits.timeout, run)
+            .await
+            .map_err(|_| QueryError::Timeout(limits.timeout))?
     }
 
     /// Runs a frame built on [`QueryEngine::context`] within the time and row limits.

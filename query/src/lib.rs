@@ -1,11 +1,13 @@
-//! Read side of callwatch: a DataFusion session whose `spans` table is the store's hot
-//! batches and Parquet segments, read-only and bounded per query, over HTTP (see `ui`) and
-//! the Postgres wire.
+//! Read side of callwatch: a DataFusion session whose `spans` and `calls` tables are the
+//! store's hot batches and Parquet segments, read-only and bounded per query, over HTTP (see
+//! `ui`) and the Postgres wire; and the dependency graph with its statistics and health.
 
 mod engine;
 mod error;
+pub mod graph;
 mod guard;
 mod postgres;
+pub mod stats;
 mod table;
 
 use arrow::record_batch::RecordBatch;

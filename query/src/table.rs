@@ -1,14 +1,15 @@
-//! The `spans` table for DataFusion: the hot batches and committed segments of one store
-//! snapshot, so a query sees every acknowledged span exactly once. Segments outside the
-//! queried `start_time` range are not opened; inside them, the filters prune row groups and
-//! pages (trace ids through their bloom filter and page statistics).
+//! The `spans` and `calls` tables for DataFusion: the hot batches and committed segments of
+//! one store snapshot, so a query sees every acknowledged span (and every call derived from
+//! them) exactly once. Segments outside the queried `start_time` range are not opened; inside
+//! them, the filters prune row groups and pages (trace ids through their bloom filter and
+//! page statistics).
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use callwatch_storage::schema::{self, spans_schema};
-use callwatch_storage::{SegmentMeta, Store};
+use callwatch_storage::schema;
+use callwatch_storage::{SegmentMeta, Store, Table};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
@@ -26,21 +27,26 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 #[derive(Debug)]
-pub struct SpansTable {
+pub struct StoreTable {
     store: Store,
     store_url: ObjectStoreUrl,
+    table: Table,
 }
 
-impl SpansTable {
-    pub fn new(store: Store, store_url: ObjectStoreUrl) -> Self {
-        Self { store, store_url }
+impl StoreTable {
+    pub fn new(store: Store, store_url: ObjectStoreUrl, table: Table) -> Self {
+        Self {
+            store,
+            store_url,
+            table,
+        }
     }
 }
 
 #[async_trait]
-impl TableProvider for SpansTable {
+impl TableProvider for StoreTable {
     fn schema(&self) -> SchemaRef {
-        spans_schema()
+        self.table.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -62,19 +68,20 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = spans_schema();
+        let schema = self.table.schema();
         let snapshot = self.store.snapshot();
         let window = TimeWindow::from_filters(filters);
         let segments: Vec<&SegmentMeta> = snapshot
-            .segments
+            .segments_of(self.table)
             .iter()
             .filter(|s| window.overlaps(s.min_start_ns, s.max_start_ns))
             .collect();
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !snapshot.hot.is_empty() {
+        let hot = snapshot.hot_of(self.table);
+        if !hot.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[snapshot.hot],
+                &[hot.to_vec()],
                 schema.clone(),
                 projection.cloned(),
             )?);

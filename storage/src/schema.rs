@@ -1,4 +1,4 @@
-//! The `spans` table: every column name, and the Arrow schema built from them.
+//! The `spans` and `calls` tables: every column name, and the Arrow schemas built from them.
 //!
 //! Writers (OTLP conversion) and readers (segments, queries) both use these constants, so a
 //! column is renamed in one place. `SCHEMA_VERSION` is written into every segment.
@@ -192,4 +192,70 @@ static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// The Arrow schema of the `spans` table.
 pub fn spans_schema() -> SchemaRef {
     SPANS_SCHEMA.clone()
+}
+
+pub const SPANS_TABLE: &str = "spans";
+pub const CALLS_TABLE: &str = "calls";
+
+/// Columns of the `calls` table that `spans` does not already name.
+pub const CLIENT: &str = "client";
+pub const SERVER: &str = "server";
+pub const CALL_TYPE: &str = "call_type";
+pub const SERVER_KIND: &str = "server_kind";
+pub const OPERATION: &str = "operation";
+pub const DESTINATION: &str = "destination";
+pub const CLIENT_INSTANCE: &str = "client_instance";
+pub const SERVER_INSTANCE: &str = "server_instance";
+pub const API_VERSION: &str = "api_version";
+pub const CLIENT_DURATION_NS: &str = "client_duration_ns";
+pub const SERVER_DURATION_NS: &str = "server_duration_ns";
+pub const QUEUE_NS: &str = "queue_ns";
+pub const FAILED: &str = "failed";
+pub const STATUS: &str = "status";
+pub const RETRY: &str = "retry";
+pub const TIMEOUT: &str = "timeout";
+pub const BREAKER_STATE: &str = "breaker_state";
+pub const CLIENT_SPAN_ID: &str = "client_span_id";
+pub const SERVER_SPAN_ID: &str = "server_span_id";
+
+/// `call_type`: a request and its answer, or a message through a broker.
+pub const CALL_TYPES: [&str; 2] = ["sync", "async"];
+/// `server_kind`, and the kinds of graph nodes.
+pub const NODE_KINDS: [&str; 5] = ["service", "database", "messaging", "external", "user"];
+/// The client of calls that nobody instrumented made: a root SERVER or CONSUMER span.
+pub const USER_NODE: &str = "user";
+
+static CALLS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let nanos = |name: &str| Field::new(name, DataType::Int64, true);
+    let flag = |name: &str| Field::new(name, DataType::Boolean, false);
+    Arc::new(Schema::new(vec![
+        Field::new(START_TIME, timestamp_type(), false),
+        text(TRACE_ID, false),
+        text(CLIENT, false),
+        text(SERVER, false),
+        text(CALL_TYPE, false),
+        text(SERVER_KIND, false),
+        text(OPERATION, true),
+        text(DESTINATION, true),
+        text(CLIENT_INSTANCE, true),
+        text(SERVER_INSTANCE, true),
+        text(API_VERSION, true),
+        nanos(CLIENT_DURATION_NS),
+        nanos(SERVER_DURATION_NS),
+        nanos(QUEUE_NS),
+        flag(FAILED),
+        text(STATUS, true),
+        flag(RETRY),
+        flag(TIMEOUT),
+        text(BREAKER_STATE, true),
+        text(CLIENT_SPAN_ID, true),
+        text(SERVER_SPAN_ID, true),
+    ]))
+});
+
+/// The Arrow schema of the `calls` table: one row per call between two nodes. The client
+/// side is NULL for calls from `user`, the server side for calls to nodes that send no spans.
+pub fn calls_schema() -> SchemaRef {
+    CALLS_SCHEMA.clone()
 }

@@ -1,10 +1,11 @@
 //! Parquet segments behind `object_store`, and the manifest that says which ones count.
 //!
-//! A segment holds the spans of one UTC hour, sorted by trace id then start time, at
-//! `spans/dt=YYYY-MM-DD/hr=HH/<id>.parquet` (Hive-style, so DuckDB and pyarrow read the tree
-//! as one table). The manifest at `_callwatch/manifest.json` lists the committed segments and
-//! the last WAL sequence number they contain; a file it does not list is a leftover of a
-//! crash and is deleted on start.
+//! A segment holds the rows of one table for one UTC hour at
+//! `<table>/dt=YYYY-MM-DD/hr=HH/<id>.parquet` (Hive-style, so DuckDB and pyarrow read the tree
+//! as one table): spans sorted by trace id then start time, calls by start time. The manifest
+//! at `_callwatch/manifest.json` lists the committed segments, the last WAL sequence number
+//! they contain and the call pairer's state as of that number; a file it does not list is a
+//! leftover of a crash and is deleted on start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,15 +29,47 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, StoreError};
 use crate::schema;
 
-pub const SPANS_PREFIX: &str = "spans";
+const PENDING_PREFIX: &str = "_callwatch/pending";
 const MANIFEST_PATH: &str = "_callwatch/manifest.json";
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Rows per Parquet row group: small enough that min/max on the sorted `trace_id` prunes well.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
+/// The tables kept in segments.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    #[default]
+    Spans,
+    Calls,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Spans, Table::Calls];
+
+    /// The table's name in SQL, and the top directory of its segments.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Spans => schema::SPANS_TABLE,
+            Self::Calls => schema::CALLS_TABLE,
+        }
+    }
+
+    pub fn schema(self) -> arrow::datatypes::SchemaRef {
+        match self {
+            Self::Spans => schema::spans_schema(),
+            Self::Calls => schema::calls_schema(),
+        }
+    }
+}
+
 /// One committed Parquet file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMeta {
+    #[serde(default)]
+    pub table: Table,
     /// Object path below the store root.
     pub path: String,
     pub rows: u64,
@@ -60,6 +93,9 @@ pub struct Manifest {
     /// Every WAL record up to this sequence number is in `segments`.
     pub flushed_through_seq: u64,
     pub segments: Vec<SegmentMeta>,
+    /// The call pairer's waiting halves as of `flushed_through_seq` (see `CallDeriver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// Where segments live: any `object_store`, with fsync when it is the local disk.
@@ -126,28 +162,54 @@ impl SegmentStore {
         self.put_durable(MANIFEST_PATH, Bytes::from(bytes)).await
     }
 
-    /// Deletes segment files that the manifest does not list.
+    /// Deletes segment and pending-state files that the manifest does not list.
     pub async fn remove_orphans(&self, manifest: &Manifest) -> Result<usize> {
-        let listed: std::collections::HashSet<&str> =
+        let mut listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.path.as_str()).collect();
-        let prefix = ObjectPath::from(SPANS_PREFIX);
-        let found: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+        listed.extend(manifest.pending.as_deref());
         let mut removed = 0;
-        for object in found {
-            if !listed.contains(object.location.as_ref()) {
-                tracing::warn!(path = %object.location, "removing segment not in the manifest");
-                self.objects.delete(&object.location).await?;
-                removed += 1;
+        let prefixes = Table::ALL
+            .map(Table::name)
+            .into_iter()
+            .chain([PENDING_PREFIX]);
+        for prefix in prefixes {
+            let prefix = ObjectPath::from(prefix);
+            let found: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+            for object in found {
+                if !listed.contains(object.location.as_ref()) {
+                    tracing::warn!(path = %object.location, "removing a file not in the manifest");
+                    self.objects.delete(&object.location).await?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
     }
 
-    /// Sorts `batches` and writes one segment per UTC hour of their start times.
-    pub async fn write(&self, batches: Vec<RecordBatch>) -> Result<Vec<SegmentMeta>> {
+    /// Writes the call pairer's state; returns its path for the manifest.
+    pub async fn write_pending(&self, bytes: Vec<u8>) -> Result<String> {
+        let path = format!("{PENDING_PREFIX}/{}.bin", segment_id());
+        self.put_durable(&path, Bytes::from(bytes)).await?;
+        Ok(path)
+    }
+
+    pub async fn read_pending(&self, path: &str) -> Result<Vec<u8>> {
+        let result = self.objects.get(&ObjectPath::from(path)).await?;
+        Ok(result.bytes().await?.to_vec())
+    }
+
+    pub async fn delete_path(&self, path: &str) -> Result<()> {
+        match self.objects.delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Sorts `batches` of `table` and writes one segment per UTC hour of their start times.
+    pub async fn write(&self, table: Table, batches: Vec<RecordBatch>) -> Result<Vec<SegmentMeta>> {
         let level = self.zstd_level;
         let encoded =
-            tokio::task::spawn_blocking(move || encode_segments(&batches, level)).await??;
+            tokio::task::spawn_blocking(move || encode_segments(table, &batches, level)).await??;
         let mut metas = Vec::with_capacity(encoded.len());
         for (meta, bytes) in encoded {
             self.put_durable(&meta.path, bytes).await?;
@@ -175,14 +237,7 @@ impl SegmentStore {
     }
 
     pub async fn delete(&self, meta: &SegmentMeta) -> Result<()> {
-        match self
-            .objects
-            .delete(&ObjectPath::from(meta.path.as_str()))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        self.delete_path(&meta.path).await
     }
 
     async fn put_durable(&self, path: &str, bytes: Bytes) -> Result<()> {
@@ -223,9 +278,14 @@ struct RowKey {
 }
 
 /// Pure CPU work of a flush or compaction: order every row by (hour, trace id, start time)
-/// and encode one Parquet file per hour. Rows are gathered one row group at a time, so the
-/// extra memory is a row group, not a copy of everything.
-fn encode_segments(batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<(SegmentMeta, Bytes)>> {
+/// for spans, by (hour, start time) for calls, and encode one Parquet file per hour. Rows are
+/// gathered one row group at a time, so the extra memory is a row group, not a copy of
+/// everything.
+fn encode_segments(
+    table: Table,
+    batches: &[RecordBatch],
+    zstd_level: i32,
+) -> Result<Vec<(SegmentMeta, Bytes)>> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut keys = Vec::with_capacity(total);
     for (batch_index, batch) in batches.iter().enumerate() {
@@ -236,10 +296,15 @@ fn encode_segments(batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<(Segm
             .ok_or_else(|| StoreError::Schema(format!("no {} column", schema::TRACE_ID)))?;
         for row in 0..batch.num_rows() {
             let start = starts.value(row);
+            let trace = match table {
+                // Lowercase hex of equal length sorts like the number it spells.
+                Table::Spans => u128::from_str_radix(traces.value(row), 16).unwrap_or(u128::MAX),
+                // Calls are read by time window, not by trace.
+                Table::Calls => 0,
+            };
             keys.push(RowKey {
                 hour: start.div_euclid(NANOS_PER_HOUR),
-                // Lowercase hex of equal length sorts like the number it spells.
-                trace: u128::from_str_radix(traces.value(row), 16).unwrap_or(u128::MAX),
+                trace,
                 start,
                 batch: batch_index as u32,
                 row: row as u32,
@@ -249,10 +314,13 @@ fn encode_segments(batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<(Segm
     keys.sort_unstable_by_key(|k| (k.hour, k.trace, k.start));
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     keys.chunk_by(|a, b| a.hour == b.hour)
-        .map(|rows| encode_one(&sources, rows, zstd_level))
+        .map(|rows| encode_one(table, &sources, rows, zstd_level))
         .collect()
 }
-fn writer_properties(zstd_level: i32, rows: usize) -> Result<WriterProperties> {
+fn writer_properties(table: Table, zstd_level: i32, rows: usize) -> Result<WriterProperties> {
+    if table == Table::Calls {
+        return calls_writer_properties(zstd_level);
+    }
     let path = |name: &str| ColumnPath::from(name);
     let builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
@@ -296,15 +364,52 @@ fn writer_properties(zstd_level: i32, rows: usize) -> Result<WriterProperties> {
     Ok(builder.build())
 }
 
+/// Calls are sorted by time: statistics on it (and on the names a query selects) prune.
+fn calls_writer_properties(zstd_level: i32) -> Result<WriterProperties> {
+    let path = |name: &str| ColumnPath::from(name);
+    let builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(path(schema::START_TIME), EnabledStatistics::Page)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "callwatch.schema_version".to_string(),
+            schema::SCHEMA_VERSION.to_string(),
+        )]));
+    let builder = [
+        schema::TRACE_ID,
+        schema::CLIENT_SPAN_ID,
+        schema::SERVER_SPAN_ID,
+    ]
+    .into_iter()
+    .fold(builder, |b, name| {
+        b.set_column_dictionary_enabled(path(name), false)
+            .set_column_statistics_enabled(path(name), EnabledStatistics::None)
+    });
+    let builder = delta_encoded(builder, &[schema::START_TIME]);
+    Ok(builder.build())
+}
+
+fn delta_encoded(
+    builder: parquet::file::properties::WriterPropertiesBuilder,
+    names: &[&str],
+) -> parquet::file::properties::WriterPropertiesBuilder {
+    names.iter().fold(builder, |b, name| {
+        b.set_column_dictionary_enabled(ColumnPath::from(*name), false)
+            .set_column_encoding(ColumnPath::from(*name), Encoding::DELTA_BINARY_PACKED)
+    })
+}
+
 fn encode_one(
+    table: Table,
     sources: &[&RecordBatch],
     rows: &[RowKey],
     zstd_level: i32,
 ) -> Result<(SegmentMeta, Bytes)> {
     let hour = rows[0].hour;
-    let props = writer_properties(zstd_level, rows.len())?;
+    let props = writer_properties(table, zstd_level, rows.len())?;
     let mut buffer = Vec::with_capacity(rows.len() * 48);
-    let mut writer = ArrowWriter::try_new(&mut buffer, schema::spans_schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, table.schema(), Some(props))?;
     let mut indices = Vec::with_capacity(ROW_GROUP_ROWS.min(rows.len()));
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
         indices.clear();
@@ -315,12 +420,14 @@ fn encode_one(
 
     let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour.saturating_mul(NANOS_PER_HOUR));
     let path = format!(
-        "{SPANS_PREFIX}/dt={}/hr={}/{}.parquet",
+        "{}/dt={}/hr={}/{}.parquet",
+        table.name(),
         hour_start.format("%Y-%m-%d"),
         hour_start.format("%H"),
         segment_id()
     );
     let meta = SegmentMeta {
+        table,
         path,
         rows: rows.len() as u64,
         bytes: buffer.len() as u64,

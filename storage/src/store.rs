@@ -6,6 +6,12 @@
 //! batches to segments, commit the manifest with the last sequence number they hold, drop
 //! those batches from memory and delete the WAL files they came from. Flush, compaction and
 //! retention all change the manifest under one lock, so they never interleave.
+//!
+//! When a [`CallDeriver`] is given, a second thread feeds it every acknowledged batch in WAL
+//! order and publishes the calls it derives as hot `calls` batches, tagged with the flush
+//! epoch they belong to. A flush asks that thread for a checkpoint at its last sequence
+//! number and writes the calls of the closed epochs and the deriver's waiting halves with the
+//! spans, under one manifest commit.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,10 +27,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::derive::CallDeriver;
 use crate::error::{Result, StoreError};
 use crate::metrics::{StoreGauges, StoreMetrics};
 use crate::schema::spans_schema;
-use crate::segments::{Manifest, SegmentMeta, SegmentStore};
+use crate::segments::{Manifest, SegmentMeta, SegmentStore, Table};
 use crate::wal::{self, Wal};
 
 /// When acknowledged batches reach the disk itself.
@@ -60,6 +67,9 @@ pub struct StoreConfig {
     /// Files of segments that compaction or retention replaced are deleted only this long
     /// afterwards, so a query that listed them just before still reads them.
     pub delete_grace: Duration,
+    /// How often the call deriver settles halves that waited long enough and publishes the
+    /// calls it derived.
+    pub derive_interval: Duration,
 }
 
 impl StoreConfig {
@@ -76,6 +86,7 @@ impl StoreConfig {
             compaction_target_rows: 500_000,
             compaction_min_segments: 4,
             delete_grace: Duration::from_secs(120),
+            derive_interval: Duration::from_millis(250),
         }
     }
 }
@@ -90,12 +101,39 @@ pub struct FlushReport {
 /// A consistent view for readers: hot batches and the segments committed with them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// Hot `spans` batches.
     pub hot: Vec<RecordBatch>,
+    /// `spans` segments.
     pub segments: Vec<SegmentMeta>,
+    pub hot_calls: Vec<RecordBatch>,
+    pub call_segments: Vec<SegmentMeta>,
+}
+
+impl Snapshot {
+    pub fn hot_of(&self, table: Table) -> &[RecordBatch] {
+        match table {
+            Table::Spans => &self.hot,
+            Table::Calls => &self.hot_calls,
+        }
+    }
+
+    pub fn segments_of(&self, table: Table) -> &[SegmentMeta] {
+        match table {
+            Table::Spans => &self.segments,
+            Table::Calls => &self.call_segments,
+        }
+    }
 }
 
 struct HotBatch {
     seq: u64,
+    bytes: usize,
+    batch: RecordBatch,
+}
+
+/// Calls derived between two checkpoints of the deriver.
+struct HotCalls {
+    epoch: u64,
     bytes: usize,
     batch: RecordBatch,
 }
@@ -105,6 +143,8 @@ struct Tables {
     hot: Vec<HotBatch>,
     hot_rows: usize,
     hot_bytes: usize,
+    hot_calls: Vec<HotCalls>,
+    /// Segments of every table.
     segments: Vec<SegmentMeta>,
 }
 
@@ -131,11 +171,28 @@ struct Shared {
     _dir_lock: File,
 }
 
-/// The way into the WAL writer thread. The thread holds `Shared` but not this, so when the
-/// last `Store` goes, the channel closes and the thread ends (and is joined here).
+/// What the deriver thread is sent, in WAL order.
+enum DeriveMessage {
+    Spans(RecordBatch),
+    /// Close the current epoch and answer with the waiting halves.
+    Checkpoint(oneshot::Sender<Checkpoint>),
+    /// Publish what has been derived so far, then answer.
+    Publish(oneshot::Sender<()>),
+}
+
+struct Checkpoint {
+    /// Calls of this epoch and before belong to the flush that asked.
+    epoch: u64,
+    pending: Vec<u8>,
+}
+
+/// The ways into the WAL writer and deriver threads. The threads hold `Shared` but not this,
+/// so when the last `Store` goes, the channels close and the threads end (joined here).
 struct Writer {
     sender: Mutex<Option<mpsc::Sender<Append>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    derive: Mutex<Option<std::sync::mpsc::Sender<DeriveMessage>>>,
+    derive_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Writer {
@@ -147,11 +204,38 @@ impl Writer {
             None => Ok(()),
         }
     }
+
+    /// Stops the deriver once the writer has stopped (it sends the deriver spans too).
+    fn stop_deriver(&self) -> std::thread::Result<()> {
+        drop(self.derive.lock().expect("not poisoned").take());
+        match self.derive_thread.lock().expect("not poisoned").take() {
+            Some(thread) => thread.join(),
+            None => Ok(()),
+        }
+    }
+
+    fn publish(&self) -> Option<oneshot::Receiver<()>> {
+        let derive = self.derive.lock().expect("not poisoned");
+        let (reply, answer) = oneshot::channel();
+        derive.as_ref()?.send(DeriveMessage::Publish(reply)).ok()?;
+        Some(answer)
+    }
+
+    fn checkpoint(&self) -> Option<oneshot::Receiver<Checkpoint>> {
+        let derive = self.derive.lock().expect("not poisoned");
+        let (reply, answer) = oneshot::channel();
+        derive
+            .as_ref()?
+            .send(DeriveMessage::Checkpoint(reply))
+            .ok()?;
+        Some(answer)
+    }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
         let _ = self.stop();
+        let _ = self.stop_deriver();
     }
 }
 
@@ -175,9 +259,19 @@ impl std::fmt::Debug for Store {
 const MAX_GROUP: usize = 512;
 
 impl Store {
-    /// Opens (or creates) the store in `config.data_dir`: loads the manifest, removes segment
-    /// files a crash left uncommitted, replays the WAL and starts the WAL writer.
+    /// Opens (or creates) the store in `config.data_dir` without a call deriver: the
+    /// `calls` table stays as the last flush left it.
     pub async fn open(config: StoreConfig) -> Result<Self> {
+        Self::open_with(config, None).await
+    }
+
+    /// Opens (or creates) the store in `config.data_dir`: loads the manifest, removes segment
+    /// files a crash left uncommitted, restores the deriver, replays the WAL and starts the
+    /// WAL writer.
+    pub async fn open_with(
+        config: StoreConfig,
+        mut deriver: Option<Box<dyn CallDeriver>>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let dir_lock = File::create(config.data_dir.join("LOCK"))?;
         if dir_lock.try_lock().is_err() {
@@ -190,6 +284,12 @@ impl Store {
         let segments = SegmentStore::new(objects, Some(config.data_dir.clone()));
         let manifest = segments.load_manifest().await?;
         segments.remove_orphans(&manifest).await?;
+        if let (Some(deriver), Some(path)) = (deriver.as_mut(), manifest.pending.as_deref()) {
+            let pending = segments.read_pending(path).await?;
+            deriver
+                .restore(&pending)
+                .map_err(|error| StoreError::Corrupt(format!("{path}: {error}")))?;
+        }
 
         let wal_dir = config.data_dir.join("wal");
         let skip = manifest.flushed_through_seq;
@@ -218,6 +318,15 @@ impl Store {
             );
         }
 
+        // The replayed batches go to the deriver first, before anything new.
+        let derive_channel = deriver.map(|deriver| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            for hot in &tables.hot {
+                let _ = sender.send(DeriveMessage::Spans(hot.batch.clone()));
+            }
+            (sender, receiver, deriver)
+        });
+
         let (sender, receiver) = mpsc::channel(config.queue_depth.max(1));
         let unflushed = tables.hot_bytes;
         let shared = Arc::new(Shared {
@@ -232,13 +341,26 @@ impl Store {
             metrics: StoreMetrics::default(),
             _dir_lock: dir_lock,
         });
+        let (derive, derive_thread) = match derive_channel {
+            Some((derive, derive_receiver, deriver)) => {
+                let thread_shared = shared.clone();
+                let thread = std::thread::Builder::new()
+                    .name("callwatch-calls".into())
+                    .spawn(move || run_deriver(&thread_shared, deriver, derive_receiver))?;
+                (Some(derive), Some(thread))
+            }
+            None => (None, None),
+        };
         let thread_shared = shared.clone();
+        let wal_derive = derive.clone();
         let thread = std::thread::Builder::new()
             .name("callwatch-wal".into())
-            .spawn(move || run_wal_writer(&thread_shared, receiver))?;
+            .spawn(move || run_wal_writer(&thread_shared, receiver, wal_derive))?;
         let writer = Arc::new(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
+            derive: Mutex::new(derive),
+            derive_thread: Mutex::new(derive_thread),
         });
         Ok(Self { writer, shared })
     }
@@ -310,11 +432,35 @@ impl Store {
         }
     }
 
+    /// Waits until the calls of every span acknowledged so far (and of the replayed WAL)
+    /// are in [`Store::snapshot`]. Without a deriver there is nothing to wait for.
+    pub async fn calls_caught_up(&self) {
+        let answer = {
+            // Under the lock the WAL writer publishes under, so every acknowledged batch
+            // is ahead of this request.
+            let _tables = self.shared.tables.lock().expect("not poisoned");
+            self.writer.publish()
+        };
+        if let Some(answer) = answer {
+            let _ = answer.await;
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let tables = self.shared.tables.lock().expect("not poisoned");
+        let of = |table: Table| -> Vec<SegmentMeta> {
+            tables
+                .segments
+                .iter()
+                .filter(|s| s.table == table)
+                .cloned()
+                .collect()
+        };
         Snapshot {
             hot: tables.hot.iter().map(|h| h.batch.clone()).collect(),
-            segments: tables.segments.clone(),
+            segments: of(Table::Spans),
+            hot_calls: tables.hot_calls.iter().map(|h| h.batch.clone()).collect(),
+            call_segments: of(Table::Calls),
         }
     }
 
@@ -348,32 +494,87 @@ impl Store {
         }
     }
 
-    /// Writes every hot batch into segments and drops them from memory and the WAL.
+    /// Writes every hot batch into segments and drops them from memory and the WAL; with a
+    /// deriver, also the calls derived from them and the deriver's waiting halves.
     pub async fn flush(&self) -> Result<FlushReport> {
         let shared = &self.shared;
         let mut manifest = shared.manifest.lock().await;
-        let (batches, through, bytes) = {
+        let (batches, through, bytes, checkpoint) = {
             let tables = shared.tables.lock().expect("not poisoned");
-            let Some(last) = tables.hot.last() else {
-                return Ok(FlushReport::default());
-            };
+            let through = tables
+                .hot
+                .last()
+                .map_or(manifest.flushed_through_seq, |last| last.seq);
             let batches: Vec<RecordBatch> = tables.hot.iter().map(|h| h.batch.clone()).collect();
-            (batches, last.seq, tables.hot_bytes)
+            // Asked under the lock the WAL writer publishes under: the deriver sees the
+            // checkpoint right after the batch with sequence number `through`.
+            (batches, through, tables.hot_bytes, self.writer.checkpoint())
         };
+        let checkpoint = match checkpoint {
+            Some(answer) => Some(answer.await.map_err(|_| StoreError::ShuttingDown)?),
+            None => None,
+        };
+        let (calls, call_bytes) = match &checkpoint {
+            Some(checkpoint) => {
+                let tables = shared.tables.lock().expect("not poisoned");
+                let closed = tables
+                    .hot_calls
+                    .iter()
+                    .filter(|h| h.epoch <= checkpoint.epoch);
+                let bytes: usize = closed.clone().map(|h| h.bytes).sum();
+                (closed.map(|h| h.batch.clone()).collect::<Vec<_>>(), bytes)
+            }
+            None => (Vec::new(), 0),
+        };
+        if batches.is_empty() && calls.is_empty() {
+            return Ok(FlushReport::default());
+        }
         let started = Instant::now();
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let written = shared.segments.write(batches).await?;
+        let mut written = shared.segments.write(Table::Spans, batches).await?;
+        written.extend(shared.segments.write(Table::Calls, calls).await?);
         let mut next = manifest.clone();
         next.flushed_through_seq = through;
         next.segments.extend(written.iter().cloned());
-        self.commit(&mut manifest, next, &written).await?;
+        let previous_pending = manifest.pending.clone();
+        if let Some(checkpoint) = checkpoint.as_ref() {
+            let pending = shared
+                .segments
+                .write_pending(checkpoint.pending.clone())
+                .await;
+            match pending {
+                Ok(path) => next.pending = Some(path),
+                Err(error) => {
+                    for meta in &written {
+                        let _ = shared.segments.delete(meta).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        if let Err(error) = self.commit(&mut manifest, next.clone(), &written).await {
+            if let Some(path) = &next.pending {
+                let _ = shared.segments.delete_path(path).await;
+            }
+            return Err(error);
+        }
+        if next.pending != previous_pending
+            && let Some(path) = previous_pending
+        {
+            shared.segments.delete_path(&path).await?;
+        }
         {
             let mut tables = shared.tables.lock().expect("not poisoned");
             tables.hot.retain(|h| h.seq > through);
             tables.hot_rows = tables.hot.iter().map(|h| h.batch.num_rows()).sum();
             tables.hot_bytes = tables.hot.iter().map(|h| h.bytes).sum();
+            if let Some(checkpoint) = &checkpoint {
+                tables.hot_calls.retain(|h| h.epoch > checkpoint.epoch);
+            }
         }
-        shared.unflushed_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        shared
+            .unflushed_bytes
+            .fetch_sub(bytes + call_bytes, Ordering::Relaxed);
         let remover = shared.clone();
         tokio::task::spawn_blocking(move || {
             remover
@@ -413,7 +614,7 @@ impl Store {
             for meta in group {
                 batches.extend(self.shared.segments.read(meta).await?);
             }
-            let written = self.shared.segments.write(batches).await?;
+            let written = self.shared.segments.write(group[0].table, batches).await?;
             let mut next = manifest.clone();
             next.segments.retain(|s| !group.contains(s));
             next.segments.extend(written.iter().cloned());
@@ -517,7 +718,12 @@ impl Store {
         tokio::task::spawn_blocking(move || writer.stop())
             .await?
             .map_err(|_| StoreError::Io(std::io::Error::other("WAL writer panicked")))?;
-        self.flush().await
+        let report = self.flush().await?;
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || writer.stop_deriver())
+            .await?
+            .map_err(|_| StoreError::Io(std::io::Error::other("call deriver panicked")))?;
+        Ok(report)
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Append>> {
@@ -564,12 +770,15 @@ fn plan_compaction(
     min_segments: usize,
     closed_before_ns: i64,
 ) -> Vec<Vec<SegmentMeta>> {
-    let mut by_hour: BTreeMap<i64, Vec<&SegmentMeta>> = BTreeMap::new();
+    let mut by_hour: BTreeMap<(Table, i64), Vec<&SegmentMeta>> = BTreeMap::new();
     for segment in segments.iter().filter(|s| s.rows < small_rows) {
-        by_hour.entry(segment.hour).or_default().push(segment);
+        by_hour
+            .entry((segment.table, segment.hour))
+            .or_default()
+            .push(segment);
     }
     let mut plan = Vec::new();
-    for (hour, mut small) in by_hour {
+    for ((_, hour), mut small) in by_hour {
         small.sort_by_key(|s| s.rows);
         let mut group = Vec::new();
         let mut rows = 0;
@@ -588,7 +797,11 @@ fn plan_compaction(
     plan
 }
 
-fn run_wal_writer(shared: &Shared, mut receiver: mpsc::Receiver<Append>) {
+fn run_wal_writer(
+    shared: &Shared,
+    mut receiver: mpsc::Receiver<Append>,
+    derive: Option<std::sync::mpsc::Sender<DeriveMessage>>,
+) {
     let mut group: Vec<Append> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
@@ -606,6 +819,9 @@ fn run_wal_writer(shared: &Shared, mut receiver: mpsc::Receiver<Append>) {
                     let seq = first_seq + offset as u64;
                     tables.hot_rows += append.batch.num_rows();
                     tables.hot_bytes += append.bytes;
+                    if let Some(derive) = &derive {
+                        let _ = derive.send(DeriveMessage::Spans(append.batch.clone()));
+                    }
                     tables.hot.push(HotBatch {
                         seq,
                         bytes: append.bytes,
@@ -636,6 +852,68 @@ fn run_wal_writer(shared: &Shared, mut receiver: mpsc::Receiver<Append>) {
     }
     // The channel is closed: every batch sent before has been written.
     let _ = shared.wal.lock().expect("not poisoned").sync();
+}
+
+/// Feeds the deriver in WAL order, settles waiting halves every `derive_interval` and
+/// publishes the calls derived as hot batches of the current epoch.
+fn run_deriver(
+    shared: &Shared,
+    mut deriver: Box<dyn CallDeriver>,
+    receiver: std::sync::mpsc::Receiver<DeriveMessage>,
+) {
+    let interval = shared.config.derive_interval;
+    let mut epoch = 0;
+    let mut last_expiry = Instant::now();
+    loop {
+        let message = match receiver.recv_timeout(interval) {
+            Ok(message) => Some(message),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let now = Instant::now();
+        match message {
+            Some(DeriveMessage::Spans(batch)) => {
+                deriver.spans(&batch, now);
+                // Publishing per batch would leave many tiny batches: wait for the interval.
+                if now.duration_since(last_expiry) < interval {
+                    continue;
+                }
+            }
+            Some(DeriveMessage::Publish(reply)) => {
+                publish_calls(shared, deriver.as_mut(), epoch);
+                let _ = reply.send(());
+                continue;
+            }
+            Some(DeriveMessage::Checkpoint(reply)) => {
+                publish_calls(shared, deriver.as_mut(), epoch);
+                let _ = reply.send(Checkpoint {
+                    epoch,
+                    pending: deriver.pending(),
+                });
+                epoch += 1;
+                continue;
+            }
+            None => {}
+        }
+        deriver.expire(now);
+        last_expiry = now;
+        publish_calls(shared, deriver.as_mut(), epoch);
+    }
+    publish_calls(shared, deriver.as_mut(), epoch);
+}
+
+fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
+    let Some(batch) = deriver.take_calls() else {
+        return;
+    };
+    let bytes = batch.get_array_memory_size();
+    shared.unflushed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    let mut tables = shared.tables.lock().expect("not poisoned");
+    tables.hot_calls.push(HotCalls {
+        epoch,
+        bytes,
+        batch,
+    });
 }
 
 /// Writes a group to the WAL; returns the sequence number of its first batch.

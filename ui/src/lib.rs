@@ -1,6 +1,7 @@
 //! HTTP routes of callwatch on the `--http` port: liveness, readiness, Prometheus metrics
-//! the SQL API and trace look-ups; the dashboard joins them here.
+//! the SQL API, trace look-ups and the dependency graph; the dashboard joins them here.
 
+mod graph;
 mod params;
 mod sql;
 mod traces;
@@ -13,8 +14,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use callwatch_collector::Ingest;
+use callwatch_collector::{GraphMetrics, Ingest};
 use callwatch_query::QueryEngine;
+use callwatch_query::stats::HealthThresholds;
 
 /// What the routes read.
 #[derive(Debug, Clone)]
@@ -23,6 +25,9 @@ pub struct AppState {
     pub query: QueryEngine,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
+    /// The call pairer's Prometheus series.
+    pub graph_metrics: Arc<GraphMetrics>,
+    pub health: HealthThresholds,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -33,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sql", post(sql::sql))
         .route("/api/v1/traces", get(traces::search))
         .route("/api/v1/traces/{trace_id}", get(traces::trace))
+        .route("/api/v1/graph", get(graph::graph))
+        .route("/api/v1/services", get(graph::services))
+        .route("/api/v1/services/{name}", get(graph::service))
+        .route("/api/v1/edges", get(graph::edges))
         .with_state(state)
 }
 
@@ -53,6 +62,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.ingest.metrics().render(&mut out);
     let store = state.ingest.store();
     store.metrics().render(&store.gauges(), &mut out);
+    state.graph_metrics.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,436 @@
+//! The half of a call that one span describes, read from a `spans` batch: only the columns
+//! and attributes that pairing needs, names shared through an interner.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray, StructArray};
+use arrow::datatypes::TimestampNanosecondType;
+use callwatch_storage::Interner;
+use callwatch_storage::schema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    Client,
+    Server,
+    Producer,
+    Consumer,
+}
+
+impl Side {
+    fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "CLIENT" => Some(Self::Client),
+            "SERVER" => Some(Self::Server),
+            "PRODUCER" => Some(Self::Producer),
+            "CONSUMER" => Some(Self::Consumer),
+            _ => None,
+        }
+    }
+
+    /// Client and producer spans start calls; server and consumer spans answer them.
+    pub fn starts_call(self) -> bool {
+        matches!(self, Self::Client | Self::Producer)
+    }
+}
+
+/// What one CLIENT, SERVER, PRODUCER or CONSUMER span says about its call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Half {
+    pub side: Side,
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub parent_span_id: Option<u64>,
+    /// (trace id, span id) of each linked span.
+    pub links: Vec<(u128, u64)>,
+    pub service: Arc<str>,
+    pub instance: Option<Arc<str>>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// Status ERROR.
+    pub error: bool,
+    pub http_status: Option<i64>,
+    pub grpc_code: Option<i64>,
+    pub error_type: Option<Arc<str>>,
+    /// Route with method, rpc service/method, or database operation.
+    pub operation: Option<Arc<str>>,
+    pub api_version: Option<Arc<str>>,
+    /// Who the client says it calls: `peer.service` > `server.address` >
+    /// `network.peer.address[:port]`.
+    pub peer: Option<Arc<str>>,
+    /// The database node of a database client span, by DESIGN's order of names.
+    pub database: Option<Arc<str>>,
+    /// `messaging.destination.name`.
+    pub destination: Option<Arc<str>>,
+    /// `http.request.resend_count` > 0.
+    pub resent: bool,
+    pub breaker_state: Option<Arc<str>>,
+}
+
+impl Half {
+    pub fn duration_ns(&self) -> i64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// The attributes pairing reads, by key.
+#[derive(Default)]
+struct Wanted<'a> {
+    http_route: Option<&'a str>,
+    http_method: Option<&'a str>,
+    url_template: Option<&'a str>,
+    http_status: Option<&'a str>,
+    rpc_service: Option<&'a str>,
+    rpc_method: Option<&'a str>,
+    grpc_code: Option<&'a str>,
+    db_system: Option<&'a str>,
+    db_namespace: Option<&'a str>,
+    db_operation: Option<&'a str>,
+    peer_service: Option<&'a str>,
+    server_address: Option<&'a str>,
+    peer_address: Option<&'a str>,
+    peer_port: Option<&'a str>,
+    destination: Option<&'a str>,
+    resend_count: Option<&'a str>,
+    error_type: Option<&'a str>,
+    api_version: Option<&'a str>,
+    breaker_state: Option<&'a str>,
+}
+
+impl<'a> Wanted<'a> {
+    fn take(&mut self, key: &str, value: &'a str) {
+        let slot = match key {
+            "http.route" => &mut self.http_route,
+            "http.request.method" | "http.method" => &mut self.http_method,
+            "url.template" => &mut self.url_template,
+            "http.response.status_code" | "http.status_code" => &mut self.http_status,
+            "rpc.service" => &mut self.rpc_service,
+            "rpc.method" => &mut self.rpc_method,
+            "rpc.grpc.status_code" => &mut self.grpc_code,
+            "db.system.name" | "db.system" => &mut self.db_system,
+            "db.namespace" | "db.name" => &mut self.db_namespace,
+            "db.operation.name" | "db.operation" => &mut self.db_operation,
+            "peer.service" => &mut self.peer_service,
+            "server.address" | "net.peer.name" => &mut self.server_address,
+            "network.peer.address" | "net.sock.peer.addr" => &mut self.peer_address,
+            "network.peer.port" => &mut self.peer_port,
+            "messaging.destination.name" | "messaging.destination" => &mut self.destination,
+            "http.request.resend_count" => &mut self.resend_count,
+            "error.type" => &mut self.error_type,
+            "api.version" | "http.request.header.accept-version" => &mut self.api_version,
+            "circuit_breaker.state" | "circuitbreaker.state" => &mut self.breaker_state,
+            _ => return,
+        };
+        // The first of two spellings wins, so the current semantic conventions go first.
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+}
+
+/// Columns of a spans batch that pairing reads.
+pub struct SpanColumns<'a> {
+    trace_id: &'a StringArray,
+    span_id: &'a StringArray,
+    parent_span_id: &'a StringArray,
+    service: &'a StringArray,
+    instance: &'a StringArray,
+    name: &'a StringArray,
+    kind: &'a StringArray,
+    start: &'a arrow::array::TimestampNanosecondArray,
+    end: &'a arrow::array::TimestampNanosecondArray,
+    status: &'a StringArray,
+    attributes: &'a MapArray,
+    links: &'a ListArray,
+}
+
+impl<'a> SpanColumns<'a> {
+    pub fn new(batch: &'a RecordBatch) -> Option<Self> {
+        let text = |name: &str| batch.column_by_name(name)?.as_string_opt::<i32>();
+        let time = |name: &str| {
+            batch
+                .column_by_name(name)?
+                .as_primitive_opt::<TimestampNanosecondType>()
+        };
+        Some(Self {
+            trace_id: text(schema::TRACE_ID)?,
+            span_id: text(schema::SPAN_ID)?,
+            parent_span_id: text(schema::PARENT_SPAN_ID)?,
+            service: text(schema::SERVICE_NAME)?,
+            instance: text(schema::SERVICE_INSTANCE_ID)?,
+            name: text(schema::SPAN_NAME)?,
+            kind: text(schema::SPAN_KIND)?,
+            start: time(schema::START_TIME)?,
+            end: time(schema::END_TIME)?,
+            status: text(schema::STATUS_CODE)?,
+            attributes: batch.column_by_name(schema::ATTRIBUTES)?.as_map_opt()?,
+            links: batch.column_by_name(schema::LINKS)?.as_list_opt::<i32>()?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.kind.len()
+    }
+
+    pub fn service(&self, row: usize) -> &'a str {
+        self.service.value(row)
+    }
+
+    pub fn name(&self, row: usize) -> &'a str {
+        self.name.value(row)
+    }
+
+    pub fn kind(&self, row: usize) -> &'a str {
+        self.kind.value(row)
+    }
+
+    pub fn status(&self, row: usize) -> &'a str {
+        self.status.value(row)
+    }
+
+    pub fn duration_ns(&self, row: usize) -> i64 {
+        self.end.value(row).saturating_sub(self.start.value(row))
+    }
+
+    /// The half this row describes; `None` for INTERNAL and UNSPECIFIED spans.
+    pub fn half(&self, row: usize, names: &mut Interner) -> Option<Half> {
+        let side = Side::parse(self.kind.value(row))?;
+        let trace_id = u128::from_str_radix(self.trace_id.value(row), 16).ok()?;
+        let span_id = u64::from_str_radix(self.span_id.value(row), 16).ok()?;
+        let parent_span_id = if self.parent_span_id.is_valid(row) {
+            u64::from_str_radix(self.parent_span_id.value(row), 16).ok()
+        } else {
+            None
+        };
+
+        let entries = self.attributes.value(row);
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_string::<i32>();
+        let mut wanted = Wanted::default();
+        for index in 0..keys.len() {
+            if values.is_valid(index) {
+                wanted.take(keys.value(index), values.value(index));
+            }
+        }
+
+        let links = if side == Side::Consumer {
+            link_ids(self.links, row)
+        } else {
+            Vec::new()
+        };
+        let operation = operation(&wanted, side, self.name.value(row));
+        let peer = wanted
+            .peer_service
+            .or(wanted.server_address)
+            .map(str::to_string)
+            .or_else(|| {
+                let address = wanted.peer_address?;
+                Some(match wanted.peer_port {
+                    Some(port) => format!("{address}:{port}"),
+                    None => address.to_string(),
+                })
+            });
+        let database = wanted.db_system.map(|system| {
+            wanted
+                .peer_service
+                .or(wanted.server_address)
+                .map(str::to_string)
+                .or_else(|| peer.clone())
+                .or_else(|| wanted.db_namespace.map(str::to_string))
+                .unwrap_or_else(|| system.to_string())
+        });
+        Some(Half {
+            side,
+            trace_id,
+            span_id,
+            parent_span_id,
+            links,
+            service: names.get(self.service.value(row)),
+            instance: self
+                .instance
+                .is_valid(row)
+                .then(|| names.get(self.instance.value(row))),
+            start_ns: self.start.value(row),
+            end_ns: self.end.value(row),
+            error: self.status.value(row) == "ERROR",
+            http_status: wanted.http_status.and_then(|s| s.parse().ok()),
+            grpc_code: wanted.grpc_code.and_then(|s| s.parse().ok()),
+            error_type: names.get_opt(wanted.error_type),
+            operation: names.get_opt(operation.as_deref()),
+            api_version: names.get_opt(api_version(&wanted).as_deref()),
+            peer: names.get_opt(peer.as_deref()),
+            database: names.get_opt(database.as_deref()),
+            destination: names.get_opt(wanted.destination),
+            resent: wanted
+                .resend_count
+                .and_then(|s| s.parse::<i64>().ok())
+                .is_some_and(|n| n > 0),
+            breaker_state: names.get_opt(wanted.breaker_state.map(normalize_breaker_state)),
+        })
+    }
+}
+
+/// `half-open`, `HALF_OPEN` and `half_open` are one state.
+fn normalize_breaker_state(state: &str) -> &str {
+    match state.to_ascii_lowercase().replace('-', "_").as_str() {
+        "closed" => "closed",
+        "open" => "open",
+        "half_open" => "half_open",
+        "forced_open" => "forced_open",
+        "disabled" => "disabled",
+        _ => state,
+    }
+}
+
+fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
+    let items = links.value(row);
+    let Some(items) = items.as_any().downcast_ref::<StructArray>() else {
+        return Vec::new();
+    };
+    let (Some(traces), Some(spans)) = (
+        items
+            .column_by_name(schema::TRACE_ID)
+            .and_then(|c| c.as_string_opt::<i32>()),
+        items
+            .column_by_name(schema::SPAN_ID)
+            .and_then(|c| c.as_string_opt::<i32>()),
+    ) else {
+        return Vec::new();
+    };
+    (0..items.len())
+        .filter_map(|i| {
+            Some((
+                u128::from_str_radix(traces.value(i), 16).ok()?,
+                u64::from_str_radix(spans.value(i), 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The operation of a call as its span names it: `METHOD /route`, `pkg.Service/Method`, the
+/// database operation, or the messaging destination.
+fn operation(wanted: &Wanted, side: Side, span_name: &str) -> Option<String> {
+    if let (Some(service), Some(method)) = (wanted.rpc_service, wanted.rpc_method) {
+        return Some(format!("{service}/{method}"));
+    }
+    if let Some(route) = wanted.http_route.or(wanted.url_template) {
+        return Some(match wanted.http_method {
+            Some(method) => format!("{method} {route}"),
+            None => route.to_string(),
+        });
+    }
+    if wanted.db_system.is_some() {
+        return Some(wanted.db_operation.unwrap_or(span_name).to_string());
+    }
+    if let Some(destination) = wanted.destination {
+        return Some(destination.to_string());
+    }
+    // An HTTP client without a route template only knows its method; the server side
+    // names the route when it arrives.
+    match side {
+        Side::Server | Side::Consumer => Some(span_name.to_string()),
+        Side::Client | Side::Producer => {
+            wanted.http_method.is_none().then(|| span_name.to_string())
+        }
+    }
+}
+
+/// `v1` from `/v1/orders`, `payments.v1.PaymentService`, or an explicit attribute.
+fn api_version(wanted: &Wanted) -> Option<String> {
+    if let Some(version) = wanted.api_version {
+        return Some(version.to_string());
+    }
+    let from_route = wanted
+        .http_route
+        .or(wanted.url_template)
+        .and_then(|route| route.split('/').find(|p| is_version(p)));
+    let from_package = || wanted.rpc_service?.split('.').find(|p| is_version(p));
+    from_route
+        .or_else(from_package)
+        .map(str::to_ascii_lowercase)
+}
+
+/// `v1`, `V2`, `v1beta2`, `v2alpha`.
+fn is_version(part: &str) -> bool {
+    let Some(rest) = part.strip_prefix(['v', 'V']) else {
+        return false;
+    };
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let tail = &rest[digits..];
+    digits > 0
+        && (tail.is_empty()
+            || ["alpha", "beta"].iter().any(|stage| {
+                tail.strip_prefix(stage)
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+            }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version_of(route: Option<&str>, rpc: Option<&str>) -> Option<String> {
+        api_version(&Wanted {
+            http_route: route,
+            rpc_service: rpc,
+            ..Wanted::default()
+        })
+    }
+
+    #[test]
+    fn api_versions_come_from_routes_and_packages() {
+        assert_eq!(version_of(Some("/v2/orders"), None).as_deref(), Some("v2"));
+        assert_eq!(
+            version_of(Some("/api/V1/users/{id}"), None).as_deref(),
+            Some("v1")
+        );
+        assert_eq!(version_of(Some("/vouchers"), None), None);
+        assert_eq!(version_of(Some("/v/x"), None), None);
+        assert_eq!(
+            version_of(None, Some("payments.v1.PaymentService")).as_deref(),
+            Some("v1")
+        );
+        assert_eq!(
+            version_of(None, Some("google.pubsub.v1beta2.Publisher")).as_deref(),
+            Some("v1beta2")
+        );
+        assert_eq!(version_of(None, Some("grpc.health.Health")), None);
+    }
+
+    #[test]
+    fn operations_name_routes_methods_and_destinations() {
+        let wanted = Wanted {
+            http_route: Some("/v1/users/{id}"),
+            http_method: Some("GET"),
+            ..Wanted::default()
+        };
+        assert_eq!(
+            operation(&wanted, Side::Server, "GET").as_deref(),
+            Some("GET /v1/users/{id}")
+        );
+        let client = Wanted {
+            http_method: Some("GET"),
+            ..Wanted::default()
+        };
+        assert_eq!(operation(&client, Side::Client, "GET"), None);
+        let rpc = Wanted {
+            rpc_service: Some("payments.v1.PaymentService"),
+            rpc_method: Some("Charge"),
+            ..Wanted::default()
+        };
+        assert_eq!(
+            operation(&rpc, Side::Client, "x").as_deref(),
+            Some("payments.v1.PaymentService/Charge")
+        );
+        let queue = Wanted {
+            destination: Some("order-events"),
+            ..Wanted::default()
+        };
+        assert_eq!(
+            operation(&queue, Side::Producer, "send").as_deref(),
+            Some("order-events")
+        );
+    }
+}

@@ -1,0 +1,586 @@
+//! The call pairer: spans in, calls out, with the semantics of the OpenTelemetry
+//! servicegraph connector and Tempo's metrics-generator.
+//!
+//! A CLIENT or PRODUCER half waits under (trace id, its span id); a SERVER or CONSUMER half
+//! under (trace id, its parent span id), or under each span it links to when it has links (a
+//! batch consumer). When both halves of a key are there, they are one call. A database client
+//! is a call at once; a root SERVER or CONSUMER without links is a call from `user` at once.
+//! Halves still alone after `wait` become calls to a virtual node when the client names its
+//! server (`peer.service`, `server.address`, the messaging destination), and are counted as
+//! unpaired otherwise. A producer stays for the whole wait, because several consumer groups
+//! may read one message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, NodeKind};
+use serde::{Deserialize, Serialize};
+
+use crate::graph_metrics::{EdgeObservation, GraphMetrics, SpanTally};
+use crate::halves::{Half, Side, SpanColumns};
+
+#[derive(Debug, Clone)]
+pub struct PairingConfig {
+    /// How long a half waits for its partner.
+    pub wait: Duration,
+    /// Most halves kept waiting; more are dropped and counted.
+    pub max_pending: usize,
+}
+
+impl Default for PairingConfig {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(10),
+            max_pending: 1_000_000,
+        }
+    }
+}
+
+/// (trace id, span id) of the client or producer span a call starts with.
+type Key = (u128, u64);
+
+/// (trace id, parent span id, service, peer, operation) of a client span.
+type SiblingKey = (u128, u64, Arc<str>, Option<Arc<str>>, Option<Arc<str>>);
+
+struct Waiting {
+    half: Half,
+    since: Instant,
+    /// A producer that already met a consumer is not a call to a virtual node.
+    paired: bool,
+}
+
+/// The waiting halves as a flush saves them.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    starters: Vec<(Half, bool)>,
+    answers: Vec<(Key, Half)>,
+}
+
+pub struct Pairer {
+    config: PairingConfig,
+    metrics: Arc<GraphMetrics>,
+    names: Interner,
+    /// Client and producer halves by their own key.
+    starters: HashMap<Key, Waiting>,
+    /// Server and consumer halves by the key of the span they answer.
+    answers: HashMap<Key, Vec<(Half, Instant)>>,
+    answer_count: usize,
+    /// Keys in the order they started waiting: expiry walks it from the front.
+    queue: VecDeque<(Instant, Key)>,
+    /// Client calls seen per (trace, parent span, service, peer, operation): a second one
+    /// under the same parent is a retry.
+    siblings: HashMap<SiblingKey, Instant>,
+    /// Every service that sent a span: a client naming one of them calls a service, even
+    /// when no server span arrives (an open breaker rejects the call before it is sent).
+    services: std::collections::HashSet<Arc<str>>,
+    /// Destinations whose messages consumers have read: a message there that nobody read
+    /// within the wait is still queued (or lost), not a call to the broker.
+    consumed: std::collections::HashSet<Arc<str>>,
+    calls: CallsBuilder,
+}
+
+/// Above this many distinct names the interner starts over (names in flight stay shared by
+/// the halves holding them).
+const MAX_NAMES: usize = 200_000;
+
+impl Pairer {
+    pub fn new(config: PairingConfig, metrics: Arc<GraphMetrics>) -> Self {
+        Self {
+            config,
+            metrics,
+            names: Interner::default(),
+            starters: HashMap::new(),
+            answers: HashMap::new(),
+            answer_count: 0,
+            queue: VecDeque::new(),
+            siblings: HashMap::new(),
+            services: std::collections::HashSet::new(),
+            consumed: std::collections::HashSet::new(),
+            calls: CallsBuilder::default(),
+        }
+    }
+
+    fn pending_count(&self) -> usize {
+        self.starters.len() + self.answer_count
+    }
+
+    fn full(&mut self) -> bool {
+        let full = self.pending_count() >= self.config.max_pending;
+        if full {
+            self.metrics.dropped.add(1);
+        }
+        full
+    }
+
+    fn take(&mut self, half: Half, now: Instant) {
+        if half.side.starts_call() {
+            self.take_starter(half, now);
+        } else {
+            self.take_answer(half, now);
+        }
+    }
+
+    fn take_starter(&mut self, mut half: Half, now: Instant) {
+        if half.side == Side::Client {
+            if let Some(database) = half.database.clone() {
+                let call = self.one_sided(&half, database, NodeKind::Database);
+                self.metrics.calls_database.add(1);
+                self.emit(call);
+                return;
+            }
+            half.resent |= self.is_sibling_retry(&half, now);
+        }
+        let key = (half.trace_id, half.span_id);
+        let mut paired = false;
+        if let Some(answers) = self.answers.remove(&key) {
+            self.answer_count -= answers.len();
+            for (answer, _) in answers {
+                let call = self.paired(&half, &answer);
+                self.emit(call);
+                paired = true;
+            }
+            // A client has one server; a producer may have more consumers to come.
+            if half.side == Side::Client {
+                return;
+            }
+        }
+        if self.full() {
+            return;
+        }
+        self.queue.push_back((now, key));
+        self.starters.insert(
+            key,
+            Waiting {
+                half,
+                since: now,
+                paired,
+            },
+        );
+    }
+
+    fn take_answer(&mut self, half: Half, now: Instant) {
+        let keys: Vec<Key> = if half.side == Side::Consumer && !half.links.is_empty() {
+            half.links.clone()
+        } else if let Some(parent) = half.parent_span_id {
+            vec![(half.trace_id, parent)]
+        } else {
+            // A root server or consumer: whoever called it sent no span.
+            let user = self.names.get(callwatch_storage::schema::USER_NODE);
+            let call = self.called_by_user(&half, user);
+            self.metrics.calls_virtual.add(1);
+            self.emit(call);
+            return;
+        };
+        for key in keys {
+            match self.starters.get_mut(&key) {
+                Some(waiting) => {
+                    let starter = waiting.half.clone();
+                    if starter.side == Side::Client {
+                        self.starters.remove(&key);
+                    } else {
+                        waiting.paired = true;
+                    }
+                    let call = self.paired(&starter, &half);
+                    self.emit(call);
+                }
+                None => {
+                    if self.full() {
+                        continue;
+                    }
+                    self.queue.push_back((now, key));
+                    self.answers
+                        .entry(key)
+                        .or_default()
+                        .push((half.clone(), now));
+                    self.answer_count += 1;
+                }
+            }
+        }
+    }
+
+    fn is_sibling_retry(&mut self, half: &Half, now: Instant) -> bool {
+        let Some(parent) = half.parent_span_id else {
+            return false;
+        };
+        let key = (
+            half.trace_id,
+            parent,
+            half.service.clone(),
+            half.peer.clone(),
+            half.operation.clone(),
+        );
+        if self.siblings.len() >= self.config.max_pending {
+            return false;
+        }
+        self.siblings.insert(key, now).is_some()
+    }
+
+    fn emit(&mut self, call: CallRow) {
+        let connection_type = match (call.server_kind, call.call_type) {
+            (NodeKind::Database, _) => "database",
+            (NodeKind::User | NodeKind::External | NodeKind::Messaging, _) => "virtual_node",
+            (_, CallType::Async) => "messaging_system",
+            (_, CallType::Sync) => "",
+        };
+        let connection_type = if &*call.client == callwatch_storage::schema::USER_NODE {
+            "virtual_node"
+        } else {
+            connection_type
+        };
+        self.metrics.observe_call(&EdgeObservation {
+            client: &call.client,
+            server: &call.server,
+            connection_type,
+            failed: call.failed,
+            client_seconds: call.client_duration_ns.map(|ns| ns as f64 / 1e9),
+            server_seconds: call.server_duration_ns.map(|ns| ns as f64 / 1e9),
+        });
+        self.calls.push(call);
+    }
+
+    /// A call both of whose halves arrived.
+    fn paired(&mut self, client: &Half, server: &Half) -> CallRow {
+        self.metrics.calls_paired.add(1);
+        if let Some(destination) = &client.destination
+            && client.side == Side::Producer
+            && !self.consumed.contains(destination)
+            && self.consumed.len() < MAX_NAMES
+        {
+            self.consumed.insert(destination.clone());
+        }
+        let call_type = if client.side == Side::Producer {
+            CallType::Async
+        } else {
+            CallType::Sync
+        };
+        let client_failed = client.error || client_grpc_failure(client.grpc_code);
+        let failed =
+            client_failed || server.error || server.http_status.is_some_and(|status| status >= 500);
+        let timeout = timed_out(client) || (client_failed && server.end_ns > client.end_ns);
+        let (operation, destination, queue_ns) = match call_type {
+            CallType::Sync => (
+                server
+                    .operation
+                    .clone()
+                    .or_else(|| client.operation.clone()),
+                None,
+                None,
+            ),
+            CallType::Async => {
+                let destination = client
+                    .destination
+                    .clone()
+                    .or_else(|| server.destination.clone());
+                (
+                    destination.clone(),
+                    destination,
+                    Some(server.start_ns.saturating_sub(client.end_ns)),
+                )
+            }
+        };
+        CallRow {
+            start_ns: client.start_ns,
+            trace_id: client.trace_id,
+            client: client.service.clone(),
+            server: server.service.clone(),
+            call_type,
+            server_kind: NodeKind::Service,
+            operation,
+            destination,
+            client_instance: client.instance.clone(),
+            server_instance: server.instance.clone(),
+            api_version: server
+                .api_version
+                .clone()
+                .or_else(|| client.api_version.clone()),
+            client_duration_ns: Some(client.duration_ns()),
+            server_duration_ns: Some(server.duration_ns()),
+            queue_ns,
+            failed,
+            status: self.status(client, Some(server)),
+            retry: client.resent,
+            timeout,
+            breaker_state: client.breaker_state.clone(),
+            client_span_id: Some(client.span_id),
+            server_span_id: Some(server.span_id),
+        }
+    }
+
+    /// A call whose server sends no spans: a database, a broker, an external API, or a
+    /// service that never got the call.
+    fn one_sided(&mut self, client: &Half, server: Arc<str>, kind: NodeKind) -> CallRow {
+        let call_type = if client.side == Side::Producer {
+            CallType::Async
+        } else {
+            CallType::Sync
+        };
+        let failed = client.error || client_grpc_failure(client.grpc_code);
+        CallRow {
+            start_ns: client.start_ns,
+            trace_id: client.trace_id,
+            client: client.service.clone(),
+            server,
+            call_type,
+            server_kind: kind,
+            operation: client.operation.clone(),
+            destination: client.destination.clone(),
+            client_instance: client.instance.clone(),
+            server_instance: None,
+            api_version: client.api_version.clone(),
+            client_duration_ns: Some(client.duration_ns()),
+            server_duration_ns: None,
+            queue_ns: None,
+            failed,
+            status: self.status(client, None),
+            retry: client.resent,
+            timeout: timed_out(client),
+            breaker_state: client.breaker_state.clone(),
+            client_span_id: Some(client.span_id),
+            server_span_id: None,
+        }
+    }
+
+    /// A call into a root server or consumer span.
+    fn called_by_user(&mut self, server: &Half, user: Arc<str>) -> CallRow {
+        let call_type = if server.side == Side::Consumer {
+            CallType::Async
+        } else {
+            CallType::Sync
+        };
+        CallRow {
+            start_ns: server.start_ns,
+            trace_id: server.trace_id,
+            client: user,
+            server: server.service.clone(),
+            call_type,
+            server_kind: NodeKind::Service,
+            operation: server.operation.clone(),
+            destination: server.destination.clone(),
+            client_instance: None,
+            server_instance: server.instance.clone(),
+            api_version: server.api_version.clone(),
+            client_duration_ns: None,
+            server_duration_ns: Some(server.duration_ns()),
+            queue_ns: None,
+            failed: server.error || server.http_status.is_some_and(|status| status >= 500),
+            status: self.status(server, None),
+            retry: false,
+            timeout: false,
+            breaker_state: None,
+            client_span_id: None,
+            server_span_id: Some(server.span_id),
+        }
+    }
+
+    /// HTTP status (the server's when there is one), else the gRPC code name (the
+    /// client's first), else `error.type` (the client's first).
+    fn status(&mut self, client: &Half, server: Option<&Half>) -> Option<Arc<str>> {
+        let http = server.and_then(|s| s.http_status).or(client.http_status);
+        let grpc = client.grpc_code.or(server.and_then(|s| s.grpc_code));
+        let text = match (http, grpc) {
+            (Some(status), _) => status.to_string(),
+            (None, Some(code)) => grpc_code_name(code).to_string(),
+            (None, None) => {
+                return client
+                    .error_type
+                    .clone()
+                    .or_else(|| server.and_then(|s| s.error_type.clone()));
+            }
+        };
+        Some(self.names.get(&text))
+    }
+
+    fn expire_before(&mut self, cutoff: Instant) {
+        while let Some(&(since, key)) = self.queue.front() {
+            if since > cutoff {
+                break;
+            }
+            self.queue.pop_front();
+            if let Some(waiting) = self.starters.get(&key)
+                && waiting.since == since
+            {
+                let waiting = self.starters.remove(&key).expect("just found");
+                if !waiting.paired {
+                    self.settle_starter(&waiting.half);
+                }
+            }
+            if let Some(answers) = self.answers.get_mut(&key) {
+                let before = answers.len();
+                answers.retain(|(_, at)| *at > cutoff);
+                let expired = before - answers.len();
+                self.answer_count -= expired;
+                self.metrics.unpaired_server.add(expired as u64);
+                if answers.is_empty() {
+                    self.answers.remove(&key);
+                }
+            }
+        }
+        self.siblings.retain(|_, at| *at > cutoff);
+        if self.names.len() > MAX_NAMES {
+            self.names.clear();
+        }
+        self.metrics.set_pending(self.pending_count());
+    }
+
+    /// A client or producer whose server never answered.
+    fn settle_starter(&mut self, half: &Half) {
+        if half.side == Side::Producer
+            && half
+                .destination
+                .as_ref()
+                .is_some_and(|d| self.consumed.contains(d))
+        {
+            self.metrics.unconsumed.add(1);
+            return;
+        }
+        let target = match half.side {
+            Side::Producer => half
+                .destination
+                .clone()
+                .or_else(|| half.peer.clone())
+                .map(|name| (name, NodeKind::Messaging)),
+            _ => half.peer.clone().map(|name| {
+                let kind = if self.services.contains(&name) {
+                    NodeKind::Service
+                } else {
+                    NodeKind::External
+                };
+                (name, kind)
+            }),
+        };
+        match target {
+            Some((name, kind)) => {
+                let call = self.one_sided(half, name, kind);
+                self.metrics.calls_virtual.add(1);
+                self.emit(call);
+            }
+            None => self.metrics.unpaired_client.add(1),
+        }
+    }
+}
+
+/// gRPC codes that fail a call on the client side (OpenTelemetry: every code but OK).
+fn client_grpc_failure(code: Option<i64>) -> bool {
+    code.is_some_and(|code| code != 0)
+}
+
+fn timed_out(client: &Half) -> bool {
+    client.grpc_code == Some(4)
+        || client.http_status == Some(504)
+        || client.http_status == Some(408)
+        || client.error_type.as_deref().is_some_and(|t| {
+            let t = t.to_ascii_lowercase();
+            t.contains("timeout") || t.contains("timedout") || t.contains("deadline")
+        })
+}
+
+fn grpc_code_name(code: i64) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|c| NAMES.get(c))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+impl CallDeriver for Pairer {
+    fn restore(&mut self, pending: &[u8]) -> Result<(), String> {
+        let pending: Pending = serde_json::from_slice(pending).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        // Restored halves wait a whole period again: their partners may still come.
+        for (half, paired) in pending.starters {
+            let key = (half.trace_id, half.span_id);
+            self.queue.push_back((now, key));
+            self.starters.insert(
+                key,
+                Waiting {
+                    half,
+                    since: now,
+                    paired,
+                },
+            );
+        }
+        for (key, half) in pending.answers {
+            self.queue.push_back((now, key));
+            self.answers.entry(key).or_default().push((half, now));
+            self.answer_count += 1;
+        }
+        self.metrics.set_pending(self.pending_count());
+        Ok(())
+    }
+
+    fn spans(&mut self, batch: &RecordBatch, now: Instant) {
+        let Some(columns) = SpanColumns::new(batch) else {
+            tracing::error!("the call pairer was given a batch without the spans columns");
+            return;
+        };
+        self.metrics.spans_seen.add(columns.len() as u64);
+        let mut tally = SpanTally::default();
+        for row in 0..columns.len() {
+            let service = columns.service(row);
+            tally.observe(
+                service,
+                columns.name(row),
+                columns.kind(row),
+                columns.status(row),
+                columns.duration_ns(row) as f64 / 1e9,
+            );
+            if !self.services.contains(service) && self.services.len() < MAX_NAMES {
+                self.services.insert(Arc::from(service));
+            }
+        }
+        self.metrics.merge_spans(tally);
+        for row in 0..columns.len() {
+            if let Some(half) = columns.half(row, &mut self.names) {
+                self.take(half, now);
+            }
+        }
+        self.metrics.set_pending(self.pending_count());
+    }
+
+    fn expire(&mut self, now: Instant) {
+        if let Some(cutoff) = now.checked_sub(self.config.wait) {
+            self.expire_before(cutoff);
+        }
+    }
+
+    fn take_calls(&mut self) -> Option<RecordBatch> {
+        self.calls.finish()
+    }
+
+    fn pending(&self) -> Vec<u8> {
+        let pending = Pending {
+            starters: self
+                .starters
+                .values()
+                .map(|w| (w.half.clone(), w.paired))
+                .collect(),
+            answers: self
+                .answers
+                .iter()
+                .flat_map(|(key, halves)| halves.iter().map(|(half, _)| (*key, half.clone())))
+                .collect(),
+        };
+        serde_json::to_vec(&pending).expect("halves serialize")
+    }
+}

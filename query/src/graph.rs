@@ -1,0 +1,387 @@
+//! The service dependency graph of a window: calls read from the `calls` table, grouped per
+//! edge, node, operation, instance and API version, and the questions asked of it (upstream,
+//! downstream, blast radius, cycles) answered with petgraph.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use callwatch_storage::{CallRow, CallType, Interner, NodeKind, call_rows, schema};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{col, lit};
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Bfs, Reversed};
+use serde::Serialize;
+
+use crate::engine::QueryEngine;
+use crate::error::QueryError;
+use crate::stats::{Accumulator, HealthThresholds, Summary};
+
+/// [from, to) in nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
+impl Window {
+    pub fn seconds(&self) -> f64 {
+        (self.to_ns - self.from_ns).max(0) as f64 / 1e9
+    }
+}
+
+/// Every call whose client started in the window. Only the columns the statistics need are
+/// read, so ids are not decoded.
+pub async fn calls_in(engine: &QueryEngine, window: Window) -> Result<Vec<CallRow>, QueryError> {
+    let context = engine.context()?;
+    let time = |ns: i64| {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(ns),
+            Some("UTC".into()),
+        ))
+    };
+    let frame = context
+        .table(schema::CALLS_TABLE)
+        .await?
+        .filter(
+            col(schema::START_TIME)
+                .gt_eq(time(window.from_ns))
+                .and(col(schema::START_TIME).lt(time(window.to_ns))),
+        )?
+        .select_columns(&[
+            schema::START_TIME,
+            schema::CLIENT,
+            schema::SERVER,
+            schema::CALL_TYPE,
+            schema::SERVER_KIND,
+            schema::OPERATION,
+            schema::DESTINATION,
+            schema::CLIENT_INSTANCE,
+            schema::SERVER_INSTANCE,
+            schema::API_VERSION,
+            schema::CLIENT_DURATION_NS,
+            schema::SERVER_DURATION_NS,
+            schema::QUEUE_NS,
+            schema::FAILED,
+            schema::STATUS,
+            schema::RETRY,
+            schema::TIMEOUT,
+            schema::BREAKER_STATE,
+        ])?;
+    let mut names = Interner::default();
+    let mut calls = Vec::new();
+    engine
+        .fold_batches(frame, |batch| {
+            calls.extend(
+                call_rows(batch, &mut names).map_err(|e| QueryError::Execution(e.to_string()))?,
+            );
+            Ok(())
+        })
+        .await?;
+    Ok(calls)
+}
+
+/// An edge: calls of one type from one node to another (through one destination, if async).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    pub source: String,
+    pub target: String,
+    pub call_type: CallType,
+    pub destination: Option<String>,
+}
+
+impl EdgeKey {
+    fn of(call: &CallRow) -> Self {
+        Self {
+            source: call.client.to_string(),
+            target: call.server.to_string(),
+            call_type: call.call_type,
+            destination: match call.call_type {
+                CallType::Async => call.destination.as_deref().map(str::to_string),
+                CallType::Sync => None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub kind: &'static str,
+    /// Calls into this node (for `user`, calls out of it).
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Instances seen serving or making calls.
+    pub instances: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Edge {
+    pub source: String,
+    pub target: String,
+    pub call_type: &'static str,
+    pub destination: Option<String>,
+    pub server_kind: &'static str,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A share of the calls of an edge or service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Share {
+    pub name: Option<String>,
+    pub share: f64,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// Shares and how uneven they are: the largest share over the even share (1.0 = even).
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    pub skew: f64,
+    pub items: Vec<Share>,
+}
+
+/// The graph of a window.
+pub struct Graph {
+    pub window: Window,
+    pub thresholds: HealthThresholds,
+    calls: Vec<CallRow>,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+    graph: DiGraph<String, ()>,
+    index: HashMap<String, NodeIndex>,
+}
+
+impl Graph {
+    pub fn build(calls: Vec<CallRow>, window: Window, thresholds: HealthThresholds) -> Self {
+        let seconds = window.seconds();
+        let mut edges: BTreeMap<EdgeKey, (NodeKind, Accumulator)> = BTreeMap::new();
+        let mut inbound: BTreeMap<String, (NodeKind, Accumulator)> = BTreeMap::new();
+        let mut instances: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for call in &calls {
+            let edge = edges
+                .entry(EdgeKey::of(call))
+                .or_insert_with(|| (call.server_kind, Accumulator::default()));
+            edge.1.add(call);
+            inbound
+                .entry(call.server.to_string())
+                .or_insert_with(|| (call.server_kind, Accumulator::default()))
+                .1
+                .add(call);
+            let client_kind = if &*call.client == schema::USER_NODE {
+                NodeKind::User
+            } else {
+                NodeKind::Service
+            };
+            inbound
+                .entry(call.client.to_string())
+                .or_insert_with(|| (client_kind, Accumulator::default()));
+            if let Some(instance) = &call.client_instance {
+                let set = instances.entry(call.client.to_string()).or_default();
+                set.insert(instance.to_string());
+            }
+            if let Some(instance) = &call.server_instance {
+                let set = instances.entry(call.server.to_string()).or_default();
+                set.insert(instance.to_string());
+            }
+        }
+        let mut graph = DiGraph::new();
+        let mut index = HashMap::new();
+        let nodes: Vec<Node> = inbound
+            .into_iter()
+            .map(|(id, (kind, accumulator))| {
+                index.insert(id.clone(), graph.add_node(id.clone()));
+                let mut summary = accumulator.summary(seconds, &thresholds);
+                // A node nobody calls in the window (a client only, or `user`) is healthy
+                // while it makes calls: idle is for nodes without traffic.
+                if summary.calls == 0 {
+                    summary.health = crate::stats::Health::Healthy;
+                }
+                Node {
+                    instances: instances.get(&id).map_or(0, BTreeSet::len),
+                    id,
+                    kind: kind.as_str(),
+                    summary,
+                }
+            })
+            .collect();
+        let edges: Vec<Edge> = edges
+            .into_iter()
+            .map(|(key, (server_kind, accumulator))| {
+                graph.update_edge(index[&key.source], index[&key.target], ());
+                Edge {
+                    call_type: key.call_type.as_str(),
+                    server_kind: server_kind.as_str(),
+                    summary: accumulator.summary(seconds, &thresholds),
+                    source: key.source,
+                    target: key.target,
+                    destination: key.destination,
+                }
+            })
+            .collect();
+        Self {
+            window,
+            thresholds,
+            calls,
+            nodes,
+            edges,
+            graph,
+            index,
+        }
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Nodes that call `id` directly (`Incoming`) or that `id` calls (`Outgoing`).
+    pub fn neighbours(&self, id: &str, direction: Direction) -> Vec<String> {
+        let Some(&node) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = self
+            .graph
+            .neighbors_directed(node, direction)
+            .map(|n| self.graph[n].clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Every node `id` depends on, directly or not.
+    pub fn downstream(&self, id: &str) -> Vec<String> {
+        let Some(&start) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut bfs = Bfs::new(&self.graph, start);
+        let mut found = BTreeSet::new();
+        while let Some(node) = bfs.next(&self.graph) {
+            if node != start {
+                found.insert(self.graph[node].clone());
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Every node that depends on `id`, directly or not: what fails when `id` fails unless
+    /// a breaker or a fallback stops it (the blast radius).
+    pub fn upstream(&self, id: &str) -> Vec<String> {
+        let Some(&start) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let reversed = Reversed(&self.graph);
+        let mut bfs = Bfs::new(reversed, start);
+        let mut found = BTreeSet::new();
+        while let Some(node) = bfs.next(reversed) {
+            if node != start {
+                found.insert(self.graph[node].clone());
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Groups of nodes that call each other round in a circle (each sorted), and nodes that
+    /// call themselves.
+    pub fn cycles(&self) -> Vec<Vec<String>> {
+        let mut cycles: Vec<Vec<String>> = petgraph::algo::tarjan_scc(&self.graph)
+            .into_iter()
+            .filter(|component| {
+                component.len() > 1 || self.graph.find_edge(component[0], component[0]).is_some()
+            })
+            .map(|component| {
+                let mut names: Vec<String> =
+                    component.iter().map(|n| self.graph[*n].clone()).collect();
+                names.sort();
+                names
+            })
+            .collect();
+        cycles.sort();
+        cycles
+    }
+
+    /// Calls into `service`.
+    pub fn inbound(&self, service: &str) -> impl Iterator<Item = &CallRow> {
+        self.calls.iter().filter(move |c| &*c.server == service)
+    }
+
+    /// Calls of the edges from `source` to `target`.
+    pub fn edge_calls<'a>(
+        &'a self,
+        source: &'a str,
+        target: &'a str,
+    ) -> impl Iterator<Item = &'a CallRow> {
+        self.calls
+            .iter()
+            .filter(move |c| &*c.client == source && &*c.server == target)
+    }
+
+    /// Calls grouped by `key`, largest share first.
+    pub fn breakdown<'a>(
+        &self,
+        calls: impl Iterator<Item = &'a CallRow>,
+        key: impl Fn(&CallRow) -> Option<String>,
+    ) -> Breakdown {
+        let mut groups: BTreeMap<Option<String>, Accumulator> = BTreeMap::new();
+        let mut total = 0;
+        for call in calls {
+            groups.entry(key(call)).or_default().add(call);
+            total += 1;
+        }
+        let count = groups.len();
+        let mut items: Vec<Share> = groups
+            .into_iter()
+            .map(|(name, accumulator)| {
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    accumulator.calls as f64 / total as f64
+                };
+                Share {
+                    name,
+                    share,
+                    summary: accumulator.summary(self.window.seconds(), &self.thresholds),
+                }
+            })
+            .collect();
+        items.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.name.cmp(&b.name)));
+        let skew = items.first().map_or(1.0, |top| top.share * count as f64);
+        Breakdown { skew, items }
+    }
+
+    /// `calls` in consecutive intervals of `step_ns` from the window's start.
+    pub fn series<'a>(
+        &self,
+        calls: impl Iterator<Item = &'a CallRow>,
+        step_ns: i64,
+    ) -> Vec<Interval> {
+        let step_ns = step_ns.max(1);
+        let buckets = ((self.window.to_ns - self.window.from_ns) + step_ns - 1) / step_ns;
+        let mut accumulators = vec![Accumulator::default(); buckets.max(0) as usize];
+        for call in calls {
+            let index = (call.start_ns - self.window.from_ns) / step_ns;
+            if let Some(accumulator) = usize::try_from(index)
+                .ok()
+                .and_then(|i| accumulators.get_mut(i))
+            {
+                accumulator.add(call);
+            }
+        }
+        accumulators
+            .into_iter()
+            .enumerate()
+            .map(|(i, accumulator)| Interval {
+                start_ns: self.window.from_ns + i as i64 * step_ns,
+                summary: accumulator.summary(step_ns as f64 / 1e9, &self.thresholds),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    #[serde(skip)]
+    pub start_ns: i64,
+    #[serde(flatten)]
+    pub summary: Summary,
+}

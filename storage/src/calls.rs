@@ -1,0 +1,368 @@
+//! Rows of the `calls` table as plain Rust values, and the conversions to and from Arrow.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int64Array, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, TimestampNanosecondBuilder,
+};
+use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+
+use crate::error::{Result, StoreError};
+use crate::schema::{self, calls_schema};
+
+/// `call_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CallType {
+    Sync,
+    Async,
+}
+
+impl CallType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "sync" => Some(Self::Sync),
+            "async" => Some(Self::Async),
+            _ => None,
+        }
+    }
+}
+
+/// What a graph node is; `server_kind` of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeKind {
+    Service,
+    Database,
+    Messaging,
+    External,
+    User,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Database => "database",
+            Self::Messaging => "messaging",
+            Self::External => "external",
+            Self::User => "user",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        schema::NODE_KINDS
+            .iter()
+            .position(|k| *k == text)
+            .map(|index| {
+                [
+                    Self::Service,
+                    Self::Database,
+                    Self::Messaging,
+                    Self::External,
+                    Self::User,
+                ][index]
+            })
+    }
+}
+
+/// One row of `calls`. Names repeat from call to call, so they are shared, not copied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub start_ns: i64,
+    pub trace_id: u128,
+    pub client: Arc<str>,
+    pub server: Arc<str>,
+    pub call_type: CallType,
+    pub server_kind: NodeKind,
+    pub operation: Option<Arc<str>>,
+    pub destination: Option<Arc<str>>,
+    pub client_instance: Option<Arc<str>>,
+    pub server_instance: Option<Arc<str>>,
+    pub api_version: Option<Arc<str>>,
+    pub client_duration_ns: Option<i64>,
+    pub server_duration_ns: Option<i64>,
+    pub queue_ns: Option<i64>,
+    pub failed: bool,
+    pub status: Option<Arc<str>>,
+    pub retry: bool,
+    pub timeout: bool,
+    pub breaker_state: Option<Arc<str>>,
+    pub client_span_id: Option<u64>,
+    pub server_span_id: Option<u64>,
+}
+
+/// Collects calls into `calls` batches.
+#[derive(Debug, Default)]
+pub struct CallsBuilder {
+    rows: Vec<CallRow>,
+}
+
+impl CallsBuilder {
+    pub fn push(&mut self, row: CallRow) {
+        self.rows.push(row);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The calls pushed since the last finish, as one batch (`None` when there are none).
+    pub fn finish(&mut self) -> Option<RecordBatch> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let batch = calls_batch(&self.rows);
+        self.rows.clear();
+        Some(batch)
+    }
+}
+
+/// Builds a `calls` batch.
+pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
+    let n = rows.len();
+    let text = |value: &dyn Fn(&CallRow) -> Option<&str>| -> ArrayRef {
+        let mut builder = StringBuilder::with_capacity(n, n * 16);
+        for row in rows {
+            builder.append_option(value(row));
+        }
+        Arc::new(builder.finish())
+    };
+    let nanos = |value: &dyn Fn(&CallRow) -> Option<i64>| -> ArrayRef {
+        let mut builder = Int64Builder::with_capacity(n);
+        for row in rows {
+            builder.append_option(value(row));
+        }
+        Arc::new(builder.finish())
+    };
+    let flag = |value: &dyn Fn(&CallRow) -> bool| -> ArrayRef {
+        let mut builder = BooleanBuilder::with_capacity(n);
+        for row in rows {
+            builder.append_value(value(row));
+        }
+        Arc::new(builder.finish())
+    };
+    let mut starts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    for row in rows {
+        starts.append_value(row.start_ns);
+    }
+    let trace_ids: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{:032x}", r.trace_id))
+        .collect();
+    let span_id = |id: Option<u64>| id.map(|id| format!("{id:016x}"));
+    let client_ids: Vec<Option<String>> = rows.iter().map(|r| span_id(r.client_span_id)).collect();
+    let server_ids: Vec<Option<String>> = rows.iter().map(|r| span_id(r.server_span_id)).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(starts.finish()),
+        Arc::new(StringArray::from_iter_values(&trace_ids)),
+        text(&|r| Some(&r.client)),
+        text(&|r| Some(&r.server)),
+        text(&|r| Some(r.call_type.as_str())),
+        text(&|r| Some(r.server_kind.as_str())),
+        text(&|r| r.operation.as_deref()),
+        text(&|r| r.destination.as_deref()),
+        text(&|r| r.client_instance.as_deref()),
+        text(&|r| r.server_instance.as_deref()),
+        text(&|r| r.api_version.as_deref()),
+        nanos(&|r| r.client_duration_ns),
+        nanos(&|r| r.server_duration_ns),
+        nanos(&|r| r.queue_ns),
+        flag(&|r| r.failed),
+        text(&|r| r.status.as_deref()),
+        flag(&|r| r.retry),
+        flag(&|r| r.timeout),
+        text(&|r| r.breaker_state.as_deref()),
+        Arc::new(StringArray::from(client_ids)),
+        Arc::new(StringArray::from(server_ids)),
+    ];
+    RecordBatch::try_new(calls_schema(), columns).expect("columns follow the calls schema")
+}
+
+fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    cast: impl Fn(&'a dyn Array) -> Option<&'a T>,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| cast(c.as_ref()))
+        .ok_or_else(|| {
+            StoreError::Schema(format!("column {name} is missing or has the wrong type"))
+        })
+}
+
+/// Reads `calls` rows back from a batch with any subset of the columns in the order of the
+/// schema; absent columns read as empty. Names are shared through `names`.
+pub fn call_rows(batch: &RecordBatch, names: &mut Interner) -> Result<Vec<CallRow>> {
+    let strings = |name: &str| -> Result<Option<&StringArray>> {
+        match batch.column_by_name(name) {
+            None => Ok(None),
+            Some(_) => column(batch, name, |a| a.as_string_opt::<i32>()).map(Some),
+        }
+    };
+    let ints = |name: &str| -> Result<Option<&Int64Array>> {
+        match batch.column_by_name(name) {
+            None => Ok(None),
+            Some(_) => column(batch, name, |a| a.as_primitive_opt::<Int64Type>()).map(Some),
+        }
+    };
+    let flags = |name: &str| -> Result<Option<&BooleanArray>> {
+        match batch.column_by_name(name) {
+            None => Ok(None),
+            Some(_) => column(batch, name, |a| a.as_boolean_opt()).map(Some),
+        }
+    };
+    let starts = match batch.column_by_name(schema::START_TIME) {
+        None => None,
+        Some(_) => Some(column(batch, schema::START_TIME, |a| {
+            a.as_primitive_opt::<TimestampNanosecondType>()
+        })?),
+    };
+    let trace_ids = strings(schema::TRACE_ID)?;
+    let client = strings(schema::CLIENT)?;
+    let server = strings(schema::SERVER)?;
+    let call_type = strings(schema::CALL_TYPE)?;
+    let server_kind = strings(schema::SERVER_KIND)?;
+    let operation = strings(schema::OPERATION)?;
+    let destination = strings(schema::DESTINATION)?;
+    let client_instance = strings(schema::CLIENT_INSTANCE)?;
+    let server_instance = strings(schema::SERVER_INSTANCE)?;
+    let api_version = strings(schema::API_VERSION)?;
+    let client_duration = ints(schema::CLIENT_DURATION_NS)?;
+    let server_duration = ints(schema::SERVER_DURATION_NS)?;
+    let queue = ints(schema::QUEUE_NS)?;
+    let failed = flags(schema::FAILED)?;
+    let status = strings(schema::STATUS)?;
+    let retry = flags(schema::RETRY)?;
+    let timeout = flags(schema::TIMEOUT)?;
+    let breaker_state = strings(schema::BREAKER_STATE)?;
+    let client_span = strings(schema::CLIENT_SPAN_ID)?;
+    let server_span = strings(schema::SERVER_SPAN_ID)?;
+
+    let empty = names.get("");
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut name = |array: Option<&StringArray>| -> Option<Arc<str>> {
+            let array = array?;
+            array.is_valid(row).then(|| names.get(array.value(row)))
+        };
+        let int = |array: Option<&Int64Array>| -> Option<i64> {
+            array.and_then(|a| a.is_valid(row).then(|| a.value(row)))
+        };
+        let flag = |array: Option<&BooleanArray>| array.is_some_and(|a| a.value(row));
+        rows.push(CallRow {
+            start_ns: starts.map_or(0, |s| s.value(row)),
+            trace_id: hex(trace_ids, row)
+                .and_then(|t| u128::from_str_radix(t, 16).ok())
+                .unwrap_or(0),
+            client: name(client).unwrap_or_else(|| empty.clone()),
+            server: name(server).unwrap_or_else(|| empty.clone()),
+            call_type: call_type
+                .and_then(|a| CallType::parse(a.value(row)))
+                .unwrap_or(CallType::Sync),
+            server_kind: server_kind
+                .and_then(|a| NodeKind::parse(a.value(row)))
+                .unwrap_or(NodeKind::Service),
+            operation: name(operation),
+            destination: name(destination),
+            client_instance: name(client_instance),
+            server_instance: name(server_instance),
+            api_version: name(api_version),
+            client_duration_ns: int(client_duration),
+            server_duration_ns: int(server_duration),
+            queue_ns: int(queue),
+            failed: flag(failed),
+            status: name(status),
+            retry: flag(retry),
+            timeout: flag(timeout),
+            breaker_state: name(breaker_state),
+            client_span_id: hex(client_span, row).and_then(|s| u64::from_str_radix(s, 16).ok()),
+            server_span_id: hex(server_span, row).and_then(|s| u64::from_str_radix(s, 16).ok()),
+        });
+    }
+    Ok(rows)
+}
+
+fn hex(array: Option<&StringArray>, row: usize) -> Option<&str> {
+    array.and_then(|a| a.is_valid(row).then(|| a.value(row)))
+}
+
+/// Hands out one shared copy of each distinct name.
+#[derive(Debug, Default)]
+pub struct Interner {
+    names: std::collections::HashSet<Arc<str>>,
+}
+
+impl Interner {
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(shared.clone());
+        shared
+    }
+
+    pub fn get_opt(&mut self, name: Option<&str>) -> Option<Arc<str>> {
+        name.map(|name| self.get(name))
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.names.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_survive_a_batch() {
+        let mut names = Interner::default();
+        let row = CallRow {
+            start_ns: 1_700_000_000_000_000_000,
+            trace_id: 0xabc,
+            client: names.get("order-service"),
+            server: names.get("payment-service"),
+            call_type: CallType::Sync,
+            server_kind: NodeKind::Service,
+            operation: Some(names.get("payments.v1.PaymentService/Charge")),
+            destination: None,
+            client_instance: Some(names.get("order-service-1")),
+            server_instance: None,
+            api_version: Some(names.get("v1")),
+            client_duration_ns: Some(40_000),
+            server_duration_ns: None,
+            queue_ns: None,
+            failed: true,
+            status: Some(names.get("CallNotPermittedException")),
+            retry: false,
+            timeout: false,
+            breaker_state: Some(names.get("open")),
+            client_span_id: Some(7),
+            server_span_id: None,
+        };
+        let batch = calls_batch(std::slice::from_ref(&row));
+        assert_eq!(batch.schema(), calls_schema());
+        assert_eq!(call_rows(&batch, &mut names).unwrap(), vec![row]);
+    }
+}

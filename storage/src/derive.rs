@@ -1,0 +1,28 @@
+//! The hook through which the store turns spans into calls.
+//!
+//! The store feeds every acknowledged batch of spans, in WAL order, to one `CallDeriver` on a
+//! thread of its own, off the acknowledgement path. At each flush it asks for the halves still
+//! waiting for their partner and saves them with the segments, under the same manifest commit:
+//! on start the deriver is restored from that state and the WAL after it is fed again, so
+//! every call is derived once, whatever crashed when.
+
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+
+pub trait CallDeriver: Send + 'static {
+    /// Restores the waiting halves that [`CallDeriver::pending`] encoded.
+    fn restore(&mut self, pending: &[u8]) -> Result<(), String>;
+
+    /// Takes a batch of spans (the `spans` schema).
+    fn spans(&mut self, batch: &RecordBatch, now: Instant);
+
+    /// Settles halves that have waited long enough at `now`.
+    fn expire(&mut self, now: Instant);
+
+    /// Calls derived since the last take, as a `calls` batch.
+    fn take_calls(&mut self) -> Option<RecordBatch>;
+
+    /// The halves still waiting, encoded for [`CallDeriver::restore`].
+    fn pending(&self) -> Vec<u8>;
+}

@@ -1,0 +1,203 @@
+//! The dependency graph over HTTP: `/api/v1/graph`, `/api/v1/services`,
+//! `/api/v1/services/{name}` and `/api/v1/edges`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use callwatch_query::graph::{Graph, Window as GraphWindow, calls_in};
+use callwatch_storage::schema;
+use petgraph::Direction;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::params::{Window, now_ns, parse_duration, rfc3339};
+use crate::sql::error;
+
+type Params = Query<HashMap<String, String>>;
+
+/// The graph of the window the request names (default: the last 15 minutes).
+async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Graph, Response> {
+    let window = Window::parse(
+        params.get("from").map(String::as_str),
+        params.get("to").map(String::as_str),
+        now_ns(),
+    )
+    .map_err(|message| error(StatusCode::BAD_REQUEST, &message))?;
+    let window = GraphWindow {
+        from_ns: window.from_ns,
+        to_ns: window.to_ns,
+    };
+    let calls = calls_in(&state.query, window)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
+    Ok(Graph::build(calls, window, state.health))
+}
+
+fn window_json(graph: &Graph) -> (String, String) {
+    (rfc3339(graph.window.from_ns), rfc3339(graph.window.to_ns))
+}
+
+pub async fn graph(State(state): State<AppState>, Query(params): Params) -> Response {
+    let graph = match load(&state, &params).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let (from, to) = window_json(&graph);
+    axum::Json(json!({
+        "from": from,
+        "to": to,
+        "nodes": graph.nodes,
+        "edges": graph.edges,
+        "cycles": graph.cycles(),
+    }))
+    .into_response()
+}
+
+pub async fn services(State(state): State<AppState>, Query(params): Params) -> Response {
+    let graph = match load(&state, &params).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let services: Vec<Value> = graph
+        .nodes
+        .iter()
+        .filter(|node| node.kind == "service")
+        .map(|node| {
+            let mut value = serde_json::to_value(node).unwrap_or(Value::Null);
+            value["name"] = json!(node.id);
+            value["upstream"] = json!(graph.neighbours(&node.id, Direction::Incoming));
+            value["downstream"] = json!(graph.neighbours(&node.id, Direction::Outgoing));
+            value
+        })
+        .collect();
+    let (from, to) = window_json(&graph);
+    axum::Json(json!({ "from": from, "to": to, "services": services })).into_response()
+}
+
+pub async fn service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let graph = match load(&state, &params).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let Some(node) = graph.node(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no calls from or to {name:?} in the window"),
+        );
+    };
+    let text = |value: Option<&std::sync::Arc<str>>| value.map(|v| v.to_string());
+    let operations = graph.breakdown(graph.inbound(&name), |c| text(c.operation.as_ref()));
+    let instances = graph.breakdown(graph.inbound(&name), |c| text(c.server_instance.as_ref()));
+    let versions = graph.breakdown(graph.inbound(&name), |c| text(c.api_version.as_ref()));
+    let (from, to) = window_json(&graph);
+    let mut value = serde_json::to_value(node).unwrap_or(Value::Null);
+    let extra = json!({
+        "from": from,
+        "to": to,
+        "name": name,
+        "operations": operations.items,
+        "instances": instances.items,
+        "instance_skew": instances.skew,
+        "api_versions": versions.items,
+        "upstream": graph.neighbours(&name, Direction::Incoming),
+        "downstream": graph.neighbours(&name, Direction::Outgoing),
+        "transitive_upstream": graph.upstream(&name),
+        "transitive_downstream": graph.downstream(&name),
+        "blast_radius": graph.upstream(&name),
+    });
+    if let (Value::Object(object), Value::Object(extra)) = (&mut value, extra) {
+        object.extend(extra);
+    }
+    axum::Json(value).into_response()
+}
+
+/// The edges from `source` to `target` (one per call type and destination), each with its
+/// statistics in `step` intervals (default: 60 intervals over the window, at least 1 s).
+pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Response {
+    let (Some(source), Some(target)) = (params.get("source"), params.get("target")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "source and target are required, e.g. ?source=order-service&target=payment-service",
+        );
+    };
+    let graph = match load(&state, &params).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let window_ns = graph.window.to_ns - graph.window.from_ns;
+    let step_ns = match params.get("step") {
+        Some(text) => match parse_duration("step", text) {
+            Ok(ns) if ns > 0 => ns,
+            Ok(_) => return error(StatusCode::BAD_REQUEST, "step must be positive"),
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        },
+        None => (window_ns / 60).max(1_000_000_000),
+    };
+    if window_ns / step_ns > 10_000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "step is too small for the window: at most 10000 intervals",
+        );
+    }
+    let text = |value: Option<&std::sync::Arc<str>>| value.map(|v| v.to_string());
+    let edges: Vec<Value> = graph
+        .edges
+        .iter()
+        .filter(|edge| &edge.source == source && &edge.target == target)
+        .map(|edge| {
+            let calls = || {
+                graph.edge_calls(source, target).filter(|c| {
+                    c.call_type.as_str() == edge.call_type
+                        && (c.call_type.as_str() == schema::CALL_TYPES[0]
+                            || c.destination.as_deref() == edge.destination.as_deref())
+                })
+            };
+            let series: Vec<Value> = graph
+                .series(calls(), step_ns)
+                .into_iter()
+                .map(|interval| {
+                    let mut value = serde_json::to_value(&interval).unwrap_or(Value::Null);
+                    value["start"] = json!(rfc3339(interval.start_ns));
+                    value
+                })
+                .collect();
+            let server_instances = graph.breakdown(calls(), |c| text(c.server_instance.as_ref()));
+            let client_instances = graph.breakdown(calls(), |c| text(c.client_instance.as_ref()));
+            let versions = graph.breakdown(calls(), |c| text(c.api_version.as_ref()));
+            let operations = graph.breakdown(calls(), |c| text(c.operation.as_ref()));
+            let statuses =
+                graph.breakdown(calls().filter(|c| c.failed), |c| text(c.status.as_ref()));
+            let mut value = serde_json::to_value(edge).unwrap_or(Value::Null);
+            let extra = json!({
+                "step_ms": step_ns as f64 / 1e6,
+                "series": series,
+                "server_instances": server_instances.items,
+                "server_instance_skew": server_instances.skew,
+                "client_instances": client_instances.items,
+                "client_instance_skew": client_instances.skew,
+                "api_versions": versions.items,
+                "operations": operations.items,
+                "errors_by_status": statuses.items,
+            });
+            if let (Value::Object(object), Value::Object(extra)) = (&mut value, extra) {
+                object.extend(extra);
+            }
+            value
+        })
+        .collect();
+    let (from, to) = window_json(&graph);
+    axum::Json(json!({
+        "from": from,
+        "to": to,
+        "source": source,
+        "target": target,
+        "edges": edges,
+    }))
+    .into_response()
+}
