@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use callwatch_collector::{int_attribute as int, text_attribute as text};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::span::Link;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value;
@@ -17,26 +18,6 @@ const CLIENT: i32 = 3;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 const MS: u64 = 1_000_000;
-
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..KeyValue::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..KeyValue::default()
-    }
-}
 
 /// A span of trace `trace` (its first byte says which test scenario it belongs to).
 fn span(
@@ -575,14 +556,7 @@ async fn post_instance(server: &Server, service: &str, instance: &str, spans: Ve
     resource
         .attributes
         .push(text("service.instance.id", instance));
-    let response = reqwest::Client::new()
-        .post(server.traces_url())
-        .header("content-type", "application/x-protobuf")
-        .body(prost::Message::encode_to_vec(&request))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server.post_request(&request).await;
 }
 
 /// (source, target, call type, destination, calls, errors) of each edge, sorted; the graph

@@ -1,15 +1,34 @@
 //! An OTLP/gRPC client that sends export requests as encoded bytes, so a caller can send
 //! what it encoded once (or bytes no SDK would send). Load generation, the demo, replay and
-//! the tests speak to collectors through it.
+//! the tests speak to collectors through it; the attribute helpers build what they send.
 
 use crate::grpc::EXPORT_PATH;
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
+
+/// A string attribute, for building requests by hand.
+pub fn text_attribute(key: &str, value: &str) -> KeyValue {
+    attribute(key, any_value::Value::StringValue(value.into()))
+}
+
+/// An int attribute, for building requests by hand.
+pub fn int_attribute(key: &str, value: i64) -> KeyValue {
+    attribute(key, any_value::Value::IntValue(value))
+}
+
+fn attribute(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct OtlpClient {

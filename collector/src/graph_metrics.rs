@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use callwatch_storage::Counter;
+use callwatch_storage::{CallRow, Counter};
 
 /// Bucket bounds in seconds: Tempo's span-metrics defaults, fine enough for millisecond calls.
 pub const BUCKETS: &[f64] = &[
@@ -130,36 +130,48 @@ pub struct GraphMetrics {
     pending: AtomicU64,
 }
 
-/// One call as the service-graph series count it.
-pub struct EdgeObservation<'a> {
-    pub client: &'a str,
-    pub server: &'a str,
-    pub connection_type: &'static str,
-    pub failed: bool,
-    pub client_seconds: Option<f64>,
-    pub server_seconds: Option<f64>,
+/// Service-graph observations of the calls derived from one batch, keyed by the calls' own
+/// shared names, merged into the series at once.
+#[derive(Debug, Default)]
+pub struct EdgeTally {
+    series: std::collections::HashMap<(Arc<str>, Arc<str>, &'static str), EdgeSeries>,
+}
+
+impl EdgeTally {
+    pub fn observe(&mut self, call: &CallRow, connection_type: &'static str) {
+        let series = self
+            .series
+            .entry((call.client.clone(), call.server.clone(), connection_type))
+            .or_default();
+        series.total += 1;
+        series.failed += u64::from(call.failed);
+        if let Some(ns) = call.client_duration_ns {
+            series.client.observe(ns as f64 / 1e9);
+        }
+        if let Some(ns) = call.server_duration_ns {
+            series.server.observe(ns as f64 / 1e9);
+        }
+    }
 }
 
 impl GraphMetrics {
-    pub fn observe_call(&self, call: &EdgeObservation) {
-        let mut edges = self.edges.lock().expect("not poisoned");
-        let key = (
-            call.client.to_string(),
-            call.server.to_string(),
-            call.connection_type,
-        );
-        if !edges.contains_key(&key) && edges.len() >= MAX_SERIES {
-            self.series_dropped.add(1);
+    /// Adds the calls of one batch.
+    pub fn merge_edges(&self, tally: EdgeTally) {
+        if tally.series.is_empty() {
             return;
         }
-        let series = edges.entry(key).or_default();
-        series.total += 1;
-        series.failed += u64::from(call.failed);
-        if let Some(seconds) = call.client_seconds {
-            series.client.observe(seconds);
-        }
-        if let Some(seconds) = call.server_seconds {
-            series.server.observe(seconds);
+        let mut edges = self.edges.lock().expect("not poisoned");
+        for ((client, server, connection_type), observed) in tally.series {
+            let key = (client.to_string(), server.to_string(), connection_type);
+            if !edges.contains_key(&key) && edges.len() >= MAX_SERIES {
+                self.series_dropped.add(observed.total);
+                continue;
+            }
+            let series = edges.entry(key).or_default();
+            series.total += observed.total;
+            series.failed += observed.failed;
+            series.client.merge(&observed.client);
+            series.server.merge(&observed.server);
         }
     }
 
@@ -340,19 +352,44 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callwatch_storage::{CallType, NodeKind};
+
+    fn call(client: &str, seconds: f64) -> CallRow {
+        CallRow {
+            start_ns: 0,
+            trace_id: 1,
+            client: client.into(),
+            server: "c".into(),
+            call_type: CallType::Sync,
+            server_kind: NodeKind::Service,
+            operation: None,
+            destination: None,
+            client_instance: None,
+            server_instance: None,
+            api_version: None,
+            client_duration_ns: Some((seconds * 1e9) as i64),
+            server_duration_ns: None,
+            queue_ns: None,
+            failed: seconds > 1.0,
+            status: None,
+            retry: false,
+            timeout: false,
+            breaker_state: None,
+            client_span_id: None,
+            server_span_id: None,
+        }
+    }
 
     #[test]
     fn series_render_with_escaped_labels_and_cumulative_buckets() {
         let metrics = GraphMetrics::default();
-        for seconds in [0.001, 0.003, 0.003, 10.0] {
-            metrics.observe_call(&EdgeObservation {
-                client: "a\"b",
-                server: "c",
-                connection_type: "",
-                failed: seconds > 1.0,
-                client_seconds: Some(seconds),
-                server_seconds: None,
-            });
+        // Two batches, merged one after the other.
+        for batch in [[0.001, 0.003], [0.003, 10.0]] {
+            let mut tally = EdgeTally::default();
+            for seconds in batch {
+                tally.observe(&call("a\"b", seconds), "");
+            }
+            metrics.merge_edges(tally);
         }
         let mut out = String::new();
         metrics.render(&mut out);

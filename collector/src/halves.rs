@@ -230,14 +230,10 @@ impl<'a> SpanColumns<'a> {
                     None => address.to_string(),
                 })
             });
+        // A database is named by the peer, else its namespace, else its system.
         let database = wanted.db_system.map(|system| {
-            wanted
-                .peer_service
-                .or(wanted.server_address)
-                .map(str::to_string)
-                .or_else(|| peer.clone())
-                .or_else(|| wanted.db_namespace.map(str::to_string))
-                .unwrap_or_else(|| system.to_string())
+            peer.clone()
+                .unwrap_or_else(|| wanted.db_namespace.unwrap_or(system).to_string())
         });
         Some(Half {
             side,

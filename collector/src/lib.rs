@@ -14,7 +14,7 @@ mod json;
 mod metrics;
 mod pairer;
 
-pub use client::OtlpClient;
+pub use client::{OtlpClient, int_attribute, text_attribute};
 pub use convert::{Converted, Limits, convert, count_spans};
 pub use error::{IngestError, RpcStatus};
 pub use graph_metrics::GraphMetrics;

@@ -11,6 +11,7 @@
 //! may read one message.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use arrow::record_batch::RecordBatch;
 use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, NodeKind};
 use serde::{Deserialize, Serialize};
 
-use crate::graph_metrics::{EdgeObservation, GraphMetrics, SpanTally};
+use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally};
 use crate::halves::{Half, Side, SpanColumns};
 
 #[derive(Debug, Clone)]
@@ -40,9 +41,6 @@ impl Default for PairingConfig {
 
 /// (trace id, span id) of the client or producer span a call starts with.
 type Key = (u128, u64);
-
-/// (trace id, parent span id, service, peer, operation) of a client span.
-type SiblingKey = (u128, u64, Arc<str>, Option<Arc<str>>, Option<Arc<str>>);
 
 struct Waiting {
     half: Half,
@@ -69,9 +67,13 @@ pub struct Pairer {
     answer_count: usize,
     /// Keys in the order they started waiting: expiry walks it from the front.
     queue: VecDeque<(Instant, Key)>,
-    /// Client calls seen per (trace, parent span, service, peer, operation): a second one
-    /// under the same parent is a retry.
-    siblings: HashMap<SiblingKey, Instant>,
+    /// Client calls seen, by a hash of (trace, parent span, service, peer, operation): a
+    /// second one under the same parent is a retry. A hash, so remembering one costs no
+    /// copies; 64 bits make a false retry among a million waiting calls a 1 in 10^7 chance.
+    siblings: HashMap<u64, Instant>,
+    sibling_queue: VecDeque<(Instant, u64)>,
+    /// Service-graph observations since they were last merged into the shared series.
+    edges: EdgeTally,
     /// Every service that sent a span: a client naming one of them calls a service, even
     /// when no server span arrives (an open breaker rejects the call before it is sent).
     services: std::collections::HashSet<Arc<str>>,
@@ -96,6 +98,8 @@ impl Pairer {
             answer_count: 0,
             queue: VecDeque::new(),
             siblings: HashMap::new(),
+            sibling_queue: VecDeque::new(),
+            edges: EdgeTally::default(),
             services: std::collections::HashSet::new(),
             consumed: std::collections::HashSet::new(),
             calls: CallsBuilder::default(),
@@ -149,6 +153,11 @@ impl Pairer {
         if self.full() {
             return;
         }
+        self.wait_for_answer(half, paired, now);
+    }
+
+    fn wait_for_answer(&mut self, half: Half, paired: bool, now: Instant) {
+        let key = (half.trace_id, half.span_id);
         self.queue.push_back((now, key));
         self.starters.insert(
             key,
@@ -158,6 +167,12 @@ impl Pairer {
                 paired,
             },
         );
+    }
+
+    fn wait_for_starter(&mut self, key: Key, half: Half, now: Instant) {
+        self.queue.push_back((now, key));
+        self.answers.entry(key).or_default().push((half, now));
+        self.answer_count += 1;
     }
 
     fn take_answer(&mut self, half: Half, now: Instant) {
@@ -189,12 +204,7 @@ impl Pairer {
                     if self.full() {
                         continue;
                     }
-                    self.queue.push_back((now, key));
-                    self.answers
-                        .entry(key)
-                        .or_default()
-                        .push((half.clone(), now));
-                    self.answer_count += 1;
+                    self.wait_for_starter(key, half.clone(), now);
                 }
             }
         }
@@ -204,39 +214,37 @@ impl Pairer {
         let Some(parent) = half.parent_span_id else {
             return false;
         };
-        let key = (
+        let mut hasher = std::hash::DefaultHasher::new();
+        (
             half.trace_id,
             parent,
-            half.service.clone(),
-            half.peer.clone(),
-            half.operation.clone(),
-        );
-        if self.siblings.len() >= self.config.max_pending {
-            return false;
+            &half.service,
+            &half.peer,
+            &half.operation,
+        )
+            .hash(&mut hasher);
+        let key = hasher.finish();
+        if self.siblings.contains_key(&key) {
+            return true;
         }
-        self.siblings.insert(key, now).is_some()
+        if self.siblings.len() < self.config.max_pending {
+            self.siblings.insert(key, now);
+            self.sibling_queue.push_back((now, key));
+        }
+        false
     }
 
     fn emit(&mut self, call: CallRow) {
+        // Tempo's `connection_type` label.
+        let from_user = &*call.client == callwatch_storage::schema::USER_NODE;
         let connection_type = match (call.server_kind, call.call_type) {
             (NodeKind::Database, _) => "database",
             (NodeKind::User | NodeKind::External | NodeKind::Messaging, _) => "virtual_node",
+            _ if from_user => "virtual_node",
             (_, CallType::Async) => "messaging_system",
             (_, CallType::Sync) => "",
         };
-        let connection_type = if &*call.client == callwatch_storage::schema::USER_NODE {
-            "virtual_node"
-        } else {
-            connection_type
-        };
-        self.metrics.observe_call(&EdgeObservation {
-            client: &call.client,
-            server: &call.server,
-            connection_type,
-            failed: call.failed,
-            client_seconds: call.client_duration_ns.map(|ns| ns as f64 / 1e9),
-            server_seconds: call.server_duration_ns.map(|ns| ns as f64 / 1e9),
-        });
+        self.edges.observe(&call, connection_type);
         self.calls.push(call);
     }
 
@@ -417,7 +425,14 @@ impl Pairer {
                 }
             }
         }
-        self.siblings.retain(|_, at| *at > cutoff);
+        while let Some(&(since, key)) = self.sibling_queue.front() {
+            if since > cutoff {
+                break;
+            }
+            self.sibling_queue.pop_front();
+            self.siblings.remove(&key);
+        }
+        self.metrics.merge_edges(std::mem::take(&mut self.edges));
         if self.names.len() > MAX_NAMES {
             self.names.clear();
         }
@@ -509,21 +524,10 @@ impl CallDeriver for Pairer {
         let now = Instant::now();
         // Restored halves wait a whole period again: their partners may still come.
         for (half, paired) in pending.starters {
-            let key = (half.trace_id, half.span_id);
-            self.queue.push_back((now, key));
-            self.starters.insert(
-                key,
-                Waiting {
-                    half,
-                    since: now,
-                    paired,
-                },
-            );
+            self.wait_for_answer(half, paired, now);
         }
         for (key, half) in pending.answers {
-            self.queue.push_back((now, key));
-            self.answers.entry(key).or_default().push((half, now));
-            self.answer_count += 1;
+            self.wait_for_starter(key, half, now);
         }
         self.metrics.set_pending(self.pending_count());
         Ok(())
@@ -555,6 +559,7 @@ impl CallDeriver for Pairer {
                 self.take(half, now);
             }
         }
+        self.metrics.merge_edges(std::mem::take(&mut self.edges));
         self.metrics.set_pending(self.pending_count());
     }
 

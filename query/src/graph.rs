@@ -305,15 +305,15 @@ impl Graph {
         self.calls.iter().filter(move |c| &*c.server == service)
     }
 
-    /// Calls of the edges from `source` to `target`.
-    pub fn edge_calls<'a>(
-        &'a self,
-        source: &'a str,
-        target: &'a str,
-    ) -> impl Iterator<Item = &'a CallRow> {
-        self.calls
-            .iter()
-            .filter(move |c| &*c.client == source && &*c.server == target)
+    /// The calls of one edge.
+    pub fn calls_of<'a>(&'a self, edge: &'a Edge) -> impl Iterator<Item = &'a CallRow> {
+        self.calls.iter().filter(move |c| {
+            *c.client == *edge.source
+                && *c.server == *edge.target
+                && c.call_type.as_str() == edge.call_type
+                && (c.call_type == CallType::Sync
+                    || c.destination.as_deref() == edge.destination.as_deref())
+        })
     }
 
     /// Calls grouped by `key`, largest share first.

@@ -103,13 +103,8 @@ impl Accumulator {
             queue_ms: queue,
             retries: self.retries,
             // Attempts per first attempt: 1.0 when nothing is retried.
-            retry_amplification: if self.calls > self.retries {
-                self.calls as f64 / (self.calls - self.retries) as f64
-            } else if self.calls > 0 {
-                self.calls as f64
-            } else {
-                1.0
-            },
+            retry_amplification: self.calls.max(1) as f64
+                / (self.calls - self.retries).max(1) as f64,
             timeouts: self.timeouts,
             breaker_state,
             health,

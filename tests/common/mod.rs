@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use callwatch_storage::{SpanRecord, Store, StoreConfig};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
@@ -92,10 +93,15 @@ impl Server {
 
     /// Sends spans of one service over OTLP/HTTP protobuf; they must be accepted.
     pub async fn post_spans(&self, service: &str, spans: Vec<Span>) {
+        self.post_request(&requests::request(service, spans)).await;
+    }
+
+    /// Sends a request over OTLP/HTTP protobuf; it must be accepted.
+    pub async fn post_request(&self, request: &ExportTraceServiceRequest) {
         let response = reqwest::Client::new()
             .post(self.traces_url())
             .header("content-type", "application/x-protobuf")
-            .body(requests::request(service, spans).encode_to_vec())
+            .body(request.encode_to_vec())
             .send()
             .await
             .unwrap();

@@ -2,8 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use callwatch_collector::text_attribute;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
@@ -32,13 +32,7 @@ pub fn numbered_span(sender: u32, request: u32, index: u32) -> Span {
         kind: 2,
         start_time_unix_nano: start,
         end_time_unix_nano: start + 2_000_000,
-        attributes: vec![KeyValue {
-            key: "http.route".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue("/v1/users/{id}".into())),
-            }),
-            ..KeyValue::default()
-        }],
+        attributes: vec![text_attribute("http.route", "/v1/users/{id}")],
         ..Span::default()
     }
 }
@@ -47,13 +41,7 @@ pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(service.into())),
-                    }),
-                    ..KeyValue::default()
-                }],
+                attributes: vec![text_attribute("service.name", service)],
                 ..Resource::default()
             }),
             scope_spans: vec![ScopeSpans {

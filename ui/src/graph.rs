@@ -2,12 +2,12 @@
 //! `/api/v1/services/{name}` and `/api/v1/edges`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use callwatch_query::graph::{Graph, Window as GraphWindow, calls_in};
-use callwatch_storage::schema;
 use petgraph::Direction;
 use serde_json::{Value, json};
 
@@ -16,6 +16,11 @@ use crate::params::{Window, now_ns, parse_duration, rfc3339};
 use crate::sql::error;
 
 type Params = Query<HashMap<String, String>>;
+
+/// A breakdown key: a call's name for something, if it has one.
+fn key_of(value: Option<&Arc<str>>) -> Option<String> {
+    value.map(|v| v.to_string())
+}
 
 /// The graph of the window the request names (default: the last 15 minutes).
 async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Graph, Response> {
@@ -91,10 +96,9 @@ pub async fn service(
             &format!("no calls from or to {name:?} in the window"),
         );
     };
-    let text = |value: Option<&std::sync::Arc<str>>| value.map(|v| v.to_string());
-    let operations = graph.breakdown(graph.inbound(&name), |c| text(c.operation.as_ref()));
-    let instances = graph.breakdown(graph.inbound(&name), |c| text(c.server_instance.as_ref()));
-    let versions = graph.breakdown(graph.inbound(&name), |c| text(c.api_version.as_ref()));
+    let operations = graph.breakdown(graph.inbound(&name), |c| key_of(c.operation.as_ref()));
+    let instances = graph.breakdown(graph.inbound(&name), |c| key_of(c.server_instance.as_ref()));
+    let versions = graph.breakdown(graph.inbound(&name), |c| key_of(c.api_version.as_ref()));
     let (from, to) = window_json(&graph);
     let mut value = serde_json::to_value(node).unwrap_or(Value::Null);
     let extra = json!({
@@ -145,19 +149,12 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
             "step is too small for the window: at most 10000 intervals",
         );
     }
-    let text = |value: Option<&std::sync::Arc<str>>| value.map(|v| v.to_string());
     let edges: Vec<Value> = graph
         .edges
         .iter()
         .filter(|edge| &edge.source == source && &edge.target == target)
         .map(|edge| {
-            let calls = || {
-                graph.edge_calls(source, target).filter(|c| {
-                    c.call_type.as_str() == edge.call_type
-                        && (c.call_type.as_str() == schema::CALL_TYPES[0]
-                            || c.destination.as_deref() == edge.destination.as_deref())
-                })
-            };
+            let calls = || graph.calls_of(edge);
             let series: Vec<Value> = graph
                 .series(calls(), step_ns)
                 .into_iter()
@@ -167,12 +164,12 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
                     value
                 })
                 .collect();
-            let server_instances = graph.breakdown(calls(), |c| text(c.server_instance.as_ref()));
-            let client_instances = graph.breakdown(calls(), |c| text(c.client_instance.as_ref()));
-            let versions = graph.breakdown(calls(), |c| text(c.api_version.as_ref()));
-            let operations = graph.breakdown(calls(), |c| text(c.operation.as_ref()));
+            let server_instances = graph.breakdown(calls(), |c| key_of(c.server_instance.as_ref()));
+            let client_instances = graph.breakdown(calls(), |c| key_of(c.client_instance.as_ref()));
+            let versions = graph.breakdown(calls(), |c| key_of(c.api_version.as_ref()));
+            let operations = graph.breakdown(calls(), |c| key_of(c.operation.as_ref()));
             let statuses =
-                graph.breakdown(calls().filter(|c| c.failed), |c| text(c.status.as_ref()));
+                graph.breakdown(calls().filter(|c| c.failed), |c| key_of(c.status.as_ref()));
             let mut value = serde_json::to_value(edge).unwrap_or(Value::Null);
             let extra = json!({
                 "step_ms": step_ns as f64 / 1e6,
