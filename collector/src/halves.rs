@@ -7,9 +7,8 @@ use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray
 use arrow::datatypes::TimestampNanosecondType;
 use callwatch_storage::Interner;
 use callwatch_storage::schema;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Client,
     Server,
@@ -35,7 +34,7 @@ impl Side {
 }
 
 /// What one CLIENT, SERVER, PRODUCER or CONSUMER span says about its call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Half {
     pub side: Side,
     pub trace_id: u128,

@@ -13,6 +13,7 @@ mod ingest;
 mod json;
 mod metrics;
 mod pairer;
+mod pending;
 
 pub use client::{OtlpClient, int_attribute, text_attribute};
 pub use convert::{Converted, Limits, convert, count_spans};

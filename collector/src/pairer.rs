@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, NodeKind};
-use serde::{Deserialize, Serialize};
 
 use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally};
 use crate::halves::{Half, Side, SpanColumns};
+use crate::pending::Key;
 
 #[derive(Debug, Clone)]
 pub struct PairingConfig {
@@ -39,9 +39,6 @@ impl Default for PairingConfig {
     }
 }
 
-/// (trace id, span id) of the client or producer span a call starts with.
-type Key = (u128, u64);
-
 struct Waiting {
     half: Half,
     since: Instant,
@@ -49,19 +46,14 @@ struct Waiting {
     paired: bool,
 }
 
-/// The waiting halves as a flush saves them.
-#[derive(Serialize, Deserialize)]
-struct Pending {
-    starters: Vec<(Half, bool)>,
-    answers: Vec<(Key, Half)>,
-}
-
 pub struct Pairer {
     config: PairingConfig,
     metrics: Arc<GraphMetrics>,
     names: Interner,
     /// Client and producer halves by their own key.
-    starters: HashMap<Key, Waiting>,
+    /// Boxed: the map moves its entries when it grows or sweeps removed ones, and a
+    /// pointer moves faster than a half.
+    starters: HashMap<Key, Box<Waiting>>,
     /// Server and consumer halves by the key of the span they answer.
     answers: HashMap<Key, Vec<(Half, Instant)>>,
     answer_count: usize,
@@ -161,11 +153,11 @@ impl Pairer {
         self.queue.push_back((now, key));
         self.starters.insert(
             key,
-            Waiting {
+            Box::new(Waiting {
                 half,
                 since: now,
                 paired,
-            },
+            }),
         );
     }
 
@@ -520,7 +512,7 @@ fn grpc_code_name(code: i64) -> &'static str {
 
 impl CallDeriver for Pairer {
     fn restore(&mut self, pending: &[u8]) -> Result<(), String> {
-        let pending: Pending = serde_json::from_slice(pending).map_err(|e| e.to_string())?;
+        let pending = crate::pending::decode(pending, &mut self.names)?;
         let now = Instant::now();
         // Restored halves wait a whole period again: their partners may still come.
         for (half, paired) in pending.starters {
@@ -574,18 +566,15 @@ impl CallDeriver for Pairer {
     }
 
     fn pending(&self) -> Vec<u8> {
-        let pending = Pending {
-            starters: self
-                .starters
-                .values()
-                .map(|w| (w.half.clone(), w.paired))
-                .collect(),
-            answers: self
-                .answers
-                .iter()
-                .flat_map(|(key, halves)| halves.iter().map(|(half, _)| (*key, half.clone())))
-                .collect(),
-        };
-        serde_json::to_vec(&pending).expect("halves serialize")
+        let mut encoder = crate::pending::Encoder::default();
+        for waiting in self.starters.values() {
+            encoder.starter(&waiting.half, waiting.paired);
+        }
+        for (key, halves) in &self.answers {
+            for (half, _) in halves {
+                encoder.answer(*key, half);
+            }
+        }
+        encoder.finish(self.starters.len(), self.answer_count)
     }
 }
