@@ -5,6 +5,8 @@
 #   bash benches/ingest.sh            # 60 s per run
 #   DURATION=20s bash benches/ingest.sh
 #   RUNS="fsync paced" BELOW_RATE=100000 bash benches/ingest.sh
+#   RUNS="fsync nopairing fsync nopairing fsync nopairing" bash benches/ingest.sh
+#     (interleaved repeats: this machine's speed drifts between runs)
 #
 # Prints one Markdown table row per run, ready for BENCHMARKS.md.
 set -euo pipefail
@@ -53,8 +55,10 @@ echo "| sink (decode only, baseline) | $BASE_RATE | 1.00 | $(field "$BASE" p50_m
 run_serve() {
   local id=$1 name=$2
   shift 2
-  local data=$WORK/data-$id
-  start "serve-$id" "$BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
+  # A run may be repeated (RUNS="fsync nopairing fsync nopairing"): each gets its own data.
+  RUN_COUNT=$((${RUN_COUNT:-0} + 1))
+  local data=$WORK/data-$id-$RUN_COUNT
+  start "serve-$id-$RUN_COUNT" "$BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
     --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 "$@"
   local result
   result=$(load ${RATE:+--rate $RATE})

@@ -230,6 +230,10 @@ pub struct LoadArgs {
     /// Seed of the generated traffic.
     #[arg(long, env = "CALLWATCH_LOAD_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// Spread the requests' timestamps evenly over this much of the past (e.g. `50m`), so
+    /// that a short run fills a long window; 0 puts every span at the moment it is sent.
+    #[arg(long, env = "CALLWATCH_LOAD_BACKDATE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub backdate: Duration,
 }
 
 /// `512`, `64KiB`, `16MiB`, `2GiB` (also KB/MB/GB as powers of 1000).

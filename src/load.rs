@@ -29,7 +29,10 @@ const MAX_SAMPLES: usize = 1_000_000;
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    let base_ns = now_ns();
+    let backdate = u64::try_from(args.backdate.as_nanos()).unwrap_or(u64::MAX);
+    // Templates start early enough that moving a request back by up to `backdate` never
+    // needs a negative shift.
+    let base_ns = now_ns().saturating_sub(backdate);
     let templates: Arc<Vec<Template>> = Arc::new(
         (0..TEMPLATES as u64)
             .map(|i| Template::new(args.batch, args.seed.wrapping_add(i), base_ns))
@@ -54,7 +57,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             .rate
             .map(|rate| (rate as f64 / args.connections as f64).max(1.0));
         workers.push(tokio::spawn(send_until(
-            channel, templates, counters, deadline, base_ns, pace,
+            channel, templates, counters, deadline, base_ns, pace, backdate,
         )));
     }
 
@@ -109,6 +112,7 @@ async fn send_until(
     deadline: Instant,
     base_ns: u64,
     spans_per_sec: Option<f64>,
+    backdate_ns: u64,
 ) -> Vec<u32> {
     let mut client = OtlpClient::new(channel);
     let mut next_send = tokio::time::Instant::now();
@@ -122,7 +126,12 @@ async fn send_until(
             next_send += Duration::from_secs_f64(template.spans as f64 / rate);
         }
         // Salt 0 would resend the template's own ids.
-        let body = template.instantiate(splitmix(n + 1), now_ns().saturating_sub(base_ns));
+        let backdate_ns = match backdate_ns {
+            0 => 0,
+            spread => splitmix(n) % spread,
+        };
+        let shift_ns = now_ns().saturating_sub(base_ns).saturating_sub(backdate_ns);
+        let body = template.instantiate(splitmix(n + 1), shift_ns);
         let sent = Instant::now();
         let result = client.export_bytes(body).await;
         let elapsed = sent.elapsed();

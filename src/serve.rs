@@ -94,6 +94,21 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             max_rows: args.query_max_rows,
         },
     );
+    // The graph's pieces of each new segment are computed as it appears, not by the first
+    // graph query after it.
+    let (warm, warm_cancel) = (query.clone(), cancel.clone());
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = warm_cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = warm.rollups().warm(warm.store()).await {
+                tracing::warn!(%error, "computing the graph's pieces of new calls failed");
+            }
+        }
+    });
     if let Some(addr) = args.pg {
         let listener = bind(addr, "Postgres").await?;
         announce(&format!("listening postgres {}", listener.local_addr()?));

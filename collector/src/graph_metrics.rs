@@ -82,7 +82,7 @@ type SpanLabels = (String, String, &'static str, &'static str);
 /// Span counts of one batch, keyed by borrowed names, merged into the series at once.
 #[derive(Debug, Default)]
 pub struct SpanTally<'a> {
-    series: std::collections::HashMap<(&'a str, &'a str, &'static str, &'static str), Buckets>,
+    series: foldhash::HashMap<(&'a str, &'a str, &'static str, &'static str), Buckets>,
 }
 
 impl<'a> SpanTally<'a> {
@@ -134,7 +134,7 @@ pub struct GraphMetrics {
 /// shared names, merged into the series at once.
 #[derive(Debug, Default)]
 pub struct EdgeTally {
-    series: std::collections::HashMap<(Arc<str>, Arc<str>, &'static str), EdgeSeries>,
+    series: foldhash::HashMap<(Arc<str>, Arc<str>, &'static str), EdgeSeries>,
 }
 
 impl EdgeTally {

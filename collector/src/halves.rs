@@ -218,22 +218,20 @@ impl<'a> SpanColumns<'a> {
             Vec::new()
         };
         let operation = operation(&wanted, side, self.name.value(row));
-        let peer = wanted
-            .peer_service
-            .or(wanted.server_address)
-            .map(str::to_string)
-            .or_else(|| {
-                let address = wanted.peer_address?;
-                Some(match wanted.peer_port {
-                    Some(port) => format!("{address}:{port}"),
-                    None => address.to_string(),
-                })
-            });
+        let peer = wanted.peer_service.or(wanted.server_address).map_or_else(
+            || {
+                wanted
+                    .peer_address
+                    .map(|address| [address, ":", wanted.peer_port.unwrap_or("")])
+            },
+            |peer| Some([peer, "", ""]),
+        );
         // A database is named by the peer, else its namespace, else its system.
-        let database = wanted.db_system.map(|system| {
-            peer.clone()
-                .unwrap_or_else(|| wanted.db_namespace.unwrap_or(system).to_string())
-        });
+        let database = wanted
+            .db_system
+            .map(|system| peer.unwrap_or([wanted.db_namespace.unwrap_or(system), "", ""]));
+        let mut joined = |parts: Option<[&str; 3]>| parts.map(|parts| names.get_joined(&parts));
+        let (operation, peer, database) = (joined(operation), joined(peer), joined(database));
         Some(Half {
             side,
             trace_id,
@@ -251,10 +249,16 @@ impl<'a> SpanColumns<'a> {
             http_status: wanted.http_status.and_then(|s| s.parse().ok()),
             grpc_code: wanted.grpc_code.and_then(|s| s.parse().ok()),
             error_type: names.get_opt(wanted.error_type),
-            operation: names.get_opt(operation.as_deref()),
-            api_version: names.get_opt(api_version(&wanted).as_deref()),
-            peer: names.get_opt(peer.as_deref()),
-            database: names.get_opt(database.as_deref()),
+            operation,
+            api_version: api_version(&wanted).map(|version| {
+                if version.bytes().any(|b| b.is_ascii_uppercase()) {
+                    names.get(&version.to_ascii_lowercase())
+                } else {
+                    names.get(version)
+                }
+            }),
+            peer,
+            database,
             destination: names.get_opt(wanted.destination),
             resent: wanted
                 .resend_count
@@ -267,14 +271,18 @@ impl<'a> SpanColumns<'a> {
 
 /// `half-open`, `HALF_OPEN` and `half_open` are one state.
 fn normalize_breaker_state(state: &str) -> &str {
-    match state.to_ascii_lowercase().replace('-', "_").as_str() {
-        "closed" => "closed",
-        "open" => "open",
-        "half_open" => "half_open",
-        "forced_open" => "forced_open",
-        "disabled" => "disabled",
-        _ => state,
-    }
+    const STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabled"];
+    let same = |known: &str| {
+        known.len() == state.len()
+            && known
+                .bytes()
+                .zip(state.bytes())
+                .all(|(k, s)| k == s.to_ascii_lowercase() || (k == b'_' && s == b'-'))
+    };
+    STATES
+        .into_iter()
+        .find(|known| same(known))
+        .unwrap_or(state)
 }
 
 fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
@@ -303,46 +311,44 @@ fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
 }
 
 /// The operation of a call as its span names it: `METHOD /route`, `pkg.Service/Method`, the
-/// database operation, or the messaging destination.
-fn operation(wanted: &Wanted, side: Side, span_name: &str) -> Option<String> {
+/// database operation, or the messaging destination; in parts to be joined.
+fn operation<'a>(wanted: &Wanted<'a>, side: Side, span_name: &'a str) -> Option<[&'a str; 3]> {
     if let (Some(service), Some(method)) = (wanted.rpc_service, wanted.rpc_method) {
-        return Some(format!("{service}/{method}"));
+        return Some([service, "/", method]);
     }
     if let Some(route) = wanted.http_route.or(wanted.url_template) {
         return Some(match wanted.http_method {
-            Some(method) => format!("{method} {route}"),
-            None => route.to_string(),
+            Some(method) => [method, " ", route],
+            None => [route, "", ""],
         });
     }
     if wanted.db_system.is_some() {
-        return Some(wanted.db_operation.unwrap_or(span_name).to_string());
+        return Some([wanted.db_operation.unwrap_or(span_name), "", ""]);
     }
     if let Some(destination) = wanted.destination {
-        return Some(destination.to_string());
+        return Some([destination, "", ""]);
     }
     // An HTTP client without a route template only knows its method; the server side
     // names the route when it arrives.
-    match side {
-        Side::Server | Side::Consumer => Some(span_name.to_string()),
-        Side::Client | Side::Producer => {
-            wanted.http_method.is_none().then(|| span_name.to_string())
-        }
-    }
+    let named = match side {
+        Side::Server | Side::Consumer => true,
+        Side::Client | Side::Producer => wanted.http_method.is_none(),
+    };
+    named.then_some([span_name, "", ""])
 }
 
-/// `v1` from `/v1/orders`, `payments.v1.PaymentService`, or an explicit attribute.
-fn api_version(wanted: &Wanted) -> Option<String> {
+/// `v1` from `/v1/orders`, `payments.v1.PaymentService`, or an explicit attribute (the
+/// caller lowercases it).
+fn api_version<'a>(wanted: &Wanted<'a>) -> Option<&'a str> {
     if let Some(version) = wanted.api_version {
-        return Some(version.to_string());
+        return Some(version);
     }
     let from_route = wanted
         .http_route
         .or(wanted.url_template)
         .and_then(|route| route.split('/').find(|p| is_version(p)));
     let from_package = || wanted.rpc_service?.split('.').find(|p| is_version(p));
-    from_route
-        .or_else(from_package)
-        .map(str::to_ascii_lowercase)
+    from_route.or_else(from_package)
 }
 
 /// `v1`, `V2`, `v1beta2`, `v2alpha`.
@@ -372,6 +378,7 @@ mod tests {
             rpc_service: rpc,
             ..Wanted::default()
         })
+        .map(str::to_ascii_lowercase)
     }
 
     #[test]
@@ -396,6 +403,9 @@ mod tests {
 
     #[test]
     fn operations_name_routes_methods_and_destinations() {
+        fn operation(wanted: &Wanted, side: Side, span_name: &str) -> Option<String> {
+            super::operation(wanted, side, span_name).map(|parts| parts.concat())
+        }
         let wanted = Wanted {
             http_route: Some("/v1/users/{id}"),
             http_method: Some("GET"),

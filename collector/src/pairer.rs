@@ -10,13 +10,14 @@
 //! unpaired otherwise. A producer stays for the whole wait, because several consumer groups
 //! may read one message.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, NodeKind};
+use foldhash::{HashMap, HashSet};
 
 use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally};
 use crate::halves::{Half, Side, SpanColumns};
@@ -62,16 +63,19 @@ pub struct Pairer {
     /// Client calls seen, by a hash of (trace, parent span, service, peer, operation): a
     /// second one under the same parent is a retry. A hash, so remembering one costs no
     /// copies; 64 bits make a false retry among a million waiting calls a 1 in 10^7 chance.
-    siblings: HashMap<u64, Instant>,
-    sibling_queue: VecDeque<(Instant, u64)>,
+    /// Two generations, each covering half a wait: a call is remembered for at least half
+    /// a wait and forgotten by dropping a whole generation, not one by one.
+    siblings: [HashSet<u64>; 2],
+    siblings_since: Instant,
+    sibling_hasher: foldhash::fast::RandomState,
     /// Service-graph observations since they were last merged into the shared series.
     edges: EdgeTally,
     /// Every service that sent a span: a client naming one of them calls a service, even
     /// when no server span arrives (an open breaker rejects the call before it is sent).
-    services: std::collections::HashSet<Arc<str>>,
+    services: HashSet<Arc<str>>,
     /// Destinations whose messages consumers have read: a message there that nobody read
     /// within the wait is still queued (or lost), not a call to the broker.
-    consumed: std::collections::HashSet<Arc<str>>,
+    consumed: HashSet<Arc<str>>,
     calls: CallsBuilder,
 }
 
@@ -85,15 +89,16 @@ impl Pairer {
             config,
             metrics,
             names: Interner::default(),
-            starters: HashMap::new(),
-            answers: HashMap::new(),
+            starters: HashMap::default(),
+            answers: HashMap::default(),
             answer_count: 0,
             queue: VecDeque::new(),
-            siblings: HashMap::new(),
-            sibling_queue: VecDeque::new(),
+            siblings: Default::default(),
+            siblings_since: Instant::now(),
+            sibling_hasher: foldhash::fast::RandomState::default(),
             edges: EdgeTally::default(),
-            services: std::collections::HashSet::new(),
-            consumed: std::collections::HashSet::new(),
+            services: HashSet::default(),
+            consumed: HashSet::default(),
             calls: CallsBuilder::default(),
         }
     }
@@ -126,7 +131,7 @@ impl Pairer {
                 self.emit(call);
                 return;
             }
-            half.resent |= self.is_sibling_retry(&half, now);
+            half.resent |= self.is_sibling_retry(&half);
         }
         let key = (half.trace_id, half.span_id);
         let mut paired = false;
@@ -167,63 +172,64 @@ impl Pairer {
         self.answer_count += 1;
     }
 
-    fn take_answer(&mut self, half: Half, now: Instant) {
-        let keys: Vec<Key> = if half.side == Side::Consumer && !half.links.is_empty() {
-            half.links.clone()
+    fn take_answer(&mut self, mut half: Half, now: Instant) {
+        if half.side == Side::Consumer && !half.links.is_empty() {
+            // A batch consumer answers each message it links to.
+            for key in std::mem::take(&mut half.links) {
+                self.answer(key, &half, now);
+            }
         } else if let Some(parent) = half.parent_span_id {
-            vec![(half.trace_id, parent)]
+            self.answer((half.trace_id, parent), &half, now);
         } else {
             // A root server or consumer: whoever called it sent no span.
             let user = self.names.get(callwatch_storage::schema::USER_NODE);
             let call = self.called_by_user(&half, user);
             self.metrics.calls_virtual.add(1);
             self.emit(call);
-            return;
-        };
-        for key in keys {
-            match self.starters.get_mut(&key) {
-                Some(waiting) => {
-                    let starter = waiting.half.clone();
-                    if starter.side == Side::Client {
-                        self.starters.remove(&key);
-                    } else {
-                        waiting.paired = true;
-                    }
-                    let call = self.paired(&starter, &half);
-                    self.emit(call);
-                }
-                None => {
-                    if self.full() {
-                        continue;
-                    }
-                    self.wait_for_starter(key, half.clone(), now);
-                }
-            }
         }
     }
 
-    fn is_sibling_retry(&mut self, half: &Half, now: Instant) -> bool {
+    /// Pairs `half` with the starter waiting under `key`, or lets it wait there.
+    fn answer(&mut self, key: Key, half: &Half, now: Instant) {
+        let starter = match self.starters.get_mut(&key) {
+            // A client has one server: the pair is done.
+            Some(waiting) if waiting.half.side == Side::Client => {
+                self.starters.remove(&key).expect("just found").half
+            }
+            // A producer waits on for more consumer groups.
+            Some(waiting) => {
+                waiting.paired = true;
+                waiting.half.clone()
+            }
+            None => {
+                if !self.full() {
+                    self.wait_for_starter(key, half.clone(), now);
+                }
+                return;
+            }
+        };
+        let call = self.paired(&starter, half);
+        self.emit(call);
+    }
+
+    fn is_sibling_retry(&mut self, half: &Half) -> bool {
         let Some(parent) = half.parent_span_id else {
             return false;
         };
-        let mut hasher = std::hash::DefaultHasher::new();
-        (
+        let key = self.sibling_hasher.hash_one((
             half.trace_id,
             parent,
             &half.service,
             &half.peer,
             &half.operation,
-        )
-            .hash(&mut hasher);
-        let key = hasher.finish();
-        if self.siblings.contains_key(&key) {
+        ));
+        if self.siblings[1].contains(&key) {
             return true;
         }
-        if self.siblings.len() < self.config.max_pending {
-            self.siblings.insert(key, now);
-            self.sibling_queue.push_back((now, key));
+        if self.siblings[0].len() < self.config.max_pending {
+            return !self.siblings[0].insert(key);
         }
-        false
+        self.siblings[0].contains(&key)
     }
 
     fn emit(&mut self, call: CallRow) {
@@ -392,7 +398,7 @@ impl Pairer {
         Some(self.names.get(&text))
     }
 
-    fn expire_before(&mut self, cutoff: Instant) {
+    fn expire_before(&mut self, cutoff: Instant, now: Instant) {
         while let Some(&(since, key)) = self.queue.front() {
             if since > cutoff {
                 break;
@@ -417,12 +423,11 @@ impl Pairer {
                 }
             }
         }
-        while let Some(&(since, key)) = self.sibling_queue.front() {
-            if since > cutoff {
-                break;
-            }
-            self.sibling_queue.pop_front();
-            self.siblings.remove(&key);
+        // The older generation goes; its table is kept, emptied, for the next one.
+        if now.duration_since(self.siblings_since) >= self.config.wait / 2 {
+            self.siblings.swap(0, 1);
+            self.siblings[0].clear();
+            self.siblings_since = now;
         }
         self.metrics.merge_edges(std::mem::take(&mut self.edges));
         if self.names.len() > MAX_NAMES {
@@ -532,6 +537,7 @@ impl CallDeriver for Pairer {
         };
         self.metrics.spans_seen.add(columns.len() as u64);
         let mut tally = SpanTally::default();
+        let mut last_service = None;
         for row in 0..columns.len() {
             let service = columns.service(row);
             tally.observe(
@@ -541,9 +547,14 @@ impl CallDeriver for Pairer {
                 columns.status(row),
                 columns.duration_ns(row) as f64 / 1e9,
             );
-            if !self.services.contains(service) && self.services.len() < MAX_NAMES {
+            // Spans come grouped by resource: most rows repeat the service before them.
+            if last_service != Some(service)
+                && !self.services.contains(service)
+                && self.services.len() < MAX_NAMES
+            {
                 self.services.insert(Arc::from(service));
             }
+            last_service = Some(service);
         }
         self.metrics.merge_spans(tally);
         for row in 0..columns.len() {
@@ -557,7 +568,7 @@ impl CallDeriver for Pairer {
 
     fn expire(&mut self, now: Instant) {
         if let Some(cutoff) = now.checked_sub(self.config.wait) {
-            self.expire_before(cutoff);
+            self.expire_before(cutoff, now);
         }
     }
 

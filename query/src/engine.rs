@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use crate::error::QueryError;
 use crate::guard;
+use crate::rollup::RollupCache;
 use crate::table::StoreTable;
 
 /// What one query may use.
@@ -50,6 +51,8 @@ pub struct QueryEngine {
     limits: QueryLimits,
     /// Parquet metadata of segments, shared by all queries (each has its own runtime).
     metadata_cache: Arc<FileMetadataCache>,
+    /// The graph's statistics in pieces, shared by all queries.
+    rollups: Arc<RollupCache>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -76,6 +79,7 @@ impl QueryEngine {
             store,
             limits,
             metadata_cache,
+            rollups: Arc::new(RollupCache::default()),
         }
     }
 
@@ -85,6 +89,14 @@ impl QueryEngine {
 
     /// A fresh session over the store with this engine's memory limit. Frames built on it
     /// are run with [`QueryEngine::collect`], which adds the time and row limits.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn rollups(&self) -> &RollupCache {
+        &self.rollups
+    }
+
     pub fn context(&self) -> Result<SessionContext, QueryError> {
         let caches = CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.metadata_cache.clone()))

@@ -3,6 +3,7 @@
 //! downstream, blast radius, cycles) answered with petgraph.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use callwatch_storage::{CallRow, CallType, Interner, NodeKind, call_rows, schema};
 use datafusion::common::ScalarValue;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
+use crate::rollup::Rollup;
 use crate::stats::{Accumulator, HealthThresholds, Summary};
 
 /// [from, to) in nanoseconds since the epoch.
@@ -80,29 +82,6 @@ pub async fn calls_in(engine: &QueryEngine, window: Window) -> Result<Vec<CallRo
     Ok(calls)
 }
 
-/// An edge: calls of one type from one node to another (through one destination, if async).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EdgeKey {
-    pub source: String,
-    pub target: String,
-    pub call_type: CallType,
-    pub destination: Option<String>,
-}
-
-impl EdgeKey {
-    fn of(call: &CallRow) -> Self {
-        Self {
-            source: call.client.to_string(),
-            target: call.server.to_string(),
-            call_type: call.call_type,
-            destination: match call.call_type {
-                CallType::Async => call.destination.as_deref().map(str::to_string),
-                CallType::Sync => None,
-            },
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
     pub id: String,
@@ -152,38 +131,61 @@ pub struct Graph {
     index: HashMap<String, NodeIndex>,
 }
 
+/// The graph of a window from the rollup cache: whole pieces where they cover the window,
+/// calls read one by one where they do not. Without calls of its own: for the graph's
+/// nodes and edges, not for breakdowns.
+pub async fn graph_of(
+    engine: &QueryEngine,
+    window: Window,
+    thresholds: HealthThresholds,
+) -> Result<Graph, QueryError> {
+    let (mut rollup, uncovered) = engine
+        .rollups()
+        .rollup(engine.store(), window.from_ns, window.to_ns)
+        .await?;
+    for (from_ns, to_ns) in uncovered {
+        for call in calls_in(engine, Window { from_ns, to_ns }).await? {
+            rollup.add(&call);
+        }
+    }
+    Ok(Graph::build(rollup, Vec::new(), window, thresholds))
+}
+
 impl Graph {
-    pub fn build(calls: Vec<CallRow>, window: Window, thresholds: HealthThresholds) -> Self {
+    /// The graph of `rollup`; `calls` are kept for breakdowns and series.
+    pub fn build(
+        rollup: Rollup,
+        calls: Vec<CallRow>,
+        window: Window,
+        thresholds: HealthThresholds,
+    ) -> Self {
         let seconds = window.seconds();
-        let mut edges: BTreeMap<EdgeKey, (NodeKind, Accumulator)> = BTreeMap::new();
         let mut inbound: BTreeMap<String, (NodeKind, Accumulator)> = BTreeMap::new();
-        let mut instances: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for call in &calls {
-            let edge = edges
-                .entry(EdgeKey::of(call))
-                .or_insert_with(|| (call.server_kind, Accumulator::default()));
-            edge.1.add(call);
+        let mut instances: BTreeMap<String, BTreeSet<Arc<str>>> = BTreeMap::new();
+        let mut edges: Vec<_> = rollup.edges.into_iter().collect();
+        edges.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, stats) in &edges {
             inbound
-                .entry(call.server.to_string())
-                .or_insert_with(|| (call.server_kind, Accumulator::default()))
+                .entry(key.target.to_string())
+                .or_insert_with(|| (stats.server_kind, Accumulator::default()))
                 .1
-                .add(call);
-            let client_kind = if &*call.client == schema::USER_NODE {
+                .merge(&stats.calls);
+            let client_kind = if &*key.source == schema::USER_NODE {
                 NodeKind::User
             } else {
                 NodeKind::Service
             };
             inbound
-                .entry(call.client.to_string())
+                .entry(key.source.to_string())
                 .or_insert_with(|| (client_kind, Accumulator::default()));
-            if let Some(instance) = &call.client_instance {
-                let set = instances.entry(call.client.to_string()).or_default();
-                set.insert(instance.to_string());
-            }
-            if let Some(instance) = &call.server_instance {
-                let set = instances.entry(call.server.to_string()).or_default();
-                set.insert(instance.to_string());
-            }
+            instances
+                .entry(key.source.to_string())
+                .or_default()
+                .extend(stats.client_instances.iter().cloned());
+            instances
+                .entry(key.target.to_string())
+                .or_default()
+                .extend(stats.server_instances.iter().cloned());
         }
         let mut graph = DiGraph::new();
         let mut index = HashMap::new();
@@ -207,15 +209,15 @@ impl Graph {
             .collect();
         let edges: Vec<Edge> = edges
             .into_iter()
-            .map(|(key, (server_kind, accumulator))| {
-                graph.update_edge(index[&key.source], index[&key.target], ());
+            .map(|(key, stats)| {
+                graph.update_edge(index[&*key.source], index[&*key.target], ());
                 Edge {
                     call_type: key.call_type.as_str(),
-                    server_kind: server_kind.as_str(),
-                    summary: accumulator.summary(seconds, &thresholds),
-                    source: key.source,
-                    target: key.target,
-                    destination: key.destination,
+                    server_kind: stats.server_kind.as_str(),
+                    summary: stats.calls.summary(seconds, &thresholds),
+                    source: key.source.to_string(),
+                    target: key.target.to_string(),
+                    destination: key.destination.as_deref().map(str::to_string),
                 }
             })
             .collect();

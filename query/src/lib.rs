@@ -7,6 +7,7 @@ mod error;
 pub mod graph;
 mod guard;
 mod postgres;
+pub mod rollup;
 pub mod stats;
 mod table;
 

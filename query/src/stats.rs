@@ -35,16 +35,17 @@ pub enum Health {
     Failing,
 }
 
-/// Calls counted while reading, summarized with [`Accumulator::summary`].
+/// Calls counted while reading, summarized with [`Accumulator::summary`]. Accumulators
+/// merge, so statistics of a window can be put together from stored pieces of it.
 #[derive(Debug, Default, Clone)]
 pub struct Accumulator {
     pub calls: u64,
     pub errors: u64,
     pub retries: u64,
     pub timeouts: u64,
-    client_ns: Vec<i64>,
-    server_ns: Vec<i64>,
-    queue_ns: Vec<i64>,
+    client: Histogram,
+    server: Histogram,
+    queue: Histogram,
     /// The breaker state of the latest call whose client reported one.
     breaker: Option<(i64, String)>,
 }
@@ -55,23 +56,43 @@ impl Accumulator {
         self.errors += u64::from(call.failed);
         self.retries += u64::from(call.retry);
         self.timeouts += u64::from(call.timeout);
-        self.client_ns.extend(call.client_duration_ns);
-        self.server_ns.extend(call.server_duration_ns);
-        self.queue_ns.extend(call.queue_ns);
-        if let Some(state) = &call.breaker_state
-            && self
-                .breaker
-                .as_ref()
-                .is_none_or(|(at, _)| *at <= call.start_ns)
-        {
-            self.breaker = Some((call.start_ns, state.to_string()));
+        self.client.record(call.client_duration_ns);
+        self.server.record(call.server_duration_ns);
+        self.queue.record(call.queue_ns);
+        if let Some(state) = &call.breaker_state {
+            self.breaker_seen(call.start_ns, state);
         }
     }
 
-    pub fn summary(mut self, window_seconds: f64, thresholds: &HealthThresholds) -> Summary {
-        let client = Percentiles::of(&mut self.client_ns);
-        let server = Percentiles::of(&mut self.server_ns);
-        let queue = Percentiles::of(&mut self.queue_ns);
+    fn breaker_seen(&mut self, at_ns: i64, state: &str) {
+        if self.breaker.as_ref().is_none_or(|(at, _)| *at <= at_ns) {
+            self.breaker = Some((at_ns, state.to_string()));
+        }
+    }
+
+    /// About how much memory it holds.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + (self.client.counts.len() + self.server.counts.len() + self.queue.counts.len()) * 24
+    }
+
+    pub fn merge(&mut self, other: &Accumulator) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.retries += other.retries;
+        self.timeouts += other.timeouts;
+        self.client.merge(&other.client);
+        self.server.merge(&other.server);
+        self.queue.merge(&other.queue);
+        if let Some((at, state)) = &other.breaker {
+            self.breaker_seen(*at, state);
+        }
+    }
+
+    pub fn summary(self, window_seconds: f64, thresholds: &HealthThresholds) -> Summary {
+        let client = self.client.percentiles();
+        let server = self.server.percentiles();
+        let queue = self.queue.percentiles();
         let error_rate = ratio(self.errors, self.calls);
         let breaker_state = self.breaker.map(|(_, state)| state);
         let p99 = client.or(server).map(|p| p.p99);
@@ -120,7 +141,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Exact nearest-rank percentiles, in milliseconds.
+/// Nearest-rank percentiles, in milliseconds, to three significant digits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -128,23 +149,77 @@ pub struct Percentiles {
     pub p99: f64,
 }
 
-impl Percentiles {
-    /// `None` without values.
-    pub fn of(values_ns: &mut [i64]) -> Option<Self> {
-        if values_ns.is_empty() {
+/// Durations counted in buckets three significant digits wide: exact below 1 µs, within
+/// 1 % above. Unlike a list of durations, it is as small for a million calls as for a
+/// thousand, and two of them add up.
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    /// Count by bucket; hashed, as merging is what a long window does most.
+    counts: foldhash::HashMap<u32, u64>,
+    total: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, ns: Option<i64>) {
+        if let Some(ns) = ns {
+            *self.counts.entry(bucket_of(ns)).or_default() += 1;
+            self.total += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (bucket, count) in &other.counts {
+            *self.counts.entry(*bucket).or_default() += count;
+        }
+        self.total += other.total;
+    }
+
+    /// `None` without values. Each percentile is the lower bound of the bucket holding the
+    /// value of that rank, so a duration with three significant digits comes out exact.
+    pub fn percentiles(&self) -> Option<Percentiles> {
+        if self.total == 0 {
             return None;
         }
-        values_ns.sort_unstable();
+        let mut counts: Vec<(u32, u64)> = self.counts.iter().map(|(b, c)| (*b, *c)).collect();
+        counts.sort_unstable();
         let at = |p: f64| {
-            let rank = (p * values_ns.len() as f64).ceil() as usize;
-            values_ns[rank.clamp(1, values_ns.len()) - 1] as f64 / 1e6
+            let rank = ((p * self.total as f64).ceil() as u64).clamp(1, self.total);
+            let mut seen = 0;
+            for (bucket, count) in &counts {
+                seen += count;
+                if seen >= rank {
+                    return lower_bound(*bucket) as f64 / 1e6;
+                }
+            }
+            unreachable!("the counts add up to the total")
         };
-        Some(Self {
+        Some(Percentiles {
             p50: at(0.50),
             p95: at(0.95),
             p99: at(0.99),
         })
     }
+}
+
+/// Values below 1000 are their own bucket; above, a bucket is three leading digits and a
+/// power of ten: 1000 + 900 buckets per power.
+fn bucket_of(ns: i64) -> u32 {
+    let value = ns.max(0) as u64;
+    if value < 1000 {
+        return value as u32;
+    }
+    let power = value.ilog10() - 2;
+    let leading = (value / 10u64.pow(power)) as u32;
+    1000 + (power - 1) * 900 + (leading - 100)
+}
+
+fn lower_bound(bucket: u32) -> i64 {
+    if bucket < 1000 {
+        return i64::from(bucket);
+    }
+    let power = (bucket - 1000) / 900 + 1;
+    let leading = u64::from((bucket - 1000) % 900 + 100);
+    i64::try_from(leading.saturating_mul(10u64.pow(power))).unwrap_or(i64::MAX)
 }
 
 /// RED statistics of a set of calls over a window.
@@ -172,15 +247,54 @@ pub struct Summary {
 mod tests {
     use super::*;
 
+    fn histogram(values_ns: impl IntoIterator<Item = i64>) -> Histogram {
+        let mut histogram = Histogram::default();
+        for ns in values_ns {
+            histogram.record(Some(ns));
+        }
+        histogram
+    }
+
     #[test]
     fn nearest_rank_percentiles() {
-        let mut values: Vec<i64> = (1..=100).map(|ms| ms * 1_000_000).collect();
-        let p = Percentiles::of(&mut values).unwrap();
+        let p = histogram((1..=100).map(|ms| ms * 1_000_000))
+            .percentiles()
+            .unwrap();
         assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 99.0));
-        let mut one = vec![3_000_000];
-        let p = Percentiles::of(&mut one).unwrap();
+        let p = histogram([3_000_000]).percentiles().unwrap();
         assert_eq!((p.p50, p.p95, p.p99), (3.0, 3.0, 3.0));
-        assert_eq!(Percentiles::of(&mut []), None);
+        assert_eq!(Histogram::default().percentiles(), None);
+        // Two halves merged give what the whole gives.
+        let mut merged = histogram((1..=50).map(|ms| ms * 1_000_000));
+        merged.merge(&histogram((51..=100).map(|ms| ms * 1_000_000)));
+        assert_eq!(merged.percentiles(), Some(p_of(50.0, 95.0, 99.0)));
+    }
+
+    fn p_of(p50: f64, p95: f64, p99: f64) -> Percentiles {
+        Percentiles { p50, p95, p99 }
+    }
+
+    #[test]
+    fn buckets_keep_three_significant_digits() {
+        for ns in [
+            0,
+            1,
+            999,
+            1_000,
+            1_009,
+            123_456,
+            49_800_000,
+            98_765_432_100,
+            i64::MAX,
+        ] {
+            let low = lower_bound(bucket_of(ns));
+            assert!(low <= ns, "{ns}: {low}");
+            assert!((ns - low) as f64 <= ns as f64 * 0.01, "{ns}: {low}");
+            assert_eq!(bucket_of(low), bucket_of(ns), "{ns}");
+        }
+        assert_eq!(lower_bound(bucket_of(123_456)), 123_000);
+        assert_eq!(lower_bound(bucket_of(49_800_000)), 49_800_000);
+        assert_eq!(bucket_of(-5), 0);
     }
 
     #[test]
@@ -191,7 +305,7 @@ mod tests {
             for i in 0..calls {
                 acc.calls += 1;
                 acc.errors += u64::from(i < errors);
-                acc.client_ns.push(ms * 1_000_000);
+                acc.client.record(Some(ms * 1_000_000));
             }
             acc.summary(60.0, &thresholds).health
         };

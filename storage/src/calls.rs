@@ -156,16 +156,25 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
     for row in rows {
         starts.append_value(row.start_ns);
     }
-    let trace_ids: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{:032x}", r.trace_id))
-        .collect();
-    let span_id = |id: Option<u64>| id.map(|id| format!("{id:016x}"));
-    let client_ids: Vec<Option<String>> = rows.iter().map(|r| span_id(r.client_span_id)).collect();
-    let server_ids: Vec<Option<String>> = rows.iter().map(|r| span_id(r.server_span_id)).collect();
+    let mut trace_ids = StringBuilder::with_capacity(n, n * 32);
+    let mut client_ids = StringBuilder::with_capacity(n, n * 16);
+    let mut server_ids = StringBuilder::with_capacity(n, n * 16);
+    let mut digits = [0u8; 32];
+    for row in rows {
+        trace_ids.append_value(write_hex(row.trace_id, &mut digits));
+        for (ids, id) in [
+            (&mut client_ids, row.client_span_id),
+            (&mut server_ids, row.server_span_id),
+        ] {
+            match id {
+                Some(id) => ids.append_value(&write_hex(u128::from(id), &mut digits)[16..]),
+                None => ids.append_null(),
+            }
+        }
+    }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(starts.finish()),
-        Arc::new(StringArray::from_iter_values(&trace_ids)),
+        Arc::new(trace_ids.finish()),
         text(&|r| Some(&r.client)),
         text(&|r| Some(&r.server)),
         text(&|r| Some(r.call_type.as_str())),
@@ -183,10 +192,20 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
         flag(&|r| r.retry),
         flag(&|r| r.timeout),
         text(&|r| r.breaker_state.as_deref()),
-        Arc::new(StringArray::from(client_ids)),
-        Arc::new(StringArray::from(server_ids)),
+        Arc::new(client_ids.finish()),
+        Arc::new(server_ids.finish()),
     ];
     RecordBatch::try_new(calls_schema(), columns).expect("columns follow the calls schema")
+}
+
+/// `value` as 32 lowercase hex digits, written into `digits` (ids are written per call, so
+/// without allocating).
+fn write_hex(value: u128, digits: &mut [u8; 32]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    std::str::from_utf8(digits).expect("hex digits are ASCII")
 }
 
 fn column<'a, T: 'static>(
@@ -301,10 +320,22 @@ fn hex(array: Option<&StringArray>, row: usize) -> Option<&str> {
 /// Hands out one shared copy of each distinct name.
 #[derive(Debug, Default)]
 pub struct Interner {
-    names: std::collections::HashSet<Arc<str>>,
+    names: foldhash::HashSet<Arc<str>>,
+    /// Where names made of parts are put together before they are looked up.
+    scratch: String,
 }
 
 impl Interner {
+    /// The name `parts` make when joined, built without allocating when it is known.
+    pub fn get_joined(&mut self, parts: &[&str]) -> Arc<str> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend(parts.iter().copied());
+        let shared = self.get(&scratch);
+        self.scratch = scratch;
+        shared
+    }
+
     pub fn get(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.names.get(name) {
             return shared.clone();

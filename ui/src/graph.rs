@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use callwatch_query::graph::{Graph, Window as GraphWindow, calls_in};
+use callwatch_query::graph::{Graph, Window as GraphWindow, calls_in, graph_of};
+use callwatch_query::rollup::Rollup;
 use petgraph::Direction;
 use serde_json::{Value, json};
 
@@ -22,22 +23,47 @@ fn key_of(value: Option<&Arc<str>>) -> Option<String> {
     value.map(|v| v.to_string())
 }
 
-/// The graph of the window the request names (default: the last 15 minutes).
-async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Graph, Response> {
+/// The window the request names (default: the last 15 minutes).
+fn window_of(params: &HashMap<String, String>) -> Result<GraphWindow, String> {
     let window = Window::parse(
         params.get("from").map(String::as_str),
         params.get("to").map(String::as_str),
         now_ns(),
-    )
-    .map_err(|message| error(StatusCode::BAD_REQUEST, &message))?;
-    let window = GraphWindow {
+    )?;
+    Ok(GraphWindow {
         from_ns: window.from_ns,
         to_ns: window.to_ns,
-    };
+    })
+}
+
+fn bad_request(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, &message)
+}
+
+/// The graph of the window, from stored pieces: nodes and edges, no breakdowns.
+async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Graph, Response> {
+    let window = window_of(params).map_err(bad_request)?;
+    graph_of(&state.query, window, state.health)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
+}
+
+/// The graph of the window with every call, for breakdowns by operation, instance, version
+/// and status.
+async fn load_with_calls(
+    state: &AppState,
+    params: &HashMap<String, String>,
+) -> Result<Graph, Response> {
+    let window = window_of(params).map_err(bad_request)?;
     let calls = calls_in(&state.query, window)
         .await
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
-    Ok(Graph::build(calls, window, state.health))
+    Ok(Graph::build(
+        Rollup::of(&calls),
+        calls,
+        window,
+        state.health,
+    ))
 }
 
 fn window_json(graph: &Graph) -> (String, String) {
@@ -86,7 +112,7 @@ pub async fn service(
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let graph = match load(&state, &params).await {
+    let graph = match load_with_calls(&state, &params).await {
         Ok(graph) => graph,
         Err(response) => return response,
     };
@@ -130,7 +156,7 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
             "source and target are required, e.g. ?source=order-service&target=payment-service",
         );
     };
-    let graph = match load(&state, &params).await {
+    let graph = match load_with_calls(&state, &params).await {
         Ok(graph) => graph,
         Err(response) => return response,
     };
