@@ -218,14 +218,7 @@ impl<'a> SpanColumns<'a> {
             Vec::new()
         };
         let operation = operation(&wanted, side, self.name.value(row));
-        let peer = wanted.peer_service.or(wanted.server_address).map_or_else(
-            || {
-                wanted
-                    .peer_address
-                    .map(|address| [address, ":", wanted.peer_port.unwrap_or("")])
-            },
-            |peer| Some([peer, "", ""]),
-        );
+        let peer = peer(&wanted);
         // A database is named by the peer, else its namespace, else its system.
         let database = wanted
             .db_system
@@ -250,13 +243,18 @@ impl<'a> SpanColumns<'a> {
             grpc_code: wanted.grpc_code.and_then(|s| s.parse().ok()),
             error_type: names.get_opt(wanted.error_type),
             operation,
-            api_version: api_version(&wanted).map(|version| {
-                if version.bytes().any(|b| b.is_ascii_uppercase()) {
-                    names.get(&version.to_ascii_lowercase())
-                } else {
-                    names.get(version)
-                }
-            }),
+            // An explicit version is kept as sent; one read from a route or package is
+            // lowercased (`/V1/` and `/v1/` are one version).
+            api_version: match wanted.api_version {
+                Some(explicit) => Some(names.get(explicit)),
+                None => api_version(&wanted).map(|version| {
+                    if version.bytes().any(|b| b.is_ascii_uppercase()) {
+                        names.get(&version.to_ascii_lowercase())
+                    } else {
+                        names.get(version)
+                    }
+                }),
+            },
             peer,
             database,
             destination: names.get_opt(wanted.destination),
@@ -337,12 +335,21 @@ fn operation<'a>(wanted: &Wanted<'a>, side: Side, span_name: &'a str) -> Option<
     named.then_some([span_name, "", ""])
 }
 
-/// `v1` from `/v1/orders`, `payments.v1.PaymentService`, or an explicit attribute (the
-/// caller lowercases it).
-fn api_version<'a>(wanted: &Wanted<'a>) -> Option<&'a str> {
-    if let Some(version) = wanted.api_version {
-        return Some(version);
+/// Who a client says it calls, in parts to be joined: `peer.service` > `server.address` >
+/// `network.peer.address[:port]`.
+fn peer<'a>(wanted: &Wanted<'a>) -> Option<[&'a str; 3]> {
+    if let Some(peer) = wanted.peer_service.or(wanted.server_address) {
+        return Some([peer, "", ""]);
     }
+    let address = wanted.peer_address?;
+    Some(match wanted.peer_port {
+        Some(port) => [address, ":", port],
+        None => [address, "", ""],
+    })
+}
+
+/// `v1` from `/v1/orders` or `payments.v1.PaymentService` (the caller lowercases it).
+fn api_version<'a>(wanted: &Wanted<'a>) -> Option<&'a str> {
     let from_route = wanted
         .http_route
         .or(wanted.url_template)
@@ -399,6 +406,30 @@ mod tests {
             Some("v1beta2")
         );
         assert_eq!(version_of(None, Some("grpc.health.Health")), None);
+    }
+
+    #[test]
+    fn peers_are_named_by_service_address_or_socket() {
+        let joined = |wanted: Wanted| peer(&wanted).map(|parts| parts.concat());
+        let socket = Wanted {
+            peer_address: Some("10.0.0.7"),
+            peer_port: Some("5432"),
+            ..Wanted::default()
+        };
+        assert_eq!(joined(socket).as_deref(), Some("10.0.0.7:5432"));
+        let address_only = Wanted {
+            peer_address: Some("10.0.0.7"),
+            ..Wanted::default()
+        };
+        assert_eq!(joined(address_only).as_deref(), Some("10.0.0.7"));
+        let named = Wanted {
+            peer_service: Some("payments"),
+            server_address: Some("pay.internal"),
+            peer_address: Some("10.0.0.7"),
+            ..Wanted::default()
+        };
+        assert_eq!(joined(named).as_deref(), Some("payments"));
+        assert_eq!(joined(Wanted::default()), None);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Accumulator {
     server: Histogram,
     queue: Histogram,
     /// The breaker state of the latest call whose client reported one.
-    breaker: Option<(i64, String)>,
+    breaker: Option<(i64, std::sync::Arc<str>)>,
 }
 
 impl Accumulator {
@@ -64,9 +64,9 @@ impl Accumulator {
         }
     }
 
-    fn breaker_seen(&mut self, at_ns: i64, state: &str) {
+    fn breaker_seen(&mut self, at_ns: i64, state: &std::sync::Arc<str>) {
         if self.breaker.as_ref().is_none_or(|(at, _)| *at <= at_ns) {
-            self.breaker = Some((at_ns, state.to_string()));
+            self.breaker = Some((at_ns, state.clone()));
         }
     }
 
@@ -94,7 +94,7 @@ impl Accumulator {
         let server = self.server.percentiles();
         let queue = self.queue.percentiles();
         let error_rate = ratio(self.errors, self.calls);
-        let breaker_state = self.breaker.map(|(_, state)| state);
+        let breaker_state = self.breaker.map(|(_, state)| state.to_string());
         let p99 = client.or(server).map(|p| p.p99);
         let health = if self.calls == 0 {
             Health::Idle
