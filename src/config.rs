@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// Health thresholds of edges and services (see README, "Health").
     #[command(flatten)]
     pub health: HealthArgs,
+    /// A TOML file with circuit breaker settings per edge and the breaker webhook (see
+    /// README, "Circuit breakers").
+    #[arg(long, env = "CALLWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,12 +2,14 @@
 //! workspace crates.
 
 mod config;
+mod config_file;
 mod demo;
 mod load;
 mod replay;
 mod serve;
 mod sink;
 mod sql;
+mod webhook;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
 use callwatch_collector::{Ingest, Limits, TraceService, http_router};
+use callwatch_query::breakers::{BreakerOptions, BreakerTracker};
 use callwatch_query::stats::HealthThresholds;
 use callwatch_storage::{CallDeriver, FsyncPolicy, Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -16,12 +17,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Fsync, ServeArgs};
+use crate::config_file::ConfigFile;
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     start(&args).await?.run_until_signal().await
+}
+
+/// Reads the config file the flags name.
+pub fn config_file(args: &ServeArgs) -> anyhow::Result<ConfigFile> {
+    ConfigFile::load(args.config.as_deref())
 }
 
 /// A started server: listeners bound and serving, maintenance running.
@@ -37,8 +44,16 @@ pub struct Running {
 
 /// Opens the store and starts the listeners (OTLP gRPC and HTTP, HTTP, Postgres if asked).
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    start_with(args, config_file(args)?).await
+}
+
+/// [`start`] with the config file already read.
+pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<Running> {
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
+    let breaker_options = BreakerOptions::new(&config.breakers, args.pairing_wait)
+        .map_err(|e| anyhow::anyhow!("in the config file: {e}"))?;
+    let webhook = config.webhook()?;
     let graph_metrics = Arc::new(GraphMetrics::default());
     let pairer: Option<Box<dyn CallDeriver>> = (!args.no_pairing).then(|| {
         let config = PairingConfig {
@@ -86,6 +101,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         http_router(ingest.clone(), args.max_message_size),
         "OTLP/HTTP",
     );
+    let events = match webhook {
+        Some(webhook) => Some(crate::webhook::spawn(webhook, &tracker, cancel.clone())?),
+        None => None,
+    };
     let query = callwatch_query::QueryEngine::new(
         store.clone(),
         callwatch_query::QueryLimits {
@@ -93,7 +112,28 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             timeout: args.query_timeout,
             max_rows: args.query_max_rows,
         },
-    );
+    )
+    .with_breakers(BreakerTracker::new(breaker_options, events));
+    // Breakers replay the stored calls, then follow new ones as they are derived.
+    let (breakers, breakers_cancel) = (query.clone(), cancel.clone());
+    tracker.spawn(async move {
+        if let Err(error) = breakers.breakers().start(breakers.store()).await {
+            tracing::error!(%error, "replaying the stored calls through the breakers failed");
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = breakers_cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let poll = breakers.clone();
+            match tokio::task::spawn_blocking(move || poll.breakers().poll()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "following the breakers failed"),
+                Err(error) => tracing::error!(%error, "the breaker task failed"),
+            }
+        }
+    });
     // The graph's pieces of each new segment are computed as it appears, not by the first
     // graph query after it.
     let (warm, warm_cancel) = (query.clone(), cancel.clone());

@@ -13,14 +13,14 @@ use crate::common::requests::now_ns;
 use crate::common::samples::samples;
 use crate::common::{Server, metric};
 
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
+pub(crate) const SERVER: i32 = 2;
+pub(crate) const CLIENT: i32 = 3;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
-const MS: u64 = 1_000_000;
+pub(crate) const MS: u64 = 1_000_000;
 
 /// A span of trace `trace` (its first byte says which test scenario it belongs to).
-fn span(
+pub(crate) fn span(
     trace: u128,
     id: u64,
     parent: Option<u64>,
@@ -42,7 +42,7 @@ fn span(
     }
 }
 
-fn failed(mut span: Span) -> Span {
+pub(crate) fn failed(mut span: Span) -> Span {
     span.status = Some(Status {
         code: 2,
         message: "failed".into(),
@@ -50,12 +50,12 @@ fn failed(mut span: Span) -> Span {
     span
 }
 
-fn window() -> String {
+pub(crate) fn window() -> String {
     let now_ms = now_ns() / MS;
     format!("from={}&to={}", now_ms - 3_600_000, now_ms + 3_600_000)
 }
 
-async fn get(server: &Server, path: &str) -> Value {
+pub(crate) async fn get(server: &Server, path: &str) -> Value {
     let response = reqwest::get(format!("http://{}{path}", server.http))
         .await
         .unwrap();
@@ -85,7 +85,7 @@ async fn graph_with(server: &Server, calls: u64) -> Value {
     }
 }
 
-fn edge<'a>(graph: &'a Value, source: &str, target: &str) -> &'a Value {
+pub(crate) fn edge<'a>(graph: &'a Value, source: &str, target: &str) -> &'a Value {
     graph["edges"]
         .as_array()
         .unwrap()

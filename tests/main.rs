@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_input;
+mod breakers;
 mod crash_recovery;
 mod demo;
 mod graph;

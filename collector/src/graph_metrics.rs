@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use callwatch_storage::{CallRow, Counter};
+use callwatch_storage::{CallRow, Counter, escape_label};
 
 /// Bucket bounds in seconds: Tempo's span-metrics defaults, fine enough for millisecond calls.
 pub const BUCKETS: &[f64] = &[
@@ -264,8 +264,8 @@ impl GraphMetrics {
         let labels = |(client, server, connection_type): &EdgeLabels| {
             format!(
                 "client=\"{}\",server=\"{}\",connection_type=\"{connection_type}\"",
-                escape(client),
-                escape(server)
+                escape_label(client),
+                escape_label(server)
             )
         };
         let family = |out: &mut String, name: &str, help: &str, kind: &str| {
@@ -313,8 +313,8 @@ impl GraphMetrics {
         let labels = |(service, span_name, kind, status): &SpanLabels| {
             format!(
                 "service=\"{}\",span_name=\"{}\",span_kind=\"{kind}\",status_code=\"{status}\"",
-                escape(service),
-                escape(span_name)
+                escape_label(service),
+                escape_label(span_name)
             )
         };
         let name = "traces_spanmetrics_calls_total";
@@ -333,20 +333,6 @@ impl GraphMetrics {
             series.latency.render(out, name, &labels(key));
         }
     }
-}
-
-/// A label value in the Prometheus text format.
-fn escape(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ struct Wanted<'a> {
     error_type: Option<&'a str>,
     api_version: Option<&'a str>,
     breaker_state: Option<&'a str>,
+    /// Envoy's `response_flags`: `UO` is a request its circuit breaker turned away.
+    response_flags: Option<&'a str>,
+    /// Polly reports breaker events as `event.name`.
+    event_name: Option<&'a str>,
 }
 
 impl<'a> Wanted<'a> {
@@ -118,6 +122,8 @@ impl<'a> Wanted<'a> {
             "error.type" => &mut self.error_type,
             "api.version" | "http.request.header.accept-version" => &mut self.api_version,
             "circuit_breaker.state" | "circuitbreaker.state" => &mut self.breaker_state,
+            "response_flags" => &mut self.response_flags,
+            "event.name" => &mut self.event_name,
             _ => return,
         };
         // The first of two spellings wins, so the current semantic conventions go first.
@@ -140,6 +146,7 @@ pub struct SpanColumns<'a> {
     end: &'a arrow::array::TimestampNanosecondArray,
     status: &'a StringArray,
     attributes: &'a MapArray,
+    events: &'a ListArray,
     links: &'a ListArray,
 }
 
@@ -163,6 +170,7 @@ impl<'a> SpanColumns<'a> {
             end: time(schema::END_TIME)?,
             status: text(schema::STATUS_CODE)?,
             attributes: batch.column_by_name(schema::ATTRIBUTES)?.as_map_opt()?,
+            events: batch.column_by_name(schema::EVENTS)?.as_list_opt::<i32>()?,
             links: batch.column_by_name(schema::LINKS)?.as_list_opt::<i32>()?,
         })
     }
@@ -212,6 +220,12 @@ impl<'a> SpanColumns<'a> {
             }
         }
 
+        // Breakers sit on the client side of a call.
+        let breaker_state = if side == Side::Client {
+            reported_breaker_state(&wanted, self.events, row)
+        } else {
+            None
+        };
         let links = if side == Side::Consumer {
             link_ids(self.links, row)
         } else {
@@ -262,9 +276,70 @@ impl<'a> SpanColumns<'a> {
                 .resend_count
                 .and_then(|s| s.parse::<i64>().ok())
                 .is_some_and(|n| n > 0),
-            breaker_state: names.get_opt(wanted.breaker_state.map(normalize_breaker_state)),
+            breaker_state: names.get_opt(breaker_state.map(normalize_breaker_state)),
         })
     }
+}
+
+/// The breaker state a client span reports, by what says most: a state-change event, a
+/// Polly breaker event, the state attribute, or Envoy's `UO` flag (the breaker turned the
+/// request away, so it is open).
+fn reported_breaker_state<'a>(
+    wanted: &Wanted<'a>,
+    events: &'a ListArray,
+    row: usize,
+) -> Option<&'a str> {
+    breaker_event_state(events, row)
+        .or(wanted.event_name.and_then(polly_breaker_state))
+        .or(wanted.breaker_state)
+        .or_else(|| {
+            wanted
+                .response_flags
+                .is_some_and(|flags| flags.split(',').any(|flag| flag.trim() == "UO"))
+                .then_some("open")
+        })
+}
+
+/// Polly's breaker events, as `event.name`.
+fn polly_breaker_state(event: &str) -> Option<&'static str> {
+    match event {
+        "OnCircuitOpened" => Some("open"),
+        "OnCircuitHalfOpened" => Some("half_open"),
+        "OnCircuitClosed" => Some("closed"),
+        _ => None,
+    }
+}
+
+/// The state the last breaker event of a span names: `to` of a `circuit_breaker.state_change`
+/// event, or a Polly event by its name or `event.name` attribute.
+fn breaker_event_state(events: &ListArray, row: usize) -> Option<&str> {
+    if events.is_null(row) || events.value_length(row) == 0 {
+        return None;
+    }
+    let items = events.values().as_struct_opt()?;
+    let names = items
+        .column_by_name(schema::EVENT_NAME)?
+        .as_string_opt::<i32>()?;
+    let attributes = items.column_by_name(schema::ATTRIBUTES)?.as_map_opt()?;
+    let (keys, values) = (
+        attributes.keys().as_string_opt::<i32>()?,
+        attributes.values().as_string_opt::<i32>()?,
+    );
+    let offsets = events.value_offsets();
+    let (first, last) = (offsets[row] as usize, offsets[row + 1] as usize);
+    (first..last).rev().find_map(|event| {
+        let attribute = |key: &str| {
+            let range = attributes.value_offsets();
+            (range[event] as usize..range[event + 1] as usize)
+                .find(|&i| keys.value(i) == key && values.is_valid(i))
+                .map(|i| values.value(i))
+        };
+        match names.value(event) {
+            "circuit_breaker.state_change" => attribute("to"),
+            name => polly_breaker_state(name)
+                .or_else(|| attribute("event.name").and_then(polly_breaker_state)),
+        }
+    })
 }
 
 /// `half-open`, `HALF_OPEN` and `half_open` are one state.

@@ -15,10 +15,11 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
+use crate::breakers::{BREAKER_TRANSITIONS_TABLE, BreakerTracker};
 use crate::error::QueryError;
 use crate::guard;
 use crate::rollup::RollupCache;
-use crate::table::StoreTable;
+use crate::table::{StoreTable, TransitionsTable};
 
 /// What one query may use.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +54,8 @@ pub struct QueryEngine {
     metadata_cache: Arc<FileMetadataCache>,
     /// The graph's statistics in pieces, shared by all queries.
     rollups: Arc<RollupCache>,
+    /// Every edge's circuit breaker.
+    breakers: Arc<BreakerTracker>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -80,7 +83,19 @@ impl QueryEngine {
             limits,
             metadata_cache,
             rollups: Arc::new(RollupCache::default()),
+            breakers: Arc::new(BreakerTracker::default()),
         }
+    }
+
+    /// The engine with this breaker tracker (its settings and webhook) instead of one with
+    /// resilience4j's defaults.
+    pub fn with_breakers(mut self, breakers: BreakerTracker) -> Self {
+        self.breakers = Arc::new(breakers);
+        self
+    }
+
+    pub fn breakers(&self) -> &BreakerTracker {
+        &self.breakers
     }
 
     pub fn limits(&self) -> QueryLimits {
@@ -113,6 +128,10 @@ impl QueryEngine {
             let provider = StoreTable::new(self.store.clone(), url.clone(), table);
             context.register_table(table.name(), Arc::new(provider))?;
         }
+        context.register_table(
+            BREAKER_TRANSITIONS_TABLE,
+            Arc::new(TransitionsTable::new(self.breakers.clone())),
+        )?;
         Ok(context)
     }
 

@@ -13,10 +13,12 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Bfs, Reversed};
 use serde::Serialize;
 
+use crate::breaker::BreakerState;
+use crate::breakers::{BreakerTracker, BreakerView};
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::rollup::Rollup;
-use crate::stats::{Accumulator, HealthThresholds, Summary};
+use crate::stats::{Accumulator, Health, HealthThresholds, Summary};
 
 /// [from, to) in nanoseconds since the epoch.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +104,9 @@ pub struct Edge {
     pub server_kind: &'static str,
     #[serde(flatten)]
     pub summary: Summary,
+    /// The client's circuit breaker on a sync edge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerView>,
 }
 
 /// A share of the calls of an edge or service.
@@ -148,7 +153,9 @@ pub async fn graph_of(
             rollup.add(&call);
         }
     }
-    Ok(Graph::build(rollup, Vec::new(), window, thresholds))
+    let mut graph = Graph::build(rollup, Vec::new(), window, thresholds);
+    graph.attach_breakers(engine.breakers());
+    Ok(graph)
 }
 
 impl Graph {
@@ -218,6 +225,7 @@ impl Graph {
                     source: key.source.to_string(),
                     target: key.target.to_string(),
                     destination: key.destination.as_deref().map(str::to_string),
+                    breaker: None,
                 }
             })
             .collect();
@@ -229,6 +237,28 @@ impl Graph {
             edges,
             graph,
             index,
+        }
+    }
+
+    /// Puts each sync edge's breaker on it: an open breaker fails the edge, a half-open one
+    /// degrades it.
+    pub fn attach_breakers(&mut self, breakers: &BreakerTracker) {
+        for edge in &mut self.edges {
+            if edge.call_type != CallType::Sync.as_str() {
+                continue;
+            }
+            edge.breaker = breakers.breaker(
+                &edge.source,
+                &edge.target,
+                self.window.from_ns,
+                self.window.to_ns,
+            );
+            let least = match edge.breaker.as_ref().map(|b| b.state) {
+                Some(BreakerState::Open) => Health::Failing,
+                Some(BreakerState::HalfOpen) => Health::Degraded,
+                _ => continue,
+            };
+            edge.summary.health = edge.summary.health.max(least);
         }
     }
 

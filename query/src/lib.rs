@@ -2,6 +2,8 @@
 //! store's hot batches and Parquet segments, read-only and bounded per query, over HTTP (see
 //! `ui`) and the Postgres wire; and the dependency graph with its statistics and health.
 
+pub mod breaker;
+pub mod breakers;
 mod engine;
 mod error;
 pub mod graph;

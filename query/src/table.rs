@@ -9,6 +9,8 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use callwatch_storage::schema;
+
+use crate::breakers::{BreakerTracker, transitions_schema};
 use callwatch_storage::{SegmentMeta, Store, Table};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
@@ -195,5 +197,43 @@ fn timestamp_ns(value: &ScalarValue) -> Option<i64> {
         ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
         ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
         _ => None,
+    }
+}
+
+/// `breaker_transitions`: every breaker transition the tracker holds, read when queried.
+#[derive(Debug)]
+pub struct TransitionsTable {
+    tracker: Arc<BreakerTracker>,
+}
+
+impl TransitionsTable {
+    pub fn new(tracker: Arc<BreakerTracker>) -> Self {
+        Self { tracker }
+    }
+}
+
+#[async_trait]
+impl TableProvider for TransitionsTable {
+    fn schema(&self) -> SchemaRef {
+        transitions_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        MemorySourceConfig::try_new_exec(
+            &[vec![self.tracker.transitions_batch()]],
+            transitions_schema(),
+            projection.cloned(),
+        )
+        .map(|exec| exec as Arc<dyn ExecutionPlan>)
     }
 }

@@ -5,6 +5,9 @@
 
 use std::collections::VecDeque;
 
+pub use callwatch_query::breaker::BreakerState;
+use callwatch_query::breaker::SlidingWindowType;
+use callwatch_query::breakers::BreakerOverrides;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -32,23 +35,23 @@ impl BreakerConfig {
         wait_duration_in_open_state_ms: 10_000,
         permitted_number_of_calls_in_half_open_state: 5,
     };
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// The value of the `circuit_breaker.state` span attribute.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
+    /// These settings as a breaker rule of callwatch's config file.
+    pub fn overrides(&self, client: &str, server: &str) -> BreakerOverrides {
+        let ms = |ms: u64| Some(format!("{ms}ms"));
+        BreakerOverrides {
+            client: Some(client.to_string()),
+            server: Some(server.to_string()),
+            sliding_window_type: Some(SlidingWindowType::CountBased),
+            sliding_window_size: Some(self.sliding_window_size as u32),
+            minimum_number_of_calls: Some(self.minimum_number_of_calls as u32),
+            failure_rate_threshold: Some(self.failure_rate_threshold),
+            slow_call_rate_threshold: Some(self.slow_call_rate_threshold),
+            slow_call_duration_threshold: ms(self.slow_call_duration_threshold_ms),
+            wait_duration_in_open_state: ms(self.wait_duration_in_open_state_ms),
+            permitted_number_of_calls_in_half_open_state: Some(
+                self.permitted_number_of_calls_in_half_open_state as u32,
+            ),
         }
     }
 }
@@ -122,7 +125,8 @@ impl Breaker {
 
     /// Records the outcome of a permitted call that started at `now_ns`.
     pub fn record(&mut self, now_ns: u64, failed: bool, duration_ns: u64) {
-        let slow = duration_ns >= self.config.slow_call_duration_threshold_ms * 1_000_000;
+        // resilience4j: slow is longer than the threshold.
+        let slow = duration_ns > self.config.slow_call_duration_threshold_ms * 1_000_000;
         let outcome = Outcome { failed, slow };
         match self.state {
             BreakerState::Closed => {

@@ -15,6 +15,7 @@ use callwatch_collector::{count_spans, encode_json_request};
 use tokio_util::sync::CancellationToken;
 
 pub use breaker::BreakerConfig;
+use callwatch_query::breakers::BreakerOverrides;
 pub use scenario::Scenario;
 pub use simulator::{Simulator, SimulatorConfig};
 
@@ -37,7 +38,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("callwatch demo: sending the simulated shop's traces to {url}");
         return feed(client, &args, CancellationToken::new()).await;
     }
-    let server = crate::serve::start(&args.serve).await?;
+    // The embedded server infers the order-service breaker with the settings it has.
+    let mut config = crate::serve::config_file(&args.serve)?;
+    let rule = BreakerConfig::DEMO.overrides("order-service", "payment-service");
+    let configured =
+        |edge: &BreakerOverrides| edge.client == rule.client && edge.server == rule.server;
+    if !config.breakers.edge.iter().any(configured) {
+        config.breakers.edge.push(rule);
+    }
+    let server = crate::serve::start_with(&args.serve, config).await?;
     // 0.0.0.0 is where we listen, not where a browser should go.
     let address = if server.http.ip().is_unspecified() {
         format!("localhost:{}", server.http.port())

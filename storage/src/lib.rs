@@ -19,7 +19,9 @@ pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, Spans
 pub use calls::{CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch};
 pub use derive::CallDeriver;
 pub use error::{Result, StoreError};
-pub use metrics::{Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, write_metric};
+pub use metrics::{
+    Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, escape_label, write_metric,
+};
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::{SegmentMeta, Table};
 pub use store::{FlushReport, FsyncPolicy, Snapshot, Store, StoreConfig};

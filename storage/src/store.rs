@@ -146,6 +146,8 @@ struct Tables {
     hot_calls: Vec<HotCalls>,
     /// Segments of every table.
     segments: Vec<SegmentMeta>,
+    /// Readers of every calls batch the deriver publishes.
+    calls_subscribers: Vec<std::sync::mpsc::Sender<RecordBatch>>,
 }
 
 struct Append {
@@ -447,21 +449,16 @@ impl Store {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let tables = self.shared.tables.lock().expect("not poisoned");
-        let of = |table: Table| -> Vec<SegmentMeta> {
-            tables
-                .segments
-                .iter()
-                .filter(|s| s.table == table)
-                .cloned()
-                .collect()
-        };
-        Snapshot {
-            hot: tables.hot.iter().map(|h| h.batch.clone()).collect(),
-            segments: of(Table::Spans),
-            hot_calls: tables.hot_calls.iter().map(|h| h.batch.clone()).collect(),
-            call_segments: of(Table::Calls),
-        }
+        snapshot_of(&self.shared.tables.lock().expect("not poisoned"))
+    }
+
+    /// A snapshot and every calls batch published after it, each exactly once: the calls of
+    /// the snapshot's segments and hot batches and those the receiver gets are all calls.
+    pub fn subscribe_calls(&self) -> (Snapshot, std::sync::mpsc::Receiver<RecordBatch>) {
+        let mut tables = self.shared.tables.lock().expect("not poisoned");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        tables.calls_subscribers.push(sender);
+        (snapshot_of(&tables), receiver)
     }
 
     /// Where segments live; `SegmentMeta::path` is relative to it.
@@ -909,11 +906,32 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     let bytes = batch.get_array_memory_size();
     shared.unflushed_bytes.fetch_add(bytes, Ordering::Relaxed);
     let mut tables = shared.tables.lock().expect("not poisoned");
+    // Sent under the lock that snapshots take, so a subscriber gets each batch once.
+    tables
+        .calls_subscribers
+        .retain(|subscriber| subscriber.send(batch.clone()).is_ok());
     tables.hot_calls.push(HotCalls {
         epoch,
         bytes,
         batch,
     });
+}
+
+fn snapshot_of(tables: &Tables) -> Snapshot {
+    let of = |table: Table| -> Vec<SegmentMeta> {
+        tables
+            .segments
+            .iter()
+            .filter(|s| s.table == table)
+            .cloned()
+            .collect()
+    };
+    Snapshot {
+        hot: tables.hot.iter().map(|h| h.batch.clone()).collect(),
+        segments: of(Table::Spans),
+        hot_calls: tables.hot_calls.iter().map(|h| h.batch.clone()).collect(),
+        call_segments: of(Table::Calls),
+    }
 }
 
 /// Writes a group to the WAL; returns the sequence number of its first batch.

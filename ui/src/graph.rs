@@ -1,5 +1,5 @@
 //! The dependency graph over HTTP: `/api/v1/graph`, `/api/v1/services`,
-//! `/api/v1/services/{name}` and `/api/v1/edges`.
+//! `/api/v1/services/{name}`, `/api/v1/edges` and `/api/v1/breakers`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,12 +58,27 @@ async fn load_with_calls(
     let calls = calls_in(&state.query, window)
         .await
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
-    Ok(Graph::build(
-        Rollup::of(&calls),
-        calls,
-        window,
-        state.health,
-    ))
+    let mut graph = Graph::build(Rollup::of(&calls), calls, window, state.health);
+    graph.attach_breakers(state.query.breakers());
+    Ok(graph)
+}
+
+/// `GET /api/v1/breakers?from=&to=`: every client → server breaker of the window.
+pub async fn breakers(State(state): State<AppState>, Query(params): Params) -> Response {
+    let window = match window_of(&params) {
+        Ok(window) => window,
+        Err(message) => return bad_request(message),
+    };
+    let breakers = state
+        .query
+        .breakers()
+        .breakers(window.from_ns, window.to_ns);
+    axum::Json(json!({
+        "from": rfc3339(window.from_ns),
+        "to": rfc3339(window.to_ns),
+        "breakers": breakers,
+    }))
+    .into_response()
 }
 
 fn window_json(graph: &Graph) -> (String, String) {

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/services", get(graph::services))
         .route("/api/v1/services/{name}", get(graph::service))
         .route("/api/v1/edges", get(graph::edges))
+        .route("/api/v1/breakers", get(graph::breakers))
         .with_state(state)
 }
 
@@ -63,6 +64,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.ingest.store();
     store.metrics().render(&store.gauges(), &mut out);
     state.graph_metrics.render(&mut out);
+    state.query.breakers().render(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,794 @@
+//! The circuit breaker of every client → server edge, over time: the state clients report on
+//! their spans, and the state inferred by replaying each edge's calls in start order through
+//! resilience4j's rules ([`crate::breaker`]). Calls come from the store as the pairer
+//! derives them (after those already stored), wait a little for earlier calls of their edge
+//! that are still on their way, and are then replayed once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use callwatch_storage::{
+    CallRow, CallType, Interner, NodeKind, Store, call_rows, escape_label, schema,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::breaker::{Breaker, BreakerSettings, BreakerState, SlidingWindowType, Transition};
+use crate::error::QueryError;
+
+/// Transitions kept per edge and source; the oldest go first.
+const MAX_TRANSITIONS: usize = 10_000;
+/// Seconds with rejected calls kept per edge.
+const MAX_REJECTED_SECONDS: usize = 100_000;
+/// Edges followed; calls of further edges are counted, not replayed.
+const MAX_EDGES: usize = 10_000;
+/// A call is emitted when its last span arrives, so an edge's calls wait as long as its
+/// longest call took, up to this.
+const MAX_HELD_DURATION: Duration = Duration::from_secs(60);
+
+/// Where a breaker's state comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Reported,
+    Inferred,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reported => "reported",
+            Self::Inferred => "inferred",
+        }
+    }
+}
+
+/// A transition as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TransitionView {
+    #[serde(serialize_with = "rfc3339")]
+    pub at: i64,
+    pub from: BreakerState,
+    pub to: BreakerState,
+}
+
+impl From<Transition> for TransitionView {
+    fn from(t: Transition) -> Self {
+        Self {
+            at: t.at_ns,
+            from: t.from,
+            to: t.to,
+        }
+    }
+}
+
+/// One edge's breaker over a window, as `/api/v1/breakers` and the graph's edges show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerView {
+    pub client: String,
+    pub server: String,
+    /// The reported state when the client reports one, else the inferred state.
+    pub state: BreakerState,
+    /// When the breaker entered `state` (or was first seen in it).
+    #[serde(serialize_with = "rfc3339")]
+    pub since: i64,
+    pub source: Source,
+    pub reported_state: Option<BreakerState>,
+    pub inferred_state: BreakerState,
+    /// The client reports a state and it is not the inferred one.
+    pub disagreement: bool,
+    /// Transitions of `source` in the window.
+    pub transitions: Vec<TransitionView>,
+    pub reported_transitions: Vec<TransitionView>,
+    pub inferred_transitions: Vec<TransitionView>,
+    /// Calls the client's breaker turned away in the window (counted per second of start).
+    pub rejected_calls: u64,
+}
+
+fn rfc3339<S: Serializer>(ns: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_rfc3339(*ns))
+}
+
+pub fn format_rfc3339(ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// A transition as it happens, for the webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerEvent {
+    pub client: String,
+    pub server: String,
+    pub source: Source,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: i64,
+    pub from: BreakerState,
+    pub to: BreakerState,
+    pub reported_state: Option<BreakerState>,
+    pub inferred_state: BreakerState,
+}
+
+/// A breaker setting file section: every field optional, named as resilience4j names them
+/// (snake case, or resilience4j's camel case).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerOverrides {
+    /// Only in `[[breakers.edge]]`: the edge the settings are for.
+    pub client: Option<String>,
+    pub server: Option<String>,
+    #[serde(alias = "slidingWindowType")]
+    pub sliding_window_type: Option<SlidingWindowType>,
+    #[serde(alias = "slidingWindowSize")]
+    pub sliding_window_size: Option<u32>,
+    #[serde(alias = "minimumNumberOfCalls")]
+    pub minimum_number_of_calls: Option<u32>,
+    #[serde(alias = "failureRateThreshold")]
+    pub failure_rate_threshold: Option<f64>,
+    #[serde(alias = "slowCallRateThreshold")]
+    pub slow_call_rate_threshold: Option<f64>,
+    #[serde(alias = "slowCallDurationThreshold")]
+    pub slow_call_duration_threshold: Option<String>,
+    #[serde(alias = "waitDurationInOpenState")]
+    pub wait_duration_in_open_state: Option<String>,
+    #[serde(alias = "permittedNumberOfCallsInHalfOpenState")]
+    pub permitted_number_of_calls_in_half_open_state: Option<u32>,
+}
+
+fn parse_duration(name: &str, text: &Option<String>) -> Result<Option<Duration>, String> {
+    text.as_deref()
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map_err(|e| format!("{name} = {text:?}: {e} (write e.g. \"60s\" or \"500ms\")"))
+        })
+        .transpose()
+}
+
+impl BreakerOverrides {
+    fn apply(&self, base: BreakerSettings) -> Result<BreakerSettings, String> {
+        let settings = BreakerSettings {
+            sliding_window_type: self.sliding_window_type.unwrap_or(base.sliding_window_type),
+            sliding_window_size: self.sliding_window_size.unwrap_or(base.sliding_window_size),
+            minimum_number_of_calls: self
+                .minimum_number_of_calls
+                .unwrap_or(base.minimum_number_of_calls),
+            failure_rate_threshold: self
+                .failure_rate_threshold
+                .unwrap_or(base.failure_rate_threshold),
+            slow_call_rate_threshold: self
+                .slow_call_rate_threshold
+                .unwrap_or(base.slow_call_rate_threshold),
+            slow_call_duration_threshold: parse_duration(
+                "slow_call_duration_threshold",
+                &self.slow_call_duration_threshold,
+            )?
+            .unwrap_or(base.slow_call_duration_threshold),
+            wait_duration_in_open_state: parse_duration(
+                "wait_duration_in_open_state",
+                &self.wait_duration_in_open_state,
+            )?
+            .unwrap_or(base.wait_duration_in_open_state),
+            permitted_number_of_calls_in_half_open_state: self
+                .permitted_number_of_calls_in_half_open_state
+                .unwrap_or(base.permitted_number_of_calls_in_half_open_state),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// The `[breakers]` section of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakersSection {
+    /// Settings for every edge, over resilience4j's defaults.
+    #[serde(default)]
+    pub default: BreakerOverrides,
+    /// Settings of one edge, over `default`.
+    #[serde(default)]
+    pub edge: Vec<BreakerOverrides>,
+    /// A client failure at most this long with no server span is a call its breaker
+    /// rejected (default 2ms).
+    pub short_circuit_max_duration: Option<String>,
+    /// How long a call waits for earlier calls of its edge still on their way, beyond the
+    /// pairing wait (default 5s).
+    pub reorder_slack: Option<String>,
+}
+
+/// Breaker settings per edge, and how calls are read.
+#[derive(Debug, Clone)]
+pub struct BreakerOptions {
+    default: BreakerSettings,
+    edges: HashMap<(String, String), BreakerSettings>,
+    short_circuit: Duration,
+    /// How long a call is held before it is replayed.
+    hold: Duration,
+}
+
+impl Default for BreakerOptions {
+    fn default() -> Self {
+        Self::new(&BreakersSection::default(), Duration::from_secs(10)).expect("defaults are valid")
+    }
+}
+
+impl BreakerOptions {
+    /// Options from the config file; `pairing_wait` is how late the pairer may emit a call.
+    pub fn new(section: &BreakersSection, pairing_wait: Duration) -> Result<Self, String> {
+        if section.default.client.is_some() || section.default.server.is_some() {
+            return Err(
+                "[breakers.default] is for every edge: it takes no client or server".into(),
+            );
+        }
+        let default = section
+            .default
+            .apply(BreakerSettings::default())
+            .map_err(|e| format!("[breakers.default]: {e}"))?;
+        let mut edges = HashMap::new();
+        for (index, rule) in section.edge.iter().enumerate() {
+            let (Some(client), Some(server)) = (&rule.client, &rule.server) else {
+                return Err(format!(
+                    "[[breakers.edge]] number {} needs both client and server",
+                    index + 1
+                ));
+            };
+            let settings = rule
+                .apply(default)
+                .map_err(|e| format!("[[breakers.edge]] {client} -> {server}: {e}"))?;
+            edges.insert((client.clone(), server.clone()), settings);
+        }
+        let short_circuit = parse_duration(
+            "short_circuit_max_duration",
+            &section.short_circuit_max_duration,
+        )?
+        .unwrap_or(Duration::from_millis(2));
+        let slack = parse_duration("reorder_slack", &section.reorder_slack)?
+            .unwrap_or(Duration::from_secs(5));
+        Ok(Self {
+            default,
+            edges,
+            short_circuit,
+            hold: pairing_wait + slack,
+        })
+    }
+
+    pub fn settings_for(&self, client: &str, server: &str) -> BreakerSettings {
+        self.edges
+            .get(&(client.to_string(), server.to_string()))
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+/// A call of an edge waiting to be replayed.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    start_ns: i64,
+    duration: Duration,
+    failed: bool,
+    rejected: bool,
+    reported: Option<BreakerState>,
+    received: Instant,
+}
+
+/// A reported state, from the first call that reported it.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    at_ns: i64,
+    from: Option<BreakerState>,
+    to: BreakerState,
+}
+
+#[derive(Debug)]
+struct EdgeTrack {
+    breaker: Breaker,
+    waiting: Vec<Waiting>,
+    /// Start of the latest call replayed, and of the latest call seen.
+    replayed_ns: i64,
+    newest_ns: i64,
+    /// The longest call seen, up to [`MAX_HELD_DURATION`].
+    longest: Duration,
+    first_ns: i64,
+    last_ns: i64,
+    inferred: Vec<Transition>,
+    reported: Vec<Report>,
+    rejected: BTreeMap<i64, u64>,
+}
+
+impl EdgeTrack {
+    fn new(settings: BreakerSettings, start_ns: i64) -> Self {
+        Self {
+            breaker: Breaker::new(settings),
+            waiting: Vec::new(),
+            replayed_ns: i64::MIN,
+            newest_ns: start_ns,
+            longest: Duration::ZERO,
+            first_ns: start_ns,
+            last_ns: start_ns,
+            inferred: Vec::new(),
+            reported: Vec::new(),
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    fn reported_now(&self) -> Option<BreakerState> {
+        self.reported.last().map(|r| r.to)
+    }
+
+    /// The inferred state at `at_ns` and since when.
+    fn inferred_at(&self, at_ns: i64) -> (BreakerState, i64) {
+        let before = self.inferred.partition_point(|t| t.at_ns < at_ns);
+        match before.checked_sub(1).map(|i| self.inferred[i]) {
+            Some(t) => (t.to, t.at_ns),
+            None => (BreakerState::Closed, self.first_ns),
+        }
+    }
+
+    fn reported_at(&self, at_ns: i64) -> Option<(BreakerState, i64)> {
+        let before = self.reported.partition_point(|r| r.at_ns < at_ns);
+        let report = self.reported[..before].last()?;
+        // Since the first report of this state in a row.
+        let since = self.reported[..before]
+            .iter()
+            .rev()
+            .take_while(|r| r.to == report.to)
+            .last()
+            .map_or(report.at_ns, |r| r.at_ns);
+        Some((report.to, since))
+    }
+
+    fn view(&self, client: &str, server: &str, from_ns: i64, to_ns: i64) -> BreakerView {
+        let (inferred_state, inferred_since) = self.inferred_at(to_ns);
+        let reported = self.reported_at(to_ns);
+        let in_window = |at: i64| at >= from_ns && at < to_ns;
+        let inferred_transitions: Vec<TransitionView> = self
+            .inferred
+            .iter()
+            .filter(|t| in_window(t.at_ns))
+            .map(|&t| t.into())
+            .collect();
+        let reported_transitions: Vec<TransitionView> = self
+            .reported
+            .iter()
+            .filter(|r| in_window(r.at_ns))
+            .filter_map(|r| {
+                Some(TransitionView {
+                    at: r.at_ns,
+                    from: r.from?,
+                    to: r.to,
+                })
+            })
+            .collect();
+        let first_second = from_ns.div_euclid(1_000_000_000);
+        let last_second = (to_ns - 1).div_euclid(1_000_000_000);
+        let rejected_calls = if first_second <= last_second {
+            self.rejected
+                .range(first_second..=last_second)
+                .map(|(_, n)| n)
+                .sum()
+        } else {
+            0
+        };
+        let (state, since, source, transitions) = match reported {
+            Some((state, since)) => (state, since, Source::Reported, reported_transitions.clone()),
+            None => (
+                inferred_state,
+                inferred_since,
+                Source::Inferred,
+                inferred_transitions.clone(),
+            ),
+        };
+        BreakerView {
+            client: client.to_string(),
+            server: server.to_string(),
+            state,
+            since,
+            source,
+            reported_state: reported.map(|(state, _)| state),
+            inferred_state,
+            disagreement: reported.is_some_and(|(state, _)| state != inferred_state),
+            transitions,
+            reported_transitions,
+            inferred_transitions,
+            rejected_calls,
+        }
+    }
+}
+
+type EdgeName = (Arc<str>, Arc<str>);
+
+#[derive(Debug, Default)]
+struct TrackerState {
+    edges: HashMap<EdgeName, EdgeTrack>,
+    calls: Option<Receiver<RecordBatch>>,
+    /// Transitions are announced once the stored calls have been replayed.
+    live: bool,
+    /// Transitions per (client, server, source, to), for Prometheus.
+    transitions_total: BTreeMap<(EdgeName, Source, BreakerState), u64>,
+    late_calls: u64,
+    untracked_calls: u64,
+    events_dropped: u64,
+}
+
+/// Every edge's breaker. Shared by the API, the SQL table and the metrics.
+#[derive(Debug)]
+pub struct BreakerTracker {
+    options: BreakerOptions,
+    state: Mutex<TrackerState>,
+    events: Option<tokio::sync::mpsc::Sender<BreakerEvent>>,
+}
+
+impl Default for BreakerTracker {
+    fn default() -> Self {
+        Self::new(BreakerOptions::default(), None)
+    }
+}
+
+impl BreakerTracker {
+    /// A tracker; transitions found live go to `events` (never blocking: a full channel
+    /// drops them, counted).
+    pub fn new(
+        options: BreakerOptions,
+        events: Option<tokio::sync::mpsc::Sender<BreakerEvent>>,
+    ) -> Self {
+        Self {
+            options,
+            state: Mutex::new(TrackerState::default()),
+            events,
+        }
+    }
+
+    pub fn options(&self) -> &BreakerOptions {
+        &self.options
+    }
+
+    /// Replays the stored calls (segments in start order, then hot batches) and subscribes to
+    /// the calls derived from now on.
+    pub async fn start(&self, store: &Store) -> Result<(), QueryError> {
+        let (snapshot, receiver) = store.subscribe_calls();
+        self.state.lock().expect("not poisoned").calls = Some(receiver);
+        let mut segments = snapshot.call_segments.clone();
+        segments.sort_by_key(|s| s.min_start_ns);
+        for segment in &segments {
+            let batches = store
+                .read_segment(segment)
+                .await
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            self.observe(&batches, Instant::now())?;
+        }
+        self.observe(&snapshot.hot_calls, Instant::now())?;
+        self.state.lock().expect("not poisoned").live = true;
+        Ok(())
+    }
+
+    /// Takes the calls derived since the last poll and replays those whose wait is over.
+    pub fn poll(&self) -> Result<(), QueryError> {
+        let batches: Vec<RecordBatch> = {
+            let state = self.state.lock().expect("not poisoned");
+            match &state.calls {
+                Some(receiver) => receiver.try_iter().collect(),
+                None => Vec::new(),
+            }
+        };
+        self.observe(&batches, Instant::now())
+    }
+
+    fn observe(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        let state = &mut *state;
+        // Names live on in the edges they key; the rest go with the batch.
+        let mut names = Interner::default();
+        for batch in batches {
+            let calls = call_rows(&breaker_columns(batch)?, &mut names)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            for call in &calls {
+                self.wait(state, call, now);
+            }
+        }
+        self.replay(state, now);
+        Ok(())
+    }
+
+    /// Puts a client's sync call in its edge's queue.
+    fn wait(&self, state: &mut TrackerState, call: &CallRow, now: Instant) {
+        if call.call_type != CallType::Sync || &*call.client == schema::USER_NODE {
+            return;
+        }
+        let edge_count = state.edges.len();
+        let key = (call.client.clone(), call.server.clone());
+        let track = match state.edges.get_mut(&key) {
+            Some(track) => track,
+            None if edge_count >= MAX_EDGES => {
+                state.untracked_calls += 1;
+                return;
+            }
+            None => state.edges.entry(key).or_insert_with(|| {
+                EdgeTrack::new(
+                    self.options.settings_for(&call.client, &call.server),
+                    call.start_ns,
+                )
+            }),
+        };
+        let duration = Duration::from_nanos(call.client_duration_ns.unwrap_or(0).max(0) as u64);
+        let reported = call.breaker_state.as_deref().and_then(BreakerState::parse);
+        let no_server_span = call.server_span_id.is_none();
+        let rejected = call.failed
+            && no_server_span
+            && ((call.server_kind == NodeKind::Service && duration <= self.options.short_circuit)
+                || reported == Some(BreakerState::Open));
+        track.newest_ns = track.newest_ns.max(call.start_ns);
+        track.longest = track.longest.max(duration.min(MAX_HELD_DURATION));
+        track.waiting.push(Waiting {
+            start_ns: call.start_ns,
+            duration,
+            failed: call.failed,
+            rejected,
+            reported,
+            received: now,
+        });
+    }
+
+    /// Replays, edge by edge in start order, the calls that have waited long enough: those
+    /// held for the whole hold, and those that much older than the newest call of the edge.
+    /// The hold is the pairing wait, a slack and the edge's longest call: how much later
+    /// than a call an earlier-starting one may still be derived.
+    fn replay(&self, state: &mut TrackerState, now: Instant) {
+        let mut events = Vec::new();
+        for (key, track) in &mut state.edges {
+            if track.waiting.is_empty() {
+                continue;
+            }
+            let hold = self.options.hold + track.longest;
+            let hold_ns = i64::try_from(hold.as_nanos()).unwrap_or(i64::MAX);
+            track.waiting.sort_by_key(|w| w.start_ns);
+            let cutoff_ns = track.newest_ns.saturating_sub(hold_ns);
+            let ready = track
+                .waiting
+                .iter()
+                .take_while(|w| w.start_ns <= cutoff_ns || now.duration_since(w.received) >= hold)
+                .count();
+            let waiting: Vec<Waiting> = track.waiting.drain(..ready).collect();
+            for call in waiting {
+                let late = call.start_ns < track.replayed_ns;
+                state.late_calls += u64::from(late);
+                // A late call counts where the replay is, so transitions stay in order.
+                let at_ns = call.start_ns.max(track.replayed_ns);
+                track.replayed_ns = at_ns;
+                track.first_ns = track.first_ns.min(call.start_ns);
+                track.last_ns = track.last_ns.max(call.start_ns);
+                let mut found: Vec<(Source, Transition)> = Vec::new();
+                if let Some(to) = call.reported
+                    && !late
+                    && track.reported_now() != Some(to)
+                {
+                    let from = track.reported_now();
+                    track.reported.push(Report { at_ns, from, to });
+                    if let Some(from) = from {
+                        found.push((Source::Reported, Transition { at_ns, from, to }));
+                    }
+                }
+                if call.rejected {
+                    *track
+                        .rejected
+                        .entry(call.start_ns.div_euclid(1_000_000_000))
+                        .or_default() += 1;
+                    if !late && let Some(t) = track.breaker.rejected(at_ns) {
+                        found.push((Source::Inferred, t));
+                    }
+                } else {
+                    let transitions = track.breaker.call(at_ns, call.failed, call.duration);
+                    found.extend(transitions.into_iter().map(|t| (Source::Inferred, t)));
+                }
+                for (source, transition) in found {
+                    if source == Source::Inferred {
+                        track.inferred.push(transition);
+                    }
+                    *state
+                        .transitions_total
+                        .entry((key.clone(), source, transition.to))
+                        .or_default() += 1;
+                    if state.live {
+                        events.push(BreakerEvent {
+                            client: key.0.to_string(),
+                            server: key.1.to_string(),
+                            source,
+                            at: transition.at_ns,
+                            from: transition.from,
+                            to: transition.to,
+                            reported_state: track.reported_now(),
+                            inferred_state: track.breaker.state(),
+                        });
+                    }
+                }
+            }
+            trim(&mut track.inferred, MAX_TRANSITIONS);
+            trim(&mut track.reported, MAX_TRANSITIONS);
+            while track.rejected.len() > MAX_REJECTED_SECONDS {
+                track.rejected.pop_first();
+            }
+        }
+        if let Some(sender) = &self.events {
+            for event in events {
+                if sender.try_send(event).is_err() {
+                    state.events_dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// The breakers of every edge seen before `to_ns` that had calls in the window or was
+    /// not closed at its end, ordered by client and server.
+    pub fn breakers(&self, from_ns: i64, to_ns: i64) -> Vec<BreakerView> {
+        let state = self.state.lock().expect("not poisoned");
+        let mut views: Vec<BreakerView> = state
+            .edges
+            .iter()
+            .filter(|(_, track)| track.first_ns < to_ns)
+            .filter_map(|((client, server), track)| {
+                let view = track.view(client, server, from_ns, to_ns);
+                let shown = track.last_ns >= from_ns
+                    || view.state != BreakerState::Closed
+                    || !view.inferred_transitions.is_empty()
+                    || !view.reported_transitions.is_empty();
+                shown.then_some(view)
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.client, &a.server).cmp(&(&b.client, &b.server)));
+        views
+    }
+
+    /// One edge's breaker over a window.
+    pub fn breaker(
+        &self,
+        client: &str,
+        server: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Option<BreakerView> {
+        let state = self.state.lock().expect("not poisoned");
+        let track = state.edges.get(&(Arc::from(client), Arc::from(server)))?;
+        (track.first_ns < to_ns).then(|| track.view(client, server, from_ns, to_ns))
+    }
+
+    /// Every transition, for the `breaker_transitions` table.
+    pub fn transitions_batch(&self) -> RecordBatch {
+        let state = self.state.lock().expect("not poisoned");
+        let mut rows: Vec<(&EdgeName, Source, i64, BreakerState, BreakerState)> = Vec::new();
+        for (key, track) in &state.edges {
+            rows.extend(
+                track
+                    .inferred
+                    .iter()
+                    .map(|t| (key, Source::Inferred, t.at_ns, t.from, t.to)),
+            );
+            rows.extend(
+                track
+                    .reported
+                    .iter()
+                    .filter_map(|r| Some((key, Source::Reported, r.at_ns, r.from?, r.to))),
+            );
+        }
+        rows.sort_by(|a, b| (a.2, &a.0.0, &a.0.1).cmp(&(b.2, &b.0.0, &b.0.1)));
+        let mut at = TimestampNanosecondBuilder::new().with_timezone("UTC");
+        let [mut client, mut server, mut source, mut from, mut to] =
+            std::array::from_fn(|_| StringBuilder::new());
+        for ((c, s), src, at_ns, f, t) in rows {
+            at.append_value(at_ns);
+            client.append_value(c);
+            server.append_value(s);
+            source.append_value(src.as_str());
+            from.append_value(f.as_str());
+            to.append_value(t.as_str());
+        }
+        RecordBatch::try_new(
+            transitions_schema(),
+            vec![
+                Arc::new(at.finish()),
+                Arc::new(client.finish()),
+                Arc::new(server.finish()),
+                Arc::new(source.finish()),
+                Arc::new(from.finish()),
+                Arc::new(to.finish()),
+            ],
+        )
+        .expect("columns match the schema")
+    }
+
+    /// `callwatch_breaker_state`, the transitions counter and the tracker's own counters.
+    pub fn render(&self, out: &mut String) {
+        let state = self.state.lock().expect("not poisoned");
+        let mut edges: Vec<_> = state.edges.iter().collect();
+        edges.sort_by(|a, b| a.0.cmp(b.0));
+        out.push_str(
+            "# HELP callwatch_breaker_state Circuit breaker of a client -> server edge: 0 closed, 1 open, 2 half-open (reported, else inferred).\n\
+             # TYPE callwatch_breaker_state gauge\n",
+        );
+        for ((client, server), track) in &edges {
+            let state = track.reported_now().unwrap_or(track.breaker.state());
+            let _ = writeln!(
+                out,
+                "callwatch_breaker_state{{client=\"{}\",server=\"{}\"}} {}",
+                escape_label(client),
+                escape_label(server),
+                state.gauge()
+            );
+        }
+        out.push_str(
+            "# HELP callwatch_breaker_transitions_total Breaker transitions by edge, source and new state.\n\
+             # TYPE callwatch_breaker_transitions_total counter\n",
+        );
+        for (((client, server), source, to), count) in &state.transitions_total {
+            let _ = writeln!(
+                out,
+                "callwatch_breaker_transitions_total{{client=\"{}\",server=\"{}\",source=\"{}\",to=\"{}\"}} {count}",
+                escape_label(client),
+                escape_label(server),
+                source.as_str(),
+                to.as_str()
+            );
+        }
+        for (name, help, value) in [
+            (
+                "callwatch_breaker_late_calls_total",
+                "Calls replayed after later calls of their edge (they arrived past the hold).",
+                state.late_calls,
+            ),
+            (
+                "callwatch_breaker_untracked_calls_total",
+                "Calls of edges beyond the number of breakers followed.",
+                state.untracked_calls,
+            ),
+            (
+                "callwatch_breaker_events_dropped_total",
+                "Breaker transitions not sent to the webhook because its queue was full.",
+                state.events_dropped,
+            ),
+        ] {
+            callwatch_storage::write_metric(out, name, "counter", help, value as f64);
+        }
+    }
+}
+
+/// Only the columns a breaker reads, so the rest are not decoded for every call.
+fn breaker_columns(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
+    let wanted = [
+        schema::START_TIME,
+        schema::CLIENT,
+        schema::SERVER,
+        schema::CALL_TYPE,
+        schema::SERVER_KIND,
+        schema::CLIENT_DURATION_NS,
+        schema::FAILED,
+        schema::BREAKER_STATE,
+        schema::SERVER_SPAN_ID,
+    ];
+    let indices: Vec<usize> = wanted
+        .iter()
+        .filter_map(|name| batch.schema().index_of(name).ok())
+        .collect();
+    batch
+        .project(&indices)
+        .map_err(|e| QueryError::Execution(e.to_string()))
+}
+
+fn trim<T>(log: &mut Vec<T>, max: usize) {
+    if log.len() > max {
+        log.drain(..log.len() - max);
+    }
+}
+
+pub const BREAKER_TRANSITIONS_TABLE: &str = "breaker_transitions";
+
+pub fn transitions_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        Field::new("at", schema::timestamp_type(), false),
+        text("client"),
+        text("server"),
+        text("source"),
+        text("from_state"),
+        text("to_state"),
+    ]))
+}
