@@ -476,18 +476,21 @@ impl BreakerTracker {
     }
 
     fn observe(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
-        let mut state = self.state.lock().expect("not poisoned");
-        let state = &mut *state;
+        // Decoded before taking the lock, so the API and /metrics do not wait on it.
         // Names live on in the edges they key; the rest go with the batch.
         let mut names = Interner::default();
+        let mut calls = Vec::new();
         for batch in batches {
-            let calls = call_rows(&breaker_columns(batch)?, &mut names)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            for call in &calls {
-                self.wait(state, call, now);
-            }
+            calls.extend(
+                call_rows(&breaker_columns(batch)?, &mut names)
+                    .map_err(|e| QueryError::Execution(e.to_string()))?,
+            );
         }
-        self.replay(state, now);
+        let mut state = self.state.lock().expect("not poisoned");
+        for call in &calls {
+            self.wait(&mut state, call, now);
+        }
+        self.replay(&mut state, now);
         Ok(())
     }
 
