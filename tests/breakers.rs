@@ -329,7 +329,10 @@ async fn every_way_of_reporting_a_breaker_is_read_and_disagreement_is_shown() {
             "payments",
             at,
             true,
-            vec![text("circuit_breaker.state", "CLOSED")],
+            vec![
+                text("circuit_breaker.state", "CLOSED"),
+                text("circuit_breaker.name", "payments-v1"),
+            ],
             vec![],
         );
     }
@@ -343,12 +346,16 @@ async fn every_way_of_reporting_a_breaker_is_read_and_disagreement_is_shown() {
             vec![text("from", "closed"), text("to", "open")],
         )],
     );
+    // The breaker was renamed: the latest name is shown.
     for at in 4..8 {
         call(
             "payments",
             at,
             false,
-            vec![text("circuit_breaker.state", "open")],
+            vec![
+                text("circuit_breaker.state", "open"),
+                text("circuitbreaker.name", "payments"),
+            ],
             vec![],
         );
     }
@@ -365,7 +372,10 @@ async fn every_way_of_reporting_a_breaker_is_read_and_disagreement_is_shown() {
         1,
         true,
         vec![],
-        vec![event("OnCircuitHalfOpened", vec![])],
+        vec![event(
+            "OnCircuitHalfOpened",
+            vec![text("circuit_breaker.name", "stock-pipeline")],
+        )],
     );
     // mail: an Envoy sidecar's client span says its breaker turned the request away.
     call("mail", 0, false, vec![text("response_flags", "UO")], vec![]);
@@ -411,16 +421,19 @@ async fn every_way_of_reporting_a_breaker_is_read_and_disagreement_is_shown() {
     );
     assert_eq!(payments["rejected_calls"], 4);
     assert_eq!(payments["disagreement"], false);
+    assert_eq!(payments["name"], "payments");
 
     let stock = breaker(&breakers, "checkout", "stock");
     assert_eq!(stock["state"], "half_open", "{stock:#}");
     assert_eq!(stock["inferred_state"], "closed");
     assert_eq!(stock["disagreement"], true);
     assert_eq!(nanos(&stock["since"]), t0 as i64);
+    assert_eq!(stock["name"], "stock-pipeline", "named by its Polly event");
 
     let mail = breaker(&breakers, "checkout", "mail");
     assert_eq!(mail["reported_state"], "open", "{mail:#}");
     assert_eq!(mail["rejected_calls"], 1);
+    assert_eq!(mail["name"], serde_json::Value::Null);
 
     // The graph shows the breaker on its edge, and an open one fails the edge.
     let graph = get(&server, &format!("/api/v1/graph?{}", window())).await;

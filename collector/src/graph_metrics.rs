@@ -361,6 +361,7 @@ mod tests {
             retry: false,
             timeout: false,
             breaker_state: None,
+            breaker_name: None,
             client_span_id: None,
             server_span_id: None,
         }

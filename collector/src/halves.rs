@@ -64,6 +64,8 @@ pub struct Half {
     /// `http.request.resend_count` > 0.
     pub resent: bool,
     pub breaker_state: Option<Arc<str>>,
+    /// `circuit_breaker.name`.
+    pub breaker_name: Option<Arc<str>>,
 }
 
 impl Half {
@@ -94,6 +96,7 @@ struct Wanted<'a> {
     error_type: Option<&'a str>,
     api_version: Option<&'a str>,
     breaker_state: Option<&'a str>,
+    breaker_name: Option<&'a str>,
     /// Envoy's `response_flags`: `UO` is a request its circuit breaker turned away.
     response_flags: Option<&'a str>,
     /// Polly reports breaker events as `event.name`.
@@ -122,6 +125,7 @@ impl<'a> Wanted<'a> {
             "error.type" => &mut self.error_type,
             "api.version" | "http.request.header.accept-version" => &mut self.api_version,
             "circuit_breaker.state" | "circuitbreaker.state" => &mut self.breaker_state,
+            "circuit_breaker.name" | "circuitbreaker.name" => &mut self.breaker_name,
             "response_flags" => &mut self.response_flags,
             "event.name" => &mut self.event_name,
             _ => return,
@@ -221,10 +225,10 @@ impl<'a> SpanColumns<'a> {
         }
 
         // Breakers sit on the client side of a call.
-        let breaker_state = if side == Side::Client {
-            reported_breaker_state(&wanted, self.events, row)
+        let (breaker_state, breaker_name) = if side == Side::Client {
+            reported_breaker(&wanted, self.events, row)
         } else {
-            None
+            (None, None)
         };
         let links = if side == Side::Consumer {
             link_ids(self.links, row)
@@ -277,19 +281,22 @@ impl<'a> SpanColumns<'a> {
                 .and_then(|s| s.parse::<i64>().ok())
                 .is_some_and(|n| n > 0),
             breaker_state: names.get_opt(breaker_state.map(normalize_breaker_state)),
+            breaker_name: names.get_opt(breaker_name),
         })
     }
 }
 
 /// The breaker state a client span reports, by what says most: a state-change event, a
 /// Polly breaker event, the state attribute, or Envoy's `UO` flag (the breaker turned the
-/// request away, so it is open).
-fn reported_breaker_state<'a>(
+/// request away, so it is open). The breaker's name is the span's `circuit_breaker.name`,
+/// else the one its breaker event carries.
+fn reported_breaker<'a>(
     wanted: &Wanted<'a>,
     events: &'a ListArray,
     row: usize,
-) -> Option<&'a str> {
-    breaker_event_state(events, row)
+) -> (Option<&'a str>, Option<&'a str>) {
+    let (event_state, event_name) = breaker_event(events, row).unwrap_or_default();
+    let state = event_state
         .or(wanted.event_name.and_then(polly_breaker_state))
         .or(wanted.breaker_state)
         .or_else(|| {
@@ -297,7 +304,8 @@ fn reported_breaker_state<'a>(
                 .response_flags
                 .is_some_and(|flags| flags.split(',').any(|flag| flag.trim() == "UO"))
                 .then_some("open")
-        })
+        });
+    (state, wanted.breaker_name.or(event_name))
 }
 
 /// Polly's breaker events, as `event.name`.
@@ -310,9 +318,10 @@ fn polly_breaker_state(event: &str) -> Option<&'static str> {
     }
 }
 
-/// The state the last breaker event of a span names: `to` of a `circuit_breaker.state_change`
-/// event, or a Polly event by its name or `event.name` attribute.
-fn breaker_event_state(events: &ListArray, row: usize) -> Option<&str> {
+/// The state the last breaker event of a span names (`to` of a `circuit_breaker.state_change`
+/// event, or a Polly event by its name or `event.name` attribute), with the breaker's name
+/// when the event carries `circuit_breaker.name`.
+fn breaker_event(events: &ListArray, row: usize) -> Option<(Option<&str>, Option<&str>)> {
     if events.is_null(row) || events.value_length(row) == 0 {
         return None;
     }
@@ -334,11 +343,12 @@ fn breaker_event_state(events: &ListArray, row: usize) -> Option<&str> {
                 .find(|&i| keys.value(i) == key && values.is_valid(i))
                 .map(|i| values.value(i))
         };
-        match names.value(event) {
+        let state = match names.value(event) {
             "circuit_breaker.state_change" => attribute("to"),
             name => polly_breaker_state(name)
                 .or_else(|| attribute("event.name").and_then(polly_breaker_state)),
-        }
+        }?;
+        Some((Some(state), attribute("circuit_breaker.name")))
     })
 }
 

@@ -309,6 +309,7 @@ impl Pairer {
             retry: client.resent,
             timeout,
             breaker_state: client.breaker_state.clone(),
+            breaker_name: client.breaker_name.clone(),
             client_span_id: Some(client.span_id),
             server_span_id: Some(server.span_id),
         }
@@ -343,6 +344,7 @@ impl Pairer {
             retry: client.resent,
             timeout: timed_out(client),
             breaker_state: client.breaker_state.clone(),
+            breaker_name: client.breaker_name.clone(),
             client_span_id: Some(client.span_id),
             server_span_id: None,
         }
@@ -375,6 +377,7 @@ impl Pairer {
             retry: false,
             timeout: false,
             breaker_state: None,
+            breaker_name: None,
             client_span_id: None,
             server_span_id: Some(server.span_id),
         }

@@ -2,8 +2,9 @@
 //! rate hundreds of thousands of halves wait and every flush writes them all. Names are
 //! written once, in a table, and referred to by number.
 //!
-//! `CWP1`, names (count, then length-prefixed UTF-8), starters (count, then half and paired
-//! flag), answers (count, then key and half). Integers are little-endian.
+//! `CWP2`, names (count, then length-prefixed UTF-8), starters (count, then half and paired
+//! flag), answers (count, then key and half). Integers are little-endian. `CWP1` files,
+//! whose halves have no breaker name, are still read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use callwatch_storage::Interner;
 
 use crate::halves::{Half, Side};
 
-const MAGIC: &[u8; 4] = b"CWP1";
+const MAGIC: &[u8; 4] = b"CWP2";
+/// The format before halves carried a breaker name.
+const MAGIC_V1: &[u8; 4] = b"CWP1";
 const NONE: u32 = u32::MAX;
 
 /// (trace id, span id) of the client or producer span a call starts with.
@@ -100,6 +103,7 @@ impl Encoder {
             &half.database,
             &half.destination,
             &half.breaker_state,
+            &half.breaker_name,
         ] {
             self.name(name.as_ref());
         }
@@ -119,9 +123,15 @@ pub struct Decoded {
 }
 
 pub fn decode(bytes: &[u8], names: &mut Interner) -> Result<Decoded, String> {
-    let mut reader = Reader { bytes, at: 0 };
-    if reader.take(4)? != MAGIC {
-        return Err("not a file of waiting halves".into());
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        optional_names: 9,
+    };
+    match reader.take(4)? {
+        magic if magic == MAGIC => {}
+        magic if magic == MAGIC_V1 => reader.optional_names = 8,
+        _ => return Err("not a file of waiting halves".into()),
     }
     let count = reader.u32()? as usize;
     // Each name takes at least its 4-byte length: a count beyond that is corruption.
@@ -160,6 +170,8 @@ pub fn decode(bytes: &[u8], names: &mut Interner) -> Result<Decoded, String> {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// How many optional names a half has in this file's version.
+    optional_names: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -235,8 +247,8 @@ impl<'a> Reader<'a> {
             links.push((self.u128()?, self.u64()?));
         }
         let service = self.name(table)?.ok_or("a half without a service")?;
-        let mut optional = [(); 8].map(|()| None);
-        for slot in &mut optional {
+        let mut optional = [(); 9].map(|()| None);
+        for slot in optional.iter_mut().take(self.optional_names) {
             *slot = self.name(table)?;
         }
         let [
@@ -248,6 +260,7 @@ impl<'a> Reader<'a> {
             database,
             destination,
             breaker_state,
+            breaker_name,
         ] = optional;
         let start_ns = self.i64()?;
         let end_ns = self.i64()?;
@@ -275,6 +288,7 @@ impl<'a> Reader<'a> {
             destination,
             resent: flags & 2 != 0,
             breaker_state,
+            breaker_name,
         })
     }
 }
@@ -305,6 +319,7 @@ mod tests {
             destination: None,
             resent: true,
             breaker_state: Some(names.get("half_open")),
+            breaker_name: Some(names.get("payments")),
         }
     }
 
@@ -327,5 +342,27 @@ mod tests {
         let mut corrupt = bytes.clone();
         corrupt[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&corrupt, &mut names).is_err());
+    }
+
+    #[test]
+    fn files_from_before_breaker_names_are_read() {
+        let mut names = Interner::default();
+        let mut old = half(&mut names, Side::Client);
+        old.breaker_name = None;
+        let mut encoder = Encoder::default();
+        encoder.starter(&old, false);
+        let mut bytes = encoder.finish(1, 0);
+        // A `CWP1` half ends its names with the breaker state: drop the (absent) name after
+        // it, which comes just before the start time.
+        let mut absent_then_start = NONE.to_le_bytes().to_vec();
+        absent_then_start.extend(old.start_ns.to_le_bytes());
+        let at = bytes
+            .windows(absent_then_start.len())
+            .position(|w| w == absent_then_start)
+            .unwrap();
+        bytes.drain(at..at + 4);
+        bytes[..4].copy_from_slice(MAGIC_V1);
+        let decoded = decode(&bytes, &mut names).unwrap();
+        assert_eq!(decoded.starters, vec![(old, false)]);
     }
 }

@@ -72,6 +72,8 @@ impl From<Transition> for TransitionView {
 pub struct BreakerView {
     pub client: String,
     pub server: String,
+    /// The name the client gives its breaker (`circuit_breaker.name`), latest by call start.
+    pub name: Option<String>,
     /// The reported state when the client reports one, else the inferred state.
     pub state: BreakerState,
     /// When the breaker entered `state` (or was first seen in it).
@@ -103,6 +105,7 @@ pub fn format_rfc3339(ns: i64) -> String {
 pub struct BreakerEvent {
     pub client: String,
     pub server: String,
+    pub name: Option<String>,
     pub source: Source,
     #[serde(serialize_with = "rfc3339")]
     pub at: i64,
@@ -295,6 +298,8 @@ struct EdgeTrack {
     inferred: Vec<Transition>,
     reported: Vec<Report>,
     rejected: BTreeMap<i64, u64>,
+    /// The breaker's name from the latest-starting call that named it, and that start.
+    name: Option<(i64, Arc<str>)>,
 }
 
 impl EdgeTrack {
@@ -310,7 +315,12 @@ impl EdgeTrack {
             inferred: Vec::new(),
             reported: Vec::new(),
             rejected: BTreeMap::new(),
+            name: None,
         }
+    }
+
+    fn name(&self) -> Option<String> {
+        self.name.as_ref().map(|(_, name)| name.to_string())
     }
 
     fn reported_now(&self) -> Option<BreakerState> {
@@ -383,6 +393,7 @@ impl EdgeTrack {
         BreakerView {
             client: client.to_string(),
             server: server.to_string(),
+            name: self.name(),
             state,
             since,
             source,
@@ -521,6 +532,14 @@ impl BreakerTracker {
             && no_server_span
             && ((call.server_kind == NodeKind::Service && duration <= self.options.short_circuit)
                 || reported == Some(BreakerState::Open));
+        if let Some(name) = &call.breaker_name
+            && track
+                .name
+                .as_ref()
+                .is_none_or(|(at_ns, _)| *at_ns <= call.start_ns)
+        {
+            track.name = Some((call.start_ns, name.clone()));
+        }
         track.newest_ns = track.newest_ns.max(call.start_ns);
         track.longest = track.longest.max(duration.min(MAX_HELD_DURATION));
         track.waiting.push(Waiting {
@@ -596,6 +615,7 @@ impl BreakerTracker {
                         events.push(BreakerEvent {
                             client: key.0.to_string(),
                             server: key.1.to_string(),
+                            name: track.name(),
                             source,
                             at: transition.at_ns,
                             from: transition.from,
@@ -766,6 +786,7 @@ fn breaker_columns(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
         schema::FAILED,
         schema::BREAKER_STATE,
         schema::SERVER_SPAN_ID,
+        schema::BREAKER_NAME,
     ];
     let indices: Vec<usize> = wanted
         .iter()

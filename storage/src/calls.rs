@@ -94,6 +94,8 @@ pub struct CallRow {
     pub retry: bool,
     pub timeout: bool,
     pub breaker_state: Option<Arc<str>>,
+    /// The client's name for the breaker (`circuit_breaker.name`).
+    pub breaker_name: Option<Arc<str>>,
     pub client_span_id: Option<u64>,
     pub server_span_id: Option<u64>,
 }
@@ -194,6 +196,7 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
         text(&|r| r.breaker_state.as_deref()),
         Arc::new(client_ids.finish()),
         Arc::new(server_ids.finish()),
+        text(&|r| r.breaker_name.as_deref()),
     ];
     RecordBatch::try_new(calls_schema(), columns).expect("columns follow the calls schema")
 }
@@ -266,6 +269,7 @@ pub fn call_rows(batch: &RecordBatch, names: &mut Interner) -> Result<Vec<CallRo
     let retry = flags(schema::RETRY)?;
     let timeout = flags(schema::TIMEOUT)?;
     let breaker_state = strings(schema::BREAKER_STATE)?;
+    let breaker_name = strings(schema::BREAKER_NAME)?;
     let client_span = strings(schema::CLIENT_SPAN_ID)?;
     let server_span = strings(schema::SERVER_SPAN_ID)?;
 
@@ -306,6 +310,7 @@ pub fn call_rows(batch: &RecordBatch, names: &mut Interner) -> Result<Vec<CallRo
             retry: flag(retry),
             timeout: flag(timeout),
             breaker_state: name(breaker_state),
+            breaker_name: name(breaker_name),
             client_span_id: hex(client_span, row).and_then(|s| u64::from_str_radix(s, 16).ok()),
             server_span_id: hex(server_span, row).and_then(|s| u64::from_str_radix(s, 16).ok()),
         });
@@ -389,6 +394,7 @@ mod tests {
             retry: false,
             timeout: false,
             breaker_state: Some(names.get("open")),
+            breaker_name: Some(names.get("payments")),
             client_span_id: Some(7),
             server_span_id: None,
         };

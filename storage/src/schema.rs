@@ -217,6 +217,7 @@ pub const TIMEOUT: &str = "timeout";
 pub const BREAKER_STATE: &str = "breaker_state";
 pub const CLIENT_SPAN_ID: &str = "client_span_id";
 pub const SERVER_SPAN_ID: &str = "server_span_id";
+pub const BREAKER_NAME: &str = "breaker_name";
 
 /// `call_type`: a request and its answer, or a message through a broker.
 pub const CALL_TYPES: [&str; 2] = ["sync", "async"];
@@ -251,6 +252,8 @@ static CALLS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         text(BREAKER_STATE, true),
         text(CLIENT_SPAN_ID, true),
         text(SERVER_SPAN_ID, true),
+        // Last, as it came last: segments written before it read it as NULL.
+        text(BREAKER_NAME, true),
     ]))
 });
 
