@@ -126,7 +126,7 @@ pub struct ServeArgs {
     /// OTLP/HTTP listen address (POST /v1/traces).
     #[arg(long, env = "CALLWATCH_OTLP_HTTP", default_value = DEFAULT_OTLP_HTTP)]
     pub otlp_http: SocketAddr,
-    /// HTTP listen address for /healthz, /readyz and /metrics.
+    /// HTTP listen address for the dashboard, the JSON and SQL APIs, /healthz, /readyz and /metrics.
     #[arg(long, env = "CALLWATCH_HTTP", default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
     /// When the WAL reaches the disk.

@@ -52,7 +52,7 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
 }
 
 /// The breakers of the window once `done` says so (the tracker holds calls for a moment).
-async fn breakers_when(server: &Server, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn breakers_when(server: &Server, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let breakers = get(server, &format!("/api/v1/breakers?{}", window())).await;
@@ -91,7 +91,11 @@ fn transitions(list: &Value, shift_ns: i64) -> Vec<(i64, String, String)> {
         .collect()
 }
 
-fn write_config(dir: &Path, truth_config: &Value, webhook: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(
+    dir: &Path,
+    truth_config: &Value,
+    webhook: Option<&str>,
+) -> std::path::PathBuf {
     let c = truth_config;
     let path = dir.join("callwatch.toml");
     std::fs::write(
@@ -111,12 +115,7 @@ slowCallRateThreshold = {}
 slowCallDurationThreshold = "{}ms"
 waitDurationInOpenState = "{}ms"
 permittedNumberOfCallsInHalfOpenState = {}
-
-[webhook]
-url = "{webhook}"
-timeout = "2s"
-retries = 3
-"#,
+{}"#,
             c["sliding_window_size"],
             c["minimum_number_of_calls"],
             c["failure_rate_threshold"],
@@ -124,6 +123,9 @@ retries = 3
             c["slow_call_duration_threshold_ms"],
             c["wait_duration_in_open_state_ms"],
             c["permitted_number_of_calls_in_half_open_state"],
+            webhook
+                .map(|url| format!("\n[webhook]\nurl = \"{url}\"\ntimeout = \"2s\"\nretries = 3\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -144,7 +146,7 @@ async fn the_demo_payment_incidents_give_the_ground_truth_transitions() {
         let expected = &truth["breakers"][0];
         let dir = tempfile::tempdir().unwrap();
         let (url, received) = webhook_receiver().await;
-        let config = write_config(dir.path(), &expected["config"], &url);
+        let config = write_config(dir.path(), &expected["config"], Some(&url));
         let data = dir.path().join("data");
         let server = Server::start(
             &data,

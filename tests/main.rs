@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod breakers;
 mod crash_recovery;
+mod dashboard;
 mod demo;
 mod graph;
 mod otlp_exporters;

@@ -36,7 +36,7 @@ pub struct Link {
 }
 
 /// A row of the `spans` table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanRecord {
     pub trace_id: String,
     pub span_id: String,

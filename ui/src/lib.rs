@@ -1,9 +1,16 @@
-//! HTTP routes of callwatch on the `--http` port: liveness, readiness, Prometheus metrics
-//! the SQL API, trace look-ups and the dependency graph; the dashboard joins them here.
+//! HTTP routes of callwatch on the `--http` port: the dashboard, liveness, readiness,
+//! Prometheus metrics, the SQL API, trace look-ups and the dependency graph.
 
+mod assets;
+mod charts;
+mod dashboard;
 mod graph;
+mod map;
+mod pages;
 mod params;
 mod sql;
+mod sql_page;
+mod trace_pages;
 mod traces;
 
 use std::sync::Arc;
@@ -32,6 +39,17 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(pages::overview))
+        .route("/graph", get(pages::graph_page))
+        .route("/services/{name}", get(pages::service))
+        .route("/edges", get(pages::edge))
+        .route("/breakers", get(pages::breakers))
+        .route("/traces", get(trace_pages::traces))
+        .route("/traces/{trace_id}", get(trace_pages::trace))
+        .route("/sql", get(sql_page::sql_page))
+        .route("/sql.csv", get(sql_page::sql_csv))
+        .route("/assets/{name}", get(assets::asset))
+        .route("/favicon.ico", get(assets::favicon))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

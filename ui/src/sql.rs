@@ -117,7 +117,7 @@ fn json_rows(output: &QueryOutput) -> Result<Vec<u8>, String> {
         .into_bytes())
 }
 
-fn csv(output: &QueryOutput) -> Result<Vec<u8>, String> {
+pub(crate) fn csv(output: &QueryOutput) -> Result<Vec<u8>, String> {
     let mut writer = arrow::csv::WriterBuilder::new()
         .with_header(true)
         .build(Vec::new());

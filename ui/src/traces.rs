@@ -70,13 +70,16 @@ pub async fn search(
 
 /// Lowercase, left-padded to 32 digits as Jaeger does; `None` unless it is 1 to 32 hex
 /// digits and not all zero.
-fn normalize_trace_id(text: &str) -> Option<String> {
+pub(crate) fn normalize_trace_id(text: &str) -> Option<String> {
     let valid = (1..=32).contains(&text.len()) && text.chars().all(|c| c.is_ascii_hexdigit());
     let id = format!("{:0>32}", text.to_ascii_lowercase());
     (valid && id.chars().any(|c| c != '0')).then_some(id)
 }
 
-async fn trace_spans(engine: &QueryEngine, trace_id: &str) -> Result<Vec<SpanRecord>, QueryError> {
+pub(crate) async fn trace_spans(
+    engine: &QueryEngine,
+    trace_id: &str,
+) -> Result<Vec<SpanRecord>, QueryError> {
     let frame = engine
         .context()?
         .table("spans")
@@ -93,7 +96,7 @@ async fn trace_spans(engine: &QueryEngine, trace_id: &str) -> Result<Vec<SpanRec
 
 /// What a span must have for its trace to be found.
 #[derive(Debug, Default)]
-struct Search {
+pub(crate) struct Search {
     window: Window,
     service: Option<String>,
     operation: Option<String>,
@@ -105,7 +108,7 @@ struct Search {
 }
 
 impl Search {
-    fn parse(pairs: &[(String, String)], now_ns: i64) -> Result<Self, String> {
+    pub(crate) fn parse(pairs: &[(String, String)], now_ns: i64) -> Result<Self, String> {
         let mut search = Search {
             limit: DEFAULT_LIMIT,
             ..Search::default()
@@ -189,7 +192,10 @@ fn timestamp(ns: i64) -> Expr {
     ))
 }
 
-async fn find_traces(engine: &QueryEngine, search: &Search) -> Result<Vec<Value>, QueryError> {
+pub(crate) async fn find_traces(
+    engine: &QueryEngine,
+    search: &Search,
+) -> Result<Vec<Value>, QueryError> {
     let context = engine.context()?;
     // The newest traces with a matching span...
     let matching = context

@@ -1,0 +1,681 @@
+//! The dashboard's pages about the graph: the overview, the service map, a service, an
+//! edge ("call health") and the breakers.
+
+use askama::Template;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use callwatch_query::breakers::BreakerView;
+use callwatch_query::graph::{Breakdown, Edge, Graph, calls_in, graph_of};
+use callwatch_query::rollup::Rollup;
+use callwatch_query::{QueryEngine, QueryError};
+use callwatch_storage::schema;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{col, lit};
+use petgraph::Direction;
+
+use crate::AppState;
+use crate::charts::{Chart, Timeline, bucket_counts, latency_buckets};
+use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, percent};
+use crate::map::Map;
+
+type Params = Query<Vec<(String, String)>>;
+
+/// The frame of a page, or the error page that says what is wrong with its query.
+fn frame_of(
+    title: impl Into<String>,
+    uri: &OriginalUri,
+    params: &[(String, String)],
+    default_refresh: &str,
+) -> Result<Frame, Box<Response>> {
+    Frame::new(title, uri.path(), params, default_refresh)
+        .map_err(|message| Box::new(error_page(StatusCode::BAD_REQUEST, uri.path(), &message)))
+}
+
+fn unavailable(path: &str, e: QueryError) -> Response {
+    error_page(StatusCode::SERVICE_UNAVAILABLE, path, &e.to_string())
+}
+
+/// The graph of the frame's window, from the stored pieces.
+async fn graph(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
+    graph_of(&state.query, frame.graph_window(), state.health)
+        .await
+        .map_err(|e| unavailable(&frame.path, e))
+}
+
+/// The graph of the frame's window with every call, for breakdowns and series.
+async fn graph_with_calls(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
+    let window = frame.graph_window();
+    let calls = calls_in(&state.query, window)
+        .await
+        .map_err(|e| unavailable(&frame.path, e))?;
+    let mut graph = Graph::build(Rollup::of(&calls), calls, window, state.health);
+    graph.attach_breakers(state.query.breakers());
+    Ok(graph)
+}
+
+/// A node or edge row of a table.
+pub struct Row {
+    pub name: String,
+    pub href: String,
+    pub kind: &'static str,
+    pub instances: usize,
+    pub stats: Stats,
+}
+
+pub struct EdgeRow {
+    pub source: String,
+    pub target: String,
+    pub source_href: String,
+    pub target_href: String,
+    pub href: String,
+    pub call_type: &'static str,
+    pub destination: String,
+    pub breaker: &'static str,
+    pub stats: Stats,
+}
+
+impl EdgeRow {
+    fn of(edge: &Edge, frame: &Frame) -> Self {
+        Self {
+            source: edge.source.clone(),
+            target: edge.target.clone(),
+            source_href: frame.service_link(&edge.source),
+            target_href: frame.service_link(&edge.target),
+            href: frame.edge_link(&edge.source, &edge.target),
+            call_type: edge.call_type,
+            destination: edge.destination.clone().unwrap_or_default(),
+            breaker: edge.breaker.as_ref().map_or("", |b| b.state.as_str()),
+            stats: Stats::of(&edge.summary),
+        }
+    }
+}
+
+/// A breaker as its row shows it.
+pub struct BreakerRow {
+    pub client: String,
+    pub server: String,
+    pub href: String,
+    pub name: String,
+    pub state: &'static str,
+    pub since: String,
+    pub source: &'static str,
+    pub reported: &'static str,
+    pub inferred: &'static str,
+    pub disagreement: bool,
+    pub rejected: u64,
+    pub transitions: Vec<(String, &'static str, &'static str)>,
+    pub timeline: String,
+}
+
+impl BreakerRow {
+    fn of(breaker: &BreakerView, frame: &Frame) -> Self {
+        let window = frame.window;
+        let row = |label, list: &[callwatch_query::breakers::TransitionView], now: &'static str| {
+            let initial = list.first().map_or(now, |t| t.from.as_str());
+            (
+                label,
+                initial,
+                list.iter().map(|t| (t.at, t.to.as_str())).collect(),
+            )
+        };
+        let mut sources = Vec::new();
+        if let Some(reported) = breaker.reported_state {
+            sources.push(row(
+                "reported",
+                &breaker.reported_transitions,
+                reported.as_str(),
+            ));
+        }
+        sources.push(row(
+            "inferred",
+            &breaker.inferred_transitions,
+            breaker.inferred_state.as_str(),
+        ));
+        Self {
+            client: breaker.client.clone(),
+            server: breaker.server.clone(),
+            href: frame.edge_link(&breaker.client, &breaker.server),
+            name: breaker.name.clone().unwrap_or_default(),
+            state: breaker.state.as_str(),
+            since: datetime(breaker.since),
+            source: match breaker.source {
+                callwatch_query::breakers::Source::Reported => "reported",
+                callwatch_query::breakers::Source::Inferred => "inferred",
+            },
+            reported: breaker.reported_state.map_or("–", |s| s.as_str()),
+            inferred: breaker.inferred_state.as_str(),
+            disagreement: breaker.disagreement,
+            rejected: breaker.rejected_calls,
+            transitions: breaker
+                .transitions
+                .iter()
+                .map(|t| (datetime(t.at), t.from.as_str(), t.to.as_str()))
+                .collect(),
+            timeline: Timeline::new(window.from_ns, window.to_ns, sources).svg(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    frame: Frame,
+    breakers: Vec<BreakerRow>,
+    troubled: Vec<EdgeRow>,
+    services: Vec<Row>,
+    others: Vec<Row>,
+}
+
+fn node_rows(graph: &Graph, frame: &Frame, services: bool) -> Vec<Row> {
+    graph
+        .nodes
+        .iter()
+        .filter(|node| (node.kind == "service") == services)
+        .map(|node| Row {
+            name: node.id.clone(),
+            href: frame.service_link(&node.id),
+            kind: node.kind,
+            instances: node.instances,
+            stats: Stats::of(&node.summary),
+        })
+        .collect()
+}
+
+pub async fn overview(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Query(params): Params,
+) -> Response {
+    let frame = match frame_of("Overview", &uri, &params, "30s") {
+        Ok(frame) => frame,
+        Err(response) => return *response,
+    };
+    let graph = match graph(&state, &frame).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let window = frame.window;
+    let breakers = state
+        .query
+        .breakers()
+        .breakers(window.from_ns, window.to_ns)
+        .iter()
+        .filter(|b| b.state.as_str() != "closed" || b.disagreement)
+        .map(|b| BreakerRow::of(b, &frame))
+        .collect();
+    let mut troubled: Vec<&Edge> = graph
+        .edges
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.summary.health,
+                callwatch_query::stats::Health::Failing | callwatch_query::stats::Health::Degraded
+            )
+        })
+        .collect();
+    troubled.sort_by(|a, b| {
+        b.summary
+            .health
+            .cmp(&a.summary.health)
+            .then(b.summary.error_rate.total_cmp(&a.summary.error_rate))
+    });
+    let troubled = troubled
+        .into_iter()
+        .map(|e| EdgeRow::of(e, &frame))
+        .collect();
+    let page = Overview {
+        services: node_rows(&graph, &frame, true),
+        others: node_rows(&graph, &frame, false),
+        breakers,
+        troubled,
+        frame,
+    };
+    html(&page)
+}
+
+#[derive(Template)]
+#[template(path = "graph.html")]
+struct GraphPage {
+    frame: Frame,
+    map: String,
+    map_error: String,
+    edges: Vec<EdgeRow>,
+    cycles: Vec<String>,
+}
+
+pub async fn graph_page(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Query(params): Params,
+) -> Response {
+    let frame = match frame_of("Service map", &uri, &params, "30s") {
+        Ok(frame) => frame,
+        Err(response) => return *response,
+    };
+    let graph = match graph(&state, &frame).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let (map, map_error) = match Map::of(&graph, &frame) {
+        Ok(map) => (map.render().unwrap_or_default(), String::new()),
+        Err(message) => (String::new(), message),
+    };
+    let page = GraphPage {
+        map,
+        map_error,
+        edges: graph.edges.iter().map(|e| EdgeRow::of(e, &frame)).collect(),
+        cycles: graph.cycles().into_iter().map(|c| c.join(" → ")).collect(),
+        frame,
+    };
+    html(&page)
+}
+
+/// One share of a breakdown, as a row.
+pub struct ShareRow {
+    pub name: String,
+    pub share: String,
+    pub stats: Stats,
+}
+
+fn share_rows(breakdown: &Breakdown) -> Vec<ShareRow> {
+    breakdown
+        .items
+        .iter()
+        .map(|item| ShareRow {
+            name: item.name.clone().unwrap_or_else(|| "(none)".into()),
+            share: percent(item.share),
+            stats: Stats::of(&item.summary),
+        })
+        .collect()
+}
+
+pub struct Neighbour {
+    pub name: String,
+    pub href: String,
+    pub edge_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "service.html")]
+struct ServicePage {
+    frame: Frame,
+    name: String,
+    kind: &'static str,
+    stats: Stats,
+    charts: Vec<String>,
+    operations: Vec<ShareRow>,
+    instances: Vec<ShareRow>,
+    instance_skew: String,
+    versions: Vec<ShareRow>,
+    upstream: Vec<Neighbour>,
+    downstream: Vec<Neighbour>,
+    blast_radius: Vec<String>,
+}
+
+/// Intervals of a window for its charts: about 60, at least a second each.
+fn step_of(frame: &Frame) -> i64 {
+    ((frame.window.to_ns - frame.window.from_ns) / 60).max(1_000_000_000)
+}
+
+/// Rate, errors and latency over the window, for `calls`.
+fn charts_of<'a>(
+    graph: &Graph,
+    calls: impl Iterator<Item = &'a callwatch_storage::CallRow>,
+    step_ns: i64,
+) -> Vec<String> {
+    let series = graph.series(calls, step_ns);
+    let starts: Vec<i64> = series.iter().map(|i| i.start_ns).collect();
+    let values =
+        |pick: &dyn Fn(&callwatch_query::stats::Summary) -> Option<f64>| -> Vec<Option<f64>> {
+            series.iter().map(|i| pick(&i.summary)).collect()
+        };
+    let latency = |pick: fn(&callwatch_query::stats::Percentiles) -> f64| {
+        values(&|s| s.latency_ms.or(s.server_latency_ms).as_ref().map(pick))
+    };
+    vec![
+        Chart::lines(
+            "Calls per second",
+            "",
+            &starts,
+            step_ns,
+            vec![
+                ("calls/s", "calls", values(&|s| Some(s.rate_per_s))),
+                (
+                    "errors/s",
+                    "errors",
+                    values(&|s| Some(s.rate_per_s * s.error_rate)),
+                ),
+            ],
+        )
+        .svg(),
+        Chart::lines(
+            "Latency",
+            " ms",
+            &starts,
+            step_ns,
+            vec![
+                ("p50", "p50", latency(|p| p.p50)),
+                ("p95", "p95", latency(|p| p.p95)),
+                ("p99", "p99", latency(|p| p.p99)),
+            ],
+        )
+        .svg(),
+    ]
+}
+
+pub async fn service(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Path(name): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let frame = match frame_of(name.clone(), &uri, &params, "30s") {
+        Ok(frame) => frame,
+        Err(response) => return *response,
+    };
+    let graph = match graph_with_calls(&state, &frame).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let Some(node) = graph.node(&name) else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            uri.path(),
+            &format!("no calls from or to {name:?} in this window; try a longer range"),
+        );
+    };
+    let neighbours = |direction| -> Vec<Neighbour> {
+        graph
+            .neighbours(&name, direction)
+            .into_iter()
+            .map(|other| Neighbour {
+                href: frame.service_link(&other),
+                edge_href: match direction {
+                    Direction::Incoming => frame.edge_link(&other, &name),
+                    Direction::Outgoing => frame.edge_link(&name, &other),
+                },
+                name: other,
+            })
+            .collect()
+    };
+    let instances = graph.breakdown(graph.inbound(&name), |c| {
+        c.server_instance.as_ref().map(|v| v.to_string())
+    });
+    let page = ServicePage {
+        kind: node.kind,
+        stats: Stats::of(&node.summary),
+        charts: charts_of(&graph, graph.inbound(&name), step_of(&frame)),
+        operations: share_rows(&graph.breakdown(graph.inbound(&name), |c| {
+            c.operation.as_ref().map(|v| v.to_string())
+        })),
+        instance_skew: crate::dashboard::significant(instances.skew),
+        instances: share_rows(&instances),
+        versions: share_rows(&graph.breakdown(graph.inbound(&name), |c| {
+            c.api_version.as_ref().map(|v| v.to_string())
+        })),
+        upstream: neighbours(Direction::Incoming),
+        downstream: neighbours(Direction::Outgoing),
+        blast_radius: graph.upstream(&name),
+        name,
+        frame,
+    };
+    html(&page)
+}
+
+/// A call worth opening: the slowest and the latest failed.
+pub struct Example {
+    pub trace_id: String,
+    pub href: String,
+    pub started: String,
+    pub duration: String,
+    pub failed: bool,
+}
+
+pub struct EdgeView {
+    pub row: EdgeRow,
+    pub client_p: [String; 3],
+    pub server_p: [String; 3],
+    pub queue_p99: String,
+    pub charts: Vec<String>,
+    pub histogram: String,
+    pub statuses: Vec<ShareRow>,
+    pub server_instances: Vec<ShareRow>,
+    pub server_skew: String,
+    pub client_instances: Vec<ShareRow>,
+    pub versions: Vec<ShareRow>,
+    pub operations: Vec<ShareRow>,
+    pub breaker: Option<BreakerRow>,
+}
+
+#[derive(Template)]
+#[template(path = "edge.html")]
+struct EdgePage {
+    frame: Frame,
+    source: String,
+    target: String,
+    source_href: String,
+    target_href: String,
+    edges: Vec<EdgeView>,
+    examples: Vec<Example>,
+}
+
+fn edge_view(graph: &Graph, edge: &Edge, frame: &Frame) -> EdgeView {
+    let calls = || graph.calls_of(edge);
+    let key = |value: Option<&std::sync::Arc<str>>| value.map(|v| v.to_string());
+    let durations = |pick: fn(&callwatch_storage::CallRow) -> Option<i64>| -> Vec<f64> {
+        calls().filter_map(pick).map(|ns| ns as f64 / 1e6).collect()
+    };
+    let client = durations(|c| c.client_duration_ns);
+    let server = durations(|c| c.server_duration_ns);
+    let all: Vec<f64> = client.iter().chain(&server).copied().collect();
+    let bounds = latency_buckets(&all);
+    let histogram = Chart::histogram(
+        "Latency histogram (calls per bucket, ms)",
+        &bounds,
+        &[
+            ("client", "p95", bucket_counts(&bounds, &client)),
+            ("server", "p50", bucket_counts(&bounds, &server)),
+        ],
+    )
+    .svg();
+    let stats = Stats::of(&edge.summary);
+    let server_instances = graph.breakdown(calls(), |c| key(c.server_instance.as_ref()));
+    EdgeView {
+        client_p: [stats.p50.clone(), stats.p95.clone(), stats.p99.clone()],
+        server_p: [
+            stats.server_p50.clone(),
+            stats.server_p95.clone(),
+            stats.server_p99.clone(),
+        ],
+        queue_p99: stats.queue_p99.clone(),
+        row: EdgeRow::of(edge, frame),
+        charts: charts_of(graph, calls(), step_of(frame)),
+        histogram,
+        statuses: share_rows(
+            &graph.breakdown(calls().filter(|c| c.failed), |c| key(c.status.as_ref())),
+        ),
+        server_skew: crate::dashboard::significant(server_instances.skew),
+        server_instances: share_rows(&server_instances),
+        client_instances: share_rows(
+            &graph.breakdown(calls(), |c| key(c.client_instance.as_ref())),
+        ),
+        versions: share_rows(&graph.breakdown(calls(), |c| key(c.api_version.as_ref()))),
+        operations: share_rows(&graph.breakdown(calls(), |c| key(c.operation.as_ref()))),
+        breaker: edge.breaker.as_ref().map(|b| BreakerRow::of(b, frame)),
+    }
+}
+
+/// The slowest calls of the edge and its latest failed ones, with their traces.
+async fn examples(
+    engine: &QueryEngine,
+    frame: &Frame,
+    source: &str,
+    target: &str,
+) -> Result<Vec<Example>, QueryError> {
+    let time = |ns: i64| {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(ns),
+            Some("UTC".into()),
+        ))
+    };
+    let base = engine
+        .context()?
+        .table(schema::CALLS_TABLE)
+        .await?
+        .filter(
+            col(schema::START_TIME)
+                .gt_eq(time(frame.window.from_ns))
+                .and(col(schema::START_TIME).lt(time(frame.window.to_ns)))
+                .and(col(schema::CLIENT).eq(lit(source)))
+                .and(col(schema::SERVER).eq(lit(target))),
+        )?
+        .select(vec![
+            col(schema::TRACE_ID),
+            col(schema::START_TIME).alias("start_ns"),
+            datafusion::functions::core::expr_fn::coalesce(vec![
+                col(schema::CLIENT_DURATION_NS),
+                col(schema::SERVER_DURATION_NS),
+            ])
+            .alias("duration_ns"),
+            col(schema::FAILED),
+        ])?;
+    let slowest = base
+        .clone()
+        .sort(vec![col("duration_ns").sort(false, false)])?
+        .limit(0, Some(5))?;
+    let failed = base
+        .filter(col(schema::FAILED))?
+        .sort(vec![col("start_ns").sort(false, false)])?
+        .limit(0, Some(5))?;
+    let mut examples: Vec<Example> = Vec::new();
+    for frame_of in [slowest, failed] {
+        for batch in engine.collect(frame_of).await?.batches {
+            for example in example_rows(&batch, frame)? {
+                if !examples.iter().any(|e| e.trace_id == example.trace_id) {
+                    examples.push(example);
+                }
+            }
+        }
+    }
+    Ok(examples)
+}
+
+fn example_rows(batch: &RecordBatch, frame: &Frame) -> Result<Vec<Example>, QueryError> {
+    let wrong = || QueryError::Execution("example calls have unexpected column types".into());
+    let ids = batch.column(0).as_string_opt::<i32>().ok_or_else(wrong)?;
+    let starts = batch
+        .column(1)
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(wrong)?;
+    let durations = batch
+        .column(2)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(wrong)?;
+    let failed = batch.column(3).as_boolean_opt().ok_or_else(wrong)?;
+    Ok((0..batch.num_rows())
+        .map(|row| Example {
+            trace_id: ids.value(row).to_string(),
+            href: frame.trace_link(ids.value(row)),
+            started: datetime(starts.value(row)),
+            duration: if durations.is_valid(row) {
+                nanos_as_ms(durations.value(row))
+            } else {
+                "–".into()
+            },
+            failed: failed.value(row),
+        })
+        .collect())
+}
+
+pub async fn edge(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Query(params): Params,
+) -> Response {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(source), Some(target)) = (param("source"), param("target")) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            uri.path(),
+            "source and target are required, e.g. /edges?source=order-service&target=payment-service",
+        );
+    };
+    let frame = match frame_of(format!("{source} → {target}"), &uri, &params, "30s") {
+        Ok(frame) => frame,
+        Err(response) => return *response,
+    };
+    let graph = match graph_with_calls(&state, &frame).await {
+        Ok(graph) => graph,
+        Err(response) => return response,
+    };
+    let edges: Vec<EdgeView> = graph
+        .edges
+        .iter()
+        .filter(|e| e.source == source && e.target == target)
+        .map(|e| edge_view(&graph, e, &frame))
+        .collect();
+    if edges.is_empty() {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            uri.path(),
+            &format!("no calls from {source:?} to {target:?} in this window; try a longer range"),
+        );
+    }
+    let examples = match examples(&state.query, &frame, &source, &target).await {
+        Ok(examples) => examples,
+        Err(e) => return unavailable(uri.path(), e),
+    };
+    let page = EdgePage {
+        source_href: frame.service_link(&source),
+        target_href: frame.service_link(&target),
+        source,
+        target,
+        edges,
+        examples,
+        frame,
+    };
+    html(&page)
+}
+
+#[derive(Template)]
+#[template(path = "breakers.html")]
+struct BreakersPage {
+    frame: Frame,
+    breakers: Vec<BreakerRow>,
+}
+
+pub async fn breakers(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Query(params): Params,
+) -> Response {
+    let frame = match frame_of("Breakers", &uri, &params, "30s") {
+        Ok(frame) => frame,
+        Err(response) => return *response,
+    };
+    let mut views = state
+        .query
+        .breakers()
+        .breakers(frame.window.from_ns, frame.window.to_ns);
+    // Open first, then half-open, then those whose sources disagree.
+    views.sort_by_key(|b| {
+        (
+            std::cmp::Reverse((b.state.gauge() == 1, b.state.gauge() == 2, b.disagreement)),
+            b.client.clone(),
+            b.server.clone(),
+        )
+    });
+    let page = BreakersPage {
+        breakers: views.iter().map(|b| BreakerRow::of(b, &frame)).collect(),
+        frame,
+    };
+    html(&page)
+}

@@ -1,0 +1,393 @@
+//! The dashboard's trace pages: `/traces` (a search form and the traces it finds) and
+//! `/traces/{id}` (one trace as a waterfall, with every span's details).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use callwatch_storage::{Attribute, SpanRecord};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::dashboard::{Frame, datetime, error_page, html, nanos_as_ms};
+use crate::params::now_ns;
+use crate::traces::{Search, find_traces, normalize_trace_id, trace_spans};
+
+/// The search form's fields, as sent.
+#[derive(Default)]
+struct Form {
+    service: String,
+    operation: String,
+    min_duration: String,
+    max_duration: String,
+    errors: String,
+    attribute: String,
+    trace_id: String,
+}
+
+struct TraceRow {
+    trace_id: String,
+    href: String,
+    root: String,
+    operation: String,
+    start: String,
+    duration: String,
+    spans: i64,
+    errors: i64,
+}
+
+#[derive(Template)]
+#[template(path = "traces.html")]
+struct TracesPage {
+    frame: Frame,
+    form: Form,
+    searched: bool,
+    traces: Vec<TraceRow>,
+    services: Vec<String>,
+    message: String,
+}
+
+pub async fn traces(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let frame = match Frame::new("Traces", uri.path(), &params, "off") {
+        Ok(frame) => frame,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
+    };
+    let field = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let form = Form {
+        service: field("service"),
+        operation: field("operation"),
+        min_duration: field("min_duration"),
+        max_duration: field("max_duration"),
+        errors: field("errors"),
+        attribute: field("attr"),
+        trace_id: field("trace_id"),
+    };
+    // A trace id goes straight to its trace.
+    if !form.trace_id.is_empty() {
+        return match normalize_trace_id(&form.trace_id) {
+            Some(id) => Redirect::to(&frame.trace_link(&id)).into_response(),
+            None => error_page(
+                StatusCode::BAD_REQUEST,
+                uri.path(),
+                &format!("{:?} is not a trace id: up to 32 hex digits", form.trace_id),
+            ),
+        };
+    }
+    let mut pairs: Vec<(String, String)> = vec![
+        ("from".into(), frame.from_text.clone()),
+        ("to".into(), frame.to_text.clone()),
+    ];
+    for (key, value) in [
+        ("service", &form.service),
+        ("operation", &form.operation),
+        ("min_duration", &form.min_duration),
+        ("max_duration", &form.max_duration),
+        ("attr", &form.attribute),
+    ] {
+        if !value.is_empty() {
+            pairs.push((key.into(), value.clone()));
+        }
+    }
+    match form.errors.as_str() {
+        "only" => pairs.push(("error".into(), "true".into())),
+        "none" => pairs.push(("error".into(), "false".into())),
+        _ => {}
+    }
+    let services = service_names(&state).await;
+    let searched = params.iter().any(|(k, _)| k == "search");
+    let (traces, message) = if searched {
+        match Search::parse(&pairs, now_ns()) {
+            Err(message) => (Vec::new(), message),
+            Ok(search) => match find_traces(&state.query, &search).await {
+                Ok(found) => (
+                    found.iter().map(|t| trace_row(t, &frame)).collect(),
+                    String::new(),
+                ),
+                Err(e) => (Vec::new(), e.to_string()),
+            },
+        }
+    } else {
+        (Vec::new(), String::new())
+    };
+    let status = if message.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let mut response = html(&TracesPage {
+        frame,
+        form,
+        searched,
+        traces,
+        services,
+        message,
+    });
+    *response.status_mut() = status;
+    response
+}
+
+/// Services of the window's graph, for the form's suggestions.
+async fn service_names(state: &AppState) -> Vec<String> {
+    let to_ns = now_ns();
+    let window = callwatch_query::graph::Window {
+        from_ns: to_ns - 24 * 3_600_000_000_000,
+        to_ns,
+    };
+    match callwatch_query::graph::graph_of(&state.query, window, state.health).await {
+        Ok(graph) => graph
+            .nodes
+            .into_iter()
+            .filter(|n| n.kind == "service")
+            .map(|n| n.id)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn trace_row(trace: &Value, frame: &Frame) -> TraceRow {
+    let text = |key: &str| trace[key].as_str().unwrap_or_default().to_string();
+    let trace_id = text("trace_id");
+    TraceRow {
+        href: frame.trace_link(&trace_id),
+        trace_id,
+        root: text("root_service"),
+        operation: text("root_operation"),
+        start: text("start"),
+        duration: nanos_as_ms(trace["duration_ns"].as_i64().unwrap_or(0)),
+        spans: trace["span_count"].as_i64().unwrap_or(0),
+        errors: trace["error_count"].as_i64().unwrap_or(0),
+    }
+}
+
+/// A span as its waterfall row shows it.
+struct SpanRow {
+    span_id: String,
+    depth: usize,
+    indent: usize,
+    service: String,
+    name: String,
+    kind: String,
+    error: bool,
+    status_message: String,
+    offset: String,
+    duration: String,
+    /// Left edge and width of the bar, in percent of the trace.
+    left: f64,
+    width: f64,
+    attributes: Vec<(String, String)>,
+    resource: Vec<(String, String)>,
+    events: Vec<EventRow>,
+    links: Vec<LinkRow>,
+}
+
+struct EventRow {
+    offset: String,
+    name: String,
+    attributes: Vec<(String, String)>,
+}
+
+struct LinkRow {
+    trace_id: String,
+    span_id: String,
+    href: String,
+}
+
+#[derive(Template)]
+#[template(path = "trace.html")]
+struct TracePage {
+    frame: Frame,
+    trace_id: String,
+    started: String,
+    duration: String,
+    services: usize,
+    errors: usize,
+    spans: Vec<SpanRow>,
+}
+
+fn pairs_of(attributes: &[Attribute]) -> Vec<(String, String)> {
+    attributes
+        .iter()
+        .map(|a| (a.key.clone(), a.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// Spans in tree order (each parent before its children, siblings by start), with depth.
+/// Spans whose parent is missing are roots.
+fn tree_order(spans: &[SpanRecord]) -> Vec<(usize, &SpanRecord)> {
+    let ids: HashMap<&str, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id.as_str(), i))
+        .collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        match span.parent_span_id.as_deref().and_then(|p| ids.get(p)) {
+            Some(&parent) if parent != i => children.entry(parent).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    let mut ordered = Vec::with_capacity(spans.len());
+    let mut seen = vec![false; spans.len()];
+    let mut stack: Vec<(usize, usize)> = roots.into_iter().rev().map(|i| (0, i)).collect();
+    while let Some((depth, i)) = stack.pop() {
+        // A cycle of parent ids must not loop.
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        ordered.push((depth, &spans[i]));
+        if let Some(kids) = children.get(&i) {
+            stack.extend(kids.iter().rev().map(|&k| (depth + 1, k)));
+        }
+    }
+    // Spans caught in a parent cycle are shown at the top level.
+    for (i, span) in spans.iter().enumerate() {
+        if !seen[i] {
+            ordered.push((0, span));
+        }
+    }
+    ordered
+}
+
+pub async fn trace(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    Path(trace_id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let frame = match Frame::new("Trace", uri.path(), &params, "off") {
+        Ok(frame) => frame,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
+    };
+    let Some(id) = normalize_trace_id(&trace_id) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            uri.path(),
+            &format!("{trace_id:?} is not a trace id: up to 32 hex digits"),
+        );
+    };
+    let spans = match trace_spans(&state.query, &id).await {
+        Ok(spans) => spans,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, uri.path(), &e.to_string()),
+    };
+    if spans.is_empty() {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            uri.path(),
+            &format!("no spans of trace {id} are stored"),
+        );
+    }
+    let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(start);
+    let total = (end - start).max(1) as f64;
+    let rows = tree_order(&spans)
+        .into_iter()
+        .map(|(depth, span)| {
+            let left = 100.0 * (span.start_ns - start) as f64 / total;
+            SpanRow {
+                span_id: span.span_id.clone(),
+                depth,
+                indent: depth.min(20) * 14,
+                service: span.service_name.clone(),
+                name: span.span_name.clone(),
+                kind: span.span_kind.clone(),
+                error: span.status_code == "ERROR",
+                status_message: span.status_message.clone().unwrap_or_default(),
+                offset: nanos_as_ms(span.start_ns - start),
+                duration: nanos_as_ms(span.duration_ns),
+                left: left.clamp(0.0, 100.0),
+                width: (100.0 * span.duration_ns.max(0) as f64 / total)
+                    .clamp(0.2, 100.0 - left.clamp(0.0, 99.8)),
+                attributes: pairs_of(&span.attributes),
+                resource: pairs_of(&span.resource_attributes),
+                events: span
+                    .events
+                    .iter()
+                    .map(|e| EventRow {
+                        offset: nanos_as_ms(e.time_ns - start),
+                        name: e.name.clone(),
+                        attributes: pairs_of(&e.attributes),
+                    })
+                    .collect(),
+                links: span
+                    .links
+                    .iter()
+                    .map(|l| LinkRow {
+                        href: frame.trace_link(&l.trace_id),
+                        trace_id: l.trace_id.clone(),
+                        span_id: l.span_id.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut services: Vec<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
+    services.sort_unstable();
+    services.dedup();
+    let page = TracePage {
+        trace_id: id,
+        started: datetime(start),
+        duration: nanos_as_ms(end - start),
+        services: services.len(),
+        errors: spans.iter().filter(|s| s.status_code == "ERROR").count(),
+        spans: rows,
+        frame,
+    };
+    html(&page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: &str, parent: Option<&str>, start_ns: i64) -> SpanRecord {
+        SpanRecord {
+            span_id: id.into(),
+            parent_span_id: parent.map(str::to_string),
+            start_ns,
+            ..SpanRecord::default()
+        }
+    }
+
+    #[test]
+    fn spans_come_in_tree_order_and_cycles_do_not_loop() {
+        let spans = [
+            span("c", Some("b"), 3),
+            span("a", None, 1),
+            span("b", Some("a"), 2),
+            span("d", Some("a"), 4),
+            span("x", Some("y"), 5),
+            span("y", Some("x"), 6),
+            span("o", Some("missing"), 7),
+        ];
+        let order: Vec<(usize, &str)> = tree_order(&spans)
+            .into_iter()
+            .map(|(depth, s)| (depth, s.span_id.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (0, "a"),
+                (1, "b"),
+                (2, "c"),
+                (1, "d"),
+                (0, "o"),
+                (0, "x"),
+                (0, "y")
+            ]
+        );
+    }
+}
