@@ -174,7 +174,13 @@ impl Tab {
         }
     }
 
+    /// Saves a screenshot, after checking that no hostile name ran as script on the page.
     async fn screenshot(&self, name: &str) {
+        assert_eq!(
+            self.eval("typeof window.__xss").await,
+            "undefined",
+            "{name}"
+        );
         let path = screenshot_dir().join(format!("{name}.png"));
         self.page
             .save_screenshot(
