@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::span::Event;
 use serde_json::{Value, json};
 
 use crate::common::requests::now_ns;
-use crate::common::samples::{recorded_spans, samples};
+use crate::common::samples::{recorded_spans, sample};
 use crate::common::{Server, metric, stored_spans};
 use crate::graph::{CLIENT, MS, SERVER, edge, failed, get, span, window};
 
@@ -135,10 +135,7 @@ permittedNumberOfCallsInHalfOpenState = {}
 #[tokio::test]
 async fn the_demo_payment_incidents_give_the_ground_truth_transitions() {
     for name in ["payment-outage", "full"] {
-        let file = samples()
-            .into_iter()
-            .find(|f| f.file_stem().is_some_and(|s| s == name))
-            .unwrap();
+        let file = sample(name);
         let truth: Value = serde_json::from_str(
             &std::fs::read_to_string(file.with_extension("truth.json")).unwrap(),
         )
@@ -152,12 +149,7 @@ async fn the_demo_payment_incidents_give_the_ground_truth_transitions() {
             &data,
             &["--pairing-wait", "1s", "--config", config.to_str().unwrap()],
         );
-        crate::common::callwatch(&[
-            "replay",
-            file.to_str().unwrap(),
-            "--send-to",
-            &server.grpc_url(),
-        ]);
+        server.replay(&file);
 
         let want = expected["transitions"].as_array().unwrap().len();
         let rejected = expected["rejected_calls"].as_u64().unwrap();

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::breakers::{breakers_when, write_config};
 use crate::common::Server;
 use crate::common::requests::now_ns;
-use crate::common::samples::samples;
+use crate::common::samples::sample;
 use crate::graph::{CLIENT, MS, SERVER, span, window};
 
 /// A service and an operation named to run script if the page did not escape them.
@@ -224,10 +224,7 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
     let Some(chromium) = chromium() else {
         return;
     };
-    let file = samples()
-        .into_iter()
-        .find(|f| f.file_stem().is_some_and(|s| s == "full"))
-        .unwrap();
+    let file = sample("full");
     let truth: Value =
         serde_json::from_str(&std::fs::read_to_string(file.with_extension("truth.json")).unwrap())
             .unwrap();
@@ -238,12 +235,7 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         &dir.path().join("data"),
         &["--pairing-wait", "1s", "--config", config.to_str().unwrap()],
     );
-    crate::common::callwatch(&[
-        "replay",
-        file.to_str().unwrap(),
-        "--send-to",
-        &server.grpc_url(),
-    ]);
+    server.replay(&file);
     post_hostile_spans(&server).await;
     let transitions = expected_breaker["transitions"].as_array().unwrap().len();
     breakers_when(&server, |b| {

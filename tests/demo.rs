@@ -262,12 +262,7 @@ async fn replaying_each_sample_stores_exactly_its_spans() {
     let server = Server::start(&data, &[]);
     let mut sent: HashMap<String, (PathBuf, u64)> = HashMap::new();
     for sample in samples() {
-        let out = callwatch(&[
-            "replay",
-            sample.to_str().unwrap(),
-            "--send-to",
-            &server.grpc_url(),
-        ]);
+        let out = server.replay(&sample);
         assert!(out.contains(" 0 rejected"), "{out}");
         for (_, span) in recorded_spans(&sample) {
             let previous = sent.insert(

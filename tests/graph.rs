@@ -599,12 +599,7 @@ async fn the_demo_recordings_give_their_ground_truth_graph() {
     for file in samples() {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(&dir.path().join("data"), &["--pairing-wait", "1s"]);
-        crate::common::callwatch(&[
-            "replay",
-            file.to_str().unwrap(),
-            "--send-to",
-            &server.grpc_url(),
-        ]);
+        server.replay(&file);
         let truth: Value = serde_json::from_str(
             &std::fs::read_to_string(file.with_extension("truth.json")).unwrap(),
         )

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::common::Server;
 use crate::common::requests::hex;
-use crate::common::samples::{attribute, recorded_spans, samples};
-use crate::common::{Server, callwatch};
+use crate::common::samples::{attribute, recorded_spans, sample};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
 
@@ -16,10 +16,7 @@ type SpanMatches = dyn Fn(&str, &Span) -> bool;
 
 /// The recorded traces of the `full` scenario, by trace id: (service, span) pairs.
 fn recorded_traces() -> BTreeMap<String, Vec<(String, Span)>> {
-    let file = samples()
-        .into_iter()
-        .find(|f| f.file_stem().is_some_and(|s| s == "full"))
-        .unwrap();
+    let file = sample("full");
     let mut traces: BTreeMap<String, Vec<(String, Span)>> = BTreeMap::new();
     for (service, span) in recorded_spans(&file) {
         traces
@@ -46,16 +43,8 @@ fn around_now() -> String {
 
 async fn replayed_server(dir: &std::path::Path) -> Server {
     let server = Server::start(&dir.join("data"), &[]);
-    let file = samples()
-        .into_iter()
-        .find(|f| f.file_stem().is_some_and(|s| s == "full"))
-        .unwrap();
-    let out = callwatch(&[
-        "replay",
-        file.to_str().unwrap(),
-        "--send-to",
-        &server.grpc_url(),
-    ]);
+    let file = sample("full");
+    let out = server.replay(&file);
     assert!(out.contains(" 0 rejected"), "{out}");
     server
 }

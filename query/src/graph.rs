@@ -158,6 +158,19 @@ pub async fn graph_of(
     Ok(graph)
 }
 
+/// The graph of a window with every call kept, for breakdowns (by operation, instance,
+/// version, status) and series.
+pub async fn graph_with_calls(
+    engine: &QueryEngine,
+    window: Window,
+    thresholds: HealthThresholds,
+) -> Result<Graph, QueryError> {
+    let calls = calls_in(engine, window).await?;
+    let mut graph = Graph::build(Rollup::of(&calls), calls, window, thresholds);
+    graph.attach_breakers(engine.breakers());
+    Ok(graph)
+}
+
 impl Graph {
     /// The graph of `rollup`; `calls` are kept for breakdowns and series.
     pub fn build(

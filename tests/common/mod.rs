@@ -108,6 +108,16 @@ impl Server {
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
 
+    /// Sends a recording to this server with `callwatch replay`; its output.
+    pub fn replay(&self, file: &Path) -> String {
+        callwatch(&[
+            "replay",
+            file.to_str().unwrap(),
+            "--send-to",
+            &self.grpc_url(),
+        ])
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }

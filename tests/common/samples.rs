@@ -19,6 +19,14 @@ pub fn samples() -> Vec<PathBuf> {
     files
 }
 
+/// The recording of one scenario, `sample-data/{name}.jsonl`.
+pub fn sample(name: &str) -> PathBuf {
+    samples()
+        .into_iter()
+        .find(|f| f.file_stem().is_some_and(|s| s == name))
+        .unwrap_or_else(|| panic!("no recording of scenario {name}"))
+}
+
 /// Every span of a recording, with its service name.
 pub fn recorded_spans(file: &Path) -> Vec<(String, Span)> {
     let mut spans = Vec::new();

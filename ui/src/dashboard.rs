@@ -78,13 +78,7 @@ impl Frame {
         params: &[(String, String)],
         default_refresh: &str,
     ) -> Result<Self, String> {
-        let param = |name: &str| {
-            params
-                .iter()
-                .rev()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.as_str())
-        };
+        let param = |name: &str| param(params, name);
         let now = now_ns();
         let (window, range, custom) = match (param("from"), param("to")) {
             (None, None) => {
@@ -207,6 +201,15 @@ impl Frame {
             to_ns: self.window.to_ns,
         }
     }
+}
+
+/// The last value of query parameter `name`.
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 fn query_of(params: &[(String, String)]) -> String {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use callwatch_query::graph::{Graph, Window as GraphWindow, calls_in, graph_of};
-use callwatch_query::rollup::Rollup;
+use callwatch_query::graph::{Graph, Window as GraphWindow, graph_of, graph_with_calls};
 use petgraph::Direction;
 use serde_json::{Value, json};
 
@@ -55,12 +54,9 @@ async fn load_with_calls(
     params: &HashMap<String, String>,
 ) -> Result<Graph, Response> {
     let window = window_of(params).map_err(bad_request)?;
-    let calls = calls_in(&state.query, window)
+    graph_with_calls(&state.query, window, state.health)
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
-    let mut graph = Graph::build(Rollup::of(&calls), calls, window, state.health);
-    graph.attach_breakers(state.query.breakers());
-    Ok(graph)
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
 }
 
 /// `GET /api/v1/breakers?from=&to=`: every client → server breaker of the window.

@@ -5,21 +5,21 @@ use askama::Template;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use callwatch_query::breaker::BreakerState;
 use callwatch_query::breakers::BreakerView;
-use callwatch_query::graph::{Breakdown, Edge, Graph, calls_in, graph_of};
-use callwatch_query::rollup::Rollup;
+use callwatch_query::graph::{self, Breakdown, Edge, Graph, graph_of};
 use callwatch_query::{QueryEngine, QueryError};
 use callwatch_storage::schema;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType};
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{col, lit};
 use petgraph::Direction;
 
 use crate::AppState;
 use crate::charts::{Chart, Timeline, bucket_counts, latency_buckets};
-use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, percent};
+use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, param, percent};
 use crate::map::Map;
+use crate::traces::timestamp;
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -47,13 +47,9 @@ async fn graph(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
 
 /// The graph of the frame's window with every call, for breakdowns and series.
 async fn graph_with_calls(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
-    let window = frame.graph_window();
-    let calls = calls_in(&state.query, window)
+    graph::graph_with_calls(&state.query, frame.graph_window(), state.health)
         .await
-        .map_err(|e| unavailable(&frame.path, e))?;
-    let mut graph = Graph::build(Rollup::of(&calls), calls, window, state.health);
-    graph.attach_breakers(state.query.breakers());
-    Ok(graph)
+        .map_err(|e| unavailable(&frame.path, e))
 }
 
 /// A node or edge row of a table.
@@ -515,20 +511,14 @@ async fn examples(
     source: &str,
     target: &str,
 ) -> Result<Vec<Example>, QueryError> {
-    let time = |ns: i64| {
-        lit(ScalarValue::TimestampNanosecond(
-            Some(ns),
-            Some("UTC".into()),
-        ))
-    };
     let base = engine
         .context()?
         .table(schema::CALLS_TABLE)
         .await?
         .filter(
             col(schema::START_TIME)
-                .gt_eq(time(frame.window.from_ns))
-                .and(col(schema::START_TIME).lt(time(frame.window.to_ns)))
+                .gt_eq(timestamp(frame.window.from_ns))
+                .and(col(schema::START_TIME).lt(timestamp(frame.window.to_ns)))
                 .and(col(schema::CLIENT).eq(lit(source)))
                 .and(col(schema::SERVER).eq(lit(target))),
         )?
@@ -595,13 +585,10 @@ pub async fn edge(
     uri: OriginalUri,
     Query(params): Params,
 ) -> Response {
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let (Some(source), Some(target)) = (param("source"), param("target")) else {
+    let (Some(source), Some(target)) = (
+        param(&params, "source").map(str::to_string),
+        param(&params, "target").map(str::to_string),
+    ) else {
         return error_page(
             StatusCode::BAD_REQUEST,
             uri.path(),
@@ -666,13 +653,13 @@ pub async fn breakers(
         .breakers()
         .breakers(frame.window.from_ns, frame.window.to_ns);
     // Open first, then half-open, then those whose sources disagree.
-    views.sort_by_key(|b| {
-        (
-            std::cmp::Reverse((b.state.gauge() == 1, b.state.gauge() == 2, b.disagreement)),
-            b.client.clone(),
-            b.server.clone(),
-        )
-    });
+    let rank = |b: &BreakerView| match b.state {
+        BreakerState::Open => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Closed if b.disagreement => 2,
+        BreakerState::Closed => 3,
+    };
+    views.sort_by(|a, b| (rank(a), &a.client, &a.server).cmp(&(rank(b), &b.client, &b.server)));
     let page = BreakersPage {
         breakers: views.iter().map(|b| BreakerRow::of(b, &frame)).collect(),
         frame,

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::AppState;
-use crate::dashboard::{Frame, encode, error_page, html};
+use crate::dashboard::{Frame, encode, error_page, html, param};
 use crate::sql::csv;
 
 /// Rows the page shows; the CSV has them all.
@@ -29,14 +29,6 @@ struct SqlPage {
     ran: bool,
 }
 
-fn param(params: &[(String, String)], name: &str) -> Option<String> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-}
-
 pub async fn sql_page(
     State(state): State<AppState>,
     uri: OriginalUri,
@@ -46,7 +38,7 @@ pub async fn sql_page(
         Ok(frame) => frame,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
     };
-    let sql = param(&params, "q").unwrap_or_default();
+    let sql = param(&params, "q").unwrap_or_default().to_string();
     let mut page = SqlPage {
         csv_href: format!("/sql.csv?q={}", encode(&sql)),
         sql: if sql.is_empty() {
@@ -121,7 +113,7 @@ pub async fn sql_csv(
     let Some(sql) = param(&params, "q").filter(|q| !q.trim().is_empty()) else {
         return (StatusCode::BAD_REQUEST, "q is required: the SQL to run\n").into_response();
     };
-    let output = match state.query.sql(&sql).await {
+    let output = match state.query.sql(sql).await {
         Ok(output) => output,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };

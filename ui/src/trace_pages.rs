@@ -11,7 +11,7 @@ use callwatch_storage::{Attribute, SpanRecord};
 use serde_json::Value;
 
 use crate::AppState;
-use crate::dashboard::{Frame, datetime, error_page, html, nanos_as_ms};
+use crate::dashboard::{Frame, datetime, error_page, html, nanos_as_ms, param};
 use crate::params::now_ns;
 use crate::traces::{Search, find_traces, normalize_trace_id, trace_spans};
 
@@ -58,14 +58,7 @@ pub async fn traces(
         Ok(frame) => frame,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
     };
-    let field = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| param(&params, name).unwrap_or_default().trim().to_string();
     let form = Form {
         service: field("service"),
         operation: field("operation"),

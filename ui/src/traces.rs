@@ -185,7 +185,7 @@ impl Search {
     }
 }
 
-fn timestamp(ns: i64) -> Expr {
+pub(crate) fn timestamp(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(
         Some(ns),
         Some(Arc::from("UTC")),
