@@ -8,6 +8,7 @@ mod breakers;
 mod crash_recovery;
 mod dashboard;
 mod demo;
+mod grafana;
 mod graph;
 mod otlp_exporters;
 mod parquet_readers;

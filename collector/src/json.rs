@@ -47,8 +47,13 @@ pub fn encode_response(response: &ExportTraceServiceResponse) -> Vec<u8> {
 /// Encodes a request in the OTLP JSON mapping, leaving out fields at their defaults (as the
 /// protobuf JSON mapping allows), so recordings stay small and byte-stable.
 pub fn encode_request(request: &ExportTraceServiceRequest) -> String {
-    let resource_spans: Vec<Value> = request
-        .resource_spans
+    serde_json::json!({ "resourceSpans": encode_resource_spans(&request.resource_spans) })
+        .to_string()
+}
+
+/// Resource spans in the OTLP JSON mapping, as a JSON array.
+pub fn encode_resource_spans(resource_spans: &[ResourceSpans]) -> Value {
+    resource_spans
         .iter()
         .map(|rs| {
             let mut out = Map::new();
@@ -66,8 +71,7 @@ pub fn encode_request(request: &ExportTraceServiceRequest) -> String {
             put_text(&mut out, "schemaUrl", &rs.schema_url);
             Value::Object(out)
         })
-        .collect();
-    serde_json::json!({ "resourceSpans": resource_spans }).to_string()
+        .collect()
 }
 
 fn encode_scope_spans(scope_spans: &ScopeSpans) -> Value {
@@ -311,7 +315,7 @@ fn hex_id(obj: &Map<String, Value>, camel: &str, snake: &str) -> Result<Vec<u8>>
     decode_hex(&text).ok_or_else(|| format!("{camel}: {text:?} is not hex"))
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -14,6 +14,7 @@ mod json;
 mod metrics;
 mod pairer;
 mod pending;
+mod to_otlp;
 
 pub use client::{OtlpClient, int_attribute, text_attribute};
 pub use convert::{Converted, Limits, convert, count_spans};
@@ -24,7 +25,8 @@ pub use http::{TRACES_PATH, router as http_router};
 pub use ingest::Ingest;
 pub use json::{
     decode_request as decode_json_request, encode_request as encode_json_request,
-    encode_response as encode_json_response,
+    encode_resource_spans as encode_json_resource_spans, encode_response as encode_json_response,
 };
 pub use metrics::IngestMetrics;
 pub use pairer::{Pairer, PairingConfig};
+pub use to_otlp::traces_data;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use callwatch_collector::decode_json_request;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -27,11 +28,19 @@ pub fn sample(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no recording of scenario {name}"))
 }
 
+/// Every request of a recording, as it was sent.
+pub fn recorded_requests(file: &Path) -> Vec<ExportTraceServiceRequest> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|line| decode_json_request(line.as_bytes()).unwrap())
+        .collect()
+}
+
 /// Every span of a recording, with its service name.
 pub fn recorded_spans(file: &Path) -> Vec<(String, Span)> {
     let mut spans = Vec::new();
-    for line in std::fs::read_to_string(file).unwrap().lines() {
-        let request = decode_json_request(line.as_bytes()).unwrap();
+    for request in recorded_requests(file) {
         for resource_spans in request.resource_spans {
             let service = resource_spans
                 .resource

@@ -1,16 +1,20 @@
 //! HTTP routes of callwatch on the `--http` port: the dashboard, liveness, readiness,
-//! Prometheus metrics, the SQL API, trace look-ups and the dependency graph.
+//! Prometheus metrics, the SQL API, trace look-ups, the dependency graph, and the Jaeger and
+//! Tempo query APIs that Grafana's data sources read.
 
 mod assets;
 mod charts;
 mod dashboard;
 mod graph;
+mod jaeger;
 mod map;
 mod pages;
 mod params;
 mod sql;
 mod sql_page;
+mod tempo;
 mod trace_pages;
+mod traceql;
 mod traces;
 
 use std::sync::Arc;
@@ -61,6 +65,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/services/{name}", get(graph::service))
         .route("/api/v1/edges", get(graph::edges))
         .route("/api/v1/breakers", get(graph::breakers))
+        // Jaeger's query API.
+        .route("/api/services", get(jaeger::services))
+        .route(
+            "/api/services/{service}/operations",
+            get(jaeger::service_operations),
+        )
+        .route("/api/operations", get(jaeger::operations))
+        .route("/api/traces", get(jaeger::traces))
+        .route("/api/traces/{trace_id}", get(jaeger::trace))
+        .route("/api/dependencies", get(jaeger::dependencies))
+        // Tempo's trace API (its trace by id is the Jaeger route above).
+        .route("/api/echo", get(tempo::echo))
+        .route("/api/v2/traces/{trace_id}", get(tempo::trace_v2))
+        .route("/api/search", get(tempo::search))
+        .route("/api/search/tags", get(tempo::tags))
+        .route("/api/v2/search/tags", get(tempo::tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tempo::tag_values))
+        .route("/api/v2/search/tag/{tag}/values", get(tempo::tag_values_v2))
         .with_state(state)
 }
 

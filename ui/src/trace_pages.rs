@@ -8,12 +8,11 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use callwatch_storage::{Attribute, SpanRecord};
-use serde_json::Value;
 
 use crate::AppState;
 use crate::dashboard::{Frame, datetime, error_page, html, nanos_as_ms, param};
-use crate::params::now_ns;
-use crate::traces::{Search, find_traces, normalize_trace_id, trace_spans};
+use crate::params::{now_ns, rfc3339};
+use crate::traces::{Search, TraceSummary, find_traces, normalize_trace_id, trace_spans};
 
 /// The search form's fields, as sent.
 #[derive(Default)]
@@ -150,18 +149,16 @@ async fn service_names(state: &AppState) -> Vec<String> {
     }
 }
 
-fn trace_row(trace: &Value, frame: &Frame) -> TraceRow {
-    let text = |key: &str| trace[key].as_str().unwrap_or_default().to_string();
-    let trace_id = text("trace_id");
+fn trace_row(trace: &TraceSummary, frame: &Frame) -> TraceRow {
     TraceRow {
-        href: frame.trace_link(&trace_id),
-        trace_id,
-        root: text("root_service"),
-        operation: text("root_operation"),
-        start: text("start"),
-        duration: nanos_as_ms(trace["duration_ns"].as_i64().unwrap_or(0)),
-        spans: trace["span_count"].as_i64().unwrap_or(0),
-        errors: trace["error_count"].as_i64().unwrap_or(0),
+        href: frame.trace_link(&trace.trace_id),
+        trace_id: trace.trace_id.clone(),
+        root: trace.root_service.clone(),
+        operation: trace.root_operation.clone(),
+        start: rfc3339(trace.start_ns),
+        duration: nanos_as_ms(trace.duration_ns),
+        spans: trace.span_count,
+        errors: trace.error_count,
     }
 }
 

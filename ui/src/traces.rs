@@ -8,16 +8,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use callwatch_query::{QueryEngine, QueryError};
 use callwatch_storage::schema::{
-    ATTRIBUTES, AttributeType, DURATION_NS, END_TIME, PARENT_SPAN_ID, SERVICE_NAME, SPAN_NAME,
-    START_TIME, STATUS_CODE, TRACE_ID,
+    ATTRIBUTES, AttributeType, DURATION_NS, END_TIME, PARENT_SPAN_ID, RESOURCE_ATTRIBUTES,
+    SERVICE_NAME, SPAN_NAME, START_TIME, STATUS_CODE, TRACE_ID,
 };
 use callwatch_storage::{Attribute, SpanRecord, span_records};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use datafusion::common::ScalarValue;
-use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
-use datafusion::logical_expr::{Expr, SortExpr, col, lit, when};
+use datafusion::logical_expr::{Expr, JoinType, SortExpr, col, lit, when};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -61,7 +61,7 @@ pub async fn search(
         Ok(traces) => axum::Json(json!({
             "from": rfc3339(search.window.from_ns),
             "to": rfc3339(search.window.to_ns),
-            "traces": traces,
+            "traces": traces.iter().map(TraceSummary::json).collect::<Vec<_>>(),
         }))
         .into_response(),
         Err(e) => query_error(e),
@@ -80,11 +80,28 @@ pub(crate) async fn trace_spans(
     engine: &QueryEngine,
     trace_id: &str,
 ) -> Result<Vec<SpanRecord>, QueryError> {
+    spans_of_traces(engine, &[trace_id.to_owned()], None).await
+}
+
+/// The spans of the traces (those that meet `condition`, if given), oldest first.
+pub(crate) async fn spans_of_traces(
+    engine: &QueryEngine,
+    trace_ids: &[String],
+    condition: Option<Expr>,
+) -> Result<Vec<SpanRecord>, QueryError> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
+    let mut filter = col(TRACE_ID).in_list(ids, false);
+    if let Some(condition) = condition {
+        filter = filter.and(condition);
+    }
     let frame = engine
         .context()?
         .table("spans")
         .await?
-        .filter(col(TRACE_ID).eq(lit(trace_id)))?
+        .filter(filter)?
         .sort(vec![col(START_TIME).sort(true, false)])?;
     let output = engine.collect(frame).await?;
     let mut spans = Vec::new();
@@ -97,14 +114,21 @@ pub(crate) async fn trace_spans(
 /// What a span must have for its trace to be found.
 #[derive(Debug, Default)]
 pub(crate) struct Search {
-    window: Window,
-    service: Option<String>,
-    operation: Option<String>,
-    min_duration_ns: Option<i64>,
-    max_duration_ns: Option<i64>,
-    error: Option<bool>,
-    attributes: Vec<(String, String)>,
-    limit: usize,
+    pub(crate) window: Window,
+    pub(crate) service: Option<String>,
+    pub(crate) operation: Option<String>,
+    /// Bounds of the matching span's duration.
+    pub(crate) min_duration_ns: Option<i64>,
+    pub(crate) max_duration_ns: Option<i64>,
+    /// Bounds of the whole trace's duration (first start to last end within the window).
+    pub(crate) min_trace_duration_ns: Option<i64>,
+    pub(crate) max_trace_duration_ns: Option<i64>,
+    pub(crate) error: Option<bool>,
+    /// `key:value` pairs that a span or its resource must have.
+    pub(crate) attributes: Vec<(String, String)>,
+    /// More conditions on the same span, from the APIs that speak other query languages.
+    pub(crate) conditions: Vec<Expr>,
+    pub(crate) limit: usize,
 }
 
 impl Search {
@@ -156,7 +180,7 @@ impl Search {
     }
 
     /// The condition on one span.
-    fn predicate(&self) -> Expr {
+    pub(crate) fn predicate(&self) -> Expr {
         let mut predicate = col(START_TIME)
             .gt_eq(timestamp(self.window.from_ns))
             .and(col(START_TIME).lt(timestamp(self.window.to_ns)));
@@ -178,11 +202,28 @@ impl Search {
             None => {}
         }
         for (name, wanted) in &self.attributes {
-            let value = get_field(col(ATTRIBUTES), name.as_str());
-            predicate = predicate.and(value.eq(lit(wanted.as_str())));
+            predicate = predicate.and(attribute_equals(name, wanted));
+        }
+        for condition in &self.conditions {
+            predicate = predicate.and(condition.clone());
         }
         predicate
     }
+}
+
+/// The span's attribute `key`, or else its resource's.
+pub(crate) fn attribute(key: &str) -> Expr {
+    coalesce(vec![
+        get_field(col(ATTRIBUTES), key),
+        get_field(col(RESOURCE_ATTRIBUTES), key),
+    ])
+}
+
+/// The span or its resource has attribute `key` with exactly this value.
+pub(crate) fn attribute_equals(key: &str, value: &str) -> Expr {
+    get_field(col(ATTRIBUTES), key)
+        .eq(lit(value))
+        .or(get_field(col(RESOURCE_ATTRIBUTES), key).eq(lit(value)))
 }
 
 pub(crate) fn timestamp(ns: i64) -> Expr {
@@ -195,27 +236,75 @@ pub(crate) fn timestamp(ns: i64) -> Expr {
 pub(crate) async fn find_traces(
     engine: &QueryEngine,
     search: &Search,
-) -> Result<Vec<Value>, QueryError> {
+) -> Result<Vec<TraceSummary>, QueryError> {
+    let ids = matching_trace_ids(engine, search).await?;
+    trace_summaries(engine, &ids).await
+}
+
+/// The newest traces (by their latest matching span) with a span that matches.
+pub(crate) async fn matching_trace_ids(
+    engine: &QueryEngine,
+    search: &Search,
+) -> Result<Vec<String>, QueryError> {
     let context = engine.context()?;
-    // The newest traces with a matching span...
-    let matching = context
+    let mut matching = context
         .table("spans")
         .await?
         .filter(search.predicate())?
         .aggregate(
             vec![col(TRACE_ID)],
             vec![max(col(START_TIME)).alias("newest")],
-        )?
+        )?;
+    if search.min_trace_duration_ns.is_some() || search.max_trace_duration_ns.is_some() {
+        // Only traces whose spans in the window last long enough (or short enough).
+        let window = col(START_TIME)
+            .gt_eq(timestamp(search.window.from_ns))
+            .and(col(START_TIME).lt(timestamp(search.window.to_ns)));
+        let mut durations = context.table("spans").await?.filter(window)?.aggregate(
+            vec![col(TRACE_ID).alias("whole_trace")],
+            vec![
+                min(col(START_TIME)).alias("first_start"),
+                max(col(END_TIME)).alias("last_end"),
+            ],
+        )?;
+        let duration = || col("last_end") - col("first_start");
+        if let Some(ns) = search.min_trace_duration_ns {
+            durations = durations.filter(duration().gt_eq(interval(ns)))?;
+        }
+        if let Some(ns) = search.max_trace_duration_ns {
+            durations = durations.filter(duration().lt_eq(interval(ns)))?;
+        }
+        matching = matching.join(
+            durations,
+            JoinType::LeftSemi,
+            &[TRACE_ID],
+            &["whole_trace"],
+            None,
+        )?;
+    }
+    let newest_first = matching
         .sort(vec![col("newest").sort(false, false)])?
         .limit(0, Some(search.limit))?;
-    let ids: Vec<Expr> = string_column(&engine.collect(matching).await?.batches, 0)
-        .into_iter()
-        .map(lit)
-        .collect();
-    if ids.is_empty() {
+    Ok(string_column(
+        &engine.collect(newest_first).await?.batches,
+        0,
+    ))
+}
+
+/// A duration literal to compare with the difference of two timestamps.
+fn interval(ns: i64) -> Expr {
+    lit(ScalarValue::DurationNanosecond(Some(ns)))
+}
+
+/// Each trace summed up over all its spans, also those outside the window; newest first.
+pub(crate) async fn trace_summaries(
+    engine: &QueryEngine,
+    trace_ids: &[String],
+) -> Result<Vec<TraceSummary>, QueryError> {
+    if trace_ids.is_empty() {
         return Ok(Vec::new());
     }
-    // ...summed up over all their spans, also those outside the window.
+    let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
     let root_first = || -> Vec<SortExpr> {
         vec![
             col(PARENT_SPAN_ID).is_not_null().sort(true, false),
@@ -225,7 +314,8 @@ pub(crate) async fn find_traces(
     let failed = when(col(STATUS_CODE).eq(lit("ERROR")), lit(1i64))
         .otherwise(lit(0i64))
         .map_err(QueryError::from)?;
-    let summary = context
+    let summary = engine
+        .context()?
         .table("spans")
         .await?
         .filter(col(TRACE_ID).in_list(ids, false))?
@@ -262,7 +352,35 @@ fn string_column(batches: &[RecordBatch], index: usize) -> Vec<String> {
         .collect()
 }
 
-fn summaries(batch: &RecordBatch) -> Result<Vec<Value>, QueryError> {
+/// A trace found by a search, summed up over all its spans.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TraceSummary {
+    pub(crate) trace_id: String,
+    /// Of the root span, or of the earliest span when the root has not arrived.
+    pub(crate) root_service: String,
+    pub(crate) root_operation: String,
+    pub(crate) start_ns: i64,
+    pub(crate) duration_ns: i64,
+    pub(crate) span_count: i64,
+    pub(crate) error_count: i64,
+}
+
+impl TraceSummary {
+    fn json(&self) -> Value {
+        json!({
+            "trace_id": self.trace_id,
+            "root_service": self.root_service,
+            "root_operation": self.root_operation,
+            "start": rfc3339(self.start_ns),
+            "duration_ns": self.duration_ns,
+            "duration_ms": self.duration_ns as f64 / 1e6,
+            "span_count": self.span_count,
+            "error_count": self.error_count,
+        })
+    }
+}
+
+fn summaries(batch: &RecordBatch) -> Result<Vec<TraceSummary>, QueryError> {
     let wrong = || QueryError::Execution("the trace summary has unexpected column types".into());
     let text = |i: usize| batch.column(i).as_string_opt::<i32>().ok_or_else(wrong);
     let (ids, services, operations) = (text(0)?, text(1)?, text(2)?);
@@ -282,18 +400,14 @@ fn summaries(batch: &RecordBatch) -> Result<Vec<Value>, QueryError> {
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(wrong)?;
     Ok((0..batch.num_rows())
-        .map(|row| {
-            let duration_ns = ends.value(row) - starts.value(row);
-            json!({
-                "trace_id": ids.value(row),
-                "root_service": services.value(row),
-                "root_operation": operations.value(row),
-                "start": rfc3339(starts.value(row)),
-                "duration_ns": duration_ns,
-                "duration_ms": duration_ns as f64 / 1e6,
-                "span_count": spans.value(row),
-                "error_count": errors.value(row),
-            })
+        .map(|row| TraceSummary {
+            trace_id: ids.value(row).to_owned(),
+            root_service: services.value(row).to_owned(),
+            root_operation: operations.value(row).to_owned(),
+            start_ns: starts.value(row),
+            duration_ns: ends.value(row) - starts.value(row),
+            span_count: spans.value(row),
+            error_count: errors.value(row),
         })
         .collect())
 }
