@@ -196,7 +196,7 @@ pub async fn traces(
     } else {
         request.trace_ids
     };
-    let spans = match spans_of_traces(&state.query, &ids, None).await {
+    let spans = match spans_of_traces(&state.query, &ids).await {
         Ok(spans) => spans,
         Err(e) => return query_failure(e),
     };
@@ -242,7 +242,8 @@ impl TracesRequest {
                 "operation" => search.operation = Some(value.to_owned()),
                 "start" => start = Some(micros_as_ns(key, value)?),
                 "end" => end = Some(micros_as_ns(key, value)?),
-                "lookback" => lookback = Some(value),
+                // Jaeger's UI sends `lookback=custom` beside a `start`.
+                "lookback" if value != "custom" => lookback = Some(value),
                 "minDuration" => search.min_duration_ns = Some(parse_duration(key, value)?),
                 "maxDuration" => search.max_duration_ns = Some(parse_duration(key, value)?),
                 "limit" => {
@@ -625,6 +626,9 @@ mod tests {
         let request =
             TracesRequest::parse(&pairs(&[("service", "a"), ("lookback", "2d")]), NOW).unwrap();
         assert_eq!(request.search.window.from_ns, NOW - 2 * 86_400_000_000_000);
+        let request =
+            TracesRequest::parse(&pairs(&[("service", "a"), ("lookback", "custom")]), NOW).unwrap();
+        assert_eq!(request.search.window.from_ns, NOW - DEFAULT_LOOKBACK_NS);
         let request = TracesRequest::parse(&pairs(&[("traceID", "ABC")]), NOW).unwrap();
         assert_eq!(request.trace_ids, vec![format!("{:0>32}", "abc")]);
 

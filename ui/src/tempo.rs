@@ -7,6 +7,8 @@
 //! Times in parameters are unix seconds. Without `start` and `end` a search looks at the
 //! last hour. Failures are plain text, as Tempo sends them.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,16 +17,18 @@ use callwatch_query::{QueryEngine, QueryError};
 use callwatch_storage::schema::{
     ATTRIBUTE_TYPES, ATTRIBUTES, AttributeType, RESOURCE_ATTRIBUTE_TYPES, RESOURCE_ATTRIBUTES,
     SERVICE_NAME, SPAN_KIND, SPAN_KINDS, SPAN_NAME, START_TIME, STATUS_CODE, STATUS_CODES,
-    STATUS_MESSAGE,
+    STATUS_MESSAGE, TRACE_ID,
 };
-use callwatch_storage::{Attribute, SpanRecord};
+use callwatch_storage::{Attribute, SpanRecord, span_records};
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions::expr_fn::{lower, substring};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_nested::expr_fn::{array_position, map_keys};
+use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::expr::Like;
-use datafusion::logical_expr::{Expr, cast, col, lit};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, cast, col, lit};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message;
 use serde_json::{Value, json};
@@ -33,8 +37,8 @@ use crate::AppState;
 use crate::params::{Window, now_ns, parse_duration};
 use crate::traceql;
 use crate::traces::{
-    Search, attribute, matching_trace_ids, normalize_trace_id, spans_of_traces, timestamp,
-    trace_spans, trace_summaries,
+    Search, attribute, matching_trace_ids, normalize_trace_id, timestamp, trace_spans,
+    trace_summaries,
 };
 
 /// Traces a search returns unless `limit` says otherwise (Tempo's default), and the most.
@@ -194,26 +198,28 @@ pub async fn search(
     let found = async {
         let ids = matching_trace_ids(&state.query, &search).await?;
         let summaries = trace_summaries(&state.query, &ids).await?;
-        let spans = spans_of_traces(&state.query, &ids, Some(search.predicate())).await?;
-        Ok::<_, QueryError>((summaries, spans))
+        let sets = span_sets(&state.query, &search, &ids, spans_per_set).await?;
+        Ok::<_, QueryError>((summaries, sets))
     };
-    let (summaries, spans) = match found.await {
+    let (summaries, (matched, shown)) = match found.await {
         Ok(found) => found,
         Err(e) => return query_failure(e),
     };
+    let mut shown_by_trace: HashMap<&str, Vec<Value>> = HashMap::new();
+    for span in &shown {
+        shown_by_trace
+            .entry(span.trace_id.as_str())
+            .or_default()
+            .push(span_json(span, &tag_keys));
+    }
     let traces: Vec<Value> = summaries
         .iter()
         .map(|summary| {
-            let matched: Vec<&SpanRecord> = spans
-                .iter()
-                .filter(|s| s.trace_id == summary.trace_id)
-                .collect();
-            let shown: Vec<Value> = matched
-                .iter()
-                .take(spans_per_set)
-                .map(|span| span_json(span, &tag_keys))
-                .collect();
-            let span_set = json!({ "spans": shown, "matched": matched.len() });
+            let id = summary.trace_id.as_str();
+            let span_set = json!({
+                "spans": shown_by_trace.remove(id).unwrap_or_default(),
+                "matched": matched.get(id).copied().unwrap_or(0),
+            });
             json!({
                 "traceID": summary.trace_id,
                 "rootServiceName": summary.root_service,
@@ -227,6 +233,51 @@ pub async fn search(
         .collect();
     // Tempo's metrics count blocks and bytes read, which callwatch does not track.
     axum::Json(json!({ "traces": traces, "metrics": {} })).into_response()
+}
+
+/// How many spans of each trace match the search, and the first `shown` of them: what a
+/// span set holds, read without loading every matching span.
+async fn span_sets(
+    engine: &QueryEngine,
+    search: &Search,
+    trace_ids: &[String],
+    shown: usize,
+) -> Result<(HashMap<String, i64>, Vec<SpanRecord>), QueryError> {
+    if trace_ids.is_empty() {
+        return Ok((HashMap::new(), Vec::new()));
+    }
+    let ids: Vec<Expr> = trace_ids.iter().map(|id| lit(id.as_str())).collect();
+    let matching = engine
+        .context()?
+        .table("spans")
+        .await?
+        .filter(col(TRACE_ID).in_list(ids, false).and(search.predicate()))?;
+    let counts = matching
+        .clone()
+        .aggregate(vec![col(TRACE_ID)], vec![count(lit(1i64)).alias("matched")])?;
+    let mut matched = HashMap::new();
+    for batch in &engine.collect(counts).await?.batches {
+        let ids = batch.column(0).as_string::<i32>();
+        let counts = batch.column(1).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            matched.insert(ids.value(row).to_owned(), counts.value(row));
+        }
+    }
+    let rank = row_number()
+        .partition_by(vec![col(TRACE_ID)])
+        .order_by(vec![col(START_TIME).sort(true, false)])
+        .build()?
+        .alias("rank");
+    let first = matching
+        .window(vec![rank])?
+        .filter(col("rank").lt_eq(lit(shown as u64)))?
+        .drop_columns(&["rank"])?
+        .sort(vec![col(START_TIME).sort(true, false)])?;
+    let mut spans = Vec::new();
+    for batch in &engine.collect(first).await?.batches {
+        spans.extend(span_records(batch).map_err(|e| QueryError::Execution(e.to_string()))?);
+    }
+    Ok((matched, spans))
 }
 
 /// The search, the tag keys it names (shown on matching spans) and spans per set.

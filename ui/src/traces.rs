@@ -80,28 +80,23 @@ pub(crate) async fn trace_spans(
     engine: &QueryEngine,
     trace_id: &str,
 ) -> Result<Vec<SpanRecord>, QueryError> {
-    spans_of_traces(engine, &[trace_id.to_owned()], None).await
+    spans_of_traces(engine, &[trace_id.to_owned()]).await
 }
 
-/// The spans of the traces (those that meet `condition`, if given), oldest first.
+/// Every span of the traces, oldest first.
 pub(crate) async fn spans_of_traces(
     engine: &QueryEngine,
     trace_ids: &[String],
-    condition: Option<Expr>,
 ) -> Result<Vec<SpanRecord>, QueryError> {
     if trace_ids.is_empty() {
         return Ok(Vec::new());
     }
     let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
-    let mut filter = col(TRACE_ID).in_list(ids, false);
-    if let Some(condition) = condition {
-        filter = filter.and(condition);
-    }
     let frame = engine
         .context()?
         .table("spans")
         .await?
-        .filter(filter)?
+        .filter(col(TRACE_ID).in_list(ids, false))?
         .sort(vec![col(START_TIME).sort(true, false)])?;
     let output = engine.collect(frame).await?;
     let mut spans = Vec::new();
