@@ -22,7 +22,7 @@ pub fn int_attribute(key: &str, value: i64) -> KeyValue {
     attribute(key, any_value::Value::IntValue(value))
 }
 
-fn attribute(key: &str, value: any_value::Value) -> KeyValue {
+pub(crate) fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),

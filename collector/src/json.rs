@@ -182,7 +182,7 @@ fn encode_key_value(kv: &KeyValue) -> Value {
     serde_json::json!({ "key": kv.key, "value": value })
 }
 
-fn encode_any_value(value: &AnyValue) -> Value {
+pub(crate) fn encode_any_value(value: &AnyValue) -> Value {
     use any_value::Value as V;
     let (key, inner) = match &value.value {
         Some(V::StringValue(s)) => ("stringValue", Value::String(s.clone())),

@@ -29,4 +29,4 @@ pub use json::{
 };
 pub use metrics::IngestMetrics;
 pub use pairer::{Pairer, PairingConfig};
-pub use to_otlp::traces_data;
+pub use to_otlp::{attribute_json as otlp_json_attribute, traces_data};

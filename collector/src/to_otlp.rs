@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, TracesData};
 
-use crate::json::decode_hex;
+use crate::json::{decode_hex, encode_any_value};
 
 /// The spans as OTLP `TracesData`, grouped by resource and scope.
 pub fn traces_data(spans: &[SpanRecord]) -> TracesData {
@@ -144,6 +144,11 @@ fn key_values(attributes: &[Attribute]) -> Vec<KeyValue> {
         .collect()
 }
 
+/// A stored attribute's value in the OTLP JSON mapping (`{"intValue": "42"}`).
+pub fn attribute_json(attribute: &Attribute) -> serde_json::Value {
+    encode_any_value(&any_value(attribute))
+}
+
 /// The attribute's value with its OTLP type; text that is not what its type says stays a
 /// string rather than being lost.
 fn any_value(attribute: &Attribute) -> AnyValue {
@@ -208,21 +213,10 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     use super::*;
-    use crate::{Limits, convert};
+    use crate::client::attribute as kv;
+    use crate::{Limits, convert, text_attribute as text};
 
     const NOW: u64 = 1_795_000_000_000_000_000;
-
-    fn kv(key: &str, value: any_value::Value) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..KeyValue::default()
-        }
-    }
-
-    fn text(key: &str, value: &str) -> KeyValue {
-        kv(key, any_value::Value::StringValue(value.into()))
-    }
 
     fn resource(service: &str, spans: Vec<Vec<Span>>) -> ResourceSpans {
         ResourceSpans {

@@ -363,12 +363,7 @@ pub fn error_page(status: StatusCode, path: &str, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::params::pairs as params;
 
     #[test]
     fn links_keep_the_range_and_refresh() {

@@ -587,12 +587,7 @@ fn tag(attribute: &Attribute) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::params::pairs;
 
     const NOW: i64 = 1_795_000_000_000_000_000;
 

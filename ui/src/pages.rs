@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::charts::{Chart, Timeline, bucket_counts, latency_buckets};
 use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, param, percent};
 use crate::map::Map;
-use crate::traces::timestamp;
+use crate::traces::started_within;
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -516,9 +516,7 @@ async fn examples(
         .table(schema::CALLS_TABLE)
         .await?
         .filter(
-            col(schema::START_TIME)
-                .gt_eq(timestamp(frame.window.from_ns))
-                .and(col(schema::START_TIME).lt(timestamp(frame.window.to_ns)))
+            started_within(frame.window.from_ns, frame.window.to_ns)
                 .and(col(schema::CLIENT).eq(lit(source)))
                 .and(col(schema::SERVER).eq(lit(target))),
         )?

@@ -12,22 +12,22 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use callwatch_collector::{encode_json_resource_spans, traces_data};
+use callwatch_collector::{encode_json_resource_spans, otlp_json_attribute, traces_data};
 use callwatch_query::{QueryEngine, QueryError};
 use callwatch_storage::schema::{
     ATTRIBUTE_TYPES, ATTRIBUTES, AttributeType, RESOURCE_ATTRIBUTE_TYPES, RESOURCE_ATTRIBUTES,
     SERVICE_NAME, SPAN_KIND, SPAN_KINDS, SPAN_NAME, START_TIME, STATUS_CODE, STATUS_CODES,
     STATUS_MESSAGE, TRACE_ID,
 };
-use callwatch_storage::{Attribute, SpanRecord, span_records};
-use datafusion::arrow::array::{Array, AsArray};
+use callwatch_storage::{SpanRecord, span_records};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions::expr_fn::{lower, substring};
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_nested::expr_fn::{array_position, map_keys};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::expr::Like;
+use datafusion::logical_expr::expr::{Like, WindowFunction};
 use datafusion::logical_expr::{Expr, ExprFunctionExt, cast, col, lit};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message;
@@ -37,8 +37,8 @@ use crate::AppState;
 use crate::params::{Window, now_ns, parse_duration};
 use crate::traceql;
 use crate::traces::{
-    Search, attribute, matching_trace_ids, normalize_trace_id, timestamp, trace_spans,
-    trace_summaries,
+    Search, attribute, in_traces, matching_trace_ids, normalize_trace_id, started_within,
+    string_column, trace_spans, trace_summaries,
 };
 
 /// Traces a search returns unless `limit` says otherwise (Tempo's default), and the most.
@@ -236,7 +236,7 @@ pub async fn search(
 }
 
 /// How many spans of each trace match the search, and the first `shown` of them: what a
-/// span set holds, read without loading every matching span.
+/// span set holds, read in one pass without loading every matching span.
 async fn span_sets(
     engine: &QueryEngine,
     search: &Search,
@@ -246,38 +246,39 @@ async fn span_sets(
     if trace_ids.is_empty() {
         return Ok((HashMap::new(), Vec::new()));
     }
-    let ids: Vec<Expr> = trace_ids.iter().map(|id| lit(id.as_str())).collect();
-    let matching = engine
-        .context()?
-        .table("spans")
-        .await?
-        .filter(col(TRACE_ID).in_list(ids, false).and(search.predicate()))?;
-    let counts = matching
-        .clone()
-        .aggregate(vec![col(TRACE_ID)], vec![count(lit(1i64)).alias("matched")])?;
-    let mut matched = HashMap::new();
-    for batch in &engine.collect(counts).await?.batches {
-        let ids = batch.column(0).as_string::<i32>();
-        let counts = batch.column(1).as_primitive::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            matched.insert(ids.value(row).to_owned(), counts.value(row));
-        }
-    }
+    let per_trace = || vec![col(TRACE_ID)];
     let rank = row_number()
-        .partition_by(vec![col(TRACE_ID)])
+        .partition_by(per_trace())
         .order_by(vec![col(START_TIME).sort(true, false)])
         .build()?
         .alias("rank");
-    let first = matching
+    let matched = Expr::from(WindowFunction::new(count_udaf(), vec![lit(1i64)]))
+        .partition_by(per_trace())
+        .build()?
+        .alias("matched");
+    let first = engine
+        .context()?
+        .table("spans")
+        .await?
+        .filter(in_traces(trace_ids).and(search.predicate()))?
+        // Window expressions sorted differently each need a window of their own.
+        .window(vec![matched])?
         .window(vec![rank])?
         .filter(col("rank").lt_eq(lit(shown as u64)))?
-        .drop_columns(&["rank"])?
         .sort(vec![col(START_TIME).sort(true, false)])?;
-    let mut spans = Vec::new();
+    let (mut counts, mut spans) = (HashMap::new(), Vec::new());
     for batch in &engine.collect(first).await?.batches {
-        spans.extend(span_records(batch).map_err(|e| QueryError::Execution(e.to_string()))?);
+        let records = span_records(batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+        let matched = batch
+            .column_by_name("matched")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| QueryError::Execution("span sets lack their counts".into()))?;
+        for (row, record) in records.into_iter().enumerate() {
+            counts.insert(record.trace_id.clone(), matched.value(row));
+            spans.push(record);
+        }
     }
-    Ok((matched, spans))
+    Ok((counts, spans))
 }
 
 /// The search, the tag keys it names (shown on matching spans) and spans per set.
@@ -433,7 +434,7 @@ fn span_json(span: &SpanRecord, tag_keys: &[String]) -> Value {
                 .chain(&span.resource_attributes)
                 .find(|a| &a.key == key)
             {
-                Some(found) => any_value(found),
+                Some(found) => otlp_json_attribute(found),
                 None => continue,
             },
         };
@@ -446,20 +447,6 @@ fn span_json(span: &SpanRecord, tag_keys: &[String]) -> Value {
         "durationNanos": span.duration_ns.to_string(),
         "attributes": attributes,
     })
-}
-
-/// A stored attribute as an OTLP JSON value; arrays and kvlists as their JSON text.
-fn any_value(attribute: &Attribute) -> Value {
-    let text = attribute.value.as_deref().unwrap_or_default();
-    match attribute.kind {
-        AttributeType::Bool => json!({ "boolValue": text == "true" }),
-        AttributeType::Int => json!({ "intValue": text }),
-        AttributeType::Double => match text.parse::<f64>().ok().filter(|d| d.is_finite()) {
-            Some(number) => json!({ "doubleValue": number }),
-            None => json!({ "stringValue": text }),
-        },
-        _ => json!({ "stringValue": text }),
-    }
 }
 
 /// Where tags live: span attributes, resource attributes, or the span's own fields.
@@ -517,29 +504,13 @@ async fn tag_names(
         .context()?
         .table("spans")
         .await?
-        .filter(in_window(window))?
+        .filter(started_within(window.from_ns, window.to_ns))?
         .select(vec![map_keys(col(map)).alias("key")])?
         .unnest_columns(&["key"])?
         .aggregate(vec![col("key")], vec![])?
         .sort(vec![col("key").sort(true, false)])?
         .limit(0, Some(limit))?;
-    let output = engine.collect(frame).await?;
-    let mut names = Vec::new();
-    for batch in &output.batches {
-        let keys = batch.column(0).as_string::<i32>();
-        names.extend(
-            (0..keys.len())
-                .filter(|&i| keys.is_valid(i))
-                .map(|i| keys.value(i).to_owned()),
-        );
-    }
-    Ok(names)
-}
-
-fn in_window(window: Window) -> Expr {
-    col(START_TIME)
-        .gt_eq(timestamp(window.from_ns))
-        .and(col(START_TIME).lt(timestamp(window.to_ns)))
+    Ok(string_column(&engine.collect(frame).await?.batches, 0))
 }
 
 /// `GET /api/search/tags?scope=&start=&end=&limit=`: `{"tagNames": [...]}`.
@@ -704,7 +675,7 @@ async fn values_of(
     filter: Option<Expr>,
     limit: usize,
 ) -> Result<Vec<TypedValue>, QueryError> {
-    let mut spans = in_window(window);
+    let mut spans = started_within(window.from_ns, window.to_ns);
     if let Some(filter) = filter {
         spans = spans.and(filter);
     }
@@ -768,6 +739,7 @@ async fn values_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::pairs;
 
     #[test]
     fn logfmt_reads_plain_and_quoted_values() {
@@ -805,11 +777,6 @@ mod tests {
 
     #[test]
     fn search_parameters_are_checked() {
-        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let (search, keys, spss) = parse_search(
             &pairs(&[
                 ("tags", "service.name=order status=error"),

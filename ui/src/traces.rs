@@ -91,12 +91,11 @@ pub(crate) async fn spans_of_traces(
     if trace_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
     let frame = engine
         .context()?
         .table("spans")
         .await?
-        .filter(col(TRACE_ID).in_list(ids, false))?
+        .filter(in_traces(trace_ids))?
         .sort(vec![col(START_TIME).sort(true, false)])?;
     let output = engine.collect(frame).await?;
     let mut spans = Vec::new();
@@ -176,9 +175,7 @@ impl Search {
 
     /// The condition on one span.
     pub(crate) fn predicate(&self) -> Expr {
-        let mut predicate = col(START_TIME)
-            .gt_eq(timestamp(self.window.from_ns))
-            .and(col(START_TIME).lt(timestamp(self.window.to_ns)));
+        let mut predicate = started_within(self.window.from_ns, self.window.to_ns);
         if let Some(service) = &self.service {
             predicate = predicate.and(col(SERVICE_NAME).eq(lit(service.as_str())));
         }
@@ -221,6 +218,19 @@ pub(crate) fn attribute_equals(key: &str, value: &str) -> Expr {
         .or(get_field(col(RESOURCE_ATTRIBUTES), key).eq(lit(value)))
 }
 
+/// The row (a span or a call) started in [from, to).
+pub(crate) fn started_within(from_ns: i64, to_ns: i64) -> Expr {
+    col(START_TIME)
+        .gt_eq(timestamp(from_ns))
+        .and(col(START_TIME).lt(timestamp(to_ns)))
+}
+
+/// The row belongs to one of these traces.
+pub(crate) fn in_traces(trace_ids: &[String]) -> Expr {
+    let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
+    col(TRACE_ID).in_list(ids, false)
+}
+
 pub(crate) fn timestamp(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(
         Some(ns),
@@ -252,9 +262,7 @@ pub(crate) async fn matching_trace_ids(
         )?;
     if search.min_trace_duration_ns.is_some() || search.max_trace_duration_ns.is_some() {
         // Only traces whose spans in the window last long enough (or short enough).
-        let window = col(START_TIME)
-            .gt_eq(timestamp(search.window.from_ns))
-            .and(col(START_TIME).lt(timestamp(search.window.to_ns)));
+        let window = started_within(search.window.from_ns, search.window.to_ns);
         let mut durations = context.table("spans").await?.filter(window)?.aggregate(
             vec![col(TRACE_ID).alias("whole_trace")],
             vec![
@@ -299,7 +307,6 @@ pub(crate) async fn trace_summaries(
     if trace_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = trace_ids.iter().map(|id| lit(id.as_str())).collect();
     let root_first = || -> Vec<SortExpr> {
         vec![
             col(PARENT_SPAN_ID).is_not_null().sort(true, false),
@@ -313,7 +320,7 @@ pub(crate) async fn trace_summaries(
         .context()?
         .table("spans")
         .await?
-        .filter(col(TRACE_ID).in_list(ids, false))?
+        .filter(in_traces(trace_ids))?
         .aggregate(
             vec![col(TRACE_ID)],
             vec![
@@ -334,7 +341,7 @@ pub(crate) async fn trace_summaries(
     Ok(traces)
 }
 
-fn string_column(batches: &[RecordBatch], index: usize) -> Vec<String> {
+pub(crate) fn string_column(batches: &[RecordBatch], index: usize) -> Vec<String> {
     batches
         .iter()
         .flat_map(|batch| {
@@ -485,6 +492,7 @@ fn query_error(query_error: QueryError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::pairs;
 
     #[test]
     fn trace_ids_are_padded_hex() {
@@ -499,11 +507,6 @@ mod tests {
 
     #[test]
     fn search_parameters_are_checked() {
-        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let search = Search::parse(
             &pairs(&[
                 ("service", "order-service"),
