@@ -130,19 +130,35 @@ pub struct GraphMetrics {
     pending: AtomicU64,
 }
 
-/// Service-graph observations of the calls derived from one batch, keyed by the calls' own
-/// shared names, merged into the series at once.
+/// Service-graph observations of the calls derived from one batch, merged into the series
+/// at once. Keyed by the addresses of the calls' shared names, so that a call costs no
+/// hashing of text and no reference counting; two copies of one name (from before the
+/// interner started over) are two entries here and one series after the merge.
 #[derive(Debug, Default)]
 pub struct EdgeTally {
-    series: foldhash::HashMap<(Arc<str>, Arc<str>, &'static str), EdgeSeries>,
+    series: foldhash::HashMap<(usize, usize, &'static str), TalliedEdge>,
 }
+
+/// (client, server, what was observed)
+type TalliedEdge = (Arc<str>, Arc<str>, EdgeSeries);
 
 impl EdgeTally {
     pub fn observe(&mut self, call: &CallRow, connection_type: &'static str) {
-        let series = self
+        let address = |name: &Arc<str>| Arc::as_ptr(name) as *const u8 as usize;
+        let (_, _, series) = self
             .series
-            .entry((call.client.clone(), call.server.clone(), connection_type))
-            .or_default();
+            .entry((
+                address(&call.client),
+                address(&call.server),
+                connection_type,
+            ))
+            .or_insert_with(|| {
+                (
+                    call.client.clone(),
+                    call.server.clone(),
+                    EdgeSeries::default(),
+                )
+            });
         series.total += 1;
         series.failed += u64::from(call.failed);
         if let Some(ns) = call.client_duration_ns {
@@ -161,7 +177,7 @@ impl GraphMetrics {
             return;
         }
         let mut edges = self.edges.lock().expect("not poisoned");
-        for ((client, server, connection_type), observed) in tally.series {
+        for ((_, _, connection_type), (client, server, observed)) in tally.series {
             let key = (client.to_string(), server.to_string(), connection_type);
             if !edges.contains_key(&key) && edges.len() >= MAX_SERIES {
                 self.series_dropped.add(observed.total);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray, StructArray};
+use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::TimestampNanosecondType;
 use callwatch_storage::Interner;
 use callwatch_storage::schema;
@@ -149,7 +149,11 @@ pub struct SpanColumns<'a> {
     start: &'a arrow::array::TimestampNanosecondArray,
     end: &'a arrow::array::TimestampNanosecondArray,
     status: &'a StringArray,
+    /// The attribute map: offsets per row into its keys and values, read in place rather
+    /// than sliced into a new map per row.
     attributes: &'a MapArray,
+    attribute_keys: &'a StringArray,
+    attribute_values: &'a StringArray,
     events: &'a ListArray,
     links: &'a ListArray,
 }
@@ -162,6 +166,7 @@ impl<'a> SpanColumns<'a> {
                 .column_by_name(name)?
                 .as_primitive_opt::<TimestampNanosecondType>()
         };
+        let attributes: &MapArray = batch.column_by_name(schema::ATTRIBUTES)?.as_map_opt()?;
         Some(Self {
             trace_id: text(schema::TRACE_ID)?,
             span_id: text(schema::SPAN_ID)?,
@@ -173,7 +178,9 @@ impl<'a> SpanColumns<'a> {
             start: time(schema::START_TIME)?,
             end: time(schema::END_TIME)?,
             status: text(schema::STATUS_CODE)?,
-            attributes: batch.column_by_name(schema::ATTRIBUTES)?.as_map_opt()?,
+            attributes,
+            attribute_keys: attributes.keys().as_string_opt::<i32>()?,
+            attribute_values: attributes.values().as_string_opt::<i32>()?,
             events: batch.column_by_name(schema::EVENTS)?.as_list_opt::<i32>()?,
             links: batch.column_by_name(schema::LINKS)?.as_list_opt::<i32>()?,
         })
@@ -214,11 +221,10 @@ impl<'a> SpanColumns<'a> {
             None
         };
 
-        let entries = self.attributes.value(row);
-        let keys = entries.column(0).as_string::<i32>();
-        let values = entries.column(1).as_string::<i32>();
+        let offsets = self.attributes.value_offsets();
+        let (keys, values) = (self.attribute_keys, self.attribute_values);
         let mut wanted = Wanted::default();
-        for index in 0..keys.len() {
+        for index in offsets[row] as usize..offsets[row + 1] as usize {
             if values.is_valid(index) {
                 wanted.take(keys.value(index), values.value(index));
             }
@@ -369,8 +375,10 @@ fn normalize_breaker_state(state: &str) -> &str {
 }
 
 fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
-    let items = links.value(row);
-    let Some(items) = items.as_any().downcast_ref::<StructArray>() else {
+    if links.is_null(row) || links.value_length(row) == 0 {
+        return Vec::new();
+    }
+    let Some(items) = links.values().as_struct_opt() else {
         return Vec::new();
     };
     let (Some(traces), Some(spans)) = (
@@ -383,7 +391,8 @@ fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
     ) else {
         return Vec::new();
     };
-    (0..items.len())
+    let offsets = links.value_offsets();
+    (offsets[row] as usize..offsets[row + 1] as usize)
         .filter_map(|i| {
             Some((
                 u128::from_str_radix(traces.value(i), 16).ok()?,

@@ -580,7 +580,7 @@ impl CallDeriver for Pairer {
     }
 
     fn pending(&self) -> Vec<u8> {
-        let mut encoder = crate::pending::Encoder::default();
+        let mut encoder = crate::pending::Encoder::with_capacity(self.pending_count());
         for waiting in self.starters.values() {
             encoder.starter(&waiting.half, waiting.paired);
         }

@@ -6,7 +6,6 @@
 //! flag), answers (count, then key and half). Integers are little-endian. `CWP1` files,
 //! whose halves have no breaker name, are still read.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use callwatch_storage::Interner;
@@ -17,6 +16,8 @@ const MAGIC: &[u8; 4] = b"CWP2";
 /// The format before halves carried a breaker name.
 const MAGIC_V1: &[u8; 4] = b"CWP1";
 const NONE: u32 = u32::MAX;
+/// Bytes of a half without links, with its key or paired flag.
+const HALF_BYTES: usize = 1 + 16 + 8 + 9 + 4 + 10 * 4 + 16 + 9 + 9 + 1 + 24;
 
 /// (trace id, span id) of the client or producer span a call starts with.
 pub type Key = (u128, u64);
@@ -24,12 +25,25 @@ pub type Key = (u128, u64);
 /// Writes halves without copying them.
 #[derive(Default)]
 pub struct Encoder {
-    names: HashMap<Arc<str>, u32>,
+    /// Table index by the address of a shared name: halves share their names through one
+    /// interner, so an address stands for its text without hashing the text. (Two copies of
+    /// one text, from before the interner started over, take two entries; both read back as
+    /// the same name.)
+    names: foldhash::HashMap<usize, u32>,
     table: Vec<Arc<str>>,
     body: Vec<u8>,
 }
 
 impl Encoder {
+    /// An encoder with room for about `halves` halves, so that the body is not copied as
+    /// it grows.
+    pub fn with_capacity(halves: usize) -> Self {
+        Self {
+            body: Vec::with_capacity(halves * HALF_BYTES),
+            ..Self::default()
+        }
+    }
+
     pub fn starter(&mut self, half: &Half, paired: bool) {
         self.half(half);
         self.body.push(u8::from(paired));
@@ -59,15 +73,13 @@ impl Encoder {
     fn name(&mut self, name: Option<&Arc<str>>) {
         let index = match name {
             None => NONE,
-            Some(name) => match self.names.get(name) {
-                Some(index) => *index,
-                None => {
-                    let index = self.table.len() as u32;
+            Some(name) => {
+                let address = Arc::as_ptr(name) as *const u8 as usize;
+                *self.names.entry(address).or_insert_with(|| {
                     self.table.push(name.clone());
-                    self.names.insert(name.clone(), index);
-                    index
-                }
-            },
+                    self.table.len() as u32 - 1
+                })
+            }
         };
         self.body.extend(index.to_le_bytes());
     }

@@ -464,7 +464,7 @@ impl BreakerTracker {
         segments.sort_by_key(|s| s.min_start_ns);
         for segment in &segments {
             let batches = store
-                .read_segment(segment)
+                .read_segment_columns(segment, &BREAKER_COLUMNS)
                 .await
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
             self.observe(&batches, Instant::now())?;
@@ -775,25 +775,21 @@ impl BreakerTracker {
 }
 
 /// Only the columns a breaker reads, so the rest are not decoded for every call.
+const BREAKER_COLUMNS: [&str; 10] = [
+    schema::START_TIME,
+    schema::CLIENT,
+    schema::SERVER,
+    schema::CALL_TYPE,
+    schema::SERVER_KIND,
+    schema::CLIENT_DURATION_NS,
+    schema::FAILED,
+    schema::BREAKER_STATE,
+    schema::SERVER_SPAN_ID,
+    schema::BREAKER_NAME,
+];
+
 fn breaker_columns(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
-    let wanted = [
-        schema::START_TIME,
-        schema::CLIENT,
-        schema::SERVER,
-        schema::CALL_TYPE,
-        schema::SERVER_KIND,
-        schema::CLIENT_DURATION_NS,
-        schema::FAILED,
-        schema::BREAKER_STATE,
-        schema::SERVER_SPAN_ID,
-        schema::BREAKER_NAME,
-    ];
-    let indices: Vec<usize> = wanted
-        .iter()
-        .filter_map(|name| batch.schema().index_of(name).ok())
-        .collect();
-    batch
-        .project(&indices)
+    callwatch_storage::project(batch, &BREAKER_COLUMNS)
         .map_err(|e| QueryError::Execution(e.to_string()))
 }
 

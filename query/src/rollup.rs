@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use callwatch_storage::{CallRow, CallType, Interner, NodeKind, Store, call_rows};
+use callwatch_storage::{CallRow, CallType, Interner, NodeKind, Store, call_rows, project, schema};
 
 use crate::error::QueryError;
 use crate::stats::Accumulator;
@@ -128,6 +128,25 @@ impl Pieces {
     }
 }
 
+/// The columns pieces are made of: the others (ids, operations, versions) are not read.
+const ROLLUP_COLUMNS: [&str; 15] = [
+    schema::START_TIME,
+    schema::CLIENT,
+    schema::SERVER,
+    schema::CALL_TYPE,
+    schema::SERVER_KIND,
+    schema::DESTINATION,
+    schema::CLIENT_INSTANCE,
+    schema::SERVER_INSTANCE,
+    schema::CLIENT_DURATION_NS,
+    schema::SERVER_DURATION_NS,
+    schema::QUEUE_NS,
+    schema::FAILED,
+    schema::RETRY,
+    schema::TIMEOUT,
+    schema::BREAKER_STATE,
+];
+
 /// Most memory the cached pieces may hold. Beyond it the pieces of the oldest calls are
 /// dropped first (dashboards look at recent windows); a query that needs them again
 /// computes them again.
@@ -139,8 +158,9 @@ impl Pieces {
         let mut narrowest: BTreeMap<i64, Rollup> = BTreeMap::new();
         let narrow = PIECE_WIDTHS_NS[PIECE_WIDTHS_NS.len() - 1];
         for batch in batches {
-            let calls =
-                call_rows(batch, &mut names).map_err(|e| QueryError::Execution(e.to_string()))?;
+            let calls = project(batch, &ROLLUP_COLUMNS)
+                .and_then(|batch| call_rows(&batch, &mut names))
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
             for call in &calls {
                 narrowest
                     .entry(piece_start(call.start_ns, narrow))
@@ -302,7 +322,7 @@ impl RollupCache {
                 continue;
             }
             let batches = store
-                .read_segment(segment)
+                .read_segment_columns(segment, &ROLLUP_COLUMNS)
                 .await
                 .map_err(|e| QueryError::Execution(format!("reading {}: {e}", segment.path)))?;
             // Seconds of work for a large segment: off the async workers.

@@ -318,6 +318,17 @@ pub fn call_rows(batch: &RecordBatch, names: &mut Interner) -> Result<Vec<CallRo
     Ok(rows)
 }
 
+/// The named columns of `batch` that it has, in the order named: readers that need a few
+/// columns decode only those with [`call_rows`].
+pub fn project(batch: &RecordBatch, columns: &[&str]) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let indices: Vec<usize> = columns
+        .iter()
+        .filter_map(|name| schema.index_of(name).ok())
+        .collect();
+    Ok(batch.project(&indices)?)
+}
+
 fn hex(array: Option<&StringArray>, row: usize) -> Option<&str> {
     array.and_then(|a| a.is_valid(row).then(|| a.value(row)))
 }

@@ -16,7 +16,9 @@ mod store;
 mod wal;
 
 pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, SpansBuilder};
-pub use calls::{CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch};
+pub use calls::{
+    CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch, project,
+};
 pub use derive::CallDeriver;
 pub use error::{Result, StoreError};
 pub use metrics::{

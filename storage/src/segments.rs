@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -219,17 +219,35 @@ impl SegmentStore {
     }
 
     pub async fn read(&self, meta: &SegmentMeta) -> Result<Vec<RecordBatch>> {
+        self.read_columns(meta, None).await
+    }
+
+    /// Reads the named columns of a segment (those it has), or all of them with `None`:
+    /// the others are not decoded.
+    pub async fn read_columns(
+        &self,
+        meta: &SegmentMeta,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
         let bytes = self
             .objects
             .get(&ObjectPath::from(meta.path.as_str()))
             .await?
             .bytes()
             .await?;
+        let columns: Option<Vec<String>> =
+            columns.map(|names| names.iter().map(|name| name.to_string()).collect());
         tokio::task::spawn_blocking(move || {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                .with_batch_size(8192)
-                .build()?;
-            reader
+            let mut builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(8192);
+            if let Some(columns) = columns {
+                let schema = builder.schema().clone();
+                let indices = columns.iter().filter_map(|name| schema.index_of(name).ok());
+                let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+                builder = builder.with_projection(mask);
+            }
+            builder
+                .build()?
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(StoreError::from)
         })
@@ -364,18 +382,21 @@ fn writer_properties(table: Table, zstd_level: i32, rows: usize) -> Result<Write
     Ok(builder.build())
 }
 
-/// Calls are sorted by time: statistics on it (and on the names a query selects) prune.
+/// Calls are sorted by time and read by time window: statistics on the start time prune,
+/// and on the other columns (each row group holds every edge) they would only cost a
+/// comparison per value.
 fn calls_writer_properties(zstd_level: i32) -> Result<WriterProperties> {
     let path = |name: &str| ColumnPath::from(name);
     let builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_statistics_enabled(EnabledStatistics::None)
         .set_column_statistics_enabled(path(schema::START_TIME), EnabledStatistics::Page)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "callwatch.schema_version".to_string(),
             schema::SCHEMA_VERSION.to_string(),
         )]));
+    // Random ids never repeat: a dictionary only costs time.
     let builder = [
         schema::TRACE_ID,
         schema::CLIENT_SPAN_ID,
@@ -384,7 +405,6 @@ fn calls_writer_properties(zstd_level: i32) -> Result<WriterProperties> {
     .into_iter()
     .fold(builder, |b, name| {
         b.set_column_dictionary_enabled(path(name), false)
-            .set_column_statistics_enabled(path(name), EnabledStatistics::None)
     });
     let builder = delta_encoded(builder, &[schema::START_TIME]);
     Ok(builder.build())

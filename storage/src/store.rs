@@ -470,6 +470,15 @@ impl Store {
         self.shared.segments.read(meta).await
     }
 
+    /// The named columns of a segment (those it has); the others are not decoded.
+    pub async fn read_segment_columns(
+        &self,
+        meta: &SegmentMeta,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>> {
+        self.shared.segments.read_columns(meta, Some(columns)).await
+    }
+
     pub fn gauges(&self) -> StoreGauges {
         let tables = self.shared.tables.lock().expect("not poisoned");
         let (queue_depth, queue_capacity) = match &*self.writer.sender.lock().expect("not poisoned")

@@ -5,7 +5,7 @@ use chrono::{TimeZone, Utc};
 use super::*;
 use crate::builder::{SpanRow, SpansBuilder};
 use crate::records::span_records;
-use crate::schema::AttributeType;
+use crate::schema::{self, AttributeType};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
@@ -343,4 +343,39 @@ fn walk_parquet(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+#[tokio::test]
+async fn a_segment_is_read_by_the_columns_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store.append(spans(0, 3, now_ns())).await.unwrap();
+    let report = store.flush().await.unwrap();
+    let segment = &report.segments[0];
+    // Asked in another order than the schema's, with a name the table does not have.
+    let columns = [schema::SPAN_ID, schema::TRACE_ID, "no_such_column"];
+    let batches = store.read_segment_columns(segment, &columns).await.unwrap();
+    let whole = store.read_segment(segment).await.unwrap();
+    let read = &batches[0];
+    let names: Vec<String> = read
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    // Parquet reads the projected columns in the file's order.
+    assert_eq!(names, [schema::TRACE_ID, schema::SPAN_ID]);
+    for name in [schema::TRACE_ID, schema::SPAN_ID] {
+        assert_eq!(
+            read.column_by_name(name).unwrap(),
+            whole[0].column_by_name(name).unwrap()
+        );
+    }
+    // The projection a reader applies to a hot batch gives the same columns.
+    let projected = crate::calls::project(&whole[0], &columns).unwrap();
+    assert_eq!(projected.num_columns(), 2);
+    assert_eq!(
+        projected.column_by_name(schema::SPAN_ID).unwrap(),
+        read.column_by_name(schema::SPAN_ID).unwrap()
+    );
 }
