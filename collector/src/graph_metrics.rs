@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use callwatch_storage::{CallRow, Counter, escape_label};
+use callwatch_storage::{CallRow, Counter, Interner, escape_label};
 
 /// Bucket bounds in seconds: Tempo's span-metrics defaults, fine enough for millisecond calls.
 pub const BUCKETS: &[f64] = &[
@@ -131,9 +131,9 @@ pub struct GraphMetrics {
 }
 
 /// Service-graph observations of the calls derived from one batch, merged into the series
-/// at once. Keyed by the addresses of the calls' shared names, so that a call costs no
-/// hashing of text and no reference counting; two copies of one name (from before the
-/// interner started over) are two entries here and one series after the merge.
+/// at once. Keyed by the addresses of the calls' shared names ([`Interner::address`]), so
+/// that a call costs no hashing of text and no reference counting; two copies of one name
+/// are two entries here and one series after the merge.
 #[derive(Debug, Default)]
 pub struct EdgeTally {
     series: foldhash::HashMap<(usize, usize, &'static str), TalliedEdge>,
@@ -144,12 +144,11 @@ type TalliedEdge = (Arc<str>, Arc<str>, EdgeSeries);
 
 impl EdgeTally {
     pub fn observe(&mut self, call: &CallRow, connection_type: &'static str) {
-        let address = |name: &Arc<str>| Arc::as_ptr(name) as *const u8 as usize;
         let (_, _, series) = self
             .series
             .entry((
-                address(&call.client),
-                address(&call.server),
+                Interner::address(&call.client),
+                Interner::address(&call.server),
                 connection_type,
             ))
             .or_insert_with(|| {

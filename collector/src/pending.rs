@@ -25,10 +25,9 @@ pub type Key = (u128, u64);
 /// Writes halves without copying them.
 #[derive(Default)]
 pub struct Encoder {
-    /// Table index by the address of a shared name: halves share their names through one
-    /// interner, so an address stands for its text without hashing the text. (Two copies of
-    /// one text, from before the interner started over, take two entries; both read back as
-    /// the same name.)
+    /// Table index by [`Interner::address`] (the table holds each name): halves share their
+    /// names through one interner. Two copies of one text take two entries and read back as
+    /// one name.
     names: foldhash::HashMap<usize, u32>,
     table: Vec<Arc<str>>,
     body: Vec<u8>,
@@ -73,13 +72,13 @@ impl Encoder {
     fn name(&mut self, name: Option<&Arc<str>>) {
         let index = match name {
             None => NONE,
-            Some(name) => {
-                let address = Arc::as_ptr(name) as *const u8 as usize;
-                *self.names.entry(address).or_insert_with(|| {
+            Some(name) => *self
+                .names
+                .entry(Interner::address(name))
+                .or_insert_with(|| {
                     self.table.push(name.clone());
                     self.table.len() as u32 - 1
-                })
-            }
+                }),
         };
         self.body.extend(index.to_le_bytes());
     }
