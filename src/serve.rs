@@ -134,11 +134,12 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             }
         }
     });
-    // The graph's pieces of each new segment are computed as it appears, not by the first
-    // graph query after it.
+    // The graph's pieces of each new hot batch and segment are computed as it appears, not
+    // by the first graph query after it; often enough that a batch has its pieces before a
+    // flush writes it, so that its segment's are added up from them, not read back.
     let (warm, warm_cancel) = (query.clone(), cancel.clone());
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = warm_cancel.cancelled() => break,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{RecordBatch, StringBuilder, TimestampNanosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use callwatch_storage::{
-    CallRow, CallType, Interner, NodeKind, Store, call_rows, escape_label, schema,
+    CallColumns, CallRow, CallType, Interner, NodeKind, Store, escape_label, schema,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
@@ -487,20 +487,20 @@ impl BreakerTracker {
     }
 
     fn observe(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
-        // Decoded before taking the lock, so the API and /metrics do not wait on it.
         // Names live on in the edges they key; the rest go with the batch.
         let mut names = Interner::default();
-        let mut calls = Vec::new();
         for batch in batches {
-            calls.extend(
-                call_rows(&breaker_columns(batch)?, &mut names)
-                    .map_err(|e| QueryError::Execution(e.to_string()))?,
-            );
+            let batch = breaker_columns(batch)?;
+            let calls =
+                CallColumns::new(&batch).map_err(|e| QueryError::Execution(e.to_string()))?;
+            // A batch at a time, a call at a time: no vector of every call (a second of calls
+            // is tens of megabytes of rows), and the API and /metrics wait one batch at most.
+            let mut state = self.state.lock().expect("not poisoned");
+            for row in 0..calls.len() {
+                self.wait(&mut state, &calls.row(row, &mut names), now);
+            }
         }
         let mut state = self.state.lock().expect("not poisoned");
-        for call in &calls {
-            self.wait(&mut state, call, now);
-        }
         self.replay(&mut state, now);
         Ok(())
     }

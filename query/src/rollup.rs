@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use callwatch_storage::{CallRow, CallType, Interner, NodeKind, Store, call_rows, project, schema};
+use callwatch_storage::{
+    CallColumns, CallRow, CallType, Interner, NodeKind, Origin, Store, project, schema,
+};
 
 use crate::error::QueryError;
 use crate::stats::Accumulator;
@@ -157,15 +159,16 @@ impl Pieces {
         let mut names = Interner::default();
         let mut narrowest: BTreeMap<i64, Rollup> = BTreeMap::new();
         let narrow = PIECE_WIDTHS_NS[PIECE_WIDTHS_NS.len() - 1];
+        let error = |e: callwatch_storage::StoreError| QueryError::Execution(e.to_string());
         for batch in batches {
-            let calls = project(batch, &ROLLUP_COLUMNS)
-                .and_then(|batch| call_rows(&batch, &mut names))
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            for call in &calls {
+            let batch = project(batch, &ROLLUP_COLUMNS).map_err(error)?;
+            let calls = CallColumns::new(&batch).map_err(error)?;
+            for row in 0..calls.len() {
+                let call = calls.row(row, &mut names);
                 narrowest
                     .entry(piece_start(call.start_ns, narrow))
                     .or_default()
-                    .add(call);
+                    .add(&call);
             }
         }
         let mut pieces = Self {
@@ -183,6 +186,30 @@ impl Pieces {
             pieces.by_width[index] = wide;
         }
         Ok(pieces)
+    }
+}
+
+impl Pieces {
+    /// The pieces of `parts` that start in [from_ns, to_ns), merged: a segment's, from those
+    /// of the batches or segments it was made of. Both bounds are whole hours, and pieces
+    /// never cross an hour.
+    fn within(parts: &[Arc<Pieces>], from_ns: i64, to_ns: i64) -> Self {
+        let mut pieces = Self {
+            newest_ns: i64::MIN,
+            ..Self::default()
+        };
+        for part in parts {
+            for (index, wide) in pieces.by_width.iter_mut().enumerate() {
+                for (start, rollup) in part.by_width[index].range(from_ns..to_ns) {
+                    wide.entry(*start).or_default().merge(rollup);
+                }
+            }
+        }
+        let narrowest = &pieces.by_width[PIECE_WIDTHS_NS.len() - 1];
+        if let Some(newest) = narrowest.keys().next_back() {
+            pieces.newest_ns = *newest;
+        }
+        pieces
     }
 }
 
@@ -229,16 +256,22 @@ fn piece_start(ns: i64, width: i64) -> i64 {
 enum Source {
     /// A segment's object path.
     Segment(String),
-    /// A hot batch, by the address of its first column, which cannot be reused while the
-    /// cache holds the batch.
-    Hot(usize, usize),
+    /// A hot calls batch, by the store's number for it.
+    Hot(u64),
+}
+
+impl From<&Origin> for Source {
+    fn from(origin: &Origin) -> Self {
+        match origin {
+            Origin::HotCalls(id) => Self::Hot(*id),
+            Origin::Segment(path) => Self::Segment(path.clone()),
+        }
+    }
 }
 
 struct Cached {
     pieces: Arc<Pieces>,
     bytes: usize,
-    /// Keeps a hot batch's address taken.
-    _hot: Option<RecordBatch>,
 }
 
 /// Pieces of every calls segment and hot batch of the store, computed when first asked for
@@ -282,22 +315,37 @@ impl RollupCache {
         in_advance: bool,
     ) -> Result<Vec<Arc<Pieces>>, QueryError> {
         let snapshot = store.snapshot();
-        let hot_source = |batch: &RecordBatch| {
-            let address = batch
-                .columns()
-                .first()
-                .map_or(0, |c| Arc::as_ptr(c) as *const () as usize);
-            Source::Hot(address, batch.num_rows())
-        };
         let wanted: Vec<Source> = snapshot
             .call_segments
             .iter()
             .map(|s| Source::Segment(s.path.clone()))
-            .chain(snapshot.hot_calls.iter().map(hot_source))
+            .chain(snapshot.hot_call_ids.iter().map(|id| Source::Hot(*id)))
             .collect();
         let mut found: HashMap<Source, Arc<Pieces>> = {
             let present: HashSet<&Source> = wanted.iter().collect();
             let mut state = self.state.lock().expect("not poisoned");
+            // A new segment made of sources still cached is put together from their pieces
+            // before they leave the cache: no reading back the calls just written.
+            for segment in &snapshot.call_segments {
+                let source = Source::Segment(segment.path.clone());
+                let Some(origins) = snapshot.call_origins.get(&segment.path) else {
+                    continue;
+                };
+                if state.entries.contains_key(&source) {
+                    continue;
+                }
+                let parts: Option<Vec<Arc<Pieces>>> = origins
+                    .iter()
+                    .map(|origin| {
+                        let cached = state.entries.get(&Source::from(origin))?;
+                        Some(cached.pieces.clone())
+                    })
+                    .collect();
+                if let Some(parts) = parts {
+                    let pieces = Pieces::within(&parts, segment.start_ns(), segment.end_ns());
+                    self.insert_into(&mut state, source, Arc::new(pieces));
+                }
+            }
             state.entries.retain(|source, _| present.contains(source));
             state.evicted.retain(|source| present.contains(source));
             let state = &*state;
@@ -330,16 +378,16 @@ impl RollupCache {
                 .await
                 .map_err(|e| QueryError::Execution(e.to_string()))??;
             let pieces = Arc::new(pieces);
-            self.insert(source.clone(), pieces.clone(), None);
+            self.insert(source.clone(), pieces.clone());
             found.insert(source, pieces);
         }
-        for batch in &snapshot.hot_calls {
-            let source = hot_source(batch);
+        for (batch, id) in snapshot.hot_calls.iter().zip(&snapshot.hot_call_ids) {
+            let source = Source::Hot(*id);
             if skip(&source, &found) {
                 continue;
             }
             let pieces = Arc::new(Pieces::of(std::slice::from_ref(batch))?);
-            self.insert(source.clone(), pieces.clone(), Some(batch.clone()));
+            self.insert(source.clone(), pieces.clone());
             found.insert(source, pieces);
         }
         if in_advance {
@@ -351,18 +399,17 @@ impl RollupCache {
             .collect())
     }
 
-    fn insert(&self, source: Source, pieces: Arc<Pieces>, hot: Option<RecordBatch>) {
+    fn insert(&self, source: Source, pieces: Arc<Pieces>) {
         let mut state = self.state.lock().expect("not poisoned");
+        self.insert_into(&mut state, source, pieces);
+    }
+
+    fn insert_into(&self, state: &mut CacheState, source: Source, pieces: Arc<Pieces>) {
         let bytes = pieces.bytes();
         state.evicted.remove(&source);
-        state.entries.insert(
-            source.clone(),
-            Cached {
-                pieces,
-                bytes,
-                _hot: hot,
-            },
-        );
+        state
+            .entries
+            .insert(source.clone(), Cached { pieces, bytes });
         while state.entries.values().map(|c| c.bytes).sum::<usize>() > self.max_bytes {
             let oldest = state
                 .entries
@@ -471,6 +518,160 @@ mod tests {
         assert_eq!(uncovered, vec![(-125 * S, -120 * S), (-10 * S, -5 * S)]);
     }
 
+    /// Each span is a call that starts when the span does: a test controls exactly which
+    /// calls the store holds.
+    #[derive(Default)]
+    struct CallPerSpan {
+        calls: Vec<CallRow>,
+    }
+
+    impl callwatch_storage::CallDeriver for CallPerSpan {
+        fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn spans(&mut self, batch: &RecordBatch, _: std::time::Instant) {
+            for span in callwatch_storage::span_records(batch).unwrap() {
+                self.calls.push(call(span.start_ns, span.start_ns % 97));
+            }
+        }
+
+        fn expire(&mut self, _: std::time::Instant) {}
+
+        fn take_calls(&mut self) -> Option<RecordBatch> {
+            let calls = std::mem::take(&mut self.calls);
+            (!calls.is_empty()).then(|| callwatch_storage::calls_batch(&calls))
+        }
+
+        fn pending(&self) -> Vec<u8> {
+            Vec::new()
+        }
+    }
+
+    fn spans_from(start_ns: i64, count: i64) -> RecordBatch {
+        let mut builder = callwatch_storage::SpansBuilder::with_capacity(count as usize);
+        for n in 0..count {
+            let start_ns = start_ns + n * 1_000_000;
+            let id = format!("{:016x}", start_ns);
+            builder
+                .append(&callwatch_storage::SpanRow {
+                    trace_id: &format!("{id:0>32}"),
+                    span_id: &id,
+                    service_name: "a",
+                    span_name: "GET /",
+                    span_kind: "CLIENT",
+                    start_ns,
+                    end_ns: start_ns + 1_000,
+                    status_code: "UNSET",
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    /// What pieces hold, in a form to compare.
+    fn digest(pieces: &Pieces) -> Vec<String> {
+        let thresholds = crate::stats::HealthThresholds::default();
+        let mut lines = vec![format!("newest {}", pieces.newest_ns)];
+        for (width, by_start) in pieces.by_width.iter().enumerate() {
+            for (start, rollup) in by_start {
+                let mut edges: Vec<String> = rollup
+                    .edges
+                    .iter()
+                    .map(|(key, edge)| {
+                        format!(
+                            "{width} {start} {key:?} {:?} {:?} {:?}",
+                            edge.calls.clone().summary(1.0, &thresholds),
+                            edge.client_instances,
+                            edge.server_instances
+                        )
+                    })
+                    .collect();
+                edges.sort();
+                lines.extend(edges);
+            }
+        }
+        lines
+    }
+
+    const S: i64 = 1_000_000_000;
+    /// An hour long gone: compaction takes its segments at once.
+    const HOUR: i64 = 1_700_002_800 * S;
+
+    async fn store_with_a_call_per_span(dir: &std::path::Path) -> Store {
+        let config = callwatch_storage::StoreConfig {
+            flush_interval: std::time::Duration::from_secs(3600),
+            ..callwatch_storage::StoreConfig::new(dir)
+        };
+        Store::open_with(config, Some(Box::new(CallPerSpan::default())))
+            .await
+            .unwrap()
+    }
+
+    /// Checks that the cache holds for each segment the pieces its file gives, without
+    /// reading the file: it is deleted first.
+    async fn cached_pieces_match_the_files(
+        dir: &std::path::Path,
+        store: &Store,
+        cache: &RollupCache,
+        segments: &[callwatch_storage::SegmentMeta],
+    ) {
+        let mut from_files = Vec::new();
+        for segment in segments {
+            let batches = store
+                .read_segment_columns(segment, &ROLLUP_COLUMNS)
+                .await
+                .unwrap();
+            from_files.push(digest(&Pieces::of(&batches).unwrap()));
+            std::fs::remove_file(dir.join(&segment.path)).unwrap();
+        }
+        cache.warm(store).await.unwrap();
+        let state = cache.state.lock().unwrap();
+        for (segment, expected) in segments.iter().zip(from_files) {
+            let cached = &state.entries[&Source::Segment(segment.path.clone())];
+            assert_eq!(digest(&cached.pieces), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flushed_segment_gets_its_pieces_from_the_hot_batches_it_was_made_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        // Calls on both sides of an hour, each batch published on its own: one flush writes
+        // two segments, each with some of the calls of several batches.
+        for start in [HOUR - 90 * S, HOUR - 5 * S, HOUR + 7 * S, HOUR + 65 * S] {
+            store.append(spans_from(start, 300)).await.unwrap();
+            store.calls_caught_up().await;
+        }
+        let cache = RollupCache::default();
+        cache.warm(&store).await.unwrap();
+        store.flush().await.unwrap();
+        let segments = store.snapshot().call_segments;
+        assert_eq!(segments.len(), 2);
+        cached_pieces_match_the_files(dir.path(), &store, &cache, &segments).await;
+    }
+
+    #[tokio::test]
+    async fn a_compacted_segment_gets_its_pieces_from_the_segments_it_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        let cache = RollupCache::default();
+        for start in [HOUR + 5 * S, HOUR + 700 * S, HOUR + 1400 * S] {
+            store.append(spans_from(start, 300)).await.unwrap();
+            store.calls_caught_up().await;
+            cache.warm(&store).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        cache.warm(&store).await.unwrap();
+        assert_eq!(store.snapshot().call_segments.len(), 3);
+        store.compact().await.unwrap();
+        let segments = store.snapshot().call_segments;
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].rows, 900);
+        cached_pieces_match_the_files(dir.path(), &store, &cache, &segments).await;
+    }
+
     #[test]
     fn the_pieces_of_the_oldest_calls_make_room_first() {
         let minute = 60_000_000_000;
@@ -484,9 +685,9 @@ mod tests {
             ..RollupCache::default()
         };
         let source = |n: i64| Source::Segment(format!("calls/{n}.parquet"));
-        cache.insert(source(2), pieces_at(2), None);
-        cache.insert(source(1), pieces_at(1), None);
-        cache.insert(source(3), pieces_at(3), None);
+        cache.insert(source(2), pieces_at(2));
+        cache.insert(source(1), pieces_at(1));
+        cache.insert(source(3), pieces_at(3));
         let state = cache.state.lock().unwrap();
         let mut kept: Vec<_> = state.entries.keys().cloned().collect();
         kept.sort_by_key(|s| format!("{s:?}"));

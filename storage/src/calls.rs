@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int64Array, Int64Builder, RecordBatch,
-    StringArray, StringBuilder, TimestampNanosecondBuilder,
+    StringArray, StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
 };
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 
@@ -227,55 +227,95 @@ fn column<'a, T: 'static>(
 /// Reads `calls` rows back from a batch with any subset of the columns in the order of the
 /// schema; absent columns read as empty. Names are shared through `names`.
 pub fn call_rows(batch: &RecordBatch, names: &mut Interner) -> Result<Vec<CallRow>> {
-    let strings = |name: &str| -> Result<Option<&StringArray>> {
-        match batch.column_by_name(name) {
-            None => Ok(None),
-            Some(_) => column(batch, name, |a| a.as_string_opt::<i32>()).map(Some),
-        }
-    };
-    let ints = |name: &str| -> Result<Option<&Int64Array>> {
-        match batch.column_by_name(name) {
-            None => Ok(None),
-            Some(_) => column(batch, name, |a| a.as_primitive_opt::<Int64Type>()).map(Some),
-        }
-    };
-    let flags = |name: &str| -> Result<Option<&BooleanArray>> {
-        match batch.column_by_name(name) {
-            None => Ok(None),
-            Some(_) => column(batch, name, |a| a.as_boolean_opt()).map(Some),
-        }
-    };
-    let starts = match batch.column_by_name(schema::START_TIME) {
-        None => None,
-        Some(_) => Some(column(batch, schema::START_TIME, |a| {
-            a.as_primitive_opt::<TimestampNanosecondType>()
-        })?),
-    };
-    let trace_ids = strings(schema::TRACE_ID)?;
-    let client = strings(schema::CLIENT)?;
-    let server = strings(schema::SERVER)?;
-    let call_type = strings(schema::CALL_TYPE)?;
-    let server_kind = strings(schema::SERVER_KIND)?;
-    let operation = strings(schema::OPERATION)?;
-    let destination = strings(schema::DESTINATION)?;
-    let client_instance = strings(schema::CLIENT_INSTANCE)?;
-    let server_instance = strings(schema::SERVER_INSTANCE)?;
-    let api_version = strings(schema::API_VERSION)?;
-    let client_duration = ints(schema::CLIENT_DURATION_NS)?;
-    let server_duration = ints(schema::SERVER_DURATION_NS)?;
-    let queue = ints(schema::QUEUE_NS)?;
-    let failed = flags(schema::FAILED)?;
-    let status = strings(schema::STATUS)?;
-    let retry = flags(schema::RETRY)?;
-    let timeout = flags(schema::TIMEOUT)?;
-    let breaker_state = strings(schema::BREAKER_STATE)?;
-    let breaker_name = strings(schema::BREAKER_NAME)?;
-    let client_span = strings(schema::CLIENT_SPAN_ID)?;
-    let server_span = strings(schema::SERVER_SPAN_ID)?;
+    let columns = CallColumns::new(batch)?;
+    Ok((0..columns.len())
+        .map(|row| columns.row(row, names))
+        .collect())
+}
 
-    let empty = names.get("");
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
+/// The columns of a `calls` batch, read a row at a time: readers that fold calls into
+/// statistics need no vector of every row.
+pub struct CallColumns<'a> {
+    rows: usize,
+    starts: Option<&'a TimestampNanosecondArray>,
+    trace_ids: Option<&'a StringArray>,
+    client: Option<&'a StringArray>,
+    server: Option<&'a StringArray>,
+    call_type: Option<&'a StringArray>,
+    server_kind: Option<&'a StringArray>,
+    operation: Option<&'a StringArray>,
+    destination: Option<&'a StringArray>,
+    client_instance: Option<&'a StringArray>,
+    server_instance: Option<&'a StringArray>,
+    api_version: Option<&'a StringArray>,
+    client_duration: Option<&'a Int64Array>,
+    server_duration: Option<&'a Int64Array>,
+    queue: Option<&'a Int64Array>,
+    failed: Option<&'a BooleanArray>,
+    status: Option<&'a StringArray>,
+    retry: Option<&'a BooleanArray>,
+    timeout: Option<&'a BooleanArray>,
+    breaker_state: Option<&'a StringArray>,
+    breaker_name: Option<&'a StringArray>,
+    client_span: Option<&'a StringArray>,
+    server_span: Option<&'a StringArray>,
+}
+
+impl<'a> CallColumns<'a> {
+    /// The columns `batch` has; one of the wrong type is an error.
+    pub fn new(batch: &'a RecordBatch) -> Result<Self> {
+        fn optional<'a, T: 'static>(
+            batch: &'a RecordBatch,
+            name: &str,
+            cast: impl Fn(&'a dyn Array) -> Option<&'a T>,
+        ) -> Result<Option<&'a T>> {
+            match batch.column_by_name(name) {
+                None => Ok(None),
+                Some(_) => column(batch, name, cast).map(Some),
+            }
+        }
+        let strings = |name: &str| optional(batch, name, |a| a.as_string_opt::<i32>());
+        let ints = |name: &str| optional(batch, name, |a| a.as_primitive_opt::<Int64Type>());
+        let flags = |name: &str| optional(batch, name, |a| a.as_boolean_opt());
+        Ok(Self {
+            rows: batch.num_rows(),
+            starts: optional(batch, schema::START_TIME, |a| {
+                a.as_primitive_opt::<TimestampNanosecondType>()
+            })?,
+            trace_ids: strings(schema::TRACE_ID)?,
+            client: strings(schema::CLIENT)?,
+            server: strings(schema::SERVER)?,
+            call_type: strings(schema::CALL_TYPE)?,
+            server_kind: strings(schema::SERVER_KIND)?,
+            operation: strings(schema::OPERATION)?,
+            destination: strings(schema::DESTINATION)?,
+            client_instance: strings(schema::CLIENT_INSTANCE)?,
+            server_instance: strings(schema::SERVER_INSTANCE)?,
+            api_version: strings(schema::API_VERSION)?,
+            client_duration: ints(schema::CLIENT_DURATION_NS)?,
+            server_duration: ints(schema::SERVER_DURATION_NS)?,
+            queue: ints(schema::QUEUE_NS)?,
+            failed: flags(schema::FAILED)?,
+            status: strings(schema::STATUS)?,
+            retry: flags(schema::RETRY)?,
+            timeout: flags(schema::TIMEOUT)?,
+            breaker_state: strings(schema::BREAKER_STATE)?,
+            breaker_name: strings(schema::BREAKER_NAME)?,
+            client_span: strings(schema::CLIENT_SPAN_ID)?,
+            server_span: strings(schema::SERVER_SPAN_ID)?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Row `row` (below [`CallColumns::len`]) as a call.
+    pub fn row(&self, row: usize, names: &mut Interner) -> CallRow {
         let mut name = |array: Option<&StringArray>| -> Option<Arc<str>> {
             let array = array?;
             array.is_valid(row).then(|| names.get(array.value(row)))
@@ -284,38 +324,51 @@ pub fn call_rows(batch: &RecordBatch, names: &mut Interner) -> Result<Vec<CallRo
             array.and_then(|a| a.is_valid(row).then(|| a.value(row)))
         };
         let flag = |array: Option<&BooleanArray>| array.is_some_and(|a| a.value(row));
-        rows.push(CallRow {
-            start_ns: starts.map_or(0, |s| s.value(row)),
-            trace_id: hex(trace_ids, row)
+        let client = name(self.client);
+        let server = name(self.server);
+        let operation = name(self.operation);
+        let destination = name(self.destination);
+        let client_instance = name(self.client_instance);
+        let server_instance = name(self.server_instance);
+        let api_version = name(self.api_version);
+        let status = name(self.status);
+        let breaker_state = name(self.breaker_state);
+        let breaker_name = name(self.breaker_name);
+        CallRow {
+            start_ns: self.starts.map_or(0, |s| s.value(row)),
+            trace_id: hex(self.trace_ids, row)
                 .and_then(|t| u128::from_str_radix(t, 16).ok())
                 .unwrap_or(0),
-            client: name(client).unwrap_or_else(|| empty.clone()),
-            server: name(server).unwrap_or_else(|| empty.clone()),
-            call_type: call_type
+            client: client.unwrap_or_else(|| names.get("")),
+            server: server.unwrap_or_else(|| names.get("")),
+            call_type: self
+                .call_type
                 .and_then(|a| CallType::parse(a.value(row)))
                 .unwrap_or(CallType::Sync),
-            server_kind: server_kind
+            server_kind: self
+                .server_kind
                 .and_then(|a| NodeKind::parse(a.value(row)))
                 .unwrap_or(NodeKind::Service),
-            operation: name(operation),
-            destination: name(destination),
-            client_instance: name(client_instance),
-            server_instance: name(server_instance),
-            api_version: name(api_version),
-            client_duration_ns: int(client_duration),
-            server_duration_ns: int(server_duration),
-            queue_ns: int(queue),
-            failed: flag(failed),
-            status: name(status),
-            retry: flag(retry),
-            timeout: flag(timeout),
-            breaker_state: name(breaker_state),
-            breaker_name: name(breaker_name),
-            client_span_id: hex(client_span, row).and_then(|s| u64::from_str_radix(s, 16).ok()),
-            server_span_id: hex(server_span, row).and_then(|s| u64::from_str_radix(s, 16).ok()),
-        });
+            operation,
+            destination,
+            client_instance,
+            server_instance,
+            api_version,
+            client_duration_ns: int(self.client_duration),
+            server_duration_ns: int(self.server_duration),
+            queue_ns: int(self.queue),
+            failed: flag(self.failed),
+            status,
+            retry: flag(self.retry),
+            timeout: flag(self.timeout),
+            breaker_state,
+            breaker_name,
+            client_span_id: hex(self.client_span, row)
+                .and_then(|s| u64::from_str_radix(s, 16).ok()),
+            server_span_id: hex(self.server_span, row)
+                .and_then(|s| u64::from_str_radix(s, 16).ok()),
+        }
     }
-    Ok(rows)
 }
 
 /// The named columns of `batch` that it has, in the order named: readers that need a few

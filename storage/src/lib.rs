@@ -17,7 +17,8 @@ mod wal;
 
 pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, SpansBuilder};
 pub use calls::{
-    CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch, project,
+    CallColumns, CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch,
+    project,
 };
 pub use derive::CallDeriver;
 pub use error::{Result, StoreError};
@@ -26,4 +27,4 @@ pub use metrics::{
 };
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::{SegmentMeta, Table};
-pub use store::{FlushReport, FsyncPolicy, Snapshot, Store, StoreConfig};
+pub use store::{FlushReport, FsyncPolicy, Origin, Snapshot, Store, StoreConfig};

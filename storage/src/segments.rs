@@ -81,6 +81,11 @@ pub struct SegmentMeta {
 }
 
 impl SegmentMeta {
+    /// Start of this segment's hour, in nanoseconds since the epoch.
+    pub fn start_ns(&self) -> i64 {
+        self.hour.saturating_mul(NANOS_PER_HOUR)
+    }
+
     /// Start of the hour after this segment's, in nanoseconds since the epoch.
     pub fn end_ns(&self) -> i64 {
         (self.hour + 1).saturating_mul(NANOS_PER_HOUR)

@@ -13,7 +13,7 @@
 //! number and writes the calls of the closed epochs and the deriver's waiting halves with the
 //! spans, under one manifest commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,7 +106,20 @@ pub struct Snapshot {
     /// `spans` segments.
     pub segments: Vec<SegmentMeta>,
     pub hot_calls: Vec<RecordBatch>,
+    /// The store's number for each hot calls batch, in the order of `hot_calls`.
+    pub hot_call_ids: Vec<u64>,
     pub call_segments: Vec<SegmentMeta>,
+    /// What the calls segments written since the store opened were made of, by path.
+    pub call_origins: Arc<HashMap<String, Vec<Origin>>>,
+}
+
+/// What a calls segment was made of: the hot batches a flush wrote into it (it holds their
+/// calls of its hour), or the segments a compaction merged. A reader that keeps a summary
+/// per batch can add up a new segment's from its origins' rather than read the file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    HotCalls(u64),
+    Segment(String),
 }
 
 impl Snapshot {
@@ -133,6 +146,7 @@ struct HotBatch {
 
 /// Calls derived between two checkpoints of the deriver.
 struct HotCalls {
+    id: u64,
     epoch: u64,
     bytes: usize,
     batch: RecordBatch,
@@ -144,8 +158,10 @@ struct Tables {
     hot_rows: usize,
     hot_bytes: usize,
     hot_calls: Vec<HotCalls>,
+    next_hot_calls_id: u64,
     /// Segments of every table.
     segments: Vec<SegmentMeta>,
+    call_origins: Arc<HashMap<String, Vec<Origin>>>,
     /// Readers of every calls batch the deriver publishes.
     calls_subscribers: Vec<std::sync::mpsc::Sender<RecordBatch>>,
 }
@@ -558,7 +574,35 @@ impl Store {
                 }
             }
         }
-        if let Err(error) = self.commit(&mut manifest, next.clone(), &written).await {
+        let flushed_calls: Vec<Origin> = match &checkpoint {
+            Some(checkpoint) => {
+                let tables = shared.tables.lock().expect("not poisoned");
+                tables
+                    .hot_calls
+                    .iter()
+                    .filter(|h| h.epoch <= checkpoint.epoch)
+                    .map(|h| Origin::HotCalls(h.id))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        // The flushed hot batches leave readers' view as their segments enter it.
+        let flushed = |tables: &mut Tables| {
+            tables.hot.retain(|h| h.seq > through);
+            tables.hot_rows = tables.hot.iter().map(|h| h.batch.num_rows()).sum();
+            tables.hot_bytes = tables.hot.iter().map(|h| h.bytes).sum();
+            if let Some(checkpoint) = &checkpoint {
+                tables.hot_calls.retain(|h| h.epoch > checkpoint.epoch);
+            }
+            let origins = Arc::make_mut(&mut tables.call_origins);
+            for meta in written.iter().filter(|m| m.table == Table::Calls) {
+                origins.insert(meta.path.clone(), flushed_calls.clone());
+            }
+        };
+        if let Err(error) = self
+            .commit(&mut manifest, next.clone(), &written, flushed)
+            .await
+        {
             if let Some(path) = &next.pending {
                 let _ = shared.segments.delete_path(path).await;
             }
@@ -568,15 +612,6 @@ impl Store {
             && let Some(path) = previous_pending
         {
             shared.segments.delete_path(&path).await?;
-        }
-        {
-            let mut tables = shared.tables.lock().expect("not poisoned");
-            tables.hot.retain(|h| h.seq > through);
-            tables.hot_rows = tables.hot.iter().map(|h| h.batch.num_rows()).sum();
-            tables.hot_bytes = tables.hot.iter().map(|h| h.bytes).sum();
-            if let Some(checkpoint) = &checkpoint {
-                tables.hot_calls.retain(|h| h.epoch > checkpoint.epoch);
-            }
         }
         shared
             .unflushed_bytes
@@ -624,7 +659,17 @@ impl Store {
             let mut next = manifest.clone();
             next.segments.retain(|s| !group.contains(s));
             next.segments.extend(written.iter().cloned());
-            self.commit(&mut manifest, next, &written).await?;
+            let merged = |tables: &mut Tables| {
+                let origins: Vec<Origin> = group
+                    .iter()
+                    .map(|meta| Origin::Segment(meta.path.clone()))
+                    .collect();
+                let known = Arc::make_mut(&mut tables.call_origins);
+                for meta in written.iter().filter(|m| m.table == Table::Calls) {
+                    known.insert(meta.path.clone(), origins.clone());
+                }
+            };
+            self.commit(&mut manifest, next, &written, merged).await?;
             self.retire(group);
             self.shared.metrics.compactions.add(1);
             tracing::debug!(merged = group.len(), "compacted segments");
@@ -652,7 +697,7 @@ impl Store {
         }
         let mut next = manifest.clone();
         next.segments.retain(|s| !expired.contains(s));
-        self.commit(&mut manifest, next, &[]).await?;
+        self.commit(&mut manifest, next, &[], |_| {}).await?;
         self.retire(&expired);
         self.shared
             .metrics
@@ -741,13 +786,15 @@ impl Store {
             .ok_or(StoreError::ShuttingDown)
     }
 
-    /// Saves `next` as the manifest and publishes its segments to readers. On failure the
-    /// files just written are removed, so nothing uncommitted stays visible.
+    /// Saves `next` as the manifest and publishes its segments to readers, with what `change`
+    /// does to the tables in the same step. On failure the files just written are removed,
+    /// so nothing uncommitted stays visible.
     async fn commit(
         &self,
         manifest: &mut Manifest,
         next: Manifest,
         written: &[SegmentMeta],
+        change: impl FnOnce(&mut Tables),
     ) -> Result<()> {
         if let Err(error) = self.shared.segments.save_manifest(&next).await {
             for meta in written {
@@ -761,7 +808,23 @@ impl Store {
             .segment_bytes_written
             .add(written.iter().map(|s| s.bytes).sum());
         *manifest = next;
-        self.shared.tables.lock().expect("not poisoned").segments = manifest.segments.clone();
+        let mut tables = self.shared.tables.lock().expect("not poisoned");
+        tables.segments = manifest.segments.clone();
+        change(&mut tables);
+        let present: HashSet<&str> = tables.segments.iter().map(|s| s.path.as_str()).collect();
+        if tables
+            .call_origins
+            .keys()
+            .any(|path| !present.contains(path.as_str()))
+        {
+            let kept = tables
+                .call_origins
+                .iter()
+                .filter(|(path, _)| present.contains(path.as_str()))
+                .map(|(path, origins)| (path.clone(), origins.clone()))
+                .collect();
+            tables.call_origins = Arc::new(kept);
+        }
         Ok(())
     }
 }
@@ -919,7 +982,10 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     tables
         .calls_subscribers
         .retain(|subscriber| subscriber.send(batch.clone()).is_ok());
+    let id = tables.next_hot_calls_id;
+    tables.next_hot_calls_id += 1;
     tables.hot_calls.push(HotCalls {
+        id,
         epoch,
         bytes,
         batch,
@@ -939,7 +1005,9 @@ fn snapshot_of(tables: &Tables) -> Snapshot {
         hot: tables.hot.iter().map(|h| h.batch.clone()).collect(),
         segments: of(Table::Spans),
         hot_calls: tables.hot_calls.iter().map(|h| h.batch.clone()).collect(),
+        hot_call_ids: tables.hot_calls.iter().map(|h| h.id).collect(),
         call_segments: of(Table::Calls),
+        call_origins: tables.call_origins.clone(),
     }
 }
 
