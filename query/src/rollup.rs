@@ -2,7 +2,8 @@
 //! time, for each calls segment and hot batch. A segment's pieces are computed once (its
 //! file never changes), so the graph of a long window merges a few hundred pieces instead of
 //! reading millions of calls; only the seconds at the window's ends that no whole piece
-//! covers are read call by call.
+//! covers are read call by call. A segment this process wrote gets its pieces by adding up
+//! those of the hot batches (or segments) it was made of, without reading the file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
