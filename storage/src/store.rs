@@ -536,7 +536,7 @@ impl Store {
             Some(answer) => Some(answer.await.map_err(|_| StoreError::ShuttingDown)?),
             None => None,
         };
-        let (calls, call_bytes) = match &checkpoint {
+        let (calls, call_bytes, flushed_calls) = match &checkpoint {
             Some(checkpoint) => {
                 let tables = shared.tables.lock().expect("not poisoned");
                 let closed = tables
@@ -544,9 +544,14 @@ impl Store {
                     .iter()
                     .filter(|h| h.epoch <= checkpoint.epoch);
                 let bytes: usize = closed.clone().map(|h| h.bytes).sum();
-                (closed.map(|h| h.batch.clone()).collect::<Vec<_>>(), bytes)
+                let origins: Vec<Origin> = closed.clone().map(|h| Origin::HotCalls(h.id)).collect();
+                (
+                    closed.map(|h| h.batch.clone()).collect::<Vec<_>>(),
+                    bytes,
+                    origins,
+                )
             }
-            None => (Vec::new(), 0),
+            None => (Vec::new(), 0, Vec::new()),
         };
         if batches.is_empty() && calls.is_empty() {
             return Ok(FlushReport::default());
@@ -574,18 +579,6 @@ impl Store {
                 }
             }
         }
-        let flushed_calls: Vec<Origin> = match &checkpoint {
-            Some(checkpoint) => {
-                let tables = shared.tables.lock().expect("not poisoned");
-                tables
-                    .hot_calls
-                    .iter()
-                    .filter(|h| h.epoch <= checkpoint.epoch)
-                    .map(|h| Origin::HotCalls(h.id))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
         // The flushed hot batches leave readers' view as their segments enter it.
         let flushed = |tables: &mut Tables| {
             tables.hot.retain(|h| h.seq > through);
