@@ -210,13 +210,14 @@ impl<'a> SpanColumns<'a> {
         self.end.value(row).saturating_sub(self.start.value(row))
     }
 
-    /// The half this row describes; `None` for INTERNAL and UNSPECIFIED spans.
-    pub fn half(&self, row: usize, names: &mut Interner) -> Option<Half> {
+    /// The half this row describes; `None` for INTERNAL and UNSPECIFIED spans. `last`
+    /// holds the names of the row read before.
+    pub fn half(&self, row: usize, names: &mut Interner, last: &mut LastResource) -> Option<Half> {
         let side = Side::parse(self.kind.value(row))?;
-        let trace_id = u128::from_str_radix(self.trace_id.value(row), 16).ok()?;
-        let span_id = u64::from_str_radix(self.span_id.value(row), 16).ok()?;
+        let trace_id = parse_trace_id(self.trace_id.value(row))?;
+        let span_id = parse_span_id(self.span_id.value(row))?;
         let parent_span_id = if self.parent_span_id.is_valid(row) {
-            u64::from_str_radix(self.parent_span_id.value(row), 16).ok()
+            parse_span_id(self.parent_span_id.value(row))
         } else {
             None
         };
@@ -255,11 +256,11 @@ impl<'a> SpanColumns<'a> {
             span_id,
             parent_span_id,
             links,
-            service: names.get(self.service.value(row)),
+            service: repeated(&mut last.service, self.service.value(row), names),
             instance: self
                 .instance
                 .is_valid(row)
-                .then(|| names.get(self.instance.value(row))),
+                .then(|| repeated(&mut last.instance, self.instance.value(row), names)),
             start_ns: self.start.value(row),
             end_ns: self.end.value(row),
             error: self.status.value(row) == "ERROR",
@@ -289,6 +290,21 @@ impl<'a> SpanColumns<'a> {
             breaker_state: names.get_opt(breaker_state.map(normalize_breaker_state)),
             breaker_name: names.get_opt(breaker_name),
         })
+    }
+}
+
+/// The service and instance of the last row read. Spans come grouped by resource, so most
+/// rows repeat them, and comparing two short texts costs less than a look-up.
+#[derive(Default)]
+pub struct LastResource {
+    service: Option<Arc<str>>,
+    instance: Option<Arc<str>>,
+}
+
+fn repeated(last: &mut Option<Arc<str>>, text: &str, names: &mut Interner) -> Arc<str> {
+    match last {
+        Some(name) if **name == *text => name.clone(),
+        _ => last.insert(names.get(text)).clone(),
     }
 }
 
@@ -395,11 +411,44 @@ fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
     (offsets[row] as usize..offsets[row + 1] as usize)
         .filter_map(|i| {
             Some((
-                u128::from_str_radix(traces.value(i), 16).ok()?,
-                u64::from_str_radix(spans.value(i), 16).ok()?,
+                parse_trace_id(traces.value(i))?,
+                parse_span_id(spans.value(i))?,
             ))
         })
         .collect()
+}
+
+/// A trace id in hex, as the spans table holds it.
+fn parse_trace_id(hex: &str) -> Option<u128> {
+    let hex = hex.as_bytes();
+    match hex.len().checked_sub(16) {
+        None | Some(0) => hex_number(hex).map(u128::from),
+        Some(split) => {
+            let (high, low) = hex.split_at(split);
+            Some(u128::from(hex_number(high)?) << 64 | u128::from(hex_number(low)?))
+        }
+    }
+}
+
+fn parse_span_id(hex: &str) -> Option<u64> {
+    hex_number(hex.as_bytes())
+}
+
+/// Up to 16 hex digits. A plain loop: the standard parser checks for overflow at every
+/// digit.
+fn hex_number(hex: &[u8]) -> Option<u64> {
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    hex.iter().try_fold(0u64, |value, &byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            b'A'..=b'F' => byte - b'A' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u64::from(digit))
+    })
 }
 
 /// The operation of a call as its span names it: `METHOD /route`, `pkg.Service/Method`, the
@@ -480,6 +529,31 @@ mod tests {
             ..Wanted::default()
         })
         .map(str::to_ascii_lowercase)
+    }
+
+    #[test]
+    fn ids_are_read_from_hex() {
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        let trace = parse_trace_id;
+        let span = parse_span_id;
+        assert_eq!(trace(id), u128::from_str_radix(id, 16).ok());
+        assert_eq!(trace("00000000000000000000000000000001"), Some(1));
+        assert_eq!(trace(&"F".repeat(32)), Some(u128::MAX));
+        assert_eq!(span("b7ad6b7169203331"), Some(0xb7ad_6b71_6920_3331));
+        // Short ids are numbers too; what is not hex, or too long, is no id.
+        assert_eq!(span("1f"), Some(0x1f));
+        assert_eq!(trace("1"), Some(1));
+        for bad in ["", "0x12", "12g4", "+1", &"1".repeat(17)] {
+            assert_eq!(span(bad), None, "{bad:?}");
+        }
+        for bad in [
+            "",
+            &"0".repeat(33),
+            "0af7651916cd43dd8448eb211c80319z",
+            "é0af7651916cd43dd",
+        ] {
+            assert_eq!(trace(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! A CLIENT or PRODUCER half waits under (trace id, its span id); a SERVER or CONSUMER half
 //! under (trace id, its parent span id), or under each span it links to when it has links (a
-//! batch consumer). When both halves of a key are there, they are one call. A database client
+//! batch consumer). When both halves of a key are there, they are one call. The halves of one
+//! batch first pair with each other, so a call whose halves arrive together never waits. A database client
 //! is a call at once; a root SERVER or CONSUMER without links is a call from `user` at once.
 //! Halves still alone after `wait` become calls to a virtual node when the client names its
 //! server (`peer.service`, `server.address`, the messaging destination), and are counted as
@@ -11,6 +12,7 @@
 //! may read one message.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, 
 use foldhash::{HashMap, HashSet};
 
 use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally};
-use crate::halves::{Half, Side, SpanColumns};
+use crate::halves::{Half, LastResource, Side, SpanColumns};
 use crate::pending::Key;
 
 #[derive(Debug, Clone)]
@@ -58,16 +60,22 @@ pub struct Pairer {
     /// Server and consumer halves by the key of the span they answer.
     answers: HashMap<Key, Vec<(Half, Instant)>>,
     answer_count: usize,
-    /// Keys in the order they started waiting: expiry walks it from the front.
-    queue: VecDeque<(Instant, Key)>,
+    /// Keys in the order they started waiting, and whether a starter (not an answer) waits
+    /// there: expiry walks it from the front.
+    queue: VecDeque<(Instant, Key, bool)>,
     /// Client calls seen, by a hash of (trace, parent span, service, peer, operation): a
     /// second one under the same parent is a retry. A hash, so remembering one costs no
     /// copies; 64 bits make a false retry among a million waiting calls a 1 in 10^7 chance.
-    /// Two generations, each covering half a wait: a call is remembered for at least half
-    /// a wait and forgotten by dropping a whole generation, not one by one.
-    siblings: [HashSet<u64>; 2],
+    /// Each call is remembered with the generation it was seen in; generations last half a
+    /// wait and the two latest count, so a call is remembered for at least half a wait.
+    /// One table, so that a look-up is one probe.
+    siblings: HashMap<u64, u32>,
+    sibling_generation: u32,
     siblings_since: Instant,
     sibling_hasher: foldhash::fast::RandomState,
+    /// This batch's client and producer halves by their key, while the batch is paired:
+    /// a call whose two halves arrive together is paired without waiting in `starters`.
+    batch_starters: HashMap<Key, usize>,
     /// Service-graph observations since they were last merged into the shared series.
     edges: EdgeTally,
     /// Every service that sent a span: a client naming one of them calls a service, even
@@ -93,9 +101,11 @@ impl Pairer {
             answers: HashMap::default(),
             answer_count: 0,
             queue: VecDeque::new(),
-            siblings: Default::default(),
+            siblings: HashMap::default(),
+            sibling_generation: 0,
             siblings_since: Instant::now(),
             sibling_hasher: foldhash::fast::RandomState::default(),
+            batch_starters: HashMap::default(),
             edges: EdgeTally::default(),
             services: HashSet::default(),
             consumed: HashSet::default(),
@@ -115,26 +125,52 @@ impl Pairer {
         full
     }
 
-    fn take(&mut self, half: Half, now: Instant) {
-        if half.side.starts_call() {
-            self.take_starter(half, now);
-        } else {
-            self.take_answer(half, now);
+    /// Pairs one batch's halves: first the calls both of whose halves came in it, then the
+    /// rest with the halves waiting from earlier batches. `arrived` holds each half of the
+    /// batch in span order.
+    fn take_batch(&mut self, mut arrived: Vec<Option<Waiting>>, now: Instant) {
+        // Starters in span order, so that a retry is the client after its first attempt.
+        self.batch_starters.clear();
+        for (index, slot) in arrived.iter_mut().enumerate() {
+            let Some(waiting) = slot else { continue };
+            let half = &mut waiting.half;
+            if !half.side.starts_call() {
+                continue;
+            }
+            if half.side == Side::Client {
+                if let Some(database) = half.database.clone() {
+                    let call = self.one_sided(half, database, NodeKind::Database);
+                    self.metrics.calls_database.add(1);
+                    self.emit(call);
+                    *slot = None;
+                    continue;
+                }
+                half.resent |= self.is_sibling_retry(half);
+            }
+            self.batch_starters
+                .insert((half.trace_id, half.span_id), index);
+        }
+        for index in 0..arrived.len() {
+            if arrived[index]
+                .as_ref()
+                .is_some_and(|waiting| !waiting.half.side.starts_call())
+            {
+                let answer = arrived[index].take().expect("just seen").half;
+                self.take_answer(answer, &mut arrived, now);
+            }
+        }
+        // Clients not answered in this batch, and every producer: it may have consumers
+        // to come.
+        for waiting in arrived.into_iter().flatten() {
+            self.take_starter(waiting, now);
         }
     }
 
-    fn take_starter(&mut self, mut half: Half, now: Instant) {
-        if half.side == Side::Client {
-            if let Some(database) = half.database.clone() {
-                let call = self.one_sided(&half, database, NodeKind::Database);
-                self.metrics.calls_database.add(1);
-                self.emit(call);
-                return;
-            }
-            half.resent |= self.is_sibling_retry(&half);
-        }
+    fn take_starter(&mut self, waiting: Waiting, now: Instant) {
+        let Waiting {
+            half, mut paired, ..
+        } = waiting;
         let key = (half.trace_id, half.span_id);
-        let mut paired = false;
         if let Some(answers) = self.answers.remove(&key) {
             self.answer_count -= answers.len();
             for (answer, _) in answers {
@@ -155,7 +191,7 @@ impl Pairer {
 
     fn wait_for_answer(&mut self, half: Half, paired: bool, now: Instant) {
         let key = (half.trace_id, half.span_id);
-        self.queue.push_back((now, key));
+        self.queue.push_back((now, key, true));
         self.starters.insert(
             key,
             Box::new(Waiting {
@@ -167,19 +203,19 @@ impl Pairer {
     }
 
     fn wait_for_starter(&mut self, key: Key, half: Half, now: Instant) {
-        self.queue.push_back((now, key));
+        self.queue.push_back((now, key, false));
         self.answers.entry(key).or_default().push((half, now));
         self.answer_count += 1;
     }
 
-    fn take_answer(&mut self, mut half: Half, now: Instant) {
+    fn take_answer(&mut self, mut half: Half, batch: &mut [Option<Waiting>], now: Instant) {
         if half.side == Side::Consumer && !half.links.is_empty() {
             // A batch consumer answers each message it links to.
             for key in std::mem::take(&mut half.links) {
-                self.answer(key, &half, now);
+                self.answer(key, &half, batch, now);
             }
         } else if let Some(parent) = half.parent_span_id {
-            self.answer((half.trace_id, parent), &half, now);
+            self.answer((half.trace_id, parent), &half, batch, now);
         } else {
             // A root server or consumer: whoever called it sent no span.
             let user = self.names.get(callwatch_storage::schema::USER_NODE);
@@ -189,14 +225,28 @@ impl Pairer {
         }
     }
 
-    /// Pairs `half` with the starter waiting under `key`, or lets it wait there.
-    fn answer(&mut self, key: Key, half: &Half, now: Instant) {
+    /// Pairs `half` with the starter under `key` that came in its batch or waits from an
+    /// earlier one, or lets it wait there.
+    fn answer(&mut self, key: Key, half: &Half, batch: &mut [Option<Waiting>], now: Instant) {
+        if let Some(&index) = self.batch_starters.get(&key)
+            && let Some(arrived) = &mut batch[index]
+        {
+            // A client has one server: the pair is done. A producer waits on for more
+            // consumer groups.
+            let call = if arrived.half.side == Side::Client {
+                let client = batch[index].take().expect("just seen").half;
+                self.paired(&client, half)
+            } else {
+                arrived.paired = true;
+                self.paired(&arrived.half, half)
+            };
+            self.emit(call);
+            return;
+        }
         let starter = match self.starters.get_mut(&key) {
-            // A client has one server: the pair is done.
             Some(waiting) if waiting.half.side == Side::Client => {
                 self.starters.remove(&key).expect("just found").half
             }
-            // A producer waits on for more consumer groups.
             Some(waiting) => {
                 waiting.paired = true;
                 waiting.half.clone()
@@ -223,13 +273,17 @@ impl Pairer {
             &half.peer,
             &half.operation,
         ));
-        if self.siblings[1].contains(&key) {
-            return true;
+        let room = self.siblings.len() < 2 * self.config.max_pending;
+        match self.siblings.entry(key) {
+            // Older generations are gone: a call still here was seen within the last two.
+            Entry::Occupied(_) => true,
+            Entry::Vacant(new) => {
+                if room {
+                    new.insert(self.sibling_generation);
+                }
+                false
+            }
         }
-        if self.siblings[0].len() < self.config.max_pending {
-            return !self.siblings[0].insert(key);
-        }
-        self.siblings[0].contains(&key)
     }
 
     fn emit(&mut self, call: CallRow) {
@@ -402,20 +456,21 @@ impl Pairer {
     }
 
     fn expire_before(&mut self, cutoff: Instant, now: Instant) {
-        while let Some(&(since, key)) = self.queue.front() {
+        while let Some(&(since, key, starter)) = self.queue.front() {
             if since > cutoff {
                 break;
             }
             self.queue.pop_front();
-            if let Some(waiting) = self.starters.get(&key)
-                && waiting.since == since
-            {
-                let waiting = self.starters.remove(&key).expect("just found");
-                if !waiting.paired {
-                    self.settle_starter(&waiting.half);
+            if starter {
+                if let Some(waiting) = self.starters.get(&key)
+                    && waiting.since == since
+                {
+                    let waiting = self.starters.remove(&key).expect("just found");
+                    if !waiting.paired {
+                        self.settle_starter(&waiting.half);
+                    }
                 }
-            }
-            if let Some(answers) = self.answers.get_mut(&key) {
+            } else if let Some(answers) = self.answers.get_mut(&key) {
                 let before = answers.len();
                 answers.retain(|(_, at)| *at > cutoff);
                 let expired = before - answers.len();
@@ -426,10 +481,11 @@ impl Pairer {
                 }
             }
         }
-        // The older generation goes; its table is kept, emptied, for the next one.
+        // A new generation starts, and the one before the last is forgotten.
         if now.duration_since(self.siblings_since) >= self.config.wait / 2 {
-            self.siblings.swap(0, 1);
-            self.siblings[0].clear();
+            self.sibling_generation += 1;
+            let kept = self.sibling_generation - 1;
+            self.siblings.retain(|_, seen| *seen >= kept);
             self.siblings_since = now;
         }
         self.metrics.merge_edges(std::mem::take(&mut self.edges));
@@ -560,11 +616,18 @@ impl CallDeriver for Pairer {
             last_service = Some(service);
         }
         self.metrics.merge_spans(tally);
-        for row in 0..columns.len() {
-            if let Some(half) = columns.half(row, &mut self.names) {
-                self.take(half, now);
-            }
-        }
+        let mut last = LastResource::default();
+        let arrived = (0..columns.len())
+            .filter_map(|row| columns.half(row, &mut self.names, &mut last))
+            .map(|half| {
+                Some(Waiting {
+                    half,
+                    since: now,
+                    paired: false,
+                })
+            })
+            .collect();
+        self.take_batch(arrived, now);
         self.metrics.merge_edges(std::mem::take(&mut self.edges));
         self.metrics.set_pending(self.pending_count());
     }
@@ -592,3 +655,6 @@ impl CallDeriver for Pairer {
         encoder.finish(self.starters.len(), self.answer_count)
     }
 }
+
+#[cfg(test)]
+mod tests;

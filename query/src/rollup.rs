@@ -54,7 +54,8 @@ pub struct EdgeStats {
 /// Edge statistics of a set of calls.
 #[derive(Debug, Default, Clone)]
 pub struct Rollup {
-    pub edges: HashMap<EdgeKey, EdgeStats>,
+    /// Hashed with foldhash: every call of every batch is looked up here.
+    pub edges: foldhash::HashMap<EdgeKey, EdgeStats>,
 }
 
 impl Rollup {

@@ -134,7 +134,9 @@ impl CallsBuilder {
 pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
     let n = rows.len();
     let text = |value: &dyn Fn(&CallRow) -> Option<&str>| -> ArrayRef {
-        let mut builder = StringBuilder::with_capacity(n, n * 16);
+        // Sized exactly: a buffer that grows is copied, and its new pages are touched twice.
+        let bytes = rows.iter().map(|row| value(row).map_or(0, str::len)).sum();
+        let mut builder = StringBuilder::with_capacity(n, bytes);
         for row in rows {
             builder.append_option(value(row));
         }

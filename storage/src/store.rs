@@ -558,8 +558,13 @@ impl Store {
         }
         let started = Instant::now();
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let mut written = shared.segments.write(Table::Spans, batches).await?;
-        written.extend(shared.segments.write(Table::Calls, calls).await?);
+        // Encoded side by side: the flush is what keeps memory bounded, so it should end
+        // as soon as it can.
+        let (mut written, calls_written) = tokio::try_join!(
+            shared.segments.write(Table::Spans, batches),
+            shared.segments.write(Table::Calls, calls),
+        )?;
+        written.extend(calls_written);
         let mut next = manifest.clone();
         next.flushed_through_seq = through;
         next.segments.extend(written.iter().cloned());

@@ -1,0 +1,216 @@
+use std::time::{Duration, Instant};
+
+use callwatch_storage::call_rows;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use super::*;
+use crate::convert::{Limits, convert};
+
+const NOW: i64 = 1_795_000_000_000_000_000;
+
+fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+fn span(
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    kind: SpanKind,
+    attributes: &[(&str, &str)],
+) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: format!("span {id}"),
+        kind: kind as i32,
+        start_time_unix_nano: NOW as u64 + u64::from(id) * 1_000,
+        end_time_unix_nano: NOW as u64 + 5_000_000 - u64::from(id) * 1_000,
+        attributes: attributes.iter().map(|(k, v)| string(k, v)).collect(),
+        ..Span::default()
+    }
+}
+
+/// One checkout: a user calls the frontend, which calls orders twice (the second a retry);
+/// orders writes to postgres and publishes an event that inventory and billing read;
+/// shipping answers a message nobody sent.
+fn checkout(trace: u8) -> Vec<(&'static str, Span)> {
+    use SpanKind::{Client, Consumer, Producer, Server};
+    let route = [
+        ("http.request.method", "POST"),
+        ("http.route", "/v1/orders"),
+    ];
+    let client = [("peer.service", "orders")];
+    // A retry is the same call again: same name, same parent.
+    let mut retry = span(trace, 3, Some(1), Client, &client);
+    retry.name = "span 2".into();
+    vec![
+        ("frontend", span(trace, 1, None, Server, &[])),
+        ("frontend", span(trace, 2, Some(1), Client, &client)),
+        ("frontend", retry),
+        ("orders", span(trace, 4, Some(2), Server, &route)),
+        ("orders", span(trace, 5, Some(3), Server, &route)),
+        (
+            "orders",
+            span(trace, 6, Some(4), Client, &[("db.system", "postgresql")]),
+        ),
+        (
+            "orders",
+            span(
+                trace,
+                7,
+                Some(4),
+                Producer,
+                &[("messaging.destination.name", "order-events")],
+            ),
+        ),
+        ("inventory", span(trace, 8, Some(7), Consumer, &[])),
+        ("billing", span(trace, 9, Some(7), Consumer, &[])),
+        ("shipping", span(trace, 10, Some(99), Consumer, &[])),
+    ]
+}
+
+fn batch(spans: &[(&str, Span)]) -> RecordBatch {
+    let request = ExportTraceServiceRequest {
+        resource_spans: spans
+            .iter()
+            .map(|(service, span)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![string("service.name", service)],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span.clone()],
+                    ..ScopeSpans::default()
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    };
+    let converted = convert(&request, NOW, &Limits::default()).expect("converts");
+    converted.batch.expect("spans were accepted")
+}
+
+/// The calls the pairer derives from `batches`, after every half has waited its time, one
+/// line per call, sorted; then what it counted.
+fn derived(batches: &[RecordBatch]) -> Vec<String> {
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut pairer = Pairer::new(config, metrics.clone());
+    let start = Instant::now();
+    let mut calls = Vec::new();
+    for batch in batches {
+        pairer.spans(batch, start);
+        calls.extend(pairer.take_calls());
+    }
+    pairer.expire(start + wait + Duration::from_secs(1));
+    calls.extend(pairer.take_calls());
+    let mut names = Interner::default();
+    let mut lines: Vec<String> = calls
+        .iter()
+        .flat_map(|batch| call_rows(batch, &mut names).expect("a calls batch"))
+        .map(|call| {
+            format!(
+                "{} -> {} ({}, {}) {} retry={} spans={:?}/{:?}",
+                call.client,
+                call.server,
+                call.call_type.as_str(),
+                call.server_kind.as_str(),
+                call.operation.as_deref().unwrap_or("-"),
+                call.retry,
+                call.client_span_id,
+                call.server_span_id,
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.push(format!(
+        "paired={} virtual={} database={} unpaired client={} server={} unconsumed={}",
+        metrics.calls_paired.get(),
+        metrics.calls_virtual.get(),
+        metrics.calls_database.get(),
+        metrics.unpaired_client.get(),
+        metrics.unpaired_server.get(),
+        metrics.unconsumed.get(),
+    ));
+    lines
+}
+
+#[test]
+fn halves_pair_alike_in_one_batch_and_across_batches() {
+    let spans = checkout(1);
+    let together = derived(&[batch(&spans)]);
+    let one_by_one: Vec<RecordBatch> = spans
+        .iter()
+        .map(|s| batch(std::slice::from_ref(s)))
+        .collect();
+    // Servers and consumers wait for their clients and producers.
+    let (starters, answers): (Vec<_>, Vec<_>) = spans
+        .iter()
+        .partition(|(_, span)| [SpanKind::Client, SpanKind::Producer].contains(&span.kind()));
+    let answers_first: Vec<RecordBatch> = answers
+        .into_iter()
+        .chain(starters)
+        .map(|s| batch(std::slice::from_ref(s)))
+        .collect();
+    let mut reversed = spans.clone();
+    reversed.reverse();
+
+    let id = |n: u64| n * 0x0101_0101_0101_0101;
+    let expected = vec![
+        format!(
+            "frontend -> orders (sync, service) POST /v1/orders retry=false spans=Some({})/Some({})",
+            id(2),
+            id(4)
+        ),
+        format!(
+            "frontend -> orders (sync, service) POST /v1/orders retry=true spans=Some({})/Some({})",
+            id(3),
+            id(5)
+        ),
+        format!(
+            "orders -> billing (async, service) order-events retry=false spans=Some({})/Some({})",
+            id(7),
+            id(9)
+        ),
+        format!(
+            "orders -> inventory (async, service) order-events retry=false spans=Some({})/Some({})",
+            id(7),
+            id(8)
+        ),
+        format!(
+            "orders -> postgresql (sync, database) span 6 retry=false spans=Some({})/None",
+            id(6)
+        ),
+        format!(
+            "user -> frontend (sync, service) span 1 retry=false spans=None/Some({})",
+            id(1)
+        ),
+        // Shipping's parent never came.
+        "paired=4 virtual=1 database=1 unpaired client=0 server=1 unconsumed=0".to_string(),
+    ];
+    assert_eq!(together, expected);
+    assert_eq!(derived(&one_by_one), expected);
+    assert_eq!(derived(&answers_first), expected);
+    // Answers before their starters within one batch; the clients come in the other order
+    // too, so the retry is the other one.
+    assert_eq!(derived(&[batch(&reversed)]), {
+        let mut swapped = expected.clone();
+        swapped[0] = swapped[0].replace("retry=false", "retry=true");
+        swapped[1] = swapped[1].replace("retry=true", "retry=false");
+        swapped[..2].sort();
+        swapped
+    });
+}
