@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::TimestampNanosecondType;
-use callwatch_storage::Interner;
 use callwatch_storage::schema;
+use callwatch_storage::{Interner, parse_span_id, parse_trace_id};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -418,39 +418,6 @@ fn link_ids(links: &ListArray, row: usize) -> Vec<(u128, u64)> {
         .collect()
 }
 
-/// A trace id in hex, as the spans table holds it.
-fn parse_trace_id(hex: &str) -> Option<u128> {
-    let hex = hex.as_bytes();
-    match hex.len().checked_sub(16) {
-        None | Some(0) => hex_number(hex).map(u128::from),
-        Some(split) => {
-            let (high, low) = hex.split_at(split);
-            Some(u128::from(hex_number(high)?) << 64 | u128::from(hex_number(low)?))
-        }
-    }
-}
-
-fn parse_span_id(hex: &str) -> Option<u64> {
-    hex_number(hex.as_bytes())
-}
-
-/// Up to 16 hex digits. A plain loop: the standard parser checks for overflow at every
-/// digit.
-fn hex_number(hex: &[u8]) -> Option<u64> {
-    if hex.is_empty() || hex.len() > 16 {
-        return None;
-    }
-    hex.iter().try_fold(0u64, |value, &byte| {
-        let digit = match byte {
-            b'0'..=b'9' => byte - b'0',
-            b'a'..=b'f' => byte - b'a' + 10,
-            b'A'..=b'F' => byte - b'A' + 10,
-            _ => return None,
-        };
-        Some(value << 4 | u64::from(digit))
-    })
-}
-
 /// The operation of a call as its span names it: `METHOD /route`, `pkg.Service/Method`, the
 /// database operation, or the messaging destination; in parts to be joined.
 fn operation<'a>(wanted: &Wanted<'a>, side: Side, span_name: &'a str) -> Option<[&'a str; 3]> {
@@ -529,31 +496,6 @@ mod tests {
             ..Wanted::default()
         })
         .map(str::to_ascii_lowercase)
-    }
-
-    #[test]
-    fn ids_are_read_from_hex() {
-        let id = "0af7651916cd43dd8448eb211c80319c";
-        let trace = parse_trace_id;
-        let span = parse_span_id;
-        assert_eq!(trace(id), u128::from_str_radix(id, 16).ok());
-        assert_eq!(trace("00000000000000000000000000000001"), Some(1));
-        assert_eq!(trace(&"F".repeat(32)), Some(u128::MAX));
-        assert_eq!(span("b7ad6b7169203331"), Some(0xb7ad_6b71_6920_3331));
-        // Short ids are numbers too; what is not hex, or too long, is no id.
-        assert_eq!(span("1f"), Some(0x1f));
-        assert_eq!(trace("1"), Some(1));
-        for bad in ["", "0x12", "12g4", "+1", &"1".repeat(17)] {
-            assert_eq!(span(bad), None, "{bad:?}");
-        }
-        for bad in [
-            "",
-            &"0".repeat(33),
-            "0af7651916cd43dd8448eb211c80319z",
-            "é0af7651916cd43dd",
-        ] {
-            assert_eq!(trace(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

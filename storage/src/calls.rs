@@ -213,6 +213,40 @@ fn write_hex(value: u128, digits: &mut [u8; 32]) -> &str {
     std::str::from_utf8(digits).expect("hex digits are ASCII")
 }
 
+/// A trace id in hex, as the spans and calls tables hold it (what `write_hex` writes).
+pub fn parse_trace_id(hex: &str) -> Option<u128> {
+    let hex = hex.as_bytes();
+    match hex.len().checked_sub(16) {
+        None | Some(0) => hex_number(hex).map(u128::from),
+        Some(split) => {
+            let (high, low) = hex.split_at(split);
+            Some(u128::from(hex_number(high)?) << 64 | u128::from(hex_number(low)?))
+        }
+    }
+}
+
+/// A span id in hex, as the tables hold it.
+pub fn parse_span_id(hex: &str) -> Option<u64> {
+    hex_number(hex.as_bytes())
+}
+
+/// Up to 16 hex digits. A plain loop: the standard parser checks for overflow at every
+/// digit.
+fn hex_number(hex: &[u8]) -> Option<u64> {
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    hex.iter().try_fold(0u64, |value, &byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            b'A'..=b'F' => byte - b'A' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u64::from(digit))
+    })
+}
+
 fn column<'a, T: 'static>(
     batch: &'a RecordBatch,
     name: &str,
@@ -339,7 +373,7 @@ impl<'a> CallColumns<'a> {
         CallRow {
             start_ns: self.starts.map_or(0, |s| s.value(row)),
             trace_id: hex(self.trace_ids, row)
-                .and_then(|t| u128::from_str_radix(t, 16).ok())
+                .and_then(parse_trace_id)
                 .unwrap_or(0),
             client: client.unwrap_or_else(|| names.get("")),
             server: server.unwrap_or_else(|| names.get("")),
@@ -365,10 +399,8 @@ impl<'a> CallColumns<'a> {
             timeout: flag(self.timeout),
             breaker_state,
             breaker_name,
-            client_span_id: hex(self.client_span, row)
-                .and_then(|s| u64::from_str_radix(s, 16).ok()),
-            server_span_id: hex(self.server_span, row)
-                .and_then(|s| u64::from_str_radix(s, 16).ok()),
+            client_span_id: hex(self.client_span, row).and_then(parse_span_id),
+            server_span_id: hex(self.server_span, row).and_then(parse_span_id),
         }
     }
 }
@@ -445,6 +477,31 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_read_from_hex() {
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        let trace = parse_trace_id;
+        let span = parse_span_id;
+        assert_eq!(trace(id), u128::from_str_radix(id, 16).ok());
+        assert_eq!(trace("00000000000000000000000000000001"), Some(1));
+        assert_eq!(trace(&"F".repeat(32)), Some(u128::MAX));
+        assert_eq!(span("b7ad6b7169203331"), Some(0xb7ad_6b71_6920_3331));
+        // Short ids are numbers too; what is not hex, or too long, is no id.
+        assert_eq!(span("1f"), Some(0x1f));
+        assert_eq!(trace("1"), Some(1));
+        for bad in ["", "0x12", "12g4", "+1", &"1".repeat(17)] {
+            assert_eq!(span(bad), None, "{bad:?}");
+        }
+        for bad in [
+            "",
+            &"0".repeat(33),
+            "0af7651916cd43dd8448eb211c80319z",
+            "é0af7651916cd43dd",
+        ] {
+            assert_eq!(trace(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn rows_survive_a_batch() {

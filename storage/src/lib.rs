@@ -18,7 +18,7 @@ mod wal;
 pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, SpansBuilder};
 pub use calls::{
     CallColumns, CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch,
-    project,
+    parse_span_id, parse_trace_id, project,
 };
 pub use derive::CallDeriver;
 pub use error::{Result, StoreError};

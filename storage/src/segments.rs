@@ -26,6 +26,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+use crate::calls::parse_trace_id;
 use crate::error::{Result, StoreError};
 use crate::schema;
 
@@ -321,7 +322,7 @@ fn encode_segments(
             let start = starts.value(row);
             let trace = match table {
                 // Lowercase hex of equal length sorts like the number it spells.
-                Table::Spans => u128::from_str_radix(traces.value(row), 16).unwrap_or(u128::MAX),
+                Table::Spans => parse_trace_id(traces.value(row)).unwrap_or(u128::MAX),
                 // Calls are read by time window, not by trace.
                 Table::Calls => 0,
             };
