@@ -4,8 +4,9 @@
 //! A CLIENT or PRODUCER half waits under (trace id, its span id); a SERVER or CONSUMER half
 //! under (trace id, its parent span id), or under each span it links to when it has links (a
 //! batch consumer). When both halves of a key are there, they are one call. The halves of one
-//! batch first pair with each other, so a call whose halves arrive together never waits. A database client
-//! is a call at once; a root SERVER or CONSUMER without links is a call from `user` at once.
+//! batch first pair with each other, so a call whose halves arrive together never waits. A
+//! database client is a call at once; a root SERVER or CONSUMER without links is a call from
+//! `user` at once.
 //! Halves still alone after `wait` become calls to a virtual node when the client names its
 //! server (`peer.service`, `server.address`, the messaging destination), and are counted as
 //! unpaired otherwise. A producer stays for the whole wait, because several consumer groups
@@ -151,12 +152,8 @@ impl Pairer {
                 .insert((half.trace_id, half.span_id), index);
         }
         for index in 0..arrived.len() {
-            if arrived[index]
-                .as_ref()
-                .is_some_and(|waiting| !waiting.half.side.starts_call())
-            {
-                let answer = arrived[index].take().expect("just seen").half;
-                self.take_answer(answer, &mut arrived, now);
+            if let Some(answer) = arrived[index].take_if(|w| !w.half.side.starts_call()) {
+                self.take_answer(answer.half, &mut arrived, now);
             }
         }
         // Clients not answered in this batch, and every producer: it may have consumers

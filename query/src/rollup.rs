@@ -189,9 +189,7 @@ impl Pieces {
         }
         Ok(pieces)
     }
-}
 
-impl Pieces {
     /// The pieces of `parts` that start in [from_ns, to_ns), merged: a segment's, from those
     /// of the batches or segments it was made of. Both bounds are whole hours, and pieces
     /// never cross an hour.
