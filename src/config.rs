@@ -159,6 +159,31 @@ pub struct ServeArgs {
     /// Rows one SQL query may return.
     #[arg(long, env = "CALLWATCH_QUERY_MAX_ROWS", default_value_t = 100_000)]
     pub query_max_rows: usize,
+    /// Threads that run queries, pages and read APIs, apart from those that take spans in
+    /// (default: one less than the cores, at least 1).
+    #[arg(long, env = "CALLWATCH_QUERY_THREADS")]
+    pub query_threads: Option<usize>,
+    /// Queries, pages and read API requests running at once (default: 2 × query threads);
+    /// as many more wait up to 2 s, and the rest get 429 / SQLSTATE 53300.
+    #[arg(long, env = "CALLWATCH_QUERY_CONCURRENCY")]
+    pub query_concurrency: Option<usize>,
+    /// Bytes of export request bodies (compressed and decompressed) decoded at once over
+    /// both OTLP transports, before new ones get 429 / RESOURCE_EXHAUSTED (default: a
+    /// quarter of --memory-limit, at least --max-message-size).
+    #[arg(long, env = "CALLWATCH_INGEST_INFLIGHT_BYTES", value_parser = parse_bytes)]
+    pub ingest_inflight_bytes: Option<usize>,
+    /// A client must send a request's headers within this long, or the connection is closed.
+    #[arg(long, env = "CALLWATCH_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers; the HTTP/2 header list), e.g. 64KiB.
+    #[arg(long, env = "CALLWATCH_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_bytes)]
+    pub max_header_size: usize,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "CALLWATCH_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once, on the OTLP and HTTP listeners.
+    #[arg(long, env = "CALLWATCH_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
     /// Postgres wire protocol listen address, e.g. 127.0.0.1:5432 (off unless given).
     #[arg(long, env = "CALLWATCH_PG")]
     pub pg: Option<SocketAddr>,

@@ -4,6 +4,7 @@
 mod config;
 mod config_file;
 mod demo;
+mod listener;
 mod load;
 mod replay;
 mod serve;

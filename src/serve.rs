@@ -11,6 +11,7 @@ use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
 use callwatch_collector::{Ingest, Limits, TraceService, http_router};
 use callwatch_query::breakers::{BreakerOptions, BreakerTracker};
 use callwatch_query::stats::HealthThresholds;
+use callwatch_query::{ReadSettings, Reads};
 use callwatch_storage::{CallDeriver, FsyncPolicy, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Fsync, ServeArgs};
 use crate::config_file::ConfigFile;
+use crate::listener::{self, ConnectionLimits};
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +67,22 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     let store = Store::open_with(store_config(args), pairer)
         .await
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
-    let ingest = Arc::new(Ingest::new(store.clone(), Limits::default()));
+    // By default a quarter of the memory budget, and never less than one largest request.
+    let inflight_bytes = args
+        .ingest_inflight_bytes
+        .unwrap_or((args.memory_limit / 4).max(args.max_message_size));
+    let ingest = Arc::new(Ingest::new(
+        store.clone(),
+        Limits::default(),
+        inflight_bytes,
+    ));
+    let connections = ConnectionLimits {
+        header_timeout: args.header_timeout,
+        max_header_bytes: args.max_header_size,
+        idle_timeout: args.idle_timeout,
+        max_streams: args.max_concurrent_streams,
+    };
+    let reads = Reads::new(read_settings(args)).context("starting the query runtime")?;
     let ready = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -80,40 +97,39 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     announce(&format!("listening otlp-http {}", otlp_http.local_addr()?));
     announce(&format!("listening http {http_addr}"));
 
-    let service = TraceService::new(ingest.clone(), args.max_message_size);
-    let shutdown = cancel.clone();
-    tracker.spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                shutdown.cancelled_owned(),
-            )
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "OTLP/gRPC server failed");
-        }
-    });
-    serve_http(
+    listener::serve(
+        &tracker,
+        &cancel,
+        grpc,
+        TraceService::new(ingest.clone(), args.max_message_size),
+        connections,
+        "OTLP/gRPC",
+    );
+    listener::serve(
         &tracker,
         &cancel,
         otlp_http,
         http_router(ingest.clone(), args.max_message_size),
+        connections,
         "OTLP/HTTP",
     );
     let events = match webhook {
         Some(webhook) => Some(crate::webhook::spawn(webhook, &tracker, cancel.clone())?),
         None => None,
     };
-    let query = callwatch_query::QueryEngine::new(
+    let query = callwatch_query::QueryEngine::with_reads(
         store.clone(),
         callwatch_query::QueryLimits {
             memory_bytes: args.query_memory,
             timeout: args.query_timeout,
             max_rows: args.query_max_rows,
         },
+        reads,
     )
-    .with_breakers(BreakerTracker::new(breaker_options, events));
+    .with_breakers(
+        BreakerTracker::new(breaker_options, events)
+            .with_memory_account(store.memory_account("breakers")),
+    );
     // Breakers replay the stored calls, then follow new ones as they are derived.
     let (breakers, breakers_cancel) = (query.clone(), cancel.clone());
     tracker.spawn(async move {
@@ -176,7 +192,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             p99_budget: args.health.health_p99_budget,
         },
     });
-    serve_http(&tracker, &cancel, http, app, "HTTP");
+    listener::serve(&tracker, &cancel, http, app, connections, "HTTP");
     ready.store(true, Ordering::Relaxed);
     tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
     Ok(Running {
@@ -247,22 +263,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener to {addr}"))
 }
 
-fn serve_http(
-    tracker: &TaskTracker,
-    cancel: &CancellationToken,
-    listener: TcpListener,
-    router: axum::Router,
-    what: &'static str,
-) {
-    let shutdown = cancel.clone();
-    tracker.spawn(async move {
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "{what} server failed");
-        }
-    });
+/// The read runtime's share of the machine, from the flags or the machine's cores.
+fn read_settings(args: &ServeArgs) -> ReadSettings {
+    let mut settings = match args.query_threads {
+        Some(threads) => ReadSettings::with_threads(threads),
+        None => ReadSettings::for_this_machine(),
+    };
+    if let Some(concurrency) = args.query_concurrency {
+        settings.concurrency = concurrency.max(1);
+        settings.queue = settings.concurrency;
+    }
+    settings
 }
 
 /// SIGINT and SIGTERM, caught from the moment they are installed.

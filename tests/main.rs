@@ -10,6 +10,7 @@ mod dashboard;
 mod demo;
 mod grafana;
 mod graph;
+mod isolation;
 mod otlp_exporters;
 mod parquet_readers;
 mod postgres;

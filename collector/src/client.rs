@@ -42,6 +42,14 @@ impl OtlpClient {
         }
     }
 
+    /// The client, sending its requests gzip-compressed.
+    pub fn gzip(mut self) -> Self {
+        self.grpc = self
+            .grpc
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        self
+    }
+
     /// Connects to an OTLP/gRPC endpoint such as `http://127.0.0.1:4317`.
     pub async fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_string())?

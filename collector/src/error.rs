@@ -17,6 +17,9 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// Request bodies being decoded at once already fill the in-flight byte budget.
+    #[error("request bodies being decoded fill the in-flight budget of {limit} bytes; retry later")]
+    InflightFull { limit: usize, retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("converting spans failed: {0}")]
@@ -46,6 +49,7 @@ impl IngestError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
+            Self::InflightFull { retry_after, .. } => Some(*retry_after),
             Self::Store(error) => error.retry_after(),
             _ => None,
         }
@@ -76,7 +80,9 @@ impl IngestError {
             | Self::UnsupportedContentType(_)
             | Self::UnsupportedEncoding(_) => Code::InvalidArgument,
             Self::TooLarge { .. } => Code::OutOfRange,
-            Self::Store(StoreError::QueueFull { .. }) => Code::ResourceExhausted,
+            Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
+                Code::ResourceExhausted
+            }
             Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
                 Code::Unavailable
             }
@@ -101,7 +107,9 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Store(StoreError::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Buf;
@@ -20,6 +20,7 @@ use tonic::codec::{
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Status, body::Body};
 
+use crate::inflight::{Charge, ChargedGrpcBody};
 use crate::ingest::Ingest;
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -48,7 +49,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<B> tower_service::Service<http::Request<B>> for TraceService
 where
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -69,14 +70,21 @@ where
         }
         Box::pin(async move {
             ingest.metrics().grpc_requests.add(1);
+            // The request's bytes in the in-flight budget, until its spans are stored.
+            let charge = Arc::new(Mutex::new(ingest.inflight().charge()));
+            let request =
+                request.map(|body| ChargedGrpcBody::new(body, charge.clone(), max_message_size));
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             let mut grpc = Grpc::new(ExportCodec {
                 ingest: ingest.clone(),
+                charge: charge.clone(),
             })
             .apply_compression_config(accept, EnabledCompressionEncodings::default())
             .apply_max_message_size_config(Some(max_message_size), None);
-            Ok(grpc.unary(ExportMethod(ingest), request).await)
+            let response = grpc.unary(ExportMethod(ingest), request).await;
+            drop(charge);
+            Ok(response)
         })
     }
 }
@@ -100,6 +108,7 @@ impl UnaryService<ExportTraceServiceRequest> for ExportMethod {
 
 struct ExportCodec {
     ingest: Arc<Ingest>,
+    charge: Arc<Mutex<Charge>>,
 }
 
 impl Codec for ExportCodec {
@@ -115,6 +124,7 @@ impl Codec for ExportCodec {
     fn decoder(&mut self) -> Self::Decoder {
         RequestDecoder {
             ingest: self.ingest.clone(),
+            charge: self.charge.clone(),
         }
     }
 }
@@ -133,6 +143,7 @@ impl Encoder for ResponseEncoder {
 
 struct RequestDecoder {
     ingest: Arc<Ingest>,
+    charge: Arc<Mutex<Charge>>,
 }
 
 impl Decoder for RequestDecoder {
@@ -142,6 +153,13 @@ impl Decoder for RequestDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let metrics = self.ingest.metrics();
         metrics.bytes_received.add(src.remaining() as u64);
+        // The message as tonic holds it, decompressed: its real size replaces the
+        // worst case charged for a compressed message.
+        self.charge
+            .lock()
+            .expect("not poisoned")
+            .set(src.remaining())
+            .map_err(|error| error.grpc_status())?;
         ExportTraceServiceRequest::decode(src)
             .map(Some)
             .map_err(|error| {

@@ -4,16 +4,18 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::error::IngestError;
+use crate::inflight::Charge;
 use crate::ingest::Ingest;
 use crate::json;
 
@@ -25,11 +27,11 @@ struct HttpState {
     max_message_size: usize,
 }
 
-/// The OTLP/HTTP routes. Bodies over `max_message_size` (compressed or not) get 413.
+/// The OTLP/HTTP routes. Bodies over `max_message_size` (compressed or not) get 413; bodies
+/// that do not fit the in-flight byte budget get 429.
 pub fn router(ingest: Arc<Ingest>, max_message_size: usize) -> Router {
     Router::new()
         .route(TRACES_PATH, post(export_traces))
-        .layer(DefaultBodyLimit::max(max_message_size))
         .with_state(HttpState {
             ingest,
             max_message_size,
@@ -42,11 +44,7 @@ enum Format {
     Json,
 }
 
-async fn export_traces(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let metrics = state.ingest.metrics();
     metrics.http_requests.add(1);
     let content_type = headers
@@ -62,7 +60,13 @@ async fn export_traces(
             return reply_error(&error, Format::Json);
         }
     };
-    match decode(&state, &headers, body, format) {
+    // Held until the spans are stored: the body and what it decodes to live that long.
+    let mut charge = state.ingest.inflight().charge();
+    let decoded = match read_body(&state, &headers, body, &mut charge).await {
+        Ok(body) => decode(&state, &headers, body, format, &mut charge),
+        Err(error) => Err(error),
+    };
+    match decoded {
         Ok(request) => match state.ingest.export(request).await {
             Ok(response) => {
                 let (content_type, body) = match format {
@@ -74,27 +78,64 @@ async fn export_traces(
             Err(error) => reply_error(&error, format),
         },
         Err(error) => {
-            metrics.requests_invalid.add(1);
+            if error.is_client_fault() {
+                metrics.requests_invalid.add(1);
+            }
             reply_error(&error, format)
         }
     }
 }
 
+/// Reads the body, charging its bytes as they arrive; at most `max_message_size`.
+async fn read_body(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    charge: &mut Charge,
+) -> Result<Bytes, IngestError> {
+    let limit = state.max_message_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(IngestError::TooLarge { limit });
+    }
+    let expected = declared.unwrap_or(0);
+    charge.grow(expected)?;
+    let mut buffer = Vec::with_capacity(expected);
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            IngestError::InvalidRequest(format!("reading the request body failed: {error}"))
+        })?;
+        let length = buffer.len() + chunk.len();
+        if length > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        if length > buffer.capacity() {
+            let capacity = (2 * buffer.capacity()).clamp(length, limit);
+            charge.grow(capacity - buffer.capacity())?;
+            buffer.reserve_exact(capacity - buffer.len());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    state
+        .ingest
+        .metrics()
+        .bytes_received
+        .add(buffer.len() as u64);
+    Ok(Bytes::from(buffer))
+}
+
 fn decode(
     state: &HttpState,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
     format: Format,
+    charge: &mut Charge,
 ) -> Result<ExportTraceServiceRequest, IngestError> {
     let limit = state.max_message_size;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::TooLarge { limit }
-        } else {
-            IngestError::InvalidRequest(rejection.body_text())
-        }
-    })?;
-    state.ingest.metrics().bytes_received.add(body.len() as u64);
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -103,7 +144,7 @@ fn decode(
         .to_ascii_lowercase();
     let body = match encoding.as_str() {
         "identity" | "" => body,
-        "gzip" => gunzip(&body, limit)?,
+        "gzip" => gunzip(&body, limit, charge)?,
         other => return Err(IngestError::UnsupportedEncoding(other.to_string())),
     };
     match format {
@@ -116,17 +157,32 @@ fn decode(
     }
 }
 
-/// Decompresses at most `limit` bytes: a small body cannot expand into a huge one.
-fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, IngestError> {
-    let mut out = Vec::with_capacity((body.len() * 4).min(limit));
-    flate2::read::GzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|error| IngestError::InvalidRequest(format!("body is not valid gzip: {error}")))?;
-    if out.len() > limit {
-        return Err(IngestError::TooLarge { limit });
+/// Decompresses at most `limit` bytes, charging them before they are allocated: a small
+/// body cannot expand into a huge one, nor many of them together.
+fn gunzip(body: &[u8], limit: usize, charge: &mut Charge) -> Result<Bytes, IngestError> {
+    let mut decoder = flate2::read::GzDecoder::new(body);
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let read = decoder.read(&mut chunk).map_err(|error| {
+            IngestError::InvalidRequest(format!("body is not valid gzip: {error}"))
+        })?;
+        if read == 0 {
+            return Ok(Bytes::from(out));
+        }
+        let length = out.len() + read;
+        if length > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        if length > out.capacity() {
+            let capacity = (2 * out.capacity())
+                .max(4 * body.len())
+                .clamp(length, limit);
+            charge.grow(capacity - out.capacity())?;
+            out.reserve_exact(capacity - out.len());
+        }
+        out.extend_from_slice(&chunk[..read]);
     }
-    Ok(Bytes::from(out))
 }
 
 /// `application/json; charset=utf-8` → `application/json`.

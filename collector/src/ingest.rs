@@ -1,5 +1,6 @@
 //! The one ingest core behind both transports.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use callwatch_storage::{Store, StoreError};
@@ -9,6 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 
 use crate::convert::{Limits, convert, count_spans};
 use crate::error::IngestError;
+use crate::inflight::InflightBudget;
 use crate::metrics::IngestMetrics;
 
 /// Validates, converts and stores export requests. Transports only decode and encode.
@@ -17,15 +19,28 @@ pub struct Ingest {
     store: Store,
     limits: Limits,
     metrics: IngestMetrics,
+    inflight: Arc<InflightBudget>,
 }
 
 impl Ingest {
-    pub fn new(store: Store, limits: Limits) -> Self {
+    /// An ingest core that decodes at most `inflight_bytes` of request bodies at once.
+    pub fn new(store: Store, limits: Limits, inflight_bytes: usize) -> Self {
         Self {
             store,
             limits,
             metrics: IngestMetrics::default(),
+            inflight: InflightBudget::new(inflight_bytes),
         }
+    }
+
+    /// The in-flight byte budget both transports charge.
+    pub fn inflight(&self) -> &Arc<InflightBudget> {
+        &self.inflight
+    }
+
+    /// The receivers' Prometheus series.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(&self.inflight, out);
     }
 
     pub fn store(&self) -> &Store {

@@ -9,6 +9,7 @@ mod graph_metrics;
 mod grpc;
 mod halves;
 mod http;
+mod inflight;
 mod ingest;
 mod json;
 mod metrics;
@@ -22,6 +23,7 @@ pub use error::{IngestError, RpcStatus};
 pub use graph_metrics::GraphMetrics;
 pub use grpc::{EXPORT_PATH, TraceService};
 pub use http::{TRACES_PATH, router as http_router};
+pub use inflight::InflightBudget;
 pub use ingest::Ingest;
 pub use json::{
     decode_request as decode_json_request, encode_request as encode_json_request,

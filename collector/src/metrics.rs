@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use callwatch_storage::{Counter, Histogram, LATENCY_BUCKETS, write_metric};
 
+use crate::inflight::InflightBudget;
+
 #[derive(Debug)]
 pub struct IngestMetrics {
     pub grpc_requests: Counter,
@@ -40,7 +42,7 @@ impl Default for IngestMetrics {
 }
 
 impl IngestMetrics {
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, inflight: &InflightBudget, out: &mut String) {
         let name = "callwatch_ingest_requests_total";
         let _ = writeln!(
             out,
@@ -72,6 +74,25 @@ impl IngestMetrics {
             out,
             "{name}{{reason=\"memory_full\"}} {}",
             self.requests_refused_memory.get()
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"inflight_full\"}} {}",
+            inflight.refused()
+        );
+        write_metric(
+            out,
+            "callwatch_ingest_inflight_bytes",
+            "gauge",
+            "Bytes of export request bodies being read, decompressed and decoded now.",
+            inflight.used() as f64,
+        );
+        write_metric(
+            out,
+            "callwatch_ingest_inflight_limit_bytes",
+            "gauge",
+            "The in-flight byte budget (--ingest-inflight-bytes).",
+            inflight.limit() as f64,
         );
         let counters = [
             (

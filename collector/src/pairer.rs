@@ -651,7 +651,26 @@ impl CallDeriver for Pairer {
         }
         encoder.finish(self.starters.len(), self.answer_count)
     }
+
+    fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // Maps by their slots (a key, a value and a control byte each), waiting halves by
+        // their size; names by a typical length. Links and long names are not counted.
+        let starters = self.starters.capacity()
+            * (size_of::<Key>() + size_of::<Box<Waiting>>() + 1)
+            + self.starters.len() * size_of::<Waiting>();
+        let answers = self.answers.capacity()
+            * (size_of::<Key>() + size_of::<Vec<(Half, Instant)>>() + 1)
+            + self.answer_count * size_of::<(Half, Instant)>();
+        let queue = self.queue.capacity() * size_of::<(Instant, Key, bool)>();
+        let siblings = self.siblings.capacity() * (size_of::<u64>() + size_of::<u32>() + 1);
+        let names = self.names.len() * NAME_BYTES;
+        starters + answers + queue + siblings + names
+    }
 }
+
+/// What one interned name costs, about: its text, the `Arc`'s counts and a set slot.
+const NAME_BYTES: usize = 64;
 
 #[cfg(test)]
 mod tests;

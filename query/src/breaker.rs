@@ -179,6 +179,14 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// Memory the breaker's window holds beyond the breaker itself.
+    pub fn window_bytes(&self) -> usize {
+        match &self.window {
+            Window::Count(window) => window.capacity() * std::mem::size_of::<Tally>(),
+            Window::Time(window) => window.capacity() * std::mem::size_of::<(i64, Tally)>(),
+        }
+    }
+
     pub fn new(settings: BreakerSettings) -> Self {
         let window = match settings.sliding_window_type {
             SlidingWindowType::CountBased => Window::Count(VecDeque::new()),

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -303,6 +304,19 @@ struct EdgeTrack {
 }
 
 impl EdgeTrack {
+    /// About how much memory the edge's breaker holds, with its key and map slot.
+    fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        size_of::<Self>()
+            + size_of::<EdgeName>()
+            + 2 * EDGE_NAME_BYTES
+            + self.breaker.window_bytes()
+            + self.waiting.capacity() * size_of::<Waiting>()
+            + self.inferred.capacity() * size_of::<Transition>()
+            + self.reported.capacity() * size_of::<Report>()
+            + self.rejected.len() * (2 * size_of::<i64>() + BTREE_ENTRY_OVERHEAD)
+    }
+
     fn new(settings: BreakerSettings, start_ns: i64) -> Self {
         Self {
             breaker: Breaker::new(settings),
@@ -423,12 +437,20 @@ struct TrackerState {
     events_dropped: u64,
 }
 
+/// A service name's typical cost: its text and the `Arc`'s counts.
+const EDGE_NAME_BYTES: usize = 48;
+
+/// What a B-tree spends on an entry beyond the entry itself, about.
+const BTREE_ENTRY_OVERHEAD: usize = 16;
+
 /// Every edge's breaker. Shared by the API, the SQL table and the metrics.
 #[derive(Debug)]
 pub struct BreakerTracker {
     options: BreakerOptions,
     state: Mutex<TrackerState>,
     events: Option<tokio::sync::mpsc::Sender<BreakerEvent>>,
+    /// Where the memory the breakers hold is reported, for the store's memory budget.
+    memory: Option<Arc<AtomicUsize>>,
 }
 
 impl Default for BreakerTracker {
@@ -448,7 +470,14 @@ impl BreakerTracker {
             options,
             state: Mutex::new(TrackerState::default()),
             events,
+            memory: None,
         }
+    }
+
+    /// The tracker, reporting the memory its breakers hold to `account` after each poll.
+    pub fn with_memory_account(mut self, account: Arc<AtomicUsize>) -> Self {
+        self.memory = Some(account);
+        self
     }
 
     pub fn options(&self) -> &BreakerOptions {
@@ -502,6 +531,10 @@ impl BreakerTracker {
         }
         let mut state = self.state.lock().expect("not poisoned");
         self.replay(&mut state, now);
+        if let Some(account) = &self.memory {
+            let bytes = state.edges.values().map(EdgeTrack::memory_bytes).sum();
+            account.store(bytes, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! One DataFusion session per query, with its own memory pool, time limit and row limit,
-//! over the `spans` table of the store.
+//! over the `spans` table of the store. Each session's plans are watched (see
+//! [`crate::watchdog`]), so the time limit holds even for a query that never yields.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::{Store, Table};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -18,8 +20,10 @@ use futures::StreamExt;
 use crate::breakers::{BREAKER_TRANSITIONS_TABLE, BreakerTracker};
 use crate::error::QueryError;
 use crate::guard;
+use crate::reads::{ReadSettings, Reads};
 use crate::rollup::RollupCache;
 use crate::table::{StoreTable, TransitionsTable};
+use crate::watchdog::{Watch, WatchRule};
 
 /// What one query may use.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +60,8 @@ pub struct QueryEngine {
     rollups: Arc<RollupCache>,
     /// Every edge's circuit breaker.
     breakers: Arc<BreakerTracker>,
+    /// The runtime that read requests run on, and its admission.
+    reads: Reads,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -74,7 +80,14 @@ const METADATA_CACHE_BYTES: usize = 256 << 20;
 const STORE_URL: &str = "callwatch://segments/";
 
 impl QueryEngine {
+    /// An engine whose read runtime has one thread.
     pub fn new(store: Store, limits: QueryLimits) -> Self {
+        let reads = Reads::new(ReadSettings::with_threads(1)).expect("starting the read runtime");
+        Self::with_reads(store, limits, reads)
+    }
+
+    /// An engine whose read requests run on `reads`.
+    pub fn with_reads(store: Store, limits: QueryLimits, reads: Reads) -> Self {
         let metadata_cache = Arc::new(
             DefaultCache::new(METADATA_CACHE_BYTES).with_name("callwatch segment metadata"),
         );
@@ -84,6 +97,7 @@ impl QueryEngine {
             metadata_cache,
             rollups: Arc::new(RollupCache::default()),
             breakers: Arc::new(BreakerTracker::default()),
+            reads,
         }
     }
 
@@ -102,6 +116,11 @@ impl QueryEngine {
         self.limits
     }
 
+    /// The read runtime that pages, APIs and Postgres queries run on.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
     /// A fresh session over the store with this engine's memory limit. Frames built on it
     /// are run with [`QueryEngine::collect`], which adds the time and row limits.
     pub fn store(&self) -> &Store {
@@ -112,7 +131,20 @@ impl QueryEngine {
         &self.rollups
     }
 
+    /// A fresh session for one query: its plans stop at the time limit, counted from now,
+    /// or when the request running it is cancelled.
     pub fn context(&self) -> Result<SessionContext, QueryError> {
+        let watch = Watch::new(self.limits.timeout, crate::reads::current_request());
+        self.session(Some(Arc::new(watch)))
+    }
+
+    /// A long-lived session that only plans (prepared statements) and answers session
+    /// statements; what it plans runs in a [`QueryEngine::context`] of its own.
+    pub fn planning_context(&self) -> Result<SessionContext, QueryError> {
+        self.session(None)
+    }
+
+    fn session(&self, watch: Option<Arc<Watch>>) -> Result<SessionContext, QueryError> {
         let caches = CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.metadata_cache.clone()))
             .with_metadata_cache_limit(METADATA_CACHE_BYTES);
@@ -122,8 +154,17 @@ impl QueryEngine {
             .build_arc()?;
         let url = ObjectStoreUrl::parse(STORE_URL)?;
         runtime.register_object_store(url.as_ref(), self.store.object_store());
-        let config = SessionConfig::new().with_information_schema(true);
-        let context = SessionContext::new_with_config_rt(config, runtime);
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(self.reads.settings().threads);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features();
+        if let Some(watch) = watch {
+            state = state.with_physical_optimizer_rule(Arc::new(WatchRule(watch)));
+        }
+        let context = SessionContext::new_with_state(state.build());
         for table in Table::ALL {
             let provider = StoreTable::new(self.store.clone(), url.clone(), table);
             context.register_table(table.name(), Arc::new(provider))?;

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use crate::watchdog::{Stopped, stopped_by};
+
 /// Why a query did not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -17,11 +19,25 @@ pub enum QueryError {
     OutOfMemory(String),
     #[error("query failed: {0}")]
     Execution(String),
+    /// Every read slot and the queue are taken: HTTP answers 429, Postgres 53300.
+    #[error("too many queries are running (at most {running}); try again in {retry_after:?}")]
+    Busy {
+        running: usize,
+        retry_after: Duration,
+    },
+    /// The client went away before the answer was ready.
+    #[error("the query was cancelled: its client went away")]
+    Cancelled,
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(error: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as E;
+        match stopped_by(&error) {
+            Some(Stopped::Timeout(limit)) => return Self::Timeout(limit),
+            Some(Stopped::Cancelled) => return Self::Cancelled,
+            None => {}
+        }
         match error.find_root() {
             E::ResourcesExhausted(message) => Self::OutOfMemory(message.clone()),
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {

@@ -1,6 +1,7 @@
 //! Read side of callwatch: a DataFusion session whose `spans` and `calls` tables are the
 //! store's hot batches and Parquet segments, read-only and bounded per query, over HTTP (see
-//! `ui`) and the Postgres wire; and the dependency graph with its statistics and health.
+//! `ui`) and the Postgres wire; and the dependency graph with its statistics and health. Read
+//! requests run on a runtime of their own, admitted and bounded (see [`Reads`]).
 
 pub mod breaker;
 pub mod breakers;
@@ -9,9 +10,11 @@ mod error;
 pub mod graph;
 mod guard;
 mod postgres;
+mod reads;
 pub mod rollup;
 pub mod stats;
 mod table;
+mod watchdog;
 
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::{Result, SpanRecord, Store, span_records};
@@ -19,6 +22,7 @@ use callwatch_storage::{Result, SpanRecord, Store, span_records};
 pub use engine::{QueryEngine, QueryLimits, QueryOutput};
 pub use error::QueryError;
 pub use postgres::{PgAuth, serve_postgres};
+pub use reads::{Priority, ReadSettings, Reads};
 
 /// All span batches of the store: hot batches and segments of the same snapshot, so no span
 /// is missed or counted twice while a flush runs.

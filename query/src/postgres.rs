@@ -33,7 +33,7 @@ use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::Sink;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -74,11 +74,22 @@ pub async fn serve_postgres(
                 continue;
             }
         };
+        let (socket, watcher) = match watched(socket) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "postgres connection could not be watched");
+                continue;
+            }
+        };
         let handlers = handlers.clone();
         let cancel = cancel.clone();
         connections.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
+                // Dropping the connection drops its running query, which then stops.
+                () = closed_by_peer(&watcher) => {
+                    tracing::debug!(%peer, "postgres client went away");
+                }
                 result = process_socket(socket, None, handlers) => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "postgres connection ended");
@@ -92,6 +103,29 @@ pub async fn serve_postgres(
     Ok(())
 }
 
+/// The socket, and a second handle to it that watches for the client closing while a query
+/// runs (the protocol reads nothing from the client until the answer is sent).
+fn watched(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let socket = socket.into_std()?;
+    let watcher = socket.try_clone()?;
+    Ok((TcpStream::from_std(socket)?, TcpStream::from_std(watcher)?))
+}
+
+/// Returns once the peer has closed its side or reset the connection.
+async fn closed_by_peer(watcher: &TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        if watcher.readable().await.is_err() {
+            return;
+        }
+        match watcher.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            // Bytes the protocol has not read yet: look again a little later.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 struct Handlers {
     queries: Arc<Queries>,
     startup: Arc<Startup>,
@@ -101,7 +135,7 @@ impl Handlers {
     fn new(engine: QueryEngine, auth: PgAuth) -> Result<Self, QueryError> {
         // This session only plans prepared statements and answers session statements;
         // queries run in sessions of their own (see `QueryEngine`).
-        let planning = Arc::new(engine.context()?);
+        let planning = Arc::new(engine.planning_context()?);
         let hooks: Vec<Arc<dyn QueryHook>> =
             vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
         let session = Arc::new(DfSessionService::new_with_hooks(planning, hooks));
@@ -133,6 +167,19 @@ struct Queries {
     session: Arc<DfSessionService>,
 }
 
+impl Queries {
+    /// Runs a query on the read runtime, once admitted.
+    async fn run(
+        &self,
+        query: impl Future<Output = Result<QueryOutput, QueryError>> + Send + 'static,
+    ) -> Result<QueryOutput, QueryError> {
+        self.engine
+            .reads()
+            .run(crate::reads::Priority::Normal, query)
+            .await?
+    }
+}
+
 /// Statements about the connection rather than the data, which clients send on their own.
 fn is_session_statement(statement: &Statement) -> bool {
     matches!(
@@ -150,7 +197,8 @@ fn pg_error(error: QueryError) -> PgWireError {
     let code = match &error {
         QueryError::Refused(_) => "42501",
         QueryError::Invalid(_) => "42601",
-        QueryError::Timeout(_) => "57014",
+        QueryError::Timeout(_) | QueryError::Cancelled => "57014",
+        QueryError::Busy { .. } => "53300",
         QueryError::TooManyRows(_) => "54000",
         QueryError::OutOfMemory(_) => "53200",
         QueryError::Execution(_) => "XX000",
@@ -208,7 +256,11 @@ impl SimpleQueryHandler for Queries {
                 continue;
             }
             guard::check_sql_statement(&statement).map_err(pg_error)?;
-            let output = self.engine.sql(&sql).await.map_err(pg_error)?;
+            let engine = self.engine.clone();
+            let output = self
+                .run(async move { engine.sql(&sql).await })
+                .await
+                .map_err(pg_error)?;
             responses.push(encode(output, &Format::UnifiedText, client)?);
         }
         Ok(responses)
@@ -258,7 +310,11 @@ impl ExtendedQueryHandler for Queries {
             .clone()
             .replace_params_with_values(&params)
             .map_err(|e| pg_error(e.into()))?;
-        let output = self.engine.run_plan(plan).await.map_err(pg_error)?;
+        let engine = self.engine.clone();
+        let output = self
+            .run(async move { engine.run_plan(plan).await })
+            .await
+            .map_err(pg_error)?;
         encode(output, &portal.result_column_format, client)
     }
 }

@@ -25,4 +25,10 @@ pub trait CallDeriver: Send + 'static {
 
     /// The halves still waiting, encoded for [`CallDeriver::restore`].
     fn pending(&self) -> Vec<u8>;
+
+    /// About how much memory the deriver holds (waiting halves and what it remembers), for
+    /// the memory budget. Asked after every batch: it must be cheap.
+    fn memory_bytes(&self) -> usize {
+        0
+    }
 }

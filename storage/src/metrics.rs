@@ -95,7 +95,7 @@ pub struct StoreMetrics {
 }
 
 /// Gauges read at render time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreGauges {
     pub hot_rows: usize,
     pub hot_bytes: usize,
@@ -104,10 +104,14 @@ pub struct StoreGauges {
     pub segments: usize,
     pub segment_rows: u64,
     pub segment_bytes: u64,
+    /// What the memory budget counts, by part, and the budget.
+    pub memory: Vec<(&'static str, usize)>,
+    pub memory_limit: usize,
 }
 
 impl StoreMetrics {
     pub fn render(&self, gauges: &StoreGauges, out: &mut String) {
+        let (memory, memory_limit) = (&gauges.memory, gauges.memory_limit);
         let seconds = |c: &Counter| c.get() as f64 / 1e9;
         let counters = [
             (
@@ -219,6 +223,22 @@ impl StoreMetrics {
         for (name, help, value) in gauges {
             write_metric(out, name, "gauge", help, value);
         }
+        let name = "callwatch_memory_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Memory counted by the memory budget (--memory-limit), by part."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (part, bytes) in memory {
+            let _ = writeln!(out, "{name}{{part=\"{part}\"}} {bytes}");
+        }
+        write_metric(
+            out,
+            "callwatch_memory_limit_bytes",
+            "gauge",
+            "The memory budget: past it, export requests get 503 / UNAVAILABLE.",
+            memory_limit as f64,
+        );
     }
 }
 

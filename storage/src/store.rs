@@ -176,8 +176,13 @@ struct Append {
 struct Shared {
     config: StoreConfig,
     tables: Mutex<Tables>,
-    /// Bytes queued for the WAL plus hot bytes: what the memory budget limits.
+    /// Bytes queued for the WAL plus hot bytes: what the memory budget limits, with
+    /// `derive_bytes` and the other parts' accounts.
     unflushed_bytes: AtomicUsize,
+    /// What the call deriver holds: waiting halves and what it remembers.
+    derive_bytes: AtomicUsize,
+    /// Memory of other parts that live as long as the store (e.g. breaker state).
+    accounts: Mutex<Vec<(&'static str, Arc<AtomicUsize>)>>,
     wal: Mutex<Wal>,
     segments: SegmentStore,
     /// The committed manifest; holding this lock serializes flush, compaction and retention.
@@ -357,6 +362,8 @@ impl Store {
             flush_wanted: Notify::new(),
             retired: Mutex::new(Vec::new()),
             metrics: StoreMetrics::default(),
+            derive_bytes: AtomicUsize::new(0),
+            accounts: Mutex::new(Vec::new()),
             _dir_lock: dir_lock,
         });
         let (derive, derive_thread) = match derive_channel {
@@ -391,10 +398,37 @@ impl Store {
         &self.shared.metrics
     }
 
+    /// An account of memory that `part` holds for as long as the store lives, counted by the
+    /// memory budget: its owner keeps the number up to date.
+    pub fn memory_account(&self, part: &'static str) -> Arc<AtomicUsize> {
+        let account = Arc::new(AtomicUsize::new(0));
+        self.shared
+            .accounts
+            .lock()
+            .expect("not poisoned")
+            .push((part, account.clone()));
+        account
+    }
+
+    /// Memory the budget counts, by part: spans and calls not yet in segments, the call
+    /// deriver's waiting halves, and each account.
+    pub fn memory_parts(&self) -> Vec<(&'static str, usize)> {
+        let shared = &self.shared;
+        let mut parts = vec![
+            ("unflushed", shared.unflushed_bytes.load(Ordering::Relaxed)),
+            ("pairing", shared.derive_bytes.load(Ordering::Relaxed)),
+        ];
+        for (part, account) in shared.accounts.lock().expect("not poisoned").iter() {
+            parts.push((part, account.load(Ordering::Relaxed)));
+        }
+        parts
+    }
+
     /// Refuses early, before the caller spends work on a batch that cannot be taken.
     pub fn admit(&self) -> Result<()> {
         let config = &self.shared.config;
-        if self.shared.unflushed_bytes.load(Ordering::Relaxed) >= config.memory_limit {
+        let used: usize = self.memory_parts().iter().map(|(_, bytes)| bytes).sum();
+        if used >= config.memory_limit {
             self.shared.flush_wanted.notify_one();
             return Err(StoreError::MemoryFull {
                 limit_bytes: config.memory_limit,
@@ -513,6 +547,8 @@ impl Store {
             segments: tables.segments.len(),
             segment_rows: tables.segments.iter().map(|s| s.rows).sum(),
             segment_bytes: tables.segments.iter().map(|s| s.bytes).sum(),
+            memory: self.memory_parts(),
+            memory_limit: self.shared.config.memory_limit,
         }
     }
 
@@ -941,6 +977,9 @@ fn run_deriver(
         match message {
             Some(DeriveMessage::Spans(batch)) => {
                 deriver.spans(&batch, now);
+                shared
+                    .derive_bytes
+                    .store(deriver.memory_bytes(), Ordering::Relaxed);
                 // Publishing per batch would leave many tiny batches: wait for the interval.
                 if now.duration_since(last_expiry) < interval {
                     continue;
@@ -963,6 +1002,9 @@ fn run_deriver(
             None => {}
         }
         deriver.expire(now);
+        shared
+            .derive_bytes
+            .store(deriver.memory_bytes(), Ordering::Relaxed);
         last_expiry = now;
         publish_calls(shared, deriver.as_mut(), epoch);
     }

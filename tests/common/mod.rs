@@ -87,6 +87,11 @@ impl Server {
         listening(&self.lines, name, &self.log)
     }
 
+    /// The server process's id, to read its `/proc` files.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn traces_url(&self) -> String {
         format!("http://{}/v1/traces", self.otlp_http)
     }

@@ -21,13 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use callwatch_collector::{GraphMetrics, Ingest};
-use callwatch_query::QueryEngine;
 use callwatch_query::stats::HealthThresholds;
+use callwatch_query::{Priority, QueryEngine, QueryError};
 
 /// What the routes read.
 #[derive(Debug, Clone)]
@@ -41,8 +42,11 @@ pub struct AppState {
     pub health: HealthThresholds,
 }
 
+/// Every route. Pages and APIs run on the query engine's read runtime, admitted there
+/// ([`callwatch_query::Reads`]); liveness, readiness, metrics and static assets answer here,
+/// whatever the readers are doing.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let reads = Router::new()
         .route("/", get(pages::overview))
         .route("/graph", get(pages::graph_page))
         .route("/services/{name}", get(pages::service))
@@ -52,11 +56,6 @@ pub fn router(state: AppState) -> Router {
         .route("/traces/{trace_id}", get(trace_pages::trace))
         .route("/sql", get(sql_page::sql_page))
         .route("/sql.csv", get(sql_page::sql_csv))
-        .route("/assets/{name}", get(assets::asset))
-        .route("/favicon.ico", get(assets::favicon))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/sql", post(sql::sql))
         .route("/api/v1/traces", get(traces::search))
         .route("/api/v1/traces/{trace_id}", get(traces::trace))
@@ -83,7 +82,40 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/search/tags", get(tempo::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tempo::tag_values))
         .route("/api/v2/search/tag/{tag}/values", get(tempo::tag_values_v2))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            on_read_runtime,
+        ));
+    Router::new()
+        .route("/assets/{name}", get(assets::asset))
+        .route("/favicon.ico", get(assets::favicon))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(reads)
         .with_state(state)
+}
+
+/// Runs the rest of the request on the read runtime once it is admitted; a client that
+/// goes away takes its request, and the queries it started, with it.
+async fn on_read_runtime(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let priority = if request.uri().path() == "/" {
+        Priority::Overview
+    } else {
+        Priority::Normal
+    };
+    match state.query.reads().run(priority, next.run(request)).await {
+        Ok(response) => response,
+        Err(error @ QueryError::Busy { retry_after, .. }) => {
+            let mut response = sql::error(StatusCode::TOO_MANY_REQUESTS, &error.to_string());
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+            response
+        }
+        Err(error) => sql::error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -100,11 +132,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(8192);
-    state.ingest.metrics().render(&mut out);
+    state.ingest.render_metrics(&mut out);
     let store = state.ingest.store();
     store.metrics().render(&store.gauges(), &mut out);
     state.graph_metrics.render(&mut out);
     state.query.breakers().render(&mut out);
+    state.query.reads().render(&mut out);
     (
         [(
             header::CONTENT_TYPE,

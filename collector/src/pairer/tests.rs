@@ -214,3 +214,28 @@ fn halves_pair_alike_in_one_batch_and_across_batches() {
         swapped
     });
 }
+
+#[test]
+fn waiting_halves_are_counted_in_the_memory_the_pairer_reports() {
+    let metrics = Arc::new(GraphMetrics::default());
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let mut pairer = Pairer::new(config, metrics);
+    let start = Instant::now();
+    let empty = pairer.memory_bytes();
+    // Client halves whose servers never answer: each waits.
+    let clients: Vec<(&str, Span)> = (1..=200u8)
+        .map(|id| {
+            let client = span(id, 1, None, SpanKind::Client, &[("peer.service", "orders")]);
+            ("frontend", client)
+        })
+        .collect();
+    pairer.spans(&batch(&clients), start);
+    let waiting = pairer.memory_bytes();
+    assert!(
+        waiting >= empty + 200 * std::mem::size_of::<Half>(),
+        "{empty} → {waiting}"
+    );
+    pairer.expire(start + wait + Duration::from_secs(1));
+    assert!(pairer.memory_bytes() < waiting, "expired halves are let go");
+}

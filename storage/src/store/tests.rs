@@ -177,6 +177,28 @@ async fn refuses_appends_over_the_memory_budget_until_flushed() {
     assert_eq!(stored_ids(&store).await, expected_ids(0..10));
 }
 
+#[tokio::test]
+async fn memory_held_by_other_parts_counts_against_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        memory_limit: 1 << 20,
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    let breakers = store.memory_account("breakers");
+    breakers.store(2 << 20, Ordering::Relaxed);
+    let refused = store.append(spans(0, 5, now_ns())).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::MemoryFull { .. }),
+        "{refused}"
+    );
+    assert!(store.memory_parts().contains(&("breakers", 2 << 20)));
+    breakers.store(0, Ordering::Relaxed);
+    store.append(spans(0, 5, now_ns())).await.unwrap();
+    assert_eq!(store.gauges().memory_limit, 1 << 20);
+}
+
 /// Waits (bounded) until `condition` holds.
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
     for _ in 0..5000 {
