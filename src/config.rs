@@ -259,6 +259,10 @@ pub struct LoadArgs {
     /// Seed of the generated traffic.
     #[arg(long, env = "CALLWATCH_LOAD_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// Send the traffic of a generated platform of this many services (each calling up to
+    /// three others, about 3 edges per service) instead of the demo's.
+    #[arg(long, env = "CALLWATCH_LOAD_SERVICES")]
+    pub services: Option<usize>,
     /// Spread the requests' timestamps evenly over this much of the past (e.g. `50m`), so
     /// that a short run fills a long window; 0 puts every span at the moment it is sent.
     #[arg(long, env = "CALLWATCH_LOAD_BACKDATE", default_value = "0s", value_parser = humantime::parse_duration)]

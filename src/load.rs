@@ -1,5 +1,6 @@
-//! `callwatch load`: a load generator that sends the demo platform's steady traffic over
-//! OTLP/gRPC as fast as the collector takes it (or at `--rate`).
+//! `callwatch load`: a load generator that sends the demo platform's steady traffic (or that
+//! of a generated platform of `--services` services) over OTLP/gRPC as fast as the
+//! collector takes it (or at `--rate`).
 //!
 //! Requests are generated and encoded once. Each send copies one and patches it in place:
 //! every trace id and span id is XORed with a per-send salt (parent and link references get
@@ -35,7 +36,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let base_ns = now_ns().saturating_sub(backdate);
     let templates: Arc<Vec<Template>> = Arc::new(
         (0..TEMPLATES as u64)
-            .map(|i| Template::new(args.batch, args.seed.wrapping_add(i), base_ns))
+            .map(|i| {
+                let seed = args.seed.wrapping_add(i);
+                let request = match args.services {
+                    Some(services) => crate::platform::traffic(services, args.batch, seed, base_ns),
+                    None => demo_traffic(args.batch, seed, base_ns),
+                };
+                Template::new(request)
+            })
             .collect(),
     );
     let endpoint = Endpoint::from_shared(args.send_to.clone())
@@ -206,8 +214,7 @@ enum Field {
 }
 
 impl Template {
-    fn new(batch: usize, seed: u64, base_ns: u64) -> Self {
-        let request = demo_traffic(batch, seed, base_ns);
+    fn new(request: ExportTraceServiceRequest) -> Self {
         let spans = callwatch_collector::count_spans(&request);
         let mut fields: HashMap<[u8; 8], Field> = HashMap::new();
         let eight = |bytes: &[u8]| -> [u8; 8] { bytes[..8].try_into().expect("8 bytes") };
@@ -303,7 +310,7 @@ mod tests {
 
     #[test]
     fn instances_have_unique_ids_and_intact_trees() {
-        let template = Template::new(200, 7, 1_795_000_000_000_000_000);
+        let template = Template::new(demo_traffic(200, 7, 1_795_000_000_000_000_000));
         assert!(template.spans >= 200);
         let decode =
             |salt| ExportTraceServiceRequest::decode(template.instantiate(salt, 1_000)).unwrap();
@@ -328,7 +335,7 @@ mod tests {
             assert!(parent.is_some(), "every parent is in the request");
             assert_eq!(parent.unwrap().trace_id, span.trace_id);
         }
-        let original = Template::new(200, 7, 1_795_000_000_000_000_000);
+        let original = Template::new(demo_traffic(200, 7, 1_795_000_000_000_000_000));
         let first = spans(&ExportTraceServiceRequest::decode(&original.bytes[..]).unwrap());
         assert_eq!(
             a[0].start_time_unix_nano,

@@ -6,6 +6,7 @@ mod config_file;
 mod demo;
 mod listener;
 mod load;
+mod platform;
 mod replay;
 mod serve;
 mod sink;

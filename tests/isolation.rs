@@ -210,8 +210,16 @@ async fn a_client_that_goes_away_cancels_its_query() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        &["--query-timeout", "10m", "--query-threads", "1"],
+        &[
+            "--query-timeout",
+            "10m",
+            "--query-threads",
+            "1",
+            "--pg",
+            "127.0.0.1:0",
+        ],
     );
+    let pg = server.announced("postgres");
     let client = reqwest::Client::new();
     let request = client
         .post(format!("http://{}/api/v1/sql", server.http))
@@ -240,6 +248,39 @@ async fn a_client_that_goes_away_cancels_its_query() {
     assert!(
         used < 0.5,
         "the cancelled query still ran: {used} s of CPU in 2 s"
+    );
+
+    // The same over the Postgres wire: the client closes its connection mid-query.
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host={} port={} user=grafana", pg.ip(), pg.port()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let query = client.simple_query(CROSS_JOIN);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), query)
+            .await
+            .is_err()
+    );
+    drop(client);
+    connection.abort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "callwatch_read_requests_cancelled_total").await < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the Postgres query was not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds(&server);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_seconds(&server) - before;
+    assert!(
+        used < 0.5,
+        "the cancelled Postgres query still ran: {used} s of CPU in 2 s"
     );
 }
 
@@ -464,9 +505,18 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         .expect("closed");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    // Whoever sends a whole request is served.
+    // Whoever sends a whole request is served, within the header size limit.
     let answer = reqwest::get(format!("http://{}/healthz", server.http))
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+    let oversized = reqwest::Client::new()
+        .get(format!("http://{}/healthz", server.http))
+        .header("x-large", "a".repeat(100 << 10))
+        .send()
+        .await;
+    match oversized {
+        Ok(answer) => assert_eq!(answer.status(), 431),
+        Err(error) => assert!(error.is_request() || error.is_connect(), "{error}"),
+    }
 }

@@ -121,8 +121,7 @@ impl QueryEngine {
         &self.reads
     }
 
-    /// A fresh session over the store with this engine's memory limit. Frames built on it
-    /// are run with [`QueryEngine::collect`], which adds the time and row limits.
+    /// The store the engine reads.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -131,8 +130,9 @@ impl QueryEngine {
         &self.rollups
     }
 
-    /// A fresh session for one query: its plans stop at the time limit, counted from now,
-    /// or when the request running it is cancelled.
+    /// A fresh session for one query, with this engine's memory limit: its plans stop at the
+    /// time limit, counted from now, or when the request running it is cancelled. Frames
+    /// built on it are run with [`QueryEngine::collect`], which adds the row limit.
     pub fn context(&self) -> Result<SessionContext, QueryError> {
         let watch = Watch::new(self.limits.timeout, crate::reads::current_request());
         self.session(Some(Arc::new(watch)))

@@ -5,7 +5,8 @@
 //! much CPU readers want, the OTLP listeners, the WAL, the pairer, flushes, `/healthz` and
 //! `/metrics` keep theirs. At most `concurrency` requests run at once; a few more wait a
 //! moment in a short queue, and the rest are told to come back later. One slot is kept for
-//! the dashboard's overview, so an operator can still see the platform while queries pile up.
+//! the dashboard's overview, with a thread of its own, so an operator can still see the
+//! platform while queries pile up, even when a page's work holds every read thread.
 //! A request whose caller goes away (a closed connection) is aborted and its queries stop at
 //! their next batch (see [`crate::watchdog`]).
 
@@ -81,6 +82,8 @@ pub struct Reads(Arc<Inner>);
 
 struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
+    /// Where requests admitted to the reserved slot run.
+    reserve_runtime: Option<tokio::runtime::Runtime>,
     settings: ReadSettings,
     slots: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
@@ -92,7 +95,10 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Dropping a runtime waits for its threads, which async code may not do.
-        if let Some(runtime) = self.runtime.take() {
+        for runtime in [self.runtime.take(), self.reserve_runtime.take()]
+            .into_iter()
+            .flatten()
+        {
             runtime.shutdown_background();
         }
     }
@@ -108,16 +114,18 @@ impl std::fmt::Debug for Reads {
 
 impl Reads {
     pub fn new(settings: ReadSettings) -> std::io::Result<Self> {
-        let threads = settings.threads.max(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            // Blocking work of readers (file reads, graph pieces) is bounded too.
-            .max_blocking_threads(2 * threads + 2)
-            .thread_name("callwatch-read")
-            .enable_all()
-            .build()?;
+        let runtime = |threads: usize, name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                // Blocking work of readers (file reads, graph pieces) is bounded too.
+                .max_blocking_threads(2 * threads + 2)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
         Ok(Self(Arc::new(Inner {
-            runtime: Some(runtime),
+            runtime: Some(runtime(settings.threads.max(1), "callwatch-read")?),
+            reserve_runtime: Some(runtime(OVERVIEW_RESERVE, "callwatch-read-reserve")?),
             settings,
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             reserve: Arc::new(Semaphore::new(OVERVIEW_RESERVE)),
@@ -138,9 +146,14 @@ impl Reads {
         priority: Priority,
         work: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, QueryError> {
-        let permit = self.admit(priority).await?;
+        let (permit, reserved) = self.admit(priority).await?;
         let cancel = Arc::new(CancelFlag::default());
-        let runtime = self.0.runtime.as_ref().expect("present until dropped");
+        let runtime = if reserved {
+            &self.0.reserve_runtime
+        } else {
+            &self.0.runtime
+        };
+        let runtime = runtime.as_ref().expect("present until dropped");
         let task = runtime.spawn(REQUEST.scope(cancel.clone(), async move {
             let _permit = permit;
             work.await
@@ -162,16 +175,17 @@ impl Reads {
         })
     }
 
-    /// A slot, at once, after a short wait in the queue, or [`QueryError::Busy`].
-    async fn admit(&self, priority: Priority) -> Result<OwnedSemaphorePermit, QueryError> {
+    /// A slot, at once, after a short wait in the queue, or [`QueryError::Busy`]; and
+    /// whether it is the reserved one.
+    async fn admit(&self, priority: Priority) -> Result<(OwnedSemaphorePermit, bool), QueryError> {
         let inner = &self.0;
         if let Ok(permit) = inner.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+            return Ok((permit, false));
         }
         if priority == Priority::Overview
             && let Ok(permit) = inner.reserve.clone().try_acquire_owned()
         {
-            return Ok(permit);
+            return Ok((permit, true));
         }
         let busy = || {
             inner.refused.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +201,7 @@ impl Reads {
         let waited = tokio::time::timeout(QUEUE_WAIT, inner.slots.clone().acquire_owned()).await;
         inner.waiting.fetch_sub(1, Ordering::Relaxed);
         match waited {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => Ok((permit, false)),
             _ => Err(busy()),
         }
     }
@@ -294,6 +308,39 @@ mod tests {
             metrics.contains("callwatch_read_requests_refused_total 1\n"),
             "{metrics}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_overview_runs_while_work_that_never_yields_holds_the_read_thread() {
+        let reads = Reads::new(ReadSettings::with_threads(1)).unwrap();
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let blockers: Vec<_> = (0..2)
+            .map(|_| {
+                let (reads, released) = (reads.clone(), released.clone());
+                tokio::spawn(async move {
+                    reads
+                        .run(Priority::Normal, async move {
+                            // Holds its thread without yielding, as a long layout does.
+                            while !released.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let overview = tokio::time::timeout(
+            Duration::from_secs(5),
+            reads.run(Priority::Overview, async { "overview" }),
+        )
+        .await
+        .expect("the overview did not wait for the held thread");
+        assert_eq!(overview.unwrap(), "overview");
+        released.store(true, Ordering::Relaxed);
+        for blocker in blockers {
+            blocker.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]

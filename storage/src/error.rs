@@ -6,8 +6,11 @@ pub enum StoreError {
     /// More batches are waiting for the WAL than the ingest queue holds.
     #[error("ingest queue is full ({depth} requests waiting)")]
     QueueFull { depth: usize, retry_after: Duration },
-    /// Data not yet in segments has reached the memory budget.
-    #[error("memory budget of {limit_bytes} bytes for unflushed spans is used up")]
+    /// Data not yet in segments, with what pairing and the breakers hold, has reached the
+    /// memory budget.
+    #[error(
+        "memory budget of {limit_bytes} bytes (unflushed spans and calls, halves waiting to be paired, breakers) is used up"
+    )]
     MemoryFull {
         limit_bytes: usize,
         retry_after: Duration,
