@@ -52,6 +52,27 @@ fn status_kib(server: &Server, field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// CPU seconds the server uses in 2 s, after half a second for whatever was ending: about
+/// nothing once its queries have stopped.
+async fn cpu_used_in_two_seconds(server: &Server) -> f64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds(server);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cpu_seconds(server) - before
+}
+
+/// Waits up to 10 s for a counter on `/metrics` to reach `at_least`.
+async fn wait_for_metric(server: &Server, sample: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(server, sample).await < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{sample} stayed below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runaway_queries_stop_at_their_limit_while_ingest_health_and_pages_go_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,10 +181,7 @@ async fn runaway_queries_stop_at_their_limit_while_ingest_health_and_pages_go_on
     }
 
     // Stopped means stopped: the server's CPU goes quiet, not just the answers.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = cpu_seconds(&server);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_seconds(&server) - before;
+    let used = cpu_used_in_two_seconds(&server).await;
     assert!(
         used < 0.5,
         "the server used {used} s of CPU in 2 s after the queries stopped"
@@ -232,19 +250,12 @@ async fn a_client_that_goes_away_cancels_its_query() {
             .is_err()
     );
     drop(client);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&server, "callwatch_read_requests_cancelled_total").await < 1.0 {
-        assert!(Instant::now() < deadline, "the query was not cancelled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metric(&server, "callwatch_read_requests_cancelled_total", 1.0).await;
     assert_eq!(
         metric(&server, "callwatch_read_requests_running").await,
         0.0
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = cpu_seconds(&server);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_seconds(&server) - before;
+    let used = cpu_used_in_two_seconds(&server).await;
     assert!(
         used < 0.5,
         "the cancelled query still ran: {used} s of CPU in 2 s"
@@ -266,18 +277,8 @@ async fn a_client_that_goes_away_cancels_its_query() {
     );
     drop(client);
     connection.abort();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&server, "callwatch_read_requests_cancelled_total").await < 2.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the Postgres query was not cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = cpu_seconds(&server);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_seconds(&server) - before;
+    wait_for_metric(&server, "callwatch_read_requests_cancelled_total", 2.0).await;
+    let used = cpu_used_in_two_seconds(&server).await;
     assert!(
         used < 0.5,
         "the cancelled Postgres query still ran: {used} s of CPU in 2 s"
