@@ -23,7 +23,7 @@ use datafusion_postgres::pgwire::api::auth::{
 };
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
+use datafusion_postgres::pgwire::api::results::{FieldInfo, QueryResponse, Response};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -168,15 +168,23 @@ struct Queries {
 }
 
 impl Queries {
-    /// Runs a query on the read runtime, once admitted.
-    async fn run(
+    /// Runs a query on the read runtime once admitted, and encodes its answer there too.
+    async fn answer(
         &self,
         query: impl Future<Output = Result<QueryOutput, QueryError>> + Send + 'static,
-    ) -> Result<QueryOutput, QueryError> {
-        self.engine
+        format: Format,
+        client: &impl ClientInfo,
+    ) -> PgWireResult<Response> {
+        let options = FormatOptions::from_client_metadata(client.metadata());
+        let encoded = self
+            .engine
             .reads()
-            .run(crate::reads::Priority::Normal, query)
-            .await?
+            .run(crate::reads::Priority::Normal, async move {
+                encode(query.await.map_err(pg_error)?, &format, options)
+            })
+            .await
+            .map_err(pg_error)??;
+        Ok(encoded.response())
     }
 }
 
@@ -211,26 +219,33 @@ fn pg_error(error: QueryError) -> PgWireError {
 }
 
 /// Puts a finished answer on the wire in the formats the client asked for.
-fn encode(
-    output: QueryOutput,
-    format: &Format,
-    client: &impl ClientInfo,
-) -> PgWireResult<Response> {
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+/// A finished answer as Postgres rows, in the formats the client asked for.
+struct Encoded {
+    fields: Arc<Vec<FieldInfo>>,
+    rows: Vec<PgWireResult<DataRow>>,
+}
+
+fn encode(output: QueryOutput, format: &Format, options: FormatOptions) -> PgWireResult<Encoded> {
     let fields = Arc::new(arrow_schema_to_pg_fields(
         &output.schema,
         format,
-        Some(options),
+        Some(Arc::new(options)),
     )?);
-    let rows: Vec<PgWireResult<DataRow>> = output
+    let rows = output
         .batches
         .into_iter()
         .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
         .collect();
-    Ok(Response::Query(QueryResponse::new(
-        fields,
-        futures::stream::iter(rows),
-    )))
+    Ok(Encoded { fields, rows })
+}
+
+impl Encoded {
+    fn response(self) -> Response {
+        Response::Query(QueryResponse::new(
+            self.fields,
+            futures::stream::iter(self.rows),
+        ))
+    }
 }
 
 #[async_trait]
@@ -257,11 +272,14 @@ impl SimpleQueryHandler for Queries {
             }
             guard::check_sql_statement(&statement).map_err(pg_error)?;
             let engine = self.engine.clone();
-            let output = self
-                .run(async move { engine.sql(&sql).await })
-                .await
-                .map_err(pg_error)?;
-            responses.push(encode(output, &Format::UnifiedText, client)?);
+            let answer = self
+                .answer(
+                    async move { engine.sql(&sql).await },
+                    Format::UnifiedText,
+                    client,
+                )
+                .await?;
+            responses.push(answer);
         }
         Ok(responses)
     }
@@ -311,11 +329,9 @@ impl ExtendedQueryHandler for Queries {
             .replace_params_with_values(&params)
             .map_err(|e| pg_error(e.into()))?;
         let engine = self.engine.clone();
-        let output = self
-            .run(async move { engine.run_plan(plan).await })
+        let format = portal.result_column_format.clone();
+        self.answer(async move { engine.run_plan(plan).await }, format, client)
             .await
-            .map_err(pg_error)?;
-        encode(output, &portal.result_column_format, client)
     }
 }
 
