@@ -55,7 +55,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     crate::serve::announce(&format!(
         "callwatch demo: the simulated shop sends its traces to the embedded server; \
-         web UI at http://{address}/ (health and /metrics for now). Stop with Ctrl-C."
+         the dashboard (service map, breakers, traces, SQL) is at http://{address}/ and \
+         Prometheus metrics at http://{address}/metrics. Stop with Ctrl-C."
     ));
     let client = OtlpClient::connect(&format!("http://{}", server.grpc))
         .await
