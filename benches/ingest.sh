@@ -15,7 +15,7 @@ DURATION=${DURATION:-60s}
 CONNECTIONS=${CONNECTIONS:-4}
 BATCH=${BATCH:-1000}
 cargo build --release --locked --quiet
-BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/callwatch
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 

@@ -22,7 +22,7 @@ QUERY_TIMEOUT=${QUERY_TIMEOUT:-10s}
 RUNAWAY="SELECT count(*) FROM generate_series(1, 100000000) a, generate_series(1, 100000000) b"
 if [ -z "${BIN:-}" ]; then
   cargo build --release --locked --quiet
-  BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/callwatch
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
 fi
 WORK=$(mktemp -d)
 trap 'touch "$WORK/stop"; pkill -P $$ || true; rm -rf "$WORK"' EXIT

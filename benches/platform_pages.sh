@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SERVICES=${SERVICES:-200}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --locked --quiet
-  BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/callwatch
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
 fi
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT

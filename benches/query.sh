@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPANS=${SPANS:-10000000}
 cargo build --release --locked --quiet
-BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/callwatch
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
 WORK=$(mktemp -d)
 DATA=$WORK/data
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
