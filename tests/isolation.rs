@@ -15,7 +15,7 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::requests::{numbered_span, request};
-use crate::common::{Server, metric};
+use crate::common::{Server, metric, pg_client, sql};
 
 /// Never yields: every batch of the cross join is ready at once.
 const CROSS_JOIN: &str =
@@ -23,15 +23,6 @@ const CROSS_JOIN: &str =
 
 /// Generous for a loaded test machine, and far below "never answered".
 const HEALTHZ_BOUND: Duration = Duration::from_millis(500);
-
-async fn sql(server: &Server, query: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("http://{}/api/v1/sql", server.http))
-        .json(&serde_json::json!({ "sql": query }))
-        .send()
-        .await
-        .unwrap()
-}
 
 /// CPU seconds the server process has used so far (user + system).
 fn cpu_seconds(server: &Server) -> f64 {
@@ -194,13 +185,7 @@ async fn runaway_queries_stop_at_their_limit_while_ingest_health_and_pages_go_on
     println!("/healthz: {asked} answers, slowest {slowest:?}");
 
     // Over the Postgres wire the same query ends in SQLSTATE 57014.
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host={} port={} user=grafana", pg.ip(), pg.port()),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let (client, _connection) = pg_client(pg).await;
     let error = client.simple_query(CROSS_JOIN).await.unwrap_err();
     assert_eq!(
         error.as_db_error().unwrap().code(),
@@ -262,13 +247,7 @@ async fn a_client_that_goes_away_cancels_its_query() {
     );
 
     // The same over the Postgres wire: the client closes its connection mid-query.
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host={} port={} user=grafana", pg.ip(), pg.port()),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
+    let (client, connection) = pg_client(pg).await;
     let query = client.simple_query(CROSS_JOIN);
     assert!(
         tokio::time::timeout(Duration::from_secs(1), query)
@@ -336,7 +315,7 @@ async fn a_burst_of_queries_gets_answers_or_429s_and_then_the_server_answers_nor
         metric(&server, "callwatch_read_requests_refused_total").await,
         refused as f64
     );
-    let response = sql(&server, "SELECT 1 + 1").await;
+    let response = sql(&server, "application/json", "SELECT 1 + 1").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["rows"][0][0], 2);

@@ -104,13 +104,7 @@ async fn prepared_statements_take_parameters_and_stay_read_only() {
     let pg = server.announced("postgres");
     send_spans(&server, 4).await;
 
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host={} port={} user=grafana", pg.ip(), pg.port()),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let (client, _connection) = crate::common::pg_client(pg).await;
     let rows = client
         .query(
             "SELECT span_name, duration_ns FROM spans WHERE service_name = $1 ORDER BY span_id",

@@ -8,23 +8,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::requests::{hex, numbered_span};
-use crate::common::{Server, callwatch, metric};
+use crate::common::{Server, callwatch, metric, sql};
 
 async fn send(server: &Server, sender: u32, spans: u32) -> Vec<String> {
     let spans: Vec<_> = (0..spans).map(|i| numbered_span(sender, 0, i)).collect();
     let ids = spans.iter().map(|s| hex(&s.span_id)).collect();
     server.post_spans("user-service", spans).await;
     ids
-}
-
-async fn sql(server: &Server, accept: &str, query: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("http://{}/api/v1/sql", server.http))
-        .header("accept", accept)
-        .json(&serde_json::json!({ "sql": query }))
-        .send()
-        .await
-        .unwrap()
 }
 
 /// The answer is an error with this status whose message says `says`.

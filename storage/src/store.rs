@@ -424,11 +424,26 @@ impl Store {
         parts
     }
 
+    /// What the memory budget counts, all parts together; asked for every export request, so
+    /// it allocates nothing.
+    fn memory_used(&self) -> usize {
+        let shared = &self.shared;
+        let accounts: usize = shared
+            .accounts
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(_, account)| account.load(Ordering::Relaxed))
+            .sum();
+        shared.unflushed_bytes.load(Ordering::Relaxed)
+            + shared.derive_bytes.load(Ordering::Relaxed)
+            + accounts
+    }
+
     /// Refuses early, before the caller spends work on a batch that cannot be taken.
     pub fn admit(&self) -> Result<()> {
         let config = &self.shared.config;
-        let used: usize = self.memory_parts().iter().map(|(_, bytes)| bytes).sum();
-        if used >= config.memory_limit {
+        if self.memory_used() >= config.memory_limit {
             self.shared.flush_wanted.notify_one();
             return Err(StoreError::MemoryFull {
                 limit_bytes: config.memory_limit,

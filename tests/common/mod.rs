@@ -217,6 +217,32 @@ pub async fn metric(server: &Server, sample: &str) -> f64 {
         .unwrap()
 }
 
+/// A Postgres client of the server's `--pg` listener (as user `grafana`, no password), and
+/// the task that drives its connection.
+pub async fn pg_client(addr: SocketAddr) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host={} port={} user=grafana", addr.ip(), addr.port()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (client, connection)
+}
+
+/// `POST /api/v1/sql` with the query as JSON, asking for `accept`.
+pub async fn sql(server: &Server, accept: &str, query: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/api/v1/sql", server.http))
+        .header("accept", accept)
+        .json(&serde_json::json!({ "sql": query }))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Runs `callwatch ARGS...` to completion; returns its stdout, failing on a non-zero exit.
 pub fn callwatch(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_callwatch"))
