@@ -667,3 +667,72 @@ async fn waiting_halves_survive_a_restart_and_a_kill() {
     graph_with(&server, 2).await;
     server.stop();
 }
+
+/// A platform started two minutes ago sending 19 calls a second shows 19/s on the 15-minute
+/// view, in the API and on the pages, and the same over the last minute.
+#[tokio::test]
+async fn a_rate_counts_from_the_first_call_not_from_the_window_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    const PER_SECOND: u64 = 19;
+    let calls = 120 * PER_SECOND;
+    let first = now_ns() - 120_000 * MS;
+    let spans: Vec<Span> = (0..calls)
+        .map(|n| {
+            span(
+                0xe0 << 120 | u128::from(n),
+                1,
+                Some(9),
+                CLIENT,
+                first + n * 1000 * MS / PER_SECOND,
+                2 * MS,
+                vec![
+                    text("db.system.name", "postgresql"),
+                    text("server.address", "rates-db"),
+                ],
+            )
+        })
+        .collect();
+    for chunk in spans.chunks(500) {
+        server.post_spans("rates-app", chunk.to_vec()).await;
+    }
+    let range = "range=15m&refresh=off";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let graph = loop {
+        let graph = get(&server, &format!("/api/v1/graph?{range}")).await;
+        let seen = graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["target"] == "rates-db")
+            .map_or(0, |e| e["calls"].as_u64().unwrap());
+        if seen == calls {
+            break graph;
+        }
+        assert!(Instant::now() < deadline, "{seen} of {calls} calls");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let edge = edge(&graph, "rates-app", "rates-db");
+    let near = |rate: f64| (rate / PER_SECOND as f64 - 1.0).abs() < 0.10;
+    let rate = edge["rate_per_s"].as_f64().unwrap();
+    assert!(near(rate), "{rate}/s over the window");
+    let recent = edge["rate_last_minute_per_s"].as_f64().unwrap();
+    assert!(near(recent), "{recent}/s over the last minute");
+    // The map page's edge table says the same.
+    let page = reqwest::get(format!("http://{}/graph?{range}", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = page
+        .lines()
+        .find(|l| l.contains("<tr data-edge=\"rates-app → rates-db\""))
+        .unwrap_or_else(|| panic!("no rates row in {page}"));
+    let shown: Vec<f64> = row
+        .split("<td class=\"num")
+        .filter_map(|cell| cell.split('>').nth(1)?.strip_suffix("/s</td")?.parse().ok())
+        .collect();
+    assert_eq!(shown.len(), 2, "{row}");
+    assert!(shown.iter().all(|r| near(*r)), "{row}");
+}

@@ -136,6 +136,44 @@ pub struct Graph {
     index: HashMap<String, NodeIndex>,
 }
 
+/// The statistics of the window's last minute, for the rate "now" beside the window's.
+pub struct Recent {
+    /// Where the last minute starts: a whole 10 s piece, so that stored pieces cover all of
+    /// it but the seconds after the latest piece, which the window reads anyway.
+    pub from_ns: i64,
+    pub rollup: Rollup,
+}
+
+/// The width of the pieces the last minute is made of.
+const RECENT_STEP_NS: i64 = 10_000_000_000;
+
+impl Recent {
+    /// Where the last minute of `window` starts: 50 to 60 s before its end.
+    pub fn start(window: Window) -> i64 {
+        let minute_ago = window.to_ns.saturating_sub(60_000_000_000);
+        let aligned = minute_ago.div_euclid(RECENT_STEP_NS) * RECENT_STEP_NS;
+        let aligned = if aligned < minute_ago {
+            aligned.saturating_add(RECENT_STEP_NS)
+        } else {
+            aligned
+        };
+        aligned.clamp(window.from_ns, window.to_ns)
+    }
+
+    /// The last minute of `calls`, which cover at least that minute.
+    pub fn of<'a>(window: Window, calls: impl IntoIterator<Item = &'a CallRow>) -> Self {
+        let from_ns = Self::start(window);
+        Self {
+            from_ns,
+            rollup: Rollup::of(
+                calls
+                    .into_iter()
+                    .filter(|c| c.start_ns >= from_ns && c.start_ns < window.to_ns),
+            ),
+        }
+    }
+}
+
 /// The graph of a window from the rollup cache: whole pieces where they cover the window,
 /// calls read one by one where they do not. Without calls of its own: for the graph's
 /// nodes and edges, not for breakdowns.
@@ -144,16 +182,40 @@ pub async fn graph_of(
     window: Window,
     thresholds: HealthThresholds,
 ) -> Result<Graph, QueryError> {
-    let (mut rollup, uncovered) = engine
-        .rollups()
+    let rollups = engine.rollups();
+    let (mut rollup, uncovered) = rollups
         .rollup(engine.store(), window.from_ns, window.to_ns)
         .await?;
+    let recent_from = Recent::start(window);
+    let (mut recent, recent_uncovered) = rollups
+        .rollup(engine.store(), recent_from, window.to_ns)
+        .await?;
+    let mut read: Vec<(i64, i64)> = Vec::new();
     for (from_ns, to_ns) in uncovered {
         for call in calls_in(engine, Window { from_ns, to_ns }).await? {
             rollup.add(&call);
+            if recent_uncovered
+                .iter()
+                .any(|(a, b)| (*a..*b).contains(&call.start_ns))
+            {
+                recent.add(&call);
+            }
+        }
+        read.push((from_ns, to_ns));
+    }
+    // What the window did not read for itself (a window shorter than a piece).
+    for (from_ns, to_ns) in recent_uncovered {
+        if !read.iter().any(|(a, b)| *a <= from_ns && to_ns <= *b) {
+            for call in calls_in(engine, Window { from_ns, to_ns }).await? {
+                recent.add(&call);
+            }
         }
     }
-    let mut graph = Graph::build(rollup, Vec::new(), window, thresholds);
+    let recent = Recent {
+        from_ns: recent_from,
+        rollup: recent,
+    };
+    let mut graph = Graph::build(rollup, recent, Vec::new(), window, thresholds);
     graph.attach_breakers(engine.breakers());
     Ok(graph)
 }
@@ -166,20 +228,30 @@ pub async fn graph_with_calls(
     thresholds: HealthThresholds,
 ) -> Result<Graph, QueryError> {
     let calls = calls_in(engine, window).await?;
-    let mut graph = Graph::build(Rollup::of(&calls), calls, window, thresholds);
+    let recent = Recent::of(window, &calls);
+    let mut graph = Graph::build(Rollup::of(&calls), recent, calls, window, thresholds);
     graph.attach_breakers(engine.breakers());
     Ok(graph)
 }
 
 impl Graph {
-    /// The graph of `rollup`; `calls` are kept for breakdowns and series.
+    /// The graph of `rollup`, with `recent` its last minute; `calls` are kept for
+    /// breakdowns and series.
     pub fn build(
         rollup: Rollup,
+        recent: Recent,
         calls: Vec<CallRow>,
         window: Window,
         thresholds: HealthThresholds,
     ) -> Self {
-        let seconds = window.seconds();
+        let mut recent_into: HashMap<&str, u64> = HashMap::new();
+        for (key, stats) in &recent.rollup.edges {
+            *recent_into.entry(&*key.target).or_default() += stats.calls.calls;
+        }
+        // The last minute's rate, counted from the first call if it is later.
+        let recent_rate = |calls: u64, first_ns: Option<i64>| {
+            calls as f64 / crate::stats::observed_seconds(first_ns, recent.from_ns, window.to_ns)
+        };
         let mut inbound: BTreeMap<String, (NodeKind, Accumulator)> = BTreeMap::new();
         let mut instances: BTreeMap<String, BTreeSet<Arc<str>>> = BTreeMap::new();
         let mut edges: Vec<_> = rollup.edges.into_iter().collect();
@@ -213,7 +285,13 @@ impl Graph {
             .into_iter()
             .map(|(id, (kind, accumulator))| {
                 index.insert(id.clone(), graph.add_node(id.clone()));
+                let seconds = accumulator.observed_seconds(window.from_ns, window.to_ns);
+                let first_ns = accumulator.first_ns();
                 let mut summary = accumulator.summary(seconds, &thresholds);
+                summary.rate_last_minute_per_s = Some(recent_rate(
+                    recent_into.get(id.as_str()).copied().unwrap_or(0),
+                    first_ns,
+                ));
                 // A node nobody calls in the window (a client only, or `user`) is healthy
                 // while it makes calls: idle is for nodes without traffic.
                 if summary.calls == 0 {
@@ -234,7 +312,15 @@ impl Graph {
                 Edge {
                     call_type: key.call_type.as_str(),
                     server_kind: stats.server_kind.as_str(),
-                    summary: stats.calls.summary(seconds, &thresholds),
+                    summary: {
+                        let seconds = stats.calls.observed_seconds(window.from_ns, window.to_ns);
+                        let recent_calls =
+                            recent.rollup.edges.get(&key).map_or(0, |r| r.calls.calls);
+                        let first_ns = stats.calls.first_ns();
+                        let mut summary = stats.calls.summary(seconds, &thresholds);
+                        summary.rate_last_minute_per_s = Some(recent_rate(recent_calls, first_ns));
+                        summary
+                    },
                     source: key.source.to_string(),
                     target: key.target.to_string(),
                     destination: key.destination.as_deref().map(str::to_string),
@@ -385,7 +471,11 @@ impl Graph {
                 Share {
                     name,
                     share,
-                    summary: accumulator.summary(self.window.seconds(), &self.thresholds),
+                    summary: {
+                        let seconds =
+                            accumulator.observed_seconds(self.window.from_ns, self.window.to_ns);
+                        accumulator.summary(seconds, &self.thresholds)
+                    },
                 }
             })
             .collect();

@@ -48,6 +48,9 @@ pub struct Accumulator {
     queue: Histogram,
     /// The breaker state of the latest call whose client reported one.
     breaker: Option<(i64, std::sync::Arc<str>)>,
+    /// When the earliest call started: a rate counts from there, not from the window's
+    /// start, so a platform started two minutes ago is not diluted over fifteen.
+    first_ns: Option<i64>,
 }
 
 impl Accumulator {
@@ -62,6 +65,25 @@ impl Accumulator {
         if let Some(state) = &call.breaker_state {
             self.breaker_seen(call.start_ns, state);
         }
+        self.first_seen(Some(call.start_ns));
+    }
+
+    fn first_seen(&mut self, at_ns: Option<i64>) {
+        self.first_ns = match (self.first_ns, at_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// When the earliest call started.
+    pub fn first_ns(&self) -> Option<i64> {
+        self.first_ns
+    }
+
+    /// Seconds of [from_ns, to_ns) during which these calls were observed: from the first
+    /// call, or from the window's start if the first call is before it.
+    pub fn observed_seconds(&self, from_ns: i64, to_ns: i64) -> f64 {
+        observed_seconds(self.first_ns, from_ns, to_ns)
     }
 
     fn breaker_seen(&mut self, at_ns: i64, state: &std::sync::Arc<str>) {
@@ -87,6 +109,7 @@ impl Accumulator {
         if let Some((at, state)) = &other.breaker {
             self.breaker_seen(*at, state);
         }
+        self.first_seen(other.first_ns);
     }
 
     pub fn summary(self, window_seconds: f64, thresholds: &HealthThresholds) -> Summary {
@@ -117,6 +140,7 @@ impl Accumulator {
             } else {
                 0.0
             },
+            rate_last_minute_per_s: None,
             errors: self.errors,
             error_rate,
             latency_ms: client,
@@ -131,6 +155,16 @@ impl Accumulator {
             health,
         }
     }
+}
+
+/// Seconds of [from_ns, to_ns) from `first_ns` on (the whole window if it is earlier or
+/// unknown).
+pub fn observed_seconds(first_ns: Option<i64>, from_ns: i64, to_ns: i64) -> f64 {
+    let start = first_ns.map_or(from_ns, |first| first.clamp(from_ns, to_ns));
+    let whole = to_ns.saturating_sub(from_ns).max(0) as f64 / 1e9;
+    // At least a second (or the whole window if shorter): one call just now is not a
+    // thousand a second.
+    (to_ns.saturating_sub(start).max(0) as f64 / 1e9).max(whole.min(1.0))
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -226,7 +260,11 @@ fn lower_bound(bucket: u32) -> i64 {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub calls: u64,
+    /// Calls over the time they were observed in the window (from the first call on).
     pub rate_per_s: f64,
+    /// Calls a second over the window's last minute, where the graph computed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_last_minute_per_s: Option<f64>,
     pub errors: u64,
     pub error_rate: f64,
     /// Client-side latency (what the caller waited).

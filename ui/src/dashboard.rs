@@ -295,6 +295,8 @@ pub fn health_name(health: Health) -> &'static str {
 pub struct Stats {
     pub calls: u64,
     pub rate: String,
+    /// The last minute's rate, where the graph computed it.
+    pub rate_now: String,
     pub errors: u64,
     pub error_pct: String,
     pub p50: String,
@@ -316,6 +318,7 @@ impl Stats {
         Self {
             calls: summary.calls,
             rate: rate(summary.rate_per_s),
+            rate_now: summary.rate_last_minute_per_s.map(rate).unwrap_or_default(),
             errors: summary.errors,
             error_pct: percent(summary.error_rate),
             p50: p(summary.latency_ms, |p| p.p50),
