@@ -191,6 +191,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             failing_error_rate: args.health.health_failing_error_rate,
             p99_budget: args.health.health_p99_budget,
         },
+        layouts: Default::default(),
     });
     listener::serve(&tracker, &cancel, http, app, connections, "HTTP");
     ready.store(true, Ordering::Relaxed);

@@ -3,22 +3,12 @@
 //! graph → edge → trace clicked through, no console errors, hostile names kept as text,
 //! and a screenshot of every page saved.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use callwatch_collector::text_attribute as text;
-use chromiumoxide::Page;
-use chromiumoxide::browser::{Browser, BrowserConfig};
-use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnable, EventEntryAdded};
-use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
-use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
-use chromiumoxide::page::ScreenshotParams;
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::breakers::{breakers_when, write_config};
 use crate::common::Server;
+use crate::common::browser::{Tab, chromium, launch, screenshot_dir};
 use crate::common::requests::now_ns;
 use crate::common::samples::sample;
 use crate::graph::{CLIENT, MS, SERVER, span, window};
@@ -26,178 +16,6 @@ use crate::graph::{CLIENT, MS, SERVER, span, window};
 /// A service and an operation named to run script if the page did not escape them.
 const HOSTILE_SERVICE: &str = "<script>window.__xss=1</script>";
 const HOSTILE_PEER: &str = "<img src=x onerror=\"window.__xss=2\">";
-
-/// Chromium, or `None` (a failure when CI=true: `.ci/run` installs it).
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            ["chromium", "chromium-browser", "google-chrome"]
-                .iter()
-                .flat_map(|name| {
-                    std::env::var_os("PATH")
-                        .map(|path| {
-                            std::env::split_paths(&path)
-                                .map(|dir| dir.join(name))
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default()
-                }),
-        )
-        .find(|path| path.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but Chromium is missing: .ci/run installs the chromium package"
-        );
-        eprintln!("skipped: Chromium is not installed (set CHROMIUM to its path)");
-    }
-    found
-}
-
-/// Where screenshots go: a test artifact beside the build.
-fn screenshot_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A browser tab that remembers every console error, uncaught exception and failed load.
-struct Tab {
-    page: Page,
-    base: String,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl Tab {
-    async fn open(browser: &Browser, base: String) -> Self {
-        let page = browser.new_page("about:blank").await.unwrap();
-        page.execute(LogEnable::default()).await.unwrap();
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let mut console = page
-            .event_listener::<EventConsoleApiCalled>()
-            .await
-            .unwrap();
-        let mut exceptions = page.event_listener::<EventExceptionThrown>().await.unwrap();
-        let mut log = page.event_listener::<EventEntryAdded>().await.unwrap();
-        let keep = errors.clone();
-        tokio::spawn(async move {
-            loop {
-                let error = tokio::select! {
-                    Some(event) = console.next() => {
-                        let kind = format!("{:?}", event.r#type).to_lowercase();
-                        (kind == "error" || kind == "assert").then(|| format!("console: {:?}", event.args))
-                    }
-                    Some(event) = exceptions.next() => Some(format!("exception: {:?}", event.exception_details)),
-                    Some(event) = log.next() => {
-                        let level = format!("{:?}", event.entry.level).to_lowercase();
-                        (level == "error").then(|| format!("log: {} {:?}", event.entry.text, event.entry.url))
-                    }
-                    else => break,
-                };
-                if let Some(error) = error {
-                    keep.lock().unwrap().push(error);
-                }
-            }
-        });
-        Self { page, base, errors }
-    }
-
-    async fn visit(&self, path: &str) {
-        self.page
-            .goto(format!("{}{path}", self.base))
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-    }
-
-    /// The text of every element `selector` matches.
-    async fn texts(&self, selector: &str) -> Vec<String> {
-        self.eval(&format!(
-            "Array.from(document.querySelectorAll({}), e => e.textContent.trim())",
-            serde_json::to_string(selector).unwrap()
-        ))
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-    }
-
-    async fn attributes(&self, selector: &str, attribute: &str) -> Vec<String> {
-        self.eval(&format!(
-            "Array.from(document.querySelectorAll({}), e => e.getAttribute({}))",
-            serde_json::to_string(selector).unwrap(),
-            serde_json::to_string(attribute).unwrap()
-        ))
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-    }
-
-    async fn eval(&self, script: &str) -> Value {
-        self.page
-            .evaluate(script)
-            .await
-            .unwrap_or_else(|e| panic!("{script}: {e}"))
-            .into_value()
-            .unwrap_or(Value::Null)
-    }
-
-    async fn path(&self) -> String {
-        let url = self.page.url().await.unwrap().unwrap_or_default();
-        url.strip_prefix(&self.base).unwrap_or(&url).to_string()
-    }
-
-    /// Waits until the page's path starts with `prefix` (after a click).
-    async fn wait_for_path(&self, prefix: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let path = self.path().await;
-            // While the page changes, its old context is gone: ask again.
-            let ready = match self.page.evaluate("document.readyState").await {
-                Ok(result) => result.into_value::<String>().unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            if path.starts_with(prefix) && ready == "complete" {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never reached {prefix}: at {path}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Saves a screenshot, after checking that no hostile name ran as script on the page.
-    async fn screenshot(&self, name: &str) {
-        assert_eq!(
-            self.eval("typeof window.__xss").await,
-            "undefined",
-            "{name}"
-        );
-        let path = screenshot_dir().join(format!("{name}.png"));
-        self.page
-            .save_screenshot(
-                ScreenshotParams::builder()
-                    .format(CaptureScreenshotFormat::Png)
-                    .full_page(true)
-                    .build(),
-                &path,
-            )
-            .await
-            .unwrap();
-    }
-
-    fn errors(&self) -> Vec<String> {
-        self.errors.lock().unwrap().clone()
-    }
-}
 
 /// Spans of a service and a peer whose names are HTML.
 async fn post_hostile_spans(server: &Server) {
@@ -247,20 +65,7 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
     })
     .await;
 
-    let (mut browser, mut handler) = Browser::launch(
-        BrowserConfig::builder()
-            .chrome_executable(chromium)
-            .no_sandbox()
-            .window_size(1400, 1000)
-            .arg("--disable-gpu")
-            .arg("--disable-dev-shm-usage")
-            .user_data_dir(dir.path().join("chromium"))
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let (mut browser, events) = launch(chromium, dir.path()).await;
     let tab = Tab::open(&browser, format!("http://{}", server.http)).await;
     // The recording runs from now into the future: look at the hour either side.
     let range = format!("{}&refresh=off", window());
@@ -321,9 +126,62 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
             .any(|t| t == HOSTILE_PEER),
         "a hostile peer name is shown as text"
     );
+    // A hexagon per topic or queue, between its producers and its consumers.
+    let drawn_links: Vec<(String, String)> = tab
+        .eval(
+            "(() => { const name = i => document.querySelector(`svg.map a.node[data-index='${i}']`).dataset.node +              (document.querySelector(`svg.map a.node[data-index='${i}']`).classList.contains('topic') ? ' (topic)' : '');              return Array.from(document.querySelectorAll('svg.map a.edge'), e => [name(e.dataset.from), name(e.dataset.to)]); })()",
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .collect();
+    let mut topics: Vec<&str> = truth["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["destination"].as_str())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let mut hexagons = tab.attributes("svg.map a.node.topic", "data-node").await;
+    hexagons.sort();
+    assert_eq!(hexagons, topics);
+    for edge in truth["edges"].as_array().unwrap() {
+        let Some(topic) = edge["destination"].as_str() else {
+            continue;
+        };
+        let hexagon = format!("{topic} (topic)");
+        let (producer, consumer) = (
+            edge["source"].as_str().unwrap(),
+            edge["target"].as_str().unwrap(),
+        );
+        for link in [(producer, hexagon.as_str()), (hexagon.as_str(), consumer)] {
+            assert_eq!(
+                drawn_links
+                    .iter()
+                    .filter(|(a, b)| (a.as_str(), b.as_str()) == link)
+                    .count(),
+                1,
+                "{link:?} in {drawn_links:?}"
+            );
+        }
+        assert!(
+            !drawn_links
+                .iter()
+                .any(|(a, b)| a == producer && b == consumer),
+            "{producer} → {consumer} goes through {topic}"
+        );
+    }
     tab.screenshot("graph").await;
 
-    // graph → edge → trace.
+    // graph → edge → trace: find order-service, which centres it, and click its edge.
+    tab.eval(
+        "(() => { const find = document.querySelector('.map-tools input.find'); \
+         find.value = 'order-service'; find.dispatchEvent(new Event('change')); })()",
+    )
+    .await;
     tab.page
         .find_element("svg.map a.edge[data-edge^='order-service → payment-service'] text")
         .await
@@ -359,6 +217,28 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         spans.iter().any(|s| s == "order-service") && spans.iter().any(|s| s == "payment-service"),
         "the trace holds both sides of the call: {spans:?}"
     );
+    // One colour per service, a different one for each, and a legend that says which.
+    let colours: Vec<(String, String)> = tab
+        .eval(
+            "Array.from(document.querySelectorAll('.waterfall details.span summary'), s =>              [s.querySelector('.label b').textContent, getComputedStyle(s.querySelector('.bar')).backgroundColor])",
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .collect();
+    let mut by_service: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for (service, colour) in &colours {
+        by_service.entry(service).or_default().insert(colour);
+    }
+    assert!(by_service.values().all(|c| c.len() == 1), "{by_service:?}");
+    let distinct: std::collections::BTreeSet<_> = by_service.values().flatten().collect();
+    assert_eq!(distinct.len(), by_service.len(), "{by_service:?}");
+    let legend = tab.texts("p.legend.services").await.join(" ");
+    assert!(by_service.keys().all(|s| legend.contains(s)), "{legend}");
+    assert_eq!(tab.texts(".waterfall .axis-row .tick").await.len(), 5);
     tab.screenshot("trace").await;
 
     // A service page: operations, instances and versions.
@@ -377,9 +257,31 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
             .is_empty(),
         "the timeline shows the breaker open"
     );
+    // The window starts an hour before the first call: no data there, not "closed".
+    let first_states = tab
+        .eval(&format!(
+            "Array.from(document.querySelectorAll(\"{row} svg.timeline\"), t => t.querySelector('rect.state').getAttribute('class'))"
+        ))
+        .await;
+    assert!(
+        first_states
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c == "state no_data"),
+        "{first_states}"
+    );
     tab.screenshot("breakers").await;
 
-    // Traces: a search finds traces of order-service.
+    // Traces: the latest without a search, each a dot on the scatter plot; a search finds
+    // traces of order-service.
+    tab.visit(&format!("/traces?{range}")).await;
+    let listed = tab.texts("table.traces a.trace-link").await.len();
+    assert!(listed > 0, "the latest traces are listed without a search");
+    assert_eq!(tab.texts("figure.chart a.dot").await.len(), listed);
+    let offered = tab.texts("form.search select[name=service] option").await;
+    assert!(offered.iter().any(|s| s == "order-service"), "{offered:?}");
+    tab.screenshot("traces-latest").await;
     tab.visit(&format!("/traces?service=order-service&search=1&{range}"))
         .await;
     assert!(!tab.texts("table.traces a.trace-link").await.is_empty());

@@ -11,6 +11,7 @@ mod demo;
 mod grafana;
 mod graph;
 mod isolation;
+mod map;
 mod otlp_exporters;
 mod parquet_readers;
 mod postgres;

@@ -91,6 +91,12 @@ pub struct BreakerView {
     pub inferred_transitions: Vec<TransitionView>,
     /// Calls the client's breaker turned away in the window (counted per second of start).
     pub rejected_calls: u64,
+    /// The start of the edge's first call seen: nothing is known of the breaker before it.
+    #[serde(serialize_with = "rfc3339")]
+    pub first_call: i64,
+    /// When the client first reported a state, if it has.
+    #[serde(skip)]
+    pub first_report: Option<i64>,
 }
 
 fn rfc3339<S: Serializer>(ns: &i64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -418,6 +424,8 @@ impl EdgeTrack {
             reported_transitions,
             inferred_transitions,
             rejected_calls,
+            first_call: self.first_ns,
+            first_report: self.reported.first().map(|r| r.at_ns),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Runs the real `callwatch` binary for integration tests.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod requests;
 pub mod samples;
 

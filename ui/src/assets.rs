@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 /// (name, content type, bytes). htmx is vendored from the npm package `htmx.org` 2.0.11
 /// (`dist/htmx.min.js`, Zero-Clause BSD, `htmx.LICENSE`).
-const ASSETS: [(&str, &str, &[u8]); 4] = [
+const ASSETS: [(&str, &str, &[u8]); 5] = [
     (
         "htmx.min.js",
         "text/javascript; charset=utf-8",
@@ -16,6 +16,11 @@ const ASSETS: [(&str, &str, &[u8]); 4] = [
         "dashboard.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/dashboard.js"),
+    ),
+    (
+        "map.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/map.js"),
     ),
     (
         "style.css",

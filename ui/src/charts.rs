@@ -23,6 +23,25 @@ pub struct Line {
     pub points: String,
 }
 
+/// A point of a scatter plot, a link to what it stands for.
+pub struct Dot {
+    pub x: f64,
+    pub y: f64,
+    pub class: &'static str,
+    pub href: String,
+    pub title: String,
+}
+
+/// One thing a scatter plot shows: when it started, how long it took, whether it failed,
+/// its link and its tooltip.
+pub struct ScatterPoint {
+    pub start_ns: i64,
+    pub duration_ms: f64,
+    pub failed: bool,
+    pub href: String,
+    pub title: String,
+}
+
 pub struct Bar {
     pub x: f64,
     pub y: f64,
@@ -44,6 +63,7 @@ pub struct Chart {
     pub bars: Vec<Bar>,
     pub y_ticks: Vec<Tick>,
     pub x_ticks: Vec<Tick>,
+    pub dots: Vec<Dot>,
 }
 
 /// Round steps for an axis up to `max`: 1, 2 or 5 times a power of ten.
@@ -75,6 +95,7 @@ impl Chart {
             bars: Vec::new(),
             y_ticks: Vec::new(),
             x_ticks: Vec::new(),
+            dots: Vec::new(),
         };
         let mut value = 0.0;
         while value <= top + step / 2.0 {
@@ -177,6 +198,41 @@ impl Chart {
         chart
     }
 
+    /// Duration over start time across [from_ns, to_ns): a dot per point, red where it
+    /// failed, each a link.
+    pub fn scatter(
+        title: impl Into<String>,
+        from_ns: i64,
+        to_ns: i64,
+        points: Vec<ScatterPoint>,
+    ) -> Self {
+        let y_max = points.iter().map(|p| p.duration_ms).fold(0.0, f64::max);
+        let (mut chart, top) = Self::frame(title.into(), y_max, " ms");
+        let span = (to_ns - from_ns).max(1) as f64;
+        let x = |ns: i64| {
+            LEFT + (WIDTH - LEFT - 14.0) * ((ns - from_ns) as f64 / span).clamp(0.0, 1.0) + 3.0
+        };
+        chart.dots = points
+            .into_iter()
+            .map(|p| Dot {
+                x: x(p.start_ns),
+                y: chart.plot_bottom
+                    - (chart.plot_bottom - TOP) * (p.duration_ms / top).clamp(0.0, 1.0),
+                class: if p.failed { "failed" } else { "ok" },
+                href: p.href,
+                title: p.title,
+            })
+            .collect();
+        for i in 0..=4 {
+            let ns = from_ns + (to_ns - from_ns) / 4 * i;
+            chart.x_ticks.push(Tick {
+                at: x(ns),
+                label: clock(ns, to_ns - from_ns),
+            });
+        }
+        chart
+    }
+
     pub fn svg(&self) -> String {
         self.render().unwrap_or_default()
     }
@@ -239,6 +295,18 @@ pub struct TimelineRow {
 /// A source's transitions in a window: (at, state entered).
 pub type StateChanges = Vec<(i64, &'static str)>;
 
+/// One source of a timeline: its label, its state at the window's start, its changes in
+/// the window, and when it was first seen (before that there is no data).
+pub struct TimelineSource {
+    pub label: &'static str,
+    pub initial: &'static str,
+    pub changes: StateChanges,
+    pub first_seen_ns: i64,
+}
+
+/// The stretch of a timeline before a source was first seen.
+pub const NO_DATA: &str = "no_data";
+
 #[derive(Template)]
 #[template(path = "timeline.html")]
 pub struct Timeline {
@@ -250,12 +318,8 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Rows of (label, state at the window's start, transitions in it as (at, to)).
-    pub fn new(
-        from_ns: i64,
-        to_ns: i64,
-        sources: Vec<(&'static str, &'static str, StateChanges)>,
-    ) -> Self {
+    /// A row per source, grey and hatched before the source was first seen.
+    pub fn new(from_ns: i64, to_ns: i64, sources: Vec<TimelineSource>) -> Self {
         let left = 80.0;
         let span = (to_ns - from_ns).max(1) as f64;
         let x =
@@ -263,10 +327,19 @@ impl Timeline {
         let rows = sources
             .into_iter()
             .enumerate()
-            .map(|(i, (label, initial, transitions))| {
+            .map(|(i, source)| {
                 let mut stretches = Vec::new();
-                let (mut state, mut since) = (initial, from_ns);
-                for (at, to) in transitions.into_iter().chain([(to_ns, "")]) {
+                let seen = source.first_seen_ns.clamp(from_ns, to_ns);
+                if seen > from_ns {
+                    stretches.push(Stretch {
+                        x: x(from_ns),
+                        width: x(seen) - x(from_ns),
+                        state: NO_DATA,
+                        title: format!("no data before {}", clock(seen, to_ns - from_ns)),
+                    });
+                }
+                let (mut state, mut since) = (source.initial, seen);
+                for (at, to) in source.changes.into_iter().chain([(to_ns, "")]) {
                     if at > since {
                         stretches.push(Stretch {
                             x: x(since),
@@ -278,7 +351,7 @@ impl Timeline {
                     (state, since) = (to, at.max(since));
                 }
                 TimelineRow {
-                    label,
+                    label: source.label,
                     y: 4.0 + 26.0 * i as f64,
                     stretches,
                 }
@@ -340,14 +413,25 @@ mod tests {
 
     #[test]
     fn a_timeline_covers_the_window() {
-        let timeline = Timeline::new(
-            0,
-            100,
-            vec![("inferred", "closed", vec![(40, "open"), (70, "half_open")])],
+        let source = |first_seen_ns| TimelineSource {
+            label: "inferred",
+            initial: "closed",
+            changes: vec![(40, "open"), (70, "half_open")],
+            first_seen_ns,
+        };
+        let timeline = Timeline::new(0, 100, vec![source(-5), source(20)]);
+        let states = |row: &TimelineRow| row.stretches.iter().map(|s| s.state).collect::<Vec<_>>();
+        assert_eq!(states(&timeline.rows[0]), ["closed", "open", "half_open"]);
+        assert_eq!(
+            states(&timeline.rows[1]),
+            [NO_DATA, "closed", "open", "half_open"]
         );
-        let states: Vec<&str> = timeline.rows[0].stretches.iter().map(|s| s.state).collect();
-        assert_eq!(states, ["closed", "open", "half_open"]);
-        let total: f64 = timeline.rows[0].stretches.iter().map(|s| s.width).sum();
-        assert!((total - (WIDTH - 80.0 - 8.0)).abs() < 1e-6);
+        for row in &timeline.rows {
+            let total: f64 = row.stretches.iter().map(|s| s.width).sum();
+            assert!((total - (WIDTH - 80.0 - 8.0)).abs() < 1e-6);
+        }
+        // The first call at 20: a fifth of the row has no data.
+        let blank = &timeline.rows[1].stretches[0];
+        assert!((blank.width - (WIDTH - 88.0) / 5.0).abs() < 1e-6);
     }
 }

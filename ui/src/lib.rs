@@ -7,6 +7,7 @@ mod charts;
 mod dashboard;
 mod graph;
 mod jaeger;
+mod layout;
 mod map;
 mod pages;
 mod params;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use callwatch_collector::{GraphMetrics, Ingest};
 use callwatch_query::stats::HealthThresholds;
 use callwatch_query::{Priority, QueryEngine, QueryError};
+pub use map::Layouts;
 
 /// What the routes read.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct AppState {
     /// The call pairer's Prometheus series.
     pub graph_metrics: Arc<GraphMetrics>,
     pub health: HealthThresholds,
+    /// Service map layouts by graph shape.
+    pub layouts: Arc<Layouts>,
 }
 
 /// Every route. Pages and APIs run on the query engine's read runtime, admitted there

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{col, lit};
 use petgraph::Direction;
 
 use crate::AppState;
-use crate::charts::{Chart, Timeline, bucket_counts, latency_buckets};
+use crate::charts::{Chart, Timeline, TimelineSource, bucket_counts, latency_buckets};
 use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, param, percent};
 use crate::map::Map;
 use crate::traces::started_within;
@@ -109,13 +109,14 @@ pub struct BreakerRow {
 impl BreakerRow {
     fn of(breaker: &BreakerView, frame: &Frame) -> Self {
         let window = frame.window;
-        let row = |label, list: &[callwatch_query::breakers::TransitionView], now: &'static str| {
-            let initial = list.first().map_or(now, |t| t.from.as_str());
-            (
-                label,
-                initial,
-                list.iter().map(|t| (t.at, t.to.as_str())).collect(),
-            )
+        let row = |label,
+                   list: &[callwatch_query::breakers::TransitionView],
+                   now: &'static str,
+                   first_seen_ns| TimelineSource {
+            label,
+            initial: list.first().map_or(now, |t| t.from.as_str()),
+            changes: list.iter().map(|t| (t.at, t.to.as_str())).collect(),
+            first_seen_ns,
         };
         let mut sources = Vec::new();
         if let Some(reported) = breaker.reported_state {
@@ -123,12 +124,14 @@ impl BreakerRow {
                 "reported",
                 &breaker.reported_transitions,
                 reported.as_str(),
+                breaker.first_report.unwrap_or(breaker.first_call),
             ));
         }
         sources.push(row(
             "inferred",
             &breaker.inferred_transitions,
             breaker.inferred_state.as_str(),
+            breaker.first_call,
         ));
         Self {
             client: breaker.client.clone(),
@@ -238,6 +241,8 @@ struct GraphPage {
     frame: Frame,
     map: String,
     map_error: String,
+    /// Node names, for the map's search box.
+    names: Vec<String>,
     edges: Vec<EdgeRow>,
     cycles: Vec<String>,
 }
@@ -255,13 +260,14 @@ pub async fn graph_page(
         Ok(graph) => graph,
         Err(response) => return response,
     };
-    let (map, map_error) = match Map::of(&graph, &frame) {
+    let (map, map_error) = match Map::of(&graph, &frame, &state.layouts) {
         Ok(map) => (map.render().unwrap_or_default(), String::new()),
         Err(message) => (String::new(), message),
     };
     let page = GraphPage {
         map,
         map_error,
+        names: graph.nodes.iter().map(|n| n.id.clone()).collect(),
         edges: graph.edges.iter().map(|e| EdgeRow::of(e, &frame)).collect(),
         cycles: graph.cycles().into_iter().map(|c| c.join(" → ")).collect(),
         frame,

@@ -10,9 +10,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use callwatch_storage::{Attribute, SpanRecord};
 
 use crate::AppState;
+use crate::charts::{Chart, ScatterPoint};
 use crate::dashboard::{Frame, datetime, error_page, html, nanos_as_ms, param};
 use crate::params::{now_ns, rfc3339};
-use crate::traces::{Search, TraceSummary, find_traces, normalize_trace_id, trace_spans};
+use crate::traces::{
+    Search, TraceSummary, find_traces, normalize_trace_id, operation_names, trace_spans,
+};
 
 /// The search form's fields, as sent.
 #[derive(Default)]
@@ -25,6 +28,11 @@ struct Form {
     attribute: String,
     trace_id: String,
 }
+
+/// Traces the page lists and plots unless `limit` says otherwise.
+const PAGE_LIMIT: &str = "100";
+/// Operations the form offers, at most.
+const MAX_OPERATIONS: usize = 500;
 
 struct TraceRow {
     trace_id: String,
@@ -44,7 +52,10 @@ struct TracesPage {
     form: Form,
     searched: bool,
     traces: Vec<TraceRow>,
+    /// Duration over time of the traces found, as SVG.
+    scatter: String,
     services: Vec<String>,
+    operations: Vec<String>,
     message: String,
 }
 
@@ -98,22 +109,50 @@ pub async fn traces(
         "none" => pairs.push(("error".into(), "false".into())),
         _ => {}
     }
-    let services = service_names(&state).await;
+    pairs.push((
+        "limit".into(),
+        param(&params, "limit").unwrap_or(PAGE_LIMIT).to_string(),
+    ));
+    let mut services = service_names(&state).await;
+    keep_chosen(&mut services, &form.service);
+    let service = (!form.service.is_empty()).then_some(form.service.as_str());
+    let mut operations = operation_names(&state.query, frame.window, service, MAX_OPERATIONS)
+        .await
+        .unwrap_or_default();
+    keep_chosen(&mut operations, &form.operation);
+    // Without a search the page shows the window's latest traces, as Jaeger's does.
     let searched = params.iter().any(|(k, _)| k == "search");
-    let (traces, message) = if searched {
-        match Search::parse(&pairs, now_ns()) {
-            Err(message) => (Vec::new(), message),
-            Ok(search) => match find_traces(&state.query, &search).await {
-                Ok(found) => (
-                    found.iter().map(|t| trace_row(t, &frame)).collect(),
-                    String::new(),
-                ),
-                Err(e) => (Vec::new(), e.to_string()),
-            },
-        }
-    } else {
-        (Vec::new(), String::new())
+    let (found, message) = match Search::parse(&pairs, now_ns()) {
+        Err(message) => (Vec::new(), message),
+        Ok(search) => match find_traces(&state.query, &search).await {
+            Ok(found) => (found, String::new()),
+            Err(e) => (Vec::new(), e.to_string()),
+        },
     };
+    let scatter = Chart::scatter(
+        "trace duration over time",
+        frame.window.from_ns,
+        frame.window.to_ns,
+        found
+            .iter()
+            .map(|t| ScatterPoint {
+                start_ns: t.start_ns,
+                duration_ms: t.duration_ns as f64 / 1e6,
+                failed: t.error_count > 0,
+                href: frame.trace_link(&t.trace_id),
+                title: format!(
+                    "{} {} · {} · {} spans{}",
+                    t.root_service,
+                    t.root_operation,
+                    nanos_as_ms(t.duration_ns),
+                    t.span_count,
+                    if t.error_count > 0 { " · failed" } else { "" }
+                ),
+            })
+            .collect(),
+    )
+    .svg();
+    let traces = found.iter().map(|t| trace_row(t, &frame)).collect();
     let status = if message.is_empty() {
         StatusCode::OK
     } else {
@@ -124,7 +163,9 @@ pub async fn traces(
         form,
         searched,
         traces,
+        scatter,
         services,
+        operations,
         message,
     });
     *response.status_mut() = status;
@@ -146,6 +187,14 @@ async fn service_names(state: &AppState) -> Vec<String> {
             .map(|n| n.id)
             .collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// A choice the form was sent stays on its list, known or not.
+fn keep_chosen(names: &mut Vec<String>, chosen: &str) {
+    if !chosen.is_empty() && !names.iter().any(|n| n == chosen) {
+        names.push(chosen.to_string());
+        names.sort();
     }
 }
 
@@ -174,6 +223,10 @@ struct SpanRow {
     status_message: String,
     offset: String,
     duration: String,
+    /// The span's time not spent in its children.
+    self_time: String,
+    /// The span's service, as an index into the legend's colours.
+    colour: usize,
     /// Left edge and width of the bar, in percent of the trace.
     left: f64,
     width: f64,
@@ -205,6 +258,55 @@ struct TracePage {
     services: usize,
     errors: usize,
     spans: Vec<SpanRow>,
+    /// Services in order of their first span, each with its colour's index.
+    legend: Vec<(String, usize)>,
+    /// The time axis: (percent of the trace, label).
+    ticks: Vec<(f64, String)>,
+}
+
+/// Colours the waterfall has for services; more services than this share them.
+const SERVICE_COLOURS: usize = 12;
+
+/// Each span's own time: its duration less the part of it its children cover, counted
+/// once where children overlap.
+fn self_times(spans: &[SpanRecord]) -> HashMap<&str, i64> {
+    let mut children: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+    for span in spans {
+        if let Some(parent) = span.parent_span_id.as_deref() {
+            children
+                .entry(parent)
+                .or_default()
+                .push((span.start_ns, span.end_ns));
+        }
+    }
+    spans
+        .iter()
+        .map(|span| {
+            let mut covered = 0i64;
+            let mut reached = span.start_ns;
+            let mut kids = children
+                .get(span.span_id.as_str())
+                .cloned()
+                .unwrap_or_default();
+            kids.sort_unstable();
+            for (start, end) in kids {
+                let (start, end) = (start.max(reached), end.min(span.end_ns));
+                if end > start {
+                    covered += end - start;
+                    reached = end;
+                }
+            }
+            let own = (span.end_ns - span.start_ns).max(0) - covered;
+            (span.span_id.as_str(), own.max(0))
+        })
+        .collect()
+}
+
+/// Five ticks from the trace's start to its end, labelled in its own unit.
+fn time_ticks(total_ns: i64) -> Vec<(f64, String)> {
+    (0..=4)
+        .map(|i| (25.0 * i as f64, nanos_as_ms(total_ns.max(0) / 4 * i)))
+        .collect()
 }
 
 fn pairs_of(attributes: &[Attribute]) -> Vec<(String, String)> {
@@ -283,7 +385,21 @@ pub async fn trace(
     let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(start);
     let total = (end - start).max(1) as f64;
-    let rows = tree_order(&spans)
+    let own = self_times(&spans);
+    let ordered = tree_order(&spans);
+    let mut legend: Vec<(String, usize)> = Vec::new();
+    for (_, span) in &ordered {
+        if !legend.iter().any(|(name, _)| *name == span.service_name) {
+            legend.push((span.service_name.clone(), legend.len() % SERVICE_COLOURS));
+        }
+    }
+    let colour_of = |service: &str| {
+        legend
+            .iter()
+            .find(|(name, _)| name == service)
+            .map_or(0, |(_, colour)| *colour)
+    };
+    let rows = ordered
         .into_iter()
         .map(|(depth, span)| {
             let left = 100.0 * (span.start_ns - start) as f64 / total;
@@ -298,6 +414,8 @@ pub async fn trace(
                 status_message: span.status_message.clone().unwrap_or_default(),
                 offset: nanos_as_ms(span.start_ns - start),
                 duration: nanos_as_ms(span.duration_ns),
+                self_time: nanos_as_ms(own.get(span.span_id.as_str()).copied().unwrap_or(0)),
+                colour: colour_of(&span.service_name),
                 left: left.clamp(0.0, 100.0),
                 width: (100.0 * span.duration_ns.max(0) as f64 / total)
                     .clamp(0.2, 100.0 - left.clamp(0.0, 99.8)),
@@ -324,14 +442,13 @@ pub async fn trace(
             }
         })
         .collect();
-    let mut services: Vec<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
-    services.sort_unstable();
-    services.dedup();
     let page = TracePage {
         trace_id: id,
         started: datetime(start),
         duration: nanos_as_ms(end - start),
-        services: services.len(),
+        services: legend.len(),
+        ticks: time_ticks(end - start),
+        legend,
         errors: spans.iter().filter(|s| s.status_code == "ERROR").count(),
         spans: rows,
         frame,
@@ -350,6 +467,27 @@ mod tests {
             start_ns,
             ..SpanRecord::default()
         }
+    }
+
+    #[test]
+    fn self_time_leaves_out_children_once_even_where_they_overlap() {
+        let timed = |id: &str, parent: Option<&str>, start_ns: i64, end_ns: i64| SpanRecord {
+            end_ns,
+            ..span(id, parent, start_ns)
+        };
+        let spans = [
+            timed("root", None, 0, 100),
+            timed("a", Some("root"), 10, 50),
+            timed("b", Some("root"), 30, 70),
+            timed("late", Some("root"), 90, 130),
+            timed("leaf", Some("a"), 20, 30),
+        ];
+        let own = self_times(&spans);
+        // Children cover 10..70 and 90..100 of the root's 100.
+        assert_eq!(own["root"], 30);
+        assert_eq!(own["a"], 30);
+        assert_eq!(own["b"], 40);
+        assert_eq!(own["leaf"], 10);
     }
 
     #[test]

@@ -294,6 +294,28 @@ pub(crate) async fn matching_trace_ids(
     ))
 }
 
+/// Span names started in the window (of `service`, if given), sorted, at most `limit`.
+pub(crate) async fn operation_names(
+    engine: &QueryEngine,
+    window: Window,
+    service: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, QueryError> {
+    let mut predicate = started_within(window.from_ns, window.to_ns);
+    if let Some(service) = service {
+        predicate = predicate.and(col(SERVICE_NAME).eq(lit(service)));
+    }
+    let names = engine
+        .context()?
+        .table("spans")
+        .await?
+        .filter(predicate)?
+        .aggregate(vec![col(SPAN_NAME)], vec![])?
+        .sort(vec![col(SPAN_NAME).sort(true, false)])?
+        .limit(0, Some(limit))?;
+    Ok(string_column(&engine.collect(names).await?.batches, 0))
+}
+
 /// A duration literal to compare with the difference of two timestamps.
 fn interval(ns: i64) -> Expr {
     lit(ScalarValue::DurationNanosecond(Some(ns)))
