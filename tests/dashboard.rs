@@ -53,8 +53,8 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         &dir.path().join("data"),
         &["--pairing-wait", "1s", "--config", config.to_str().unwrap()],
     );
+    let replayed_ms = now_ns() / MS;
     server.replay(&file);
-    post_hostile_spans(&server).await;
     let transitions = expected_breaker["transitions"].as_array().unwrap().len();
     breakers_when(&server, |b| {
         b["breakers"].as_array().unwrap().iter().any(|b| {
@@ -69,6 +69,44 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
     let tab = Tab::open(&browser, format!("http://{}", server.http)).await;
     // The recording runs from now into the future: look at the hour either side.
     let range = format!("{}&refresh=off", window());
+
+    // The README's pictures, of the demo's scenario alone over the 160 s it lasts: the map,
+    // and the payment edge through its outage.
+    let recording = format!(
+        "from={}&to={}&refresh=off",
+        replayed_ms - 5_000,
+        replayed_ms + 165_000
+    );
+    tab.visit(&format!("/graph?{recording}")).await;
+    // Centred on order-service, where the outage is, at the default zoom.
+    tab.eval(
+        "(() => { const find = document.querySelector('.map-tools input.find'); \
+         find.value = 'order-service'; find.dispatchEvent(new Event('change')); \
+         document.querySelector('.map-frame').dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape' })); })()",
+    )
+    .await;
+    tab.screenshot_view("readme-map").await;
+    tab.visit(&format!(
+        "/edges?source=order-service&target=payment-service&{recording}"
+    ))
+    .await;
+    tab.screenshot_view("readme-edge").await;
+    post_hostile_spans(&server).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while crate::graph::get(&server, &format!("/api/v1/graph?{range}")).await["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["id"] == HOSTILE_SERVICE || n["id"] == HOSTILE_PEER)
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hostile spans never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let services: Vec<&str> = truth["nodes"]
         .as_array()
         .unwrap()

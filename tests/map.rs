@@ -84,6 +84,17 @@ async fn smallest_font(tab: &Tab, selector: &str) -> f64 {
     .unwrap()
 }
 
+/// The middle of the map's frame, in page pixels.
+async fn frame_centre(tab: &Tab) -> (f64, f64) {
+    let centre = tab
+        .eval(
+            "(() => { const r = document.querySelector('.map-frame').getBoundingClientRect(); \
+             return [r.left + r.width / 2, r.top + r.height / 2]; })()",
+        )
+        .await;
+    (centre[0].as_f64().unwrap(), centre[1].as_f64().unwrap())
+}
+
 async fn mouse(tab: &Tab, kind: DispatchMouseEventType, x: f64, y: f64) {
     let mut event = DispatchMouseEventParams::new(kind, x, y);
     event.button = Some(MouseButton::Left);
@@ -183,13 +194,7 @@ async fn the_map_of_200_services_is_readable_moves_and_focuses() {
     tab.screenshot("map-200-services").await;
 
     // Zoom with the wheel and the keyboard, pan by dragging.
-    let frame = tab
-        .eval(
-            "(() => { const r = document.querySelector('.map-frame').getBoundingClientRect(); \
-         return [r.left + r.width / 2, r.top + r.height / 2]; })()",
-        )
-        .await;
-    let (cx, cy) = (frame[0].as_f64().unwrap(), frame[1].as_f64().unwrap());
+    let (cx, cy) = frame_centre(&tab).await;
     let before = view_transform(&tab).await;
     let mut wheel = DispatchMouseEventParams::new(DispatchMouseEventType::MouseWheel, cx, cy);
     wheel.delta_x = Some(0.0);
@@ -255,6 +260,7 @@ async fn the_map_of_200_services_is_readable_moves_and_focuses() {
         .await
         .unwrap();
     let point = node.clickable_point().await.unwrap();
+    let (cx, cy) = frame_centre(&tab).await;
     assert!(
         (point.x - cx).abs() < 2.0 && (point.y - cy).abs() < 2.0,
         "{point:?}"

@@ -36,6 +36,33 @@ impl Window {
 /// Every call whose client started in the window. Only the columns the statistics need are
 /// read, so ids are not decoded.
 pub async fn calls_in(engine: &QueryEngine, window: Window) -> Result<Vec<CallRow>, QueryError> {
+    calls_where(engine, window, None).await
+}
+
+/// Which calls a page breaks down: those into a service, or those of one edge.
+#[derive(Debug, Clone)]
+pub enum CallsOf {
+    Service(String),
+    Edge { source: String, target: String },
+}
+
+impl CallsOf {
+    fn predicate(&self) -> datafusion::prelude::Expr {
+        match self {
+            Self::Service(name) => col(schema::SERVER).eq(lit(name.as_str())),
+            Self::Edge { source, target } => col(schema::CLIENT)
+                .eq(lit(source.as_str()))
+                .and(col(schema::SERVER).eq(lit(target.as_str()))),
+        }
+    }
+}
+
+/// The calls of the window that `predicate` (if any) keeps, filtered where they are read.
+async fn calls_where(
+    engine: &QueryEngine,
+    window: Window,
+    predicate: Option<datafusion::prelude::Expr>,
+) -> Result<Vec<CallRow>, QueryError> {
     let context = engine.context()?;
     let time = |ns: i64| {
         lit(ScalarValue::TimestampNanosecond(
@@ -46,11 +73,15 @@ pub async fn calls_in(engine: &QueryEngine, window: Window) -> Result<Vec<CallRo
     let frame = context
         .table(schema::CALLS_TABLE)
         .await?
-        .filter(
-            col(schema::START_TIME)
+        .filter({
+            let within = col(schema::START_TIME)
                 .gt_eq(time(window.from_ns))
-                .and(col(schema::START_TIME).lt(time(window.to_ns))),
-        )?
+                .and(col(schema::START_TIME).lt(time(window.to_ns)));
+            match predicate {
+                Some(predicate) => within.and(predicate),
+                None => within,
+            }
+        })?
         .select_columns(&[
             schema::START_TIME,
             schema::CLIENT,
@@ -159,19 +190,6 @@ impl Recent {
         };
         aligned.clamp(window.from_ns, window.to_ns)
     }
-
-    /// The last minute of `calls`, which cover at least that minute.
-    pub fn of<'a>(window: Window, calls: impl IntoIterator<Item = &'a CallRow>) -> Self {
-        let from_ns = Self::start(window);
-        Self {
-            from_ns,
-            rollup: Rollup::of(
-                calls
-                    .into_iter()
-                    .filter(|c| c.start_ns >= from_ns && c.start_ns < window.to_ns),
-            ),
-        }
-    }
 }
 
 /// The graph of a window from the rollup cache: whole pieces where they cover the window,
@@ -220,17 +238,17 @@ pub async fn graph_of(
     Ok(graph)
 }
 
-/// The graph of a window with every call kept, for breakdowns (by operation, instance,
-/// version, status) and series.
+/// The graph of a window from stored pieces, with the calls of one service or edge kept
+/// for breakdowns (by operation, instance, version, status) and series. Only those calls
+/// are read: the filter runs where the calls are stored.
 pub async fn graph_with_calls(
     engine: &QueryEngine,
     window: Window,
     thresholds: HealthThresholds,
+    of: &CallsOf,
 ) -> Result<Graph, QueryError> {
-    let calls = calls_in(engine, window).await?;
-    let recent = Recent::of(window, &calls);
-    let mut graph = Graph::build(Rollup::of(&calls), recent, calls, window, thresholds);
-    graph.attach_breakers(engine.breakers());
+    let mut graph = graph_of(engine, window, thresholds).await?;
+    graph.calls = calls_where(engine, window, Some(of.predicate())).await?;
     Ok(graph)
 }
 

@@ -10,6 +10,7 @@ use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnable, EventEntryAdded};
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
+use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::ScreenshotParams;
 use futures::StreamExt;
 use serde_json::Value;
@@ -21,6 +22,11 @@ pub async fn launch(chromium: PathBuf, dir: &Path) -> (Browser, tokio::task::Joi
             .chrome_executable(chromium)
             .no_sandbox()
             .window_size(1400, 1000)
+            .viewport(Viewport {
+                width: 1400,
+                height: 1000,
+                ..Viewport::default()
+            })
             .arg("--disable-gpu")
             .arg("--disable-dev-shm-usage")
             .user_data_dir(dir.join("chromium"))
@@ -193,6 +199,20 @@ impl Tab {
                 ScreenshotParams::builder()
                     .format(CaptureScreenshotFormat::Png)
                     .full_page(true)
+                    .build(),
+                &path,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Saves what the window shows (1400 × 1000), not the whole page.
+    pub async fn screenshot_view(&self, name: &str) {
+        let path = screenshot_dir().join(format!("{name}.png"));
+        self.page
+            .save_screenshot(
+                ScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
                     .build(),
                 &path,
             )

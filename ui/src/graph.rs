@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use callwatch_query::graph::{Graph, Window as GraphWindow, graph_of, graph_with_calls};
+use callwatch_query::graph::{CallsOf, Graph, Window as GraphWindow, graph_of, graph_with_calls};
 use petgraph::Direction;
 use serde_json::{Value, json};
 
@@ -47,14 +47,15 @@ async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Grap
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
 }
 
-/// The graph of the window with every call, for breakdowns by operation, instance, version
-/// and status.
+/// The graph of the window with the calls of a service or an edge, for breakdowns by
+/// operation, instance, version and status.
 async fn load_with_calls(
     state: &AppState,
     params: &HashMap<String, String>,
+    of: &CallsOf,
 ) -> Result<Graph, Response> {
     let window = window_of(params).map_err(bad_request)?;
-    graph_with_calls(&state.query, window, state.health)
+    graph_with_calls(&state.query, window, state.health, of)
         .await
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
 }
@@ -123,7 +124,7 @@ pub async fn service(
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let graph = match load_with_calls(&state, &params).await {
+    let graph = match load_with_calls(&state, &params, &CallsOf::Service(name.clone())).await {
         Ok(graph) => graph,
         Err(response) => return response,
     };
@@ -167,7 +168,11 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
             "source and target are required, e.g. ?source=order-service&target=payment-service",
         );
     };
-    let graph = match load_with_calls(&state, &params).await {
+    let of = CallsOf::Edge {
+        source: source.clone(),
+        target: target.clone(),
+    };
+    let graph = match load_with_calls(&state, &params, &of).await {
         Ok(graph) => graph,
         Err(response) => return response,
     };

@@ -180,11 +180,16 @@ impl Plan {
                 kind: node.kind,
                 label: node.id.clone(),
                 health: health_name(node.summary.health),
-                stats: format!(
-                    "{} · {}",
-                    rate(node.summary.rate_per_s),
-                    percent(node.summary.error_rate)
-                ),
+                // A node nobody calls (`user`, a client only) has no numbers of its own.
+                stats: if node.summary.calls == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "{} · {}",
+                        rate(node.summary.rate_per_s),
+                        percent(node.summary.error_rate)
+                    )
+                },
                 title: format!(
                     "{} ({}, {}) · {} instance(s)",
                     node.id,
@@ -388,8 +393,9 @@ impl Map {
                     .as_deref()
                     .map(|d| format!(" via {d}"))
                     .unwrap_or_default();
-                // The label sits halfway along the edge's first stretch, between columns.
-                let (label_x, label_y) = midpoint(points[0], points[1]);
+                // The label sits on the edge's first stretch, between columns, past its
+                // middle: edges fanning out of one node have spread apart there.
+                let (label_x, label_y) = along(points[0], points[1], LABEL_AT);
                 MapEdge {
                     from: planned.from,
                     to: planned.to,
@@ -430,8 +436,12 @@ fn frame_param(frame: &Frame, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn midpoint(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
-    ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0)
+/// Where on an edge's first stretch its label goes, as a share of the way: the curve of
+/// [`smooth_path`] passes through every point at the same share of both coordinates.
+const LABEL_AT: f64 = 0.58;
+
+fn along(a: (f64, f64), b: (f64, f64), share: f64) -> (f64, f64) {
+    (a.0 + (b.0 - a.0) * share, a.1 + (b.1 - a.1) * share)
 }
 
 /// A curve through `points` that leaves and enters each point level, as a layered drawing

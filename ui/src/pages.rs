@@ -45,9 +45,14 @@ async fn graph(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
         .map_err(|e| unavailable(&frame.path, e))
 }
 
-/// The graph of the frame's window with every call, for breakdowns and series.
-async fn graph_with_calls(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
-    graph::graph_with_calls(&state.query, frame.graph_window(), state.health)
+/// The graph of the frame's window with the calls of a service or edge, for breakdowns
+/// and series.
+async fn graph_with_calls(
+    state: &AppState,
+    frame: &Frame,
+    of: &graph::CallsOf,
+) -> Result<Graph, Response> {
+    graph::graph_with_calls(&state.query, frame.graph_window(), state.health, of)
         .await
         .map_err(|e| unavailable(&frame.path, e))
 }
@@ -378,7 +383,8 @@ pub async fn service(
         Ok(frame) => frame,
         Err(response) => return *response,
     };
-    let graph = match graph_with_calls(&state, &frame).await {
+    let graph = match graph_with_calls(&state, &frame, &graph::CallsOf::Service(name.clone())).await
+    {
         Ok(graph) => graph,
         Err(response) => return response,
     };
@@ -603,7 +609,11 @@ pub async fn edge(
         Ok(frame) => frame,
         Err(response) => return *response,
     };
-    let graph = match graph_with_calls(&state, &frame).await {
+    let of = graph::CallsOf::Edge {
+        source: source.clone(),
+        target: target.clone(),
+    };
+    let graph = match graph_with_calls(&state, &frame, &of).await {
         Ok(graph) => graph,
         Err(response) => return response,
     };

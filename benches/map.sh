@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The service map at a large platform's size: a generated platform of 500 services
+# (`callwatch load --services 500`, about 1,500 edges) with an hour of traffic backdated,
+# then `/graph` timed against `/api/v1/graph` (the same graph as JSON: the baseline) in the
+# same run. The first view lays the map out; later views reuse the layout of the same shape.
+# The layout alone is read from the server's own log.
+#
+#   bash benches/map.sh
+#   BIN=/path/to/callwatch SERVICES=300 bash benches/map.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SERVICES=${SERVICES:-500}
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
+fi
+WORK=$(mktemp -d)
+trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
+
+CALLWATCH_LOG=info,callwatch_ui=debug "$BIN" serve --data-dir "$WORK/data" \
+  --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 \
+  --pairing-wait 2s >"$WORK/out" 2>"$WORK/err" &
+for _ in $(seq 200); do
+  grep -q '^listening http ' "$WORK/out" && break
+  sleep 0.05
+done
+GRPC=$(awk '/^listening otlp-grpc /{print $3}' "$WORK/out")
+HTTP=$(awk '/^listening http /{print $3}' "$WORK/out")
+
+"$BIN" load --send-to "http://$GRPC" --duration 30s --services "$SERVICES" --backdate 60m \
+  2>/dev/null | tail -n 1
+# Pairing runs behind ingest: wait until the calls stop growing.
+calls() {
+  curl -s "http://$HTTP/api/v1/sql" -d 'SELECT count(*) FROM calls' |
+    python3 -c "import json,sys; print(json.load(sys.stdin)['rows'][0][0])"
+}
+last=-1
+for _ in $(seq 120); do
+  now=$(calls)
+  [ "$now" = "$last" ] && break
+  last=$now
+  sleep 5
+done
+# The API takes from/to (unix ms); the page takes range=1h.
+NOW_MS=$(($(date +%s%3N)))
+HOUR="from=$((NOW_MS - 3600000))&to=$NOW_MS"
+curl -s "http://$HTTP/api/v1/graph?$HOUR" | python3 -c "
+import json, sys
+g = json.load(sys.stdin)
+print(f\"graph: {len(g['nodes'])} nodes, {len(g['edges'])} edges, {sum(e['calls'] for e in g['edges'])} calls\")"
+
+time_of() {
+  curl -s -o /dev/null -m 600 -w '%{time_total}' "http://$HTTP$1"
+}
+api=(); first=""; again=()
+for round in 1 2 3 4 5; do
+  NOW_MS=$(($(date +%s%3N)))
+  api+=("$(time_of "/api/v1/graph?from=$((NOW_MS - 3600000))&to=$NOW_MS")")
+  if [ "$round" = 1 ]; then
+    first=$(time_of '/graph?range=1h&refresh=off')
+  else
+    again+=("$(time_of '/graph?range=1h&refresh=off')")
+  fi
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+API=$(median "${api[@]}")
+AGAIN=$(median "${again[@]}")
+python3 - "$API" "$first" "$AGAIN" <<'EOF'
+import sys
+api, first, again = map(float, sys.argv[1:])
+print(f"/api/v1/graph (baseline), median of 5: {api * 1000:.1f} ms")
+print(f"/graph, first view (lays out):       {first * 1000:.1f} ms, ratio {first / api:.2f}")
+print(f"/graph, later views (median of 4):   {again * 1000:.1f} ms, ratio {again / api:.2f}")
+EOF
+grep 'laid out the service map' "$WORK/out" "$WORK/err" | sed 's/.*laid out/laid out/' | head -n 3 || true
+curl -s "http://$HTTP/graph?range=1h&refresh=off" | wc -c | awk '{printf "page size: %.1f MiB\n", $1 / 1048576}'
