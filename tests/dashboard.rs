@@ -165,16 +165,15 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         "a hostile peer name is shown as text"
     );
     // A hexagon per topic or queue, between its producers and its consumers.
-    let drawn_links: Vec<(String, String)> = tab
-        .eval(
-            "(() => { const name = i => document.querySelector(`svg.map a.node[data-index='${i}']`).dataset.node +              (document.querySelector(`svg.map a.node[data-index='${i}']`).classList.contains('topic') ? ' (topic)' : '');              return Array.from(document.querySelectorAll('svg.map a.edge'), e => [name(e.dataset.from), name(e.dataset.to)]); })()",
+    let drawn_links = tab
+        .pairs(
+            "(() => { const name = i => { \
+               const node = document.querySelector(`svg.map a.node[data-index='${i}']`); \
+               return node.dataset.node + (node.classList.contains('topic') ? ' (topic)' : ''); }; \
+             return Array.from(document.querySelectorAll('svg.map a.edge'), \
+               e => [name(e.dataset.from), name(e.dataset.to)]); })()",
         )
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
-        .collect();
+        .await;
     let mut topics: Vec<&str> = truth["edges"]
         .as_array()
         .unwrap()
@@ -256,16 +255,13 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         "the trace holds both sides of the call: {spans:?}"
     );
     // One colour per service, a different one for each, and a legend that says which.
-    let colours: Vec<(String, String)> = tab
-        .eval(
-            "Array.from(document.querySelectorAll('.waterfall details.span summary'), s =>              [s.querySelector('.label b').textContent, getComputedStyle(s.querySelector('.bar')).backgroundColor])",
+    let colours = tab
+        .pairs(
+            "Array.from(document.querySelectorAll('.waterfall details.span summary'), s => \
+             [s.querySelector('.label b').textContent, \
+              getComputedStyle(s.querySelector('.bar')).backgroundColor])",
         )
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
-        .collect();
+        .await;
     let mut by_service: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
         Default::default();
     for (service, colour) in &colours {

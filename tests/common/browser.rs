@@ -160,6 +160,22 @@ impl Tab {
             .unwrap_or(Value::Null)
     }
 
+    /// The pairs of strings `script` returns, as `[[a, b], …]`.
+    pub async fn pairs(&self, script: &str) -> Vec<(String, String)> {
+        self.eval(script)
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().to_string(),
+                    p[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn path(&self) -> String {
         let url = self.page.url().await.unwrap().unwrap_or_default();
         url.strip_prefix(&self.base).unwrap_or(&url).to_string()

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use askama::Template;
 use callwatch_query::graph::{Edge, Graph};
-use callwatch_query::stats::Summary;
+use callwatch_query::stats::{Percentiles, Summary};
 
 use crate::dashboard::{Frame, health_name, ms, percent, rate};
 use crate::layout::{Layout, LayoutError, layout};
@@ -466,22 +466,21 @@ fn smooth_path(points: &[(f64, f64)]) -> String {
 
 /// `rate · error % · p99`, the label of a call edge.
 fn edge_label(summary: &Summary) -> String {
-    format!(
-        "{} · {} · p99 {}",
-        rate(summary.rate_per_s),
-        percent(summary.error_rate),
-        ms(summary.latency_ms.map(|p| p.p99))
-    )
+    label(summary, "p99", summary.latency_ms)
 }
 
 /// `rate · error % · queued p99`, the label of a consumer's edge out of a topic: how long
 /// messages waited between the producer's send and the consumer's start.
 fn consumer_label(summary: &Summary) -> String {
+    label(summary, "queued p99", summary.queue_ms)
+}
+
+fn label(summary: &Summary, what: &str, latency: Option<Percentiles>) -> String {
     format!(
-        "{} · {} · queued p99 {}",
+        "{} · {} · {what} {}",
         rate(summary.rate_per_s),
         percent(summary.error_rate),
-        ms(summary.queue_ms.map(|p| p.p99))
+        ms(latency.map(|p| p.p99))
     )
 }
 
