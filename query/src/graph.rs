@@ -200,13 +200,13 @@ pub async fn graph_of(
     window: Window,
     thresholds: HealthThresholds,
 ) -> Result<Graph, QueryError> {
-    let rollups = engine.rollups();
-    let (mut rollup, uncovered) = rollups
-        .rollup(engine.store(), window.from_ns, window.to_ns)
-        .await?;
     let recent_from = Recent::start(window);
-    let (mut recent, recent_uncovered) = rollups
-        .rollup(engine.store(), recent_from, window.to_ns)
+    let [(mut rollup, uncovered), (mut recent, recent_uncovered)] = engine
+        .rollups()
+        .rollups(
+            engine.store(),
+            [(window.from_ns, window.to_ns), (recent_from, window.to_ns)],
+        )
         .await?;
     let mut read: Vec<(i64, i64)> = Vec::new();
     for (from_ns, to_ns) in uncovered {

@@ -431,23 +431,26 @@ impl RollupCache {
     /// The statistics of every call that started in [from_ns, to_ns), from whole pieces,
     /// and the sub-windows (at most one at each end) that no whole piece covers, for the
     /// caller to read call by call.
-    pub async fn rollup(
+    /// The rollup of each of `windows` ([from_ns, to_ns) each), with the ranges no whole
+    /// piece covers, from one look at the stored pieces.
+    pub async fn rollups<const N: usize>(
         &self,
         store: &Store,
-        from_ns: i64,
-        to_ns: i64,
-    ) -> Result<(Rollup, Vec<(i64, i64)>), QueryError> {
+        windows: [(i64, i64); N],
+    ) -> Result<[(Rollup, Vec<(i64, i64)>); N], QueryError> {
         let sources = self.pieces(store, false).await?;
-        let (ranges, uncovered) = cover(from_ns, to_ns);
-        let mut rollup = Rollup::default();
-        for (width, first, last) in ranges {
-            for pieces in &sources {
-                for (_, piece) in pieces.by_width[width].range(first..last) {
-                    rollup.merge(piece);
+        Ok(windows.map(|(from_ns, to_ns)| {
+            let (ranges, uncovered) = cover(from_ns, to_ns);
+            let mut rollup = Rollup::default();
+            for (width, first, last) in ranges {
+                for pieces in &sources {
+                    for (_, piece) in pieces.by_width[width].range(first..last) {
+                        rollup.merge(piece);
+                    }
                 }
             }
-        }
-        Ok((rollup, uncovered))
+            (rollup, uncovered)
+        }))
     }
 }
 
