@@ -10,37 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVICES=${SERVICES:-500}
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked --quiet
-  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
-fi
+source benches/common.sh
+release_bin
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 
-CALLWATCH_LOG=info,callwatch_ui=debug "$BIN" serve --data-dir "$WORK/data" \
-  --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 \
-  --pairing-wait 2s >"$WORK/out" 2>"$WORK/err" &
-for _ in $(seq 200); do
-  grep -q '^listening http ' "$WORK/out" && break
-  sleep 0.05
-done
-GRPC=$(awk '/^listening otlp-grpc /{print $3}' "$WORK/out")
-HTTP=$(awk '/^listening http /{print $3}' "$WORK/out")
+export CALLWATCH_LOG=info,callwatch_ui=debug
+start_server "$BIN" --pairing-wait 2s
 
 "$BIN" load --send-to "http://$GRPC" --duration 30s --services "$SERVICES" --backdate 60m \
   2>/dev/null | tail -n 1
-# Pairing runs behind ingest: wait until the calls stop growing.
-calls() {
-  curl -s "http://$HTTP/api/v1/sql" -d 'SELECT count(*) FROM calls' |
-    python3 -c "import json,sys; print(json.load(sys.stdin)['rows'][0][0])"
-}
-last=-1
-for _ in $(seq 120); do
-  now=$(calls)
-  [ "$now" = "$last" ] && break
-  last=$now
-  sleep 5
-done
+settled_calls >/dev/null
 # The API takes from/to (unix ms); the page takes range=1h.
 NOW_MS=$(($(date +%s%3N)))
 HOUR="from=$((NOW_MS - 3600000))&to=$NOW_MS"

@@ -7,33 +7,19 @@
 #   BEFORE=/path/to/old/callwatch bash benches/pages_volume.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked --quiet
-  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
-fi
+source benches/common.sh
+release_bin
 BEFORE=${BEFORE:?the build to compare with}
 DURATION=${DURATION:-30s}
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 
 start() {
-  "$1" serve --data-dir "$WORK/data" --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 \
-    --http 127.0.0.1:0 --pairing-wait 2s >"$WORK/out" 2>"$WORK/err" &
-  SERVER=$!
-  for _ in $(seq 600); do
-    grep -q '^listening http ' "$WORK/out" 2>/dev/null && break
-    sleep 0.05
-  done
-  GRPC=$(awk '/^listening otlp-grpc /{print $3}' "$WORK/out")
-  HTTP=$(awk '/^listening http /{print $3}' "$WORK/out")
+  start_server "$1" --pairing-wait 2s
 }
 stop() {
   kill -INT "$SERVER"
   wait "$SERVER" || true
-}
-calls() {
-  curl -s "http://$HTTP/api/v1/sql" -d 'SELECT count(*) FROM calls' |
-    python3 -c "import json,sys; print(json.load(sys.stdin)['rows'][0][0])"
 }
 median_ms() {
   for _ in 1 2 3 4 5; do
@@ -43,14 +29,7 @@ median_ms() {
 
 start "$BIN"
 "$BIN" load --send-to "http://$GRPC" --duration "$DURATION" --backdate 60m 2>/dev/null | tail -n 1
-last=-1
-for _ in $(seq 120); do
-  now=$(calls)
-  [ "$now" = "$last" ] && break
-  last=$now
-  sleep 5
-done
-echo "calls stored: $last"
+echo "calls stored: $(settled_calls)"
 stop
 
 EDGE='source=order-service&target=payment-service'

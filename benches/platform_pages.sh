@@ -9,21 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVICES=${SERVICES:-200}
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked --quiet
-  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
-fi
+source benches/common.sh
+release_bin
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 
-"$BIN" serve --data-dir "$WORK/data" --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 \
-  --http 127.0.0.1:0 >"$WORK/out" 2>"$WORK/err" &
-for _ in $(seq 200); do
-  grep -q '^listening http ' "$WORK/out" && break
-  sleep 0.05
-done
-GRPC=$(awk '/^listening otlp-grpc /{print $3}' "$WORK/out")
-HTTP=$(awk '/^listening http /{print $3}' "$WORK/out")
+start_server "$BIN"
 load() {
   "$BIN" load --send-to "http://$GRPC" --duration "$1" --services "$SERVICES" 2>/dev/null | tail -n 1
 }
