@@ -3,7 +3,8 @@
 # (`callwatch load --services 500`, about 1,500 edges) with an hour of traffic backdated,
 # then `/graph` timed against `/api/v1/graph` (the same graph as JSON: the baseline) in the
 # same run. The first view lays the map out; later views reuse the layout of the same shape.
-# The layout alone is read from the server's own log.
+# The layout alone is read from the server's own log. Then the time to first paint and to
+# interactive of `/graph` in headless Chromium (`benches/paint.py`; PAINT= skips it).
 #
 #   bash benches/map.sh
 #   BIN=/path/to/callwatch SERVICES=300 bash benches/map.sh
@@ -54,3 +55,8 @@ print(f"/graph, later views (median of 4):   {again * 1000:.1f} ms, ratio {again
 EOF
 grep 'laid out the service map' "$WORK/out" "$WORK/err" | sed 's/.*laid out/laid out/' | head -n 3 || true
 curl -s "http://$HTTP/graph?range=1h&refresh=off" | wc -c | awk '{printf "page size: %.1f MiB\n", $1 / 1048576}'
+# Time to first paint and to interactive in headless Chromium, against the overview page of
+# the same platform (needs chromium and `pip install websocket-client`).
+if [ -n "${PAINT-1}" ]; then
+  python3 benches/paint.py "http://$HTTP" '/?range=1h&refresh=off' '/graph?range=1h&refresh=off'
+fi

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The service and edge pages over an hour of the demo platform's traffic (`callwatch load
-# --backdate 60m`: millions of calls spread over the past hour), for two builds in the same
-# run on the same data: BEFORE (e.g. the previous release binary) and BIN (this one). Each
-# serves the data directory in turn; each page is asked 5 times and the median kept.
+# The service and edge pages over a long window of the demo platform's traffic (`callwatch
+# load --backdate`: millions of calls spread over the past hour, or day), for BIN (this
+# build) and, if given, BEFORE (e.g. the previous release binary), in the same run on the
+# same data. Each serves the data directory in turn; each page is asked 5 times after one
+# untimed view (the first view of a service or edge computes its breakdown pieces), and the
+# median kept.
 #
 #   BEFORE=/path/to/old/callwatch bash benches/pages_volume.sh
+#   BACKDATE=24h DURATION=18m RANGES="1h 24h" bash benches/pages_volume.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
 release_bin
-BEFORE=${BEFORE:?the build to compare with}
+BEFORE=${BEFORE:-}
 DURATION=${DURATION:-30s}
+BACKDATE=${BACKDATE:-60m}
+RANGES=${RANGES:-1h}
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 
@@ -21,36 +26,55 @@ stop() {
   kill -INT "$SERVER"
   wait "$SERVER" || true
 }
-median_ms() {
+# Prints the first view's time, then the median of 5.
+first_and_median_ms() {
+  curl -s -o /dev/null -m 600 -w '%{time_total}\n' "http://$HTTP$1" | awk '{printf "%.0f ", $1 * 1000}'
   for _ in 1 2 3 4 5; do
     curl -s -o /dev/null -m 600 -w '%{time_total}\n' "http://$HTTP$1"
   done | sort -n | awk '{a[NR]=$1} END {printf "%.0f", a[3] * 1000}'
 }
+seconds_of() {
+  case $1 in *h) echo $((${1%h} * 3600)) ;; *m) echo $((${1%m} * 60)) ;; esac
+}
 
 start "$BIN"
-"$BIN" load --send-to "http://$GRPC" --duration "$DURATION" --backdate 60m 2>/dev/null | tail -n 1
+"$BIN" load --send-to "http://$GRPC" --duration "$DURATION" --backdate "$BACKDATE" 2>/dev/null | tail -n 1
 echo "calls stored: $(settled_calls)"
+echo "rss after load: $(($(ps -o rss= -p "$SERVER") / 1024)) MiB"
 stop
 
 EDGE='source=order-service&target=payment-service'
-PAGES=("/services/order-service?range=1h&refresh=off" "/edges?$EDGE&range=1h&refresh=off")
-for build in BEFORE BIN; do
+for build in ${BEFORE:+BEFORE} BIN; do
   start "${!build}"
-  NOW_MS=$(date +%s%3N)
-  HOUR="from=$((NOW_MS - 3600000))&to=$NOW_MS"
-  # The first answer computes the stored pieces of every segment: not timed.
-  curl -s -o /dev/null "http://$HTTP/api/v1/graph?$HOUR"
-  for page in "${PAGES[@]}" "/api/v1/edges?$EDGE&$HOUR" "/api/v1/services/order-service?$HOUR" "/api/v1/graph?$HOUR"; do
-    echo "$build ${page%%\?*} $(median_ms "$page")"
+  for range in $RANGES; do
+    NOW_MS=$(date +%s%3N)
+    WINDOW="from=$((NOW_MS - $(seconds_of "$range") * 1000))&to=$NOW_MS"
+    # The first answer computes the graph's pieces of every segment: not timed.
+    curl -s -o /dev/null -m 600 "http://$HTTP/api/v1/graph?$WINDOW"
+    for page in "/services/order-service?range=$range&refresh=off" \
+      "/edges?$EDGE&range=$range&refresh=off" "/api/v1/edges?$EDGE&$WINDOW" \
+      "/api/v1/services/order-service?$WINDOW" "/api/v1/graph?$WINDOW"; do
+      echo "$build $range ${page%%\?*} $(first_and_median_ms "$page")"
+    done
   done
+  echo "$build rss $(($(ps -o rss= -p "$SERVER") / 1024))"
   stop
 done | python3 -c "
 import sys
-rows = {}
+rows, rss = {}, {}
 for line in sys.stdin:
-    build, page, ms = line.split()
-    rows.setdefault(page, {})[build] = float(ms)
-print(f\"{'page':32} {'before ms':>10} {'after ms':>10} {'ratio':>6}\")
-for page, t in rows.items():
-    print(f\"{page:32} {t['BEFORE']:10.0f} {t['BIN']:10.0f} {t['BIN'] / t['BEFORE']:6.2f}\")
+    parts = line.split()
+    if parts[1] == 'rss':
+        rss[parts[0]] = parts[2]
+        continue
+    build, range_, page, first, median = parts
+    rows.setdefault((range_, page), {})[build] = (float(first), float(median))
+builds = [b for b in ('BEFORE', 'BIN') if b in rss]
+head = ''.join(f'{b + \" first\":>13} {b + \" ms\":>10}' for b in builds)
+print(f\"{'range':6} {'page':32}{head}\" + (f\" {'ratio':>6}\" if len(builds) == 2 else ''))
+for (range_, page), t in rows.items():
+    cells = ''.join(f'{t[b][0]:13.0f} {t[b][1]:10.0f}' for b in builds)
+    ratio = f\" {t['BIN'][1] / t['BEFORE'][1]:6.2f}\" if len(builds) == 2 else ''
+    print(f'{range_:6} {page:32}{cells}{ratio}')
+print('rss MiB after the pages: ' + ', '.join(f'{b} {rss[b]}' for b in builds))
 "

@@ -21,7 +21,7 @@ use crate::breakers::{BREAKER_TRANSITIONS_TABLE, BreakerTracker};
 use crate::error::QueryError;
 use crate::guard;
 use crate::reads::{ReadSettings, Reads};
-use crate::rollup::RollupCache;
+use crate::rollup::{DetailCaches, RollupCache};
 use crate::table::{StoreTable, TransitionsTable};
 use crate::watchdog::{Watch, WatchRule};
 
@@ -58,6 +58,7 @@ pub struct QueryEngine {
     metadata_cache: Arc<FileMetadataCache>,
     /// The graph's statistics in pieces, shared by all queries.
     rollups: Arc<RollupCache>,
+    details: Arc<DetailCaches>,
     /// Every edge's circuit breaker.
     breakers: Arc<BreakerTracker>,
     /// The runtime that read requests run on, and its admission.
@@ -96,6 +97,7 @@ impl QueryEngine {
             limits,
             metadata_cache,
             rollups: Arc::new(RollupCache::default()),
+            details: Arc::new(DetailCaches::default()),
             breakers: Arc::new(BreakerTracker::default()),
             reads,
         }
@@ -128,6 +130,11 @@ impl QueryEngine {
 
     pub fn rollups(&self) -> &RollupCache {
         &self.rollups
+    }
+
+    /// Breakdown pieces of the services and edges looked at last.
+    pub fn details(&self) -> &DetailCaches {
+        &self.details
     }
 
     /// A fresh session for one query, with this engine's memory limit: its plans stop at the

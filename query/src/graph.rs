@@ -1,6 +1,7 @@
-//! The service dependency graph of a window: calls read from the `calls` table, grouped per
-//! edge, node, operation, instance and API version, and the questions asked of it (upstream,
-//! downstream, blast radius, cycles) answered with petgraph.
+//! The service dependency graph of a window, put together from stored pieces of the
+//! `calls` table, and the questions asked of it (upstream, downstream, blast radius, cycles)
+//! answered with petgraph; and the breakdowns of one service's or edge's calls by
+//! operation, instance, version and status, with their series.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use crate::breaker::BreakerState;
 use crate::breakers::{BreakerTracker, BreakerView};
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
-use crate::rollup::Rollup;
+pub use crate::rollup::CallsOf;
+use crate::rollup::{CallStats, Details, Dimension, EdgeKey, Groups, Rollup};
 use crate::stats::{Accumulator, Health, HealthThresholds, Summary};
 
 /// [from, to) in nanoseconds since the epoch.
@@ -33,17 +35,10 @@ impl Window {
     }
 }
 
-/// Every call whose client started in the window. Only the columns the statistics need are
-/// read, so ids are not decoded.
+/// Every call whose client started in the window. Only the columns the statistics and
+/// example traces need are read, so span ids are not decoded.
 pub async fn calls_in(engine: &QueryEngine, window: Window) -> Result<Vec<CallRow>, QueryError> {
     calls_where(engine, window, None).await
-}
-
-/// Which calls a page breaks down: those into a service, or those of one edge.
-#[derive(Debug, Clone)]
-pub enum CallsOf {
-    Service(String),
-    Edge { source: String, target: String },
 }
 
 impl CallsOf {
@@ -82,26 +77,7 @@ async fn calls_where(
                 None => within,
             }
         })?
-        .select_columns(&[
-            schema::START_TIME,
-            schema::CLIENT,
-            schema::SERVER,
-            schema::CALL_TYPE,
-            schema::SERVER_KIND,
-            schema::OPERATION,
-            schema::DESTINATION,
-            schema::CLIENT_INSTANCE,
-            schema::SERVER_INSTANCE,
-            schema::API_VERSION,
-            schema::CLIENT_DURATION_NS,
-            schema::SERVER_DURATION_NS,
-            schema::QUEUE_NS,
-            schema::FAILED,
-            schema::STATUS,
-            schema::RETRY,
-            schema::TIMEOUT,
-            schema::BREAKER_STATE,
-        ])?;
+        .select_columns(crate::rollup::DETAIL_COLUMNS)?;
     let mut names = Interner::default();
     let mut calls = Vec::new();
     engine
@@ -160,7 +136,6 @@ pub struct Breakdown {
 pub struct Graph {
     pub window: Window,
     pub thresholds: HealthThresholds,
-    calls: Vec<CallRow>,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
     graph: DiGraph<String, ()>,
@@ -201,13 +176,16 @@ pub async fn graph_of(
     thresholds: HealthThresholds,
 ) -> Result<Graph, QueryError> {
     let recent_from = Recent::start(window);
-    let [(mut rollup, uncovered), (mut recent, recent_uncovered)] = engine
+    let mut stats = engine
         .rollups()
-        .rollups(
+        .windows(
             engine.store(),
-            [(window.from_ns, window.to_ns), (recent_from, window.to_ns)],
+            &[(window.from_ns, window.to_ns), (recent_from, window.to_ns)],
+            |_| true,
         )
         .await?;
+    let (mut recent, recent_uncovered) = stats.pop().expect("two windows asked");
+    let (mut rollup, uncovered) = stats.pop().expect("two windows asked");
     let mut read: Vec<(i64, i64)> = Vec::new();
     for (from_ns, to_ns) in uncovered {
         for call in calls_in(engine, Window { from_ns, to_ns }).await? {
@@ -233,32 +211,230 @@ pub async fn graph_of(
         from_ns: recent_from,
         rollup: recent,
     };
-    let mut graph = Graph::build(rollup, recent, Vec::new(), window, thresholds);
+    let mut graph = Graph::build(rollup, recent, window, thresholds);
     graph.attach_breakers(engine.breakers());
     Ok(graph)
 }
 
-/// The graph of a window from stored pieces, with the calls of one service or edge kept
-/// for breakdowns (by operation, instance, version, status) and series. Only those calls
-/// are read: the filter runs where the calls are stored.
-pub async fn graph_with_calls(
+/// Intervals of `step_ns` covering `window`, in order. Aligned ones start on multiples of
+/// the step (as Grafana asks), so that stored pieces cover them whole; the first and the
+/// last are cut to the window. Otherwise they start at the window's start.
+pub fn intervals(window: Window, step_ns: i64, aligned: bool) -> Vec<(i64, i64)> {
+    let step_ns = step_ns.max(1);
+    let mut start = if aligned {
+        window.from_ns.div_euclid(step_ns) * step_ns
+    } else {
+        window.from_ns
+    };
+    let mut intervals = Vec::new();
+    while start < window.to_ns {
+        let end = start.saturating_add(step_ns);
+        intervals.push((start.max(window.from_ns), end.min(window.to_ns)));
+        start = end;
+    }
+    intervals
+}
+
+/// A round step giving at most about 60 intervals over the window, at least a second: one
+/// that stored pieces (10 s, a minute) divide once it is 10 s or more.
+pub fn round_step(window: Window) -> i64 {
+    const STEPS_S: [i64; 19] = [
+        1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200,
+        86400,
+    ];
+    let wanted = (window.to_ns - window.from_ns) / 60;
+    STEPS_S
+        .iter()
+        .map(|s| s * 1_000_000_000)
+        .find(|step| *step >= wanted)
+        .unwrap_or(wanted.max(1_000_000_000))
+}
+
+/// The breakdowns and series of the calls of a service or an edge over a window.
+pub struct Focus {
+    pub window: Window,
+    pub thresholds: HealthThresholds,
+    /// The intervals of the series.
+    pub intervals: Vec<(i64, i64)>,
+    /// Per edge: its calls by operation, instance, version and status over the window.
+    details: BTreeMap<EdgeKey, Details>,
+    /// Per edge: its calls in each interval.
+    series: BTreeMap<EdgeKey, Vec<Accumulator>>,
+}
+
+/// The breakdowns of the calls `of` keeps over the window, and their series over
+/// `intervals`, from stored pieces (breakdowns kept for the few services and edges looked
+/// at last, series from the graph's). Only the calls at the ends that no whole piece
+/// covers are read, filtered where they are stored.
+pub async fn focus(
     engine: &QueryEngine,
     window: Window,
     thresholds: HealthThresholds,
     of: &CallsOf,
-) -> Result<Graph, QueryError> {
-    let mut graph = graph_of(engine, window, thresholds).await?;
-    graph.calls = calls_where(engine, window, Some(of.predicate())).await?;
-    Ok(graph)
+    intervals: Vec<(i64, i64)>,
+) -> Result<Focus, QueryError> {
+    let keep = |key: &EdgeKey| of.keeps(&key.source, &key.target);
+    let (mut details, details_uncovered) = engine
+        .details()
+        .of(of)
+        .windows(engine.store(), &[(window.from_ns, window.to_ns)], keep)
+        .await?
+        .pop()
+        .expect("one window asked");
+    let mut series = engine
+        .rollups()
+        .windows(engine.store(), &intervals, keep)
+        .await?;
+    let mut ranges: Vec<(i64, i64)> = details_uncovered
+        .iter()
+        .chain(series.iter().flat_map(|(_, uncovered)| uncovered))
+        .copied()
+        .collect();
+    let within =
+        |ranges: &[(i64, i64)], ns: i64| ranges.iter().any(|(a, b)| (*a..*b).contains(&ns));
+    for range in reads_for(&mut ranges) {
+        let calls = calls_where(
+            engine,
+            Window {
+                from_ns: range.0,
+                to_ns: range.1,
+            },
+            Some(of.predicate()),
+        )
+        .await?;
+        for call in calls {
+            if within(&details_uncovered, call.start_ns) {
+                details.add(&call);
+            }
+            let at = intervals.partition_point(|(_, end)| *end <= call.start_ns);
+            if let Some((stats, uncovered)) = series.get_mut(at)
+                && within(uncovered, call.start_ns)
+            {
+                stats.add(&call);
+            }
+        }
+    }
+    let mut by_edge: BTreeMap<EdgeKey, Vec<Accumulator>> = BTreeMap::new();
+    for (index, (stats, _)) in series.iter().enumerate() {
+        for (key, edge) in &stats.edges {
+            by_edge
+                .entry(key.clone())
+                .or_insert_with(|| vec![Accumulator::default(); intervals.len()])[index]
+                .merge(&edge.calls);
+        }
+    }
+    Ok(Focus {
+        window,
+        thresholds,
+        intervals,
+        details: details.edges.into_iter().collect(),
+        series: by_edge,
+    })
+}
+
+/// The ranges to read for `ranges` (which may overlap): merged, and one range from the
+/// first to the last when there are many (steps that pieces do not divide).
+fn reads_for(ranges: &mut [(i64, i64)]) -> Vec<(i64, i64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for &(from, to) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    if merged.len() > 8 {
+        let (first, last) = (merged[0].0, merged[merged.len() - 1].1);
+        merged = vec![(first, last)];
+    }
+    merged
+}
+
+/// Whether `key` is the key of `edge`.
+fn is_key_of(key: &EdgeKey, edge: &Edge) -> bool {
+    *key.source == *edge.source
+        && *key.target == *edge.target
+        && key.call_type.as_str() == edge.call_type
+        && key.destination.as_deref() == edge.destination.as_deref()
+}
+
+impl Focus {
+    /// The details of the edges `keep` keeps, merged.
+    fn details_where(&self, keep: impl Fn(&EdgeKey) -> bool) -> Details {
+        let mut merged = Details::default();
+        for (key, details) in &self.details {
+            if keep(key) {
+                merged.merge(details);
+            }
+        }
+        merged
+    }
+
+    /// The details of every call looked at (all calls into a service).
+    pub fn all(&self) -> Details {
+        self.details_where(|_| true)
+    }
+
+    /// The details of one edge's calls.
+    pub fn edge(&self, edge: &Edge) -> Details {
+        self.details_where(|key| is_key_of(key, edge))
+    }
+
+    /// The calls looked at (`None`) or one edge's, in each interval.
+    pub fn series(&self, edge: Option<&Edge>) -> Vec<Interval> {
+        let mut merged = vec![Accumulator::default(); self.intervals.len()];
+        for (key, accumulators) in &self.series {
+            if edge.is_none_or(|edge| is_key_of(key, edge)) {
+                for (into, from) in merged.iter_mut().zip(accumulators) {
+                    into.merge(from);
+                }
+            }
+        }
+        merged
+            .into_iter()
+            .zip(&self.intervals)
+            .map(|(accumulator, (from_ns, to_ns))| Interval {
+                start_ns: *from_ns,
+                summary: accumulator.summary((to_ns - from_ns) as f64 / 1e9, &self.thresholds),
+            })
+            .collect()
+    }
+
+    /// The calls of `details` grouped by `dimension`, largest share first.
+    pub fn breakdown(&self, details: &Details, dimension: Dimension) -> Breakdown {
+        breakdown(details.groups(dimension), self.window, &self.thresholds)
+    }
+}
+
+/// Groups as shares, largest first.
+fn breakdown(groups: &Groups, window: Window, thresholds: &HealthThresholds) -> Breakdown {
+    let total: u64 = groups.values().map(|g| g.calls).sum();
+    let count = groups.len();
+    let mut items: Vec<Share> = groups
+        .iter()
+        .map(|(name, accumulator)| Share {
+            name: name.as_deref().map(str::to_string),
+            share: if total == 0 {
+                0.0
+            } else {
+                accumulator.calls as f64 / total as f64
+            },
+            summary: {
+                let seconds = accumulator.observed_seconds(window.from_ns, window.to_ns);
+                accumulator.clone().summary(seconds, thresholds)
+            },
+        })
+        .collect();
+    items.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.name.cmp(&b.name)));
+    let skew = items.first().map_or(1.0, |top| top.share * count as f64);
+    Breakdown { skew, items }
 }
 
 impl Graph {
-    /// The graph of `rollup`, with `recent` its last minute; `calls` are kept for
-    /// breakdowns and series.
+    /// The graph of `rollup`, with `recent` its last minute.
     pub fn build(
         rollup: Rollup,
         recent: Recent,
-        calls: Vec<CallRow>,
         window: Window,
         thresholds: HealthThresholds,
     ) -> Self {
@@ -349,7 +525,6 @@ impl Graph {
         Self {
             window,
             thresholds,
-            calls,
             nodes,
             edges,
             graph,
@@ -448,87 +623,6 @@ impl Graph {
         cycles.sort();
         cycles
     }
-
-    /// Calls into `service`.
-    pub fn inbound(&self, service: &str) -> impl Iterator<Item = &CallRow> {
-        self.calls.iter().filter(move |c| &*c.server == service)
-    }
-
-    /// The calls of one edge.
-    pub fn calls_of<'a>(&'a self, edge: &'a Edge) -> impl Iterator<Item = &'a CallRow> {
-        self.calls.iter().filter(move |c| {
-            *c.client == *edge.source
-                && *c.server == *edge.target
-                && c.call_type.as_str() == edge.call_type
-                && (c.call_type == CallType::Sync
-                    || c.destination.as_deref() == edge.destination.as_deref())
-        })
-    }
-
-    /// Calls grouped by `key`, largest share first.
-    pub fn breakdown<'a>(
-        &self,
-        calls: impl Iterator<Item = &'a CallRow>,
-        key: impl Fn(&CallRow) -> Option<String>,
-    ) -> Breakdown {
-        let mut groups: BTreeMap<Option<String>, Accumulator> = BTreeMap::new();
-        let mut total = 0;
-        for call in calls {
-            groups.entry(key(call)).or_default().add(call);
-            total += 1;
-        }
-        let count = groups.len();
-        let mut items: Vec<Share> = groups
-            .into_iter()
-            .map(|(name, accumulator)| {
-                let share = if total == 0 {
-                    0.0
-                } else {
-                    accumulator.calls as f64 / total as f64
-                };
-                Share {
-                    name,
-                    share,
-                    summary: {
-                        let seconds =
-                            accumulator.observed_seconds(self.window.from_ns, self.window.to_ns);
-                        accumulator.summary(seconds, &self.thresholds)
-                    },
-                }
-            })
-            .collect();
-        items.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.name.cmp(&b.name)));
-        let skew = items.first().map_or(1.0, |top| top.share * count as f64);
-        Breakdown { skew, items }
-    }
-
-    /// `calls` in consecutive intervals of `step_ns` from the window's start.
-    pub fn series<'a>(
-        &self,
-        calls: impl Iterator<Item = &'a CallRow>,
-        step_ns: i64,
-    ) -> Vec<Interval> {
-        let step_ns = step_ns.max(1);
-        let buckets = ((self.window.to_ns - self.window.from_ns) + step_ns - 1) / step_ns;
-        let mut accumulators = vec![Accumulator::default(); buckets.max(0) as usize];
-        for call in calls {
-            let index = (call.start_ns - self.window.from_ns) / step_ns;
-            if let Some(accumulator) = usize::try_from(index)
-                .ok()
-                .and_then(|i| accumulators.get_mut(i))
-            {
-                accumulator.add(call);
-            }
-        }
-        accumulators
-            .into_iter()
-            .enumerate()
-            .map(|(i, accumulator)| Interval {
-                start_ns: self.window.from_ns + i as i64 * step_ns,
-                summary: accumulator.summary(step_ns as f64 / 1e9, &self.thresholds),
-            })
-            .collect()
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -537,4 +631,100 @@ pub struct Interval {
     pub start_ns: i64,
     #[serde(flatten)]
     pub summary: Summary,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::tests::{HOUR, S, call, spans_from, store_with_a_call_per_span};
+    use crate::rollup::{ByEdge, Dimension};
+
+    /// The calls the store derives from the spans of `spans_from(start, count)`.
+    fn calls_from(start_ns: i64, count: i64) -> Vec<CallRow> {
+        (0..count)
+            .map(|n| {
+                let start_ns = start_ns + n * 1_000_000;
+                call(start_ns, start_ns % 97)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn breakdowns_and_series_from_pieces_equal_those_of_the_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        // Six minutes of calls in bursts 7.3 s apart; the first half flushed to a segment,
+        // the rest hot.
+        let mut calls = Vec::new();
+        for burst in 0..50 {
+            let start = HOUR + burst * 7_300_000_000;
+            store.append(spans_from(start, 40)).await.unwrap();
+            store.calls_caught_up().await;
+            calls.extend(calls_from(start, 40));
+            if burst == 25 {
+                store.flush().await.unwrap();
+            }
+        }
+        let engine = QueryEngine::new(store, crate::QueryLimits::default());
+        let thresholds = HealthThresholds::default();
+        // Ends inside pieces, so both the pieces and the calls at the ends count.
+        let window = Window {
+            from_ns: HOUR + 13_500_000_000,
+            to_ns: HOUR + 250_200_000_000,
+        };
+        let of = CallsOf::Edge {
+            source: "a".into(),
+            target: "b".into(),
+        };
+        let in_window: Vec<&CallRow> = calls
+            .iter()
+            .filter(|c| (window.from_ns..window.to_ns).contains(&c.start_ns))
+            .collect();
+        let expected = ByEdge::<Details>::of(in_window.iter().copied());
+        let expected = expected.edges.values().next().unwrap();
+        for (step_ns, aligned) in [(20 * S, true), (7 * S, false)] {
+            let intervals = intervals(window, step_ns, aligned);
+            let focus = focus(&engine, window, thresholds, &of, intervals.clone())
+                .await
+                .unwrap();
+            let found = focus.all();
+            for dimension in Dimension::ALL {
+                assert_eq!(
+                    format!("{:?}", focus.breakdown(&found, dimension)),
+                    format!("{:?}", focus.breakdown(expected, dimension)),
+                    "{dimension:?}"
+                );
+            }
+            let durations = |d: &Details| -> Vec<Option<i64>> {
+                d.slowest().iter().map(|e| e.duration_ns).collect()
+            };
+            assert_eq!(durations(&found), durations(expected));
+            let starts = |d: &Details| -> Vec<i64> {
+                d.latest_failed().iter().map(|e| e.start_ns).collect()
+            };
+            assert_eq!(starts(&found), starts(expected));
+            assert_eq!(starts(&found).len(), crate::rollup::EXEMPLARS);
+            // Each example names its call's trace, also those read one by one at the ends.
+            for exemplar in found.slowest().iter().chain(found.latest_failed()) {
+                assert_eq!(exemplar.trace_id, exemplar.start_ns as u128);
+            }
+            let series = focus.series(None);
+            assert_eq!(series.len(), intervals.len());
+            for (interval, (from_ns, to_ns)) in series.iter().zip(&intervals) {
+                let mut accumulator = Accumulator::default();
+                for call in in_window
+                    .iter()
+                    .filter(|c| (*from_ns..*to_ns).contains(&c.start_ns))
+                {
+                    accumulator.add(call);
+                }
+                let seconds = (to_ns - from_ns) as f64 / 1e9;
+                assert_eq!(
+                    format!("{:?}", interval.summary),
+                    format!("{:?}", accumulator.summary(seconds, &thresholds)),
+                    "{step_ns} {aligned}"
+                );
+            }
+        }
+    }
 }

@@ -26,5 +26,5 @@ pub use metrics::{
     Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, escape_label, write_metric,
 };
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
-pub use segments::{SegmentMeta, Table};
+pub use segments::{RowKeep, SegmentMeta, Table};
 pub use store::{FlushReport, FsyncPolicy, Origin, Snapshot, Store, StoreConfig};

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -91,6 +91,19 @@ impl SegmentMeta {
     pub fn end_ns(&self) -> i64 {
         (self.hour + 1).saturating_mul(NANOS_PER_HOUR)
     }
+}
+
+/// Which rows of a segment to read, decided from a few of its columns.
+pub struct RowKeep {
+    /// The columns `keep` is given.
+    pub columns: Vec<String>,
+    pub keep: Box<
+        dyn FnMut(
+                RecordBatch,
+            )
+                -> std::result::Result<arrow::array::BooleanArray, arrow::error::ArrowError>
+            + Send,
+    >,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -235,6 +248,17 @@ impl SegmentStore {
         meta: &SegmentMeta,
         columns: Option<&[&str]>,
     ) -> Result<Vec<RecordBatch>> {
+        self.read_columns_where(meta, columns, None).await
+    }
+
+    /// The rows of a segment that `keep` keeps: it is given each batch of its own columns
+    /// first, and the other columns are decoded only for the rows it keeps.
+    pub async fn read_columns_where(
+        &self,
+        meta: &SegmentMeta,
+        columns: Option<&[&str]>,
+        keep: Option<RowKeep>,
+    ) -> Result<Vec<RecordBatch>> {
         let bytes = self
             .objects
             .get(&ObjectPath::from(meta.path.as_str()))
@@ -251,6 +275,13 @@ impl SegmentStore {
                 let indices = columns.iter().filter_map(|name| schema.index_of(name).ok());
                 let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
                 builder = builder.with_projection(mask);
+            }
+            if let Some(RowKeep { columns, keep }) = keep {
+                let schema = builder.schema().clone();
+                let indices = columns.iter().filter_map(|name| schema.index_of(name).ok());
+                let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+                let predicate = ArrowPredicateFn::new(mask, keep);
+                builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
             }
             builder
                 .build()?

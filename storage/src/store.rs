@@ -31,7 +31,7 @@ use crate::derive::CallDeriver;
 use crate::error::{Result, StoreError};
 use crate::metrics::{StoreGauges, StoreMetrics};
 use crate::schema::spans_schema;
-use crate::segments::{Manifest, SegmentMeta, SegmentStore, Table};
+use crate::segments::{Manifest, RowKeep, SegmentMeta, SegmentStore, Table};
 use crate::wal::{self, Wal};
 
 /// When acknowledged batches reach the disk itself.
@@ -542,6 +542,19 @@ impl Store {
         columns: &[&str],
     ) -> Result<Vec<RecordBatch>> {
         self.shared.segments.read_columns(meta, Some(columns)).await
+    }
+
+    /// The named columns of the rows of a segment that `keep` keeps, decoded only for them.
+    pub async fn read_segment_rows(
+        &self,
+        meta: &SegmentMeta,
+        columns: &[&str],
+        keep: RowKeep,
+    ) -> Result<Vec<RecordBatch>> {
+        self.shared
+            .segments
+            .read_columns_where(meta, Some(columns), Some(keep))
+            .await
     }
 
     pub fn gauges(&self) -> StoreGauges {

@@ -265,13 +265,17 @@ pub fn latency_buckets(durations_ms: &[f64]) -> Vec<f64> {
     bounds
 }
 
-/// How many of `durations_ms` fall into each bucket (at most its bound, above the last).
-pub fn bucket_counts(bounds: &[f64], durations_ms: &[f64]) -> Vec<u64> {
+/// How many of the durations fall into each bucket (at most its bound, above the last),
+/// given as durations in ms with how many calls took each.
+pub fn bucket_counts(
+    bounds: &[f64],
+    durations_ms: impl IntoIterator<Item = (f64, u64)>,
+) -> Vec<u64> {
     let mut counts = vec![0u64; bounds.len()];
-    for duration in durations_ms {
-        let i = bounds.partition_point(|b| b < duration);
+    for (duration, calls) in durations_ms {
+        let i = bounds.partition_point(|b| *b < duration);
         if let Some(count) = counts.get_mut(i.min(bounds.len().saturating_sub(1))) {
-            *count += 1;
+            *count += calls;
         }
     }
     counts
@@ -404,7 +408,7 @@ mod tests {
                 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0
             ]
         );
-        let counts = bucket_counts(&bounds, &durations);
+        let counts = bucket_counts(&bounds, durations.iter().map(|d| (*d, 1)));
         assert_eq!(counts.iter().sum::<u64>(), 5);
         assert_eq!(counts[2], 1, "0.3 ≤ 0.5");
         assert_eq!(counts[3], 1, "0.9 ≤ 1");

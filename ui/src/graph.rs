@@ -2,12 +2,14 @@
 //! `/api/v1/services/{name}`, `/api/v1/edges` and `/api/v1/breakers`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use callwatch_query::graph::{CallsOf, Graph, Window as GraphWindow, graph_of, graph_with_calls};
+use callwatch_query::graph::{
+    self as graph_query, CallsOf, Focus, Graph, Window as GraphWindow, graph_of,
+};
+use callwatch_query::rollup::Dimension;
 use petgraph::Direction;
 use serde_json::{Value, json};
 
@@ -16,11 +18,6 @@ use crate::params::{Window, now_ns, parse_duration, rfc3339};
 use crate::sql::error;
 
 type Params = Query<HashMap<String, String>>;
-
-/// A breakdown key: a call's name for something, if it has one.
-fn key_of(value: Option<&Arc<str>>) -> Option<String> {
-    value.map(|v| v.to_string())
-}
 
 /// The window the request names (default: the last 15 minutes).
 fn window_of(params: &HashMap<String, String>) -> Result<GraphWindow, String> {
@@ -47,16 +44,20 @@ async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Grap
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
 }
 
-/// The graph of the window with the calls of a service or an edge, for breakdowns by
-/// operation, instance, version and status.
-async fn load_with_calls(
+/// The graph of the window, and the breakdowns of a service's or an edge's calls by
+/// operation, instance, version and status, with their series over `intervals` (of the
+/// window).
+async fn load_with_focus(
     state: &AppState,
-    params: &HashMap<String, String>,
+    window: GraphWindow,
     of: &CallsOf,
-) -> Result<Graph, Response> {
-    let window = window_of(params).map_err(bad_request)?;
-    graph_with_calls(&state.query, window, state.health, of)
-        .await
+    intervals: Vec<(i64, i64)>,
+) -> Result<(Graph, Focus), Response> {
+    // The graph first: the series reuse the pieces it computes.
+    let graph = graph_of(&state.query, window, state.health).await;
+    let focus = graph_query::focus(&state.query, window, state.health, of, intervals).await;
+    graph
+        .and_then(|graph| Ok((graph, focus?)))
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
 }
 
@@ -124,8 +125,14 @@ pub async fn service(
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let graph = match load_with_calls(&state, &params, &CallsOf::Service(name.clone())).await {
-        Ok(graph) => graph,
+    let window = match window_of(&params) {
+        Ok(window) => window,
+        Err(message) => return bad_request(message),
+    };
+    let of = CallsOf::Service(name.clone());
+    // Breakdowns only: no series.
+    let (graph, focus) = match load_with_focus(&state, window, &of, Vec::new()).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let Some(node) = graph.node(&name) else {
@@ -134,9 +141,10 @@ pub async fn service(
             &format!("no calls from or to {name:?} in the window"),
         );
     };
-    let operations = graph.breakdown(graph.inbound(&name), |c| key_of(c.operation.as_ref()));
-    let instances = graph.breakdown(graph.inbound(&name), |c| key_of(c.server_instance.as_ref()));
-    let versions = graph.breakdown(graph.inbound(&name), |c| key_of(c.api_version.as_ref()));
+    let details = focus.all();
+    let operations = focus.breakdown(&details, Dimension::Operation);
+    let instances = focus.breakdown(&details, Dimension::ServerInstance);
+    let versions = focus.breakdown(&details, Dimension::ApiVersion);
     let (from, to) = window_json(&graph);
     let mut value = serde_json::to_value(node).unwrap_or(Value::Null);
     let extra = json!({
@@ -172,18 +180,20 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
         source: source.clone(),
         target: target.clone(),
     };
-    let graph = match load_with_calls(&state, &params, &of).await {
-        Ok(graph) => graph,
-        Err(response) => return response,
+    let window = match window_of(&params) {
+        Ok(window) => window,
+        Err(message) => return bad_request(message),
     };
-    let window_ns = graph.window.to_ns - graph.window.from_ns;
-    let step_ns = match params.get("step") {
+    let window_ns = window.to_ns - window.from_ns;
+    // A step asked for counts from the window's start; the default is a round one that
+    // stored pieces cover, counted from its multiples.
+    let (step_ns, aligned) = match params.get("step") {
         Some(text) => match parse_duration("step", text) {
-            Ok(ns) if ns > 0 => ns,
+            Ok(ns) if ns > 0 => (ns, false),
             Ok(_) => return error(StatusCode::BAD_REQUEST, "step must be positive"),
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         },
-        None => (window_ns / 60).max(1_000_000_000),
+        None => (graph_query::round_step(window), true),
     };
     if window_ns / step_ns > 10_000 {
         return error(
@@ -191,14 +201,18 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
             "step is too small for the window: at most 10000 intervals",
         );
     }
+    let intervals = graph_query::intervals(window, step_ns, aligned);
+    let (graph, focus) = match load_with_focus(&state, window, &of, intervals).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
     let edges: Vec<Value> = graph
         .edges
         .iter()
         .filter(|edge| &edge.source == source && &edge.target == target)
         .map(|edge| {
-            let calls = || graph.calls_of(edge);
-            let series: Vec<Value> = graph
-                .series(calls(), step_ns)
+            let series: Vec<Value> = focus
+                .series(Some(edge))
                 .into_iter()
                 .map(|interval| {
                     let mut value = serde_json::to_value(&interval).unwrap_or(Value::Null);
@@ -206,12 +220,13 @@ pub async fn edges(State(state): State<AppState>, Query(params): Params) -> Resp
                     value
                 })
                 .collect();
-            let server_instances = graph.breakdown(calls(), |c| key_of(c.server_instance.as_ref()));
-            let client_instances = graph.breakdown(calls(), |c| key_of(c.client_instance.as_ref()));
-            let versions = graph.breakdown(calls(), |c| key_of(c.api_version.as_ref()));
-            let operations = graph.breakdown(calls(), |c| key_of(c.operation.as_ref()));
-            let statuses =
-                graph.breakdown(calls().filter(|c| c.failed), |c| key_of(c.status.as_ref()));
+            let details = focus.edge(edge);
+            let breakdown = |dimension| focus.breakdown(&details, dimension);
+            let server_instances = breakdown(Dimension::ServerInstance);
+            let client_instances = breakdown(Dimension::ClientInstance);
+            let versions = breakdown(Dimension::ApiVersion);
+            let operations = breakdown(Dimension::Operation);
+            let statuses = breakdown(Dimension::FailedStatus);
             let mut value = serde_json::to_value(edge).unwrap_or(Value::Null);
             let extra = json!({
                 "step_ms": step_ns as f64 / 1e6,

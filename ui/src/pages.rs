@@ -5,21 +5,17 @@ use askama::Template;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use callwatch_query::QueryError;
 use callwatch_query::breaker::BreakerState;
 use callwatch_query::breakers::BreakerView;
-use callwatch_query::graph::{self, Breakdown, Edge, Graph, graph_of};
-use callwatch_query::{QueryEngine, QueryError};
-use callwatch_storage::schema;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Int64Type, TimestampNanosecondType};
-use datafusion::logical_expr::{col, lit};
+use callwatch_query::graph::{self, Breakdown, Edge, Focus, Graph, Interval, graph_of};
+use callwatch_query::rollup::{Details, Dimension};
 use petgraph::Direction;
 
 use crate::AppState;
 use crate::charts::{Chart, Timeline, TimelineSource, bucket_counts, latency_buckets};
 use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, param, percent};
 use crate::map::Map;
-use crate::traces::started_within;
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -45,15 +41,20 @@ async fn graph(state: &AppState, frame: &Frame) -> Result<Graph, Response> {
         .map_err(|e| unavailable(&frame.path, e))
 }
 
-/// The graph of the frame's window with the calls of a service or edge, for breakdowns
-/// and series.
-async fn graph_with_calls(
+/// The graph of the frame's window, and the breakdowns and series of a service's or an
+/// edge's calls.
+async fn graph_and_focus(
     state: &AppState,
     frame: &Frame,
     of: &graph::CallsOf,
-) -> Result<Graph, Response> {
-    graph::graph_with_calls(&state.query, frame.graph_window(), state.health, of)
-        .await
+) -> Result<(Graph, Focus), Response> {
+    let window = frame.graph_window();
+    let intervals = graph::intervals(window, graph::round_step(window), true);
+    // The graph first: the series reuse the pieces it computes.
+    let graph = graph_of(&state.query, window, state.health).await;
+    let focus = graph::focus(&state.query, window, state.health, of, intervals).await;
+    graph
+        .and_then(|graph| Ok((graph, focus?)))
         .map_err(|e| unavailable(&frame.path, e))
 }
 
@@ -322,18 +323,9 @@ struct ServicePage {
     blast_radius: Vec<String>,
 }
 
-/// Intervals of a window for its charts: about 60, at least a second each.
-fn step_of(frame: &Frame) -> i64 {
-    ((frame.window.to_ns - frame.window.from_ns) / 60).max(1_000_000_000)
-}
-
-/// Rate, errors and latency over the window, for `calls`.
-fn charts_of<'a>(
-    graph: &Graph,
-    calls: impl Iterator<Item = &'a callwatch_storage::CallRow>,
-    step_ns: i64,
-) -> Vec<String> {
-    let series = graph.series(calls, step_ns);
+/// Rate, errors and latency over the window, from a series of intervals.
+fn charts_of(series: &[Interval], frame: &Frame) -> Vec<String> {
+    let step_ns = graph::round_step(frame.graph_window());
     let starts: Vec<i64> = series.iter().map(|i| i.start_ns).collect();
     let values =
         |pick: &dyn Fn(&callwatch_query::stats::Summary) -> Option<f64>| -> Vec<Option<f64>> {
@@ -383,11 +375,11 @@ pub async fn service(
         Ok(frame) => frame,
         Err(response) => return *response,
     };
-    let graph = match graph_with_calls(&state, &frame, &graph::CallsOf::Service(name.clone())).await
-    {
-        Ok(graph) => graph,
-        Err(response) => return response,
-    };
+    let (graph, focus) =
+        match graph_and_focus(&state, &frame, &graph::CallsOf::Service(name.clone())).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
     let Some(node) = graph.node(&name) else {
         return error_page(
             StatusCode::NOT_FOUND,
@@ -409,21 +401,16 @@ pub async fn service(
             })
             .collect()
     };
-    let instances = graph.breakdown(graph.inbound(&name), |c| {
-        c.server_instance.as_ref().map(|v| v.to_string())
-    });
+    let details = focus.all();
+    let instances = focus.breakdown(&details, Dimension::ServerInstance);
     let page = ServicePage {
         kind: node.kind,
         stats: Stats::of(&node.summary),
-        charts: charts_of(&graph, graph.inbound(&name), step_of(&frame)),
-        operations: share_rows(&graph.breakdown(graph.inbound(&name), |c| {
-            c.operation.as_ref().map(|v| v.to_string())
-        })),
+        charts: charts_of(&focus.series(None), &frame),
+        operations: share_rows(&focus.breakdown(&details, Dimension::Operation)),
         instance_skew: crate::dashboard::significant(instances.skew),
         instances: share_rows(&instances),
-        versions: share_rows(&graph.breakdown(graph.inbound(&name), |c| {
-            c.api_version.as_ref().map(|v| v.to_string())
-        })),
+        versions: share_rows(&focus.breakdown(&details, Dimension::ApiVersion)),
         upstream: neighbours(Direction::Incoming),
         downstream: neighbours(Direction::Outgoing),
         blast_radius: graph.upstream(&name),
@@ -470,27 +457,24 @@ struct EdgePage {
     examples: Vec<Example>,
 }
 
-fn edge_view(graph: &Graph, edge: &Edge, frame: &Frame) -> EdgeView {
-    let calls = || graph.calls_of(edge);
-    let key = |value: Option<&std::sync::Arc<str>>| value.map(|v| v.to_string());
-    let durations = |pick: fn(&callwatch_storage::CallRow) -> Option<i64>| -> Vec<f64> {
-        calls().filter_map(pick).map(|ns| ns as f64 / 1e6).collect()
-    };
-    let client = durations(|c| c.client_duration_ns);
-    let server = durations(|c| c.server_duration_ns);
-    let all: Vec<f64> = client.iter().chain(&server).copied().collect();
+fn edge_view(focus: &Focus, edge: &Edge, frame: &Frame) -> EdgeView {
+    let details = focus.edge(edge);
+    let client = || details.all.client().buckets_ms();
+    let server = || details.all.server().buckets_ms();
+    let all: Vec<f64> = client().chain(server()).map(|(ms, _)| ms).collect();
     let bounds = latency_buckets(&all);
     let histogram = Chart::histogram(
         "Latency histogram (calls per bucket, ms)",
         &bounds,
         &[
-            ("client", "p95", bucket_counts(&bounds, &client)),
-            ("server", "p50", bucket_counts(&bounds, &server)),
+            ("client", "p95", bucket_counts(&bounds, client())),
+            ("server", "p50", bucket_counts(&bounds, server())),
         ],
     )
     .svg();
     let stats = Stats::of(&edge.summary);
-    let server_instances = graph.breakdown(calls(), |c| key(c.server_instance.as_ref()));
+    let breakdown = |dimension| share_rows(&focus.breakdown(&details, dimension));
+    let server_instances = focus.breakdown(&details, Dimension::ServerInstance);
     EdgeView {
         client_p: [stats.p50.clone(), stats.p95.clone(), stats.p99.clone()],
         server_p: [
@@ -500,94 +484,36 @@ fn edge_view(graph: &Graph, edge: &Edge, frame: &Frame) -> EdgeView {
         ],
         queue_p99: stats.queue_p99.clone(),
         row: EdgeRow::of(edge, frame),
-        charts: charts_of(graph, calls(), step_of(frame)),
+        charts: charts_of(&focus.series(Some(edge)), frame),
         histogram,
-        statuses: share_rows(
-            &graph.breakdown(calls().filter(|c| c.failed), |c| key(c.status.as_ref())),
-        ),
+        statuses: breakdown(Dimension::FailedStatus),
         server_skew: crate::dashboard::significant(server_instances.skew),
         server_instances: share_rows(&server_instances),
-        client_instances: share_rows(
-            &graph.breakdown(calls(), |c| key(c.client_instance.as_ref())),
-        ),
-        versions: share_rows(&graph.breakdown(calls(), |c| key(c.api_version.as_ref()))),
-        operations: share_rows(&graph.breakdown(calls(), |c| key(c.operation.as_ref()))),
+        client_instances: breakdown(Dimension::ClientInstance),
+        versions: breakdown(Dimension::ApiVersion),
+        operations: breakdown(Dimension::Operation),
         breaker: edge.breaker.as_ref().map(|b| BreakerRow::of(b, frame)),
     }
 }
 
-/// The slowest calls of the edge and its latest failed ones, with their traces.
-async fn examples(
-    engine: &QueryEngine,
-    frame: &Frame,
-    source: &str,
-    target: &str,
-) -> Result<Vec<Example>, QueryError> {
-    let base = engine
-        .context()?
-        .table(schema::CALLS_TABLE)
-        .await?
-        .filter(
-            started_within(frame.window.from_ns, frame.window.to_ns)
-                .and(col(schema::CLIENT).eq(lit(source)))
-                .and(col(schema::SERVER).eq(lit(target))),
-        )?
-        .select(vec![
-            col(schema::TRACE_ID),
-            col(schema::START_TIME).alias("start_ns"),
-            datafusion::functions::core::expr_fn::coalesce(vec![
-                col(schema::CLIENT_DURATION_NS),
-                col(schema::SERVER_DURATION_NS),
-            ])
-            .alias("duration_ns"),
-            col(schema::FAILED),
-        ])?;
-    let slowest = base
-        .clone()
-        .sort(vec![col("duration_ns").sort(false, false)])?
-        .limit(0, Some(5))?;
-    let failed = base
-        .filter(col(schema::FAILED))?
-        .sort(vec![col("start_ns").sort(false, false)])?
-        .limit(0, Some(5))?;
+/// The slowest calls of the edge and its latest failed ones, with their traces (each
+/// trace once), as kept with its breakdowns.
+fn examples(details: &Details, frame: &Frame) -> Vec<Example> {
     let mut examples: Vec<Example> = Vec::new();
-    for frame_of in [slowest, failed] {
-        for batch in engine.collect(frame_of).await?.batches {
-            for example in example_rows(&batch, frame)? {
-                if !examples.iter().any(|e| e.trace_id == example.trace_id) {
-                    examples.push(example);
-                }
-            }
+    for exemplar in details.slowest().iter().chain(details.latest_failed()) {
+        let trace_id = format!("{:032x}", exemplar.trace_id);
+        if examples.iter().any(|e| e.trace_id == trace_id) {
+            continue;
         }
+        examples.push(Example {
+            href: frame.trace_link(&trace_id),
+            started: datetime(exemplar.start_ns),
+            duration: exemplar.duration_ns.map_or("–".into(), nanos_as_ms),
+            failed: exemplar.failed,
+            trace_id,
+        });
     }
-    Ok(examples)
-}
-
-fn example_rows(batch: &RecordBatch, frame: &Frame) -> Result<Vec<Example>, QueryError> {
-    let wrong = || QueryError::Execution("example calls have unexpected column types".into());
-    let ids = batch.column(0).as_string_opt::<i32>().ok_or_else(wrong)?;
-    let starts = batch
-        .column(1)
-        .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(wrong)?;
-    let durations = batch
-        .column(2)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(wrong)?;
-    let failed = batch.column(3).as_boolean_opt().ok_or_else(wrong)?;
-    Ok((0..batch.num_rows())
-        .map(|row| Example {
-            trace_id: ids.value(row).to_string(),
-            href: frame.trace_link(ids.value(row)),
-            started: datetime(starts.value(row)),
-            duration: if durations.is_valid(row) {
-                nanos_as_ms(durations.value(row))
-            } else {
-                "–".into()
-            },
-            failed: failed.value(row),
-        })
-        .collect())
+    examples
 }
 
 pub async fn edge(
@@ -613,15 +539,15 @@ pub async fn edge(
         source: source.clone(),
         target: target.clone(),
     };
-    let graph = match graph_with_calls(&state, &frame, &of).await {
-        Ok(graph) => graph,
+    let (graph, focus) = match graph_and_focus(&state, &frame, &of).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let edges: Vec<EdgeView> = graph
         .edges
         .iter()
         .filter(|e| e.source == source && e.target == target)
-        .map(|e| edge_view(&graph, e, &frame))
+        .map(|e| edge_view(&focus, e, &frame))
         .collect();
     if edges.is_empty() {
         return error_page(
@@ -630,10 +556,7 @@ pub async fn edge(
             &format!("no calls from {source:?} to {target:?} in this window; try a longer range"),
         );
     }
-    let examples = match examples(&state.query, &frame, &source, &target).await {
-        Ok(examples) => examples,
-        Err(e) => return unavailable(uri.path(), e),
-    };
+    let examples = examples(&focus.all(), &frame);
     let page = EdgePage {
         source_href: frame.service_link(&source),
         target_href: frame.service_link(&target),
