@@ -269,11 +269,10 @@ impl CallStats for Details {
         self.keep_exemplars([Exemplar::of(call)]);
         for dimension in Dimension::ALL {
             if let Some(value) = dimension.of(call) {
-                let groups = &mut self.by[dimension as usize];
-                match groups.get_mut(&value.cloned()) {
-                    Some(group) => group.add(call),
-                    None => groups.entry(value.cloned()).or_default().add(call),
-                }
+                self.by[dimension as usize]
+                    .entry(value.cloned())
+                    .or_default()
+                    .add(call);
             }
         }
     }
@@ -640,23 +639,21 @@ impl<S: CallStats> PieceCache<S> {
         in_advance: bool,
         (from_ns, to_ns): (i64, i64),
     ) -> Result<Vec<Arc<Pieces<S>>>, QueryError> {
+        let sources_of = |snapshot: &callwatch_storage::Snapshot| -> Vec<Source> {
+            snapshot
+                .call_segments
+                .iter()
+                .map(|s| Source::Segment(s.path.clone()))
+                .chain(snapshot.hot_call_ids.iter().map(|id| Source::Hot(*id)))
+                .collect()
+        };
         let mut snapshot = store.snapshot();
-        let present: HashSet<Source> = snapshot
-            .call_segments
-            .iter()
-            .map(|s| Source::Segment(s.path.clone()))
-            .chain(snapshot.hot_call_ids.iter().map(|id| Source::Hot(*id)))
-            .collect();
+        let present: HashSet<Source> = sources_of(&snapshot).into_iter().collect();
         // Segments are partitioned by hour: those of other hours are not even looked at.
         snapshot
             .call_segments
             .retain(|s| s.end_ns() > from_ns && s.start_ns() < to_ns);
-        let wanted: Vec<Source> = snapshot
-            .call_segments
-            .iter()
-            .map(|s| Source::Segment(s.path.clone()))
-            .chain(snapshot.hot_call_ids.iter().map(|id| Source::Hot(*id)))
-            .collect();
+        let wanted = sources_of(&snapshot);
         let mut found: HashMap<Source, Arc<Pieces<S>>> = {
             let mut state = self.state.lock().expect("not poisoned");
             // A new segment made of sources still cached is put together from their pieces
