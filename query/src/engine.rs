@@ -20,8 +20,8 @@ use futures::StreamExt;
 use crate::breakers::{BREAKER_TRANSITIONS_TABLE, BreakerTracker};
 use crate::error::QueryError;
 use crate::guard;
+use crate::pieces::{DetailCaches, RollupCache};
 use crate::reads::{ReadSettings, Reads};
-use crate::rollup::{DetailCaches, RollupCache};
 use crate::table::{StoreTable, TransitionsTable};
 use crate::watchdog::{Watch, WatchRule};
 

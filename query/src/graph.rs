@@ -18,8 +18,9 @@ use crate::breaker::BreakerState;
 use crate::breakers::{BreakerTracker, BreakerView};
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
+use crate::pieces::Windows;
 pub use crate::rollup::CallsOf;
-use crate::rollup::{CallStats, Details, Dimension, EdgeKey, Groups, Rollup};
+use crate::rollup::{CallStats, Details, Dimension, EdgeKey, EdgeStats, Groups, Rollup};
 use crate::stats::{Accumulator, Health, HealthThresholds, Summary};
 
 /// [from, to) in nanoseconds since the epoch.
@@ -77,7 +78,7 @@ async fn calls_where(
                 None => within,
             }
         })?
-        .select_columns(crate::rollup::DETAIL_COLUMNS)?;
+        .select_columns(crate::pieces::DETAIL_COLUMNS)?;
     let mut names = Interner::default();
     let mut calls = Vec::new();
     engine
@@ -175,15 +176,50 @@ pub async fn graph_of(
     window: Window,
     thresholds: HealthThresholds,
 ) -> Result<Graph, QueryError> {
-    let recent_from = Recent::start(window);
+    let stats = engine
+        .rollups()
+        .windows(engine.store(), &graph_windows(window), |_| true)
+        .await?;
+    graph_from(engine, window, thresholds, stats).await
+}
+
+/// The graph of a window and the breakdowns and series of a service's or an edge's calls,
+/// from one look at the graph's pieces.
+pub async fn graph_and_focus(
+    engine: &QueryEngine,
+    window: Window,
+    thresholds: HealthThresholds,
+    of: &CallsOf,
+    intervals: Vec<(i64, i64)>,
+) -> Result<(Graph, Focus), QueryError> {
+    let mut asked = graph_windows(window);
+    asked.extend(&intervals);
     let mut stats = engine
         .rollups()
-        .windows(
-            engine.store(),
-            &[(window.from_ns, window.to_ns), (recent_from, window.to_ns)],
-            |_| true,
-        )
+        .windows(engine.store(), &asked, |_| true)
         .await?;
+    let series = stats.split_off(2);
+    let graph = graph_from(engine, window, thresholds, stats).await?;
+    let focus = focus(engine, window, thresholds, of, intervals, series).await?;
+    Ok((graph, focus))
+}
+
+/// The windows the graph's statistics are merged over: the window, and its last minute.
+fn graph_windows(window: Window) -> Vec<(i64, i64)> {
+    vec![
+        (window.from_ns, window.to_ns),
+        (Recent::start(window), window.to_ns),
+    ]
+}
+
+/// The graph from the pieces of [`graph_windows`], with the calls they do not cover read.
+async fn graph_from(
+    engine: &QueryEngine,
+    window: Window,
+    thresholds: HealthThresholds,
+    mut stats: Windows<EdgeStats>,
+) -> Result<Graph, QueryError> {
+    let recent_from = Recent::start(window);
     let (mut recent, recent_uncovered) = stats.pop().expect("two windows asked");
     let (mut rollup, uncovered) = stats.pop().expect("two windows asked");
     let mut read: Vec<(i64, i64)> = Vec::new();
@@ -262,16 +298,17 @@ pub struct Focus {
     series: BTreeMap<EdgeKey, Vec<Accumulator>>,
 }
 
-/// The breakdowns of the calls `of` keeps over the window, and their series over
-/// `intervals`, from stored pieces (breakdowns kept for the few services and edges looked
-/// at last, series from the graph's). Only the calls at the ends that no whole piece
-/// covers are read, filtered where they are stored.
-pub async fn focus(
+/// The breakdowns of the calls `of` keeps over the window, from the breakdown pieces kept
+/// for the few services and edges looked at last, and their series over `intervals` from
+/// the graph's `series`. Only the calls at the ends that no whole piece covers are read,
+/// filtered where they are stored.
+async fn focus(
     engine: &QueryEngine,
     window: Window,
     thresholds: HealthThresholds,
     of: &CallsOf,
     intervals: Vec<(i64, i64)>,
+    mut series: Windows<EdgeStats>,
 ) -> Result<Focus, QueryError> {
     let keep = |key: &EdgeKey| of.keeps(&key.source, &key.target);
     let (mut details, details_uncovered) = engine
@@ -281,10 +318,6 @@ pub async fn focus(
         .await?
         .pop()
         .expect("one window asked");
-    let mut series = engine
-        .rollups()
-        .windows(engine.store(), &intervals, keep)
-        .await?;
     let mut ranges: Vec<(i64, i64)> = details_uncovered
         .iter()
         .chain(series.iter().flat_map(|(_, uncovered)| uncovered))
@@ -316,7 +349,7 @@ pub async fn focus(
     }
     let mut by_edge: BTreeMap<EdgeKey, Vec<Accumulator>> = BTreeMap::new();
     for (index, (stats, _)) in series.iter().enumerate() {
-        for (key, edge) in &stats.edges {
+        for (key, edge) in stats.edges.iter().filter(|(key, _)| keep(key)) {
             by_edge
                 .entry(key.clone())
                 .or_insert_with(|| vec![Accumulator::default(); intervals.len()])[index]
@@ -636,7 +669,8 @@ pub struct Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollup::tests::{HOUR, S, call, spans_from, store_with_a_call_per_span};
+    use crate::pieces::tests::{HOUR, S, spans_from, store_with_a_call_per_span};
+    use crate::rollup::tests::call;
     use crate::rollup::{ByEdge, Dimension};
 
     /// The calls the store derives from the spans of `spans_from(start, count)`.
@@ -684,9 +718,12 @@ mod tests {
         let expected = expected.edges.values().next().unwrap();
         for (step_ns, aligned) in [(20 * S, true), (7 * S, false)] {
             let intervals = intervals(window, step_ns, aligned);
-            let focus = focus(&engine, window, thresholds, &of, intervals.clone())
-                .await
-                .unwrap();
+            let (graph, focus) =
+                graph_and_focus(&engine, window, thresholds, &of, intervals.clone())
+                    .await
+                    .unwrap();
+            let edge = graph.edges.iter().find(|e| *e.source == *"a").unwrap();
+            assert_eq!(edge.summary.calls, in_window.len() as u64);
             let found = focus.all();
             for dimension in Dimension::ALL {
                 assert_eq!(

@@ -9,6 +9,7 @@ mod engine;
 mod error;
 pub mod graph;
 mod guard;
+pub mod pieces;
 mod postgres;
 mod reads;
 pub mod rollup;

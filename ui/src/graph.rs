@@ -53,11 +53,8 @@ async fn load_with_focus(
     of: &CallsOf,
     intervals: Vec<(i64, i64)>,
 ) -> Result<(Graph, Focus), Response> {
-    // The graph first: the series reuse the pieces it computes.
-    let graph = graph_of(&state.query, window, state.health).await;
-    let focus = graph_query::focus(&state.query, window, state.health, of, intervals).await;
-    graph
-        .and_then(|graph| Ok((graph, focus?)))
+    graph_query::graph_and_focus(&state.query, window, state.health, of, intervals)
+        .await
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
 }
 

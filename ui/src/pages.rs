@@ -50,11 +50,8 @@ async fn graph_and_focus(
 ) -> Result<(Graph, Focus), Response> {
     let window = frame.graph_window();
     let intervals = graph::intervals(window, graph::round_step(window), true);
-    // The graph first: the series reuse the pieces it computes.
-    let graph = graph_of(&state.query, window, state.health).await;
-    let focus = graph::focus(&state.query, window, state.health, of, intervals).await;
-    graph
-        .and_then(|graph| Ok((graph, focus?)))
+    graph::graph_and_focus(&state.query, window, state.health, of, intervals)
+        .await
         .map_err(|e| unavailable(&frame.path, e))
 }
 

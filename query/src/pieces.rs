@@ -1,0 +1,1159 @@
+//! Statistics of calls in pieces of time, merged per clock hour, so that a window of any
+//! length is put together from a few hundred pieces instead of millions of calls.
+//!
+//! Each clock hour keeps, over every segment and hot batch holding calls of it, the calls
+//! per edge in pieces of several widths: the whole hour (for long windows), 10 minutes
+//! (for their series), minutes and 10 seconds (for a window's ends). Only the seconds at a
+//! window's ends that no whole piece covers are read call by call.
+//!
+//! An hour is kept up to date as calls arrive: a new hot batch's pieces are added to it,
+//! and a segment flushed from hot batches, or compacted from segments, takes their place
+//! without being read. To make room, the narrow widths of the hours looked at longest ago
+//! go first; an hour is read again only when a window needs a width it no longer has.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use callwatch_storage::{
+    CallColumns, Interner, Origin, SegmentMeta, Snapshot, Store, project, schema,
+};
+
+use crate::error::QueryError;
+use crate::rollup::{ByEdge, CallStats, CallsOf, Details, EdgeKey, EdgeStats};
+
+const TEN_SECONDS_NS: i64 = 10_000_000_000;
+const MINUTE_NS: i64 = 60_000_000_000;
+const TEN_MINUTES_NS: i64 = 600_000_000_000;
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// The widths of the graph's pieces, widest first (each divides the one before).
+const GRAPH_WIDTHS_NS: &[i64] = &[HOUR_NS, TEN_MINUTES_NS, MINUTE_NS, TEN_SECONDS_NS];
+
+/// The widths of breakdown pieces. They hold more per edge than the graph's, so the
+/// seconds at a window's ends are read call by call instead of kept in 10 s pieces; the
+/// pages' series come from the graph's pieces.
+const DETAIL_WIDTHS_NS: &[i64] = &[HOUR_NS, MINUTE_NS];
+
+/// How many hours back warming keeps up to date in advance: older hours are made when a
+/// window first needs them.
+const WARM_HOURS: i64 = 25;
+
+/// The columns the graph's pieces are made of: the others (ids, operations, versions) are
+/// not read.
+const GRAPH_COLUMNS: &[&str] = &[
+    schema::START_TIME,
+    schema::CLIENT,
+    schema::SERVER,
+    schema::CALL_TYPE,
+    schema::SERVER_KIND,
+    schema::DESTINATION,
+    schema::CLIENT_INSTANCE,
+    schema::SERVER_INSTANCE,
+    schema::CLIENT_DURATION_NS,
+    schema::SERVER_DURATION_NS,
+    schema::QUEUE_NS,
+    schema::FAILED,
+    schema::RETRY,
+    schema::TIMEOUT,
+    schema::BREAKER_STATE,
+];
+
+/// The columns breakdown pieces are made of, and those of calls read one by one.
+pub(crate) const DETAIL_COLUMNS: &[&str] = &[
+    schema::START_TIME,
+    schema::TRACE_ID,
+    schema::CLIENT,
+    schema::SERVER,
+    schema::CALL_TYPE,
+    schema::SERVER_KIND,
+    schema::OPERATION,
+    schema::DESTINATION,
+    schema::CLIENT_INSTANCE,
+    schema::SERVER_INSTANCE,
+    schema::API_VERSION,
+    schema::CLIENT_DURATION_NS,
+    schema::SERVER_DURATION_NS,
+    schema::QUEUE_NS,
+    schema::FAILED,
+    schema::STATUS,
+    schema::RETRY,
+    schema::TIMEOUT,
+    schema::BREAKER_STATE,
+];
+
+/// Most memory the graph's pieces may hold.
+const MAX_GRAPH_BYTES: usize = 512 << 20;
+
+/// Most memory the breakdown pieces of one service or edge may hold.
+const MAX_DETAIL_BYTES: usize = 96 << 20;
+
+/// How many services and edges keep breakdown pieces: those looked at last.
+const MAX_DETAIL_CACHES: usize = 4;
+
+/// Pieces of one width by their start.
+type ByStart<S> = BTreeMap<i64, ByEdge<S>>;
+
+/// The pieces of one width of an hour a window uses, with the width in ns.
+type UsedWidth<S> = (i64, Arc<ByStart<S>>);
+
+fn piece_start(ns: i64, width: i64) -> i64 {
+    ns.div_euclid(width) * width
+}
+
+fn bytes_of<S: CallStats>(pieces: &ByStart<S>) -> usize {
+    pieces.values().map(|p| p.bytes() + 64).sum()
+}
+
+/// Adds calls up into the narrowest pieces, batch after batch (so that no more than one
+/// segment's calls are in memory at once); the wider pieces are merged from them at the end.
+struct Builder<S> {
+    narrowest: ByStart<S>,
+    names: Interner,
+}
+
+impl<S: CallStats> Builder<S> {
+    fn new() -> Self {
+        Self {
+            narrowest: BTreeMap::new(),
+            names: Interner::default(),
+        }
+    }
+
+    /// Adds the calls of `batches` that `only` keeps (all if `None`).
+    fn add(
+        &mut self,
+        batches: &[RecordBatch],
+        widths: &[i64],
+        columns: &[&str],
+        only: Option<&CallsOf>,
+    ) -> Result<(), QueryError> {
+        let narrow = widths[widths.len() - 1];
+        let error = |e: callwatch_storage::StoreError| QueryError::Execution(e.to_string());
+        for batch in batches {
+            let batch = match only {
+                Some(only) => arrow::compute::filter_record_batch(batch, &only.mask(batch)?)
+                    .map_err(|e| QueryError::Execution(e.to_string()))?,
+                None => batch.clone(),
+            };
+            let batch = project(&batch, columns).map_err(error)?;
+            let calls = CallColumns::new(&batch).map_err(error)?;
+            for row in 0..calls.len() {
+                let call = calls.row(row, &mut self.names);
+                self.narrowest
+                    .entry(piece_start(call.start_ns, narrow))
+                    .or_default()
+                    .add(&call);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pieces at every width, widest first: each merged from the next narrower.
+    fn finish(self, widths: &[i64]) -> Vec<ByStart<S>> {
+        let mut by_width = vec![self.narrowest];
+        for width in widths[..widths.len() - 1].iter().rev() {
+            let mut wide: ByStart<S> = BTreeMap::new();
+            for (start, stats) in &by_width[0] {
+                wide.entry(piece_start(*start, *width))
+                    .or_default()
+                    .merge(stats);
+            }
+            by_width.insert(0, wide);
+        }
+        by_width
+    }
+}
+
+/// Which stored thing calls were read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Source {
+    /// A segment's object path.
+    Segment(String),
+    /// A hot calls batch, by the store's number for it.
+    Hot(u64),
+}
+
+impl From<&Origin> for Source {
+    fn from(origin: &Origin) -> Self {
+        match origin {
+            Origin::HotCalls(id) => Self::Hot(*id),
+            Origin::Segment(path) => Self::Segment(path.clone()),
+        }
+    }
+}
+
+/// The pieces of one width of an hour.
+struct Width<S> {
+    pieces: Arc<ByStart<S>>,
+    bytes: usize,
+    /// When a window last used it, on the cache's clock: the least used go first.
+    used: u64,
+}
+
+/// One clock hour's calls, over every source holding calls of it.
+struct Hour<S> {
+    /// The sources whose calls of this hour the pieces hold.
+    sources: HashSet<Source>,
+    /// By width, widest first; `None` where dropped for room.
+    widths: Vec<Option<Width<S>>>,
+}
+
+impl<S: CallStats> Hour<S> {
+    fn bytes(&self) -> usize {
+        self.widths.iter().flatten().map(|w| w.bytes).sum()
+    }
+
+    /// Adds the calls of this hour that `pieces` (a source's, at every width) hold, to
+    /// every width it still has.
+    fn add(&mut self, start: i64, pieces: &[ByStart<S>]) {
+        for (width, theirs) in self.widths.iter_mut().zip(pieces) {
+            let Some(width) = width else { continue };
+            let mine = Arc::make_mut(&mut width.pieces);
+            for (at, stats) in theirs.range(start..start + HOUR_NS) {
+                let piece = mine.entry(*at).or_default();
+                let before = piece.bytes() + 64;
+                piece.merge(stats);
+                width.bytes = width.bytes + piece.bytes() + 64 - before.min(width.bytes);
+            }
+        }
+    }
+}
+
+/// What bringing an hour up to date with a snapshot takes.
+enum Update {
+    Current,
+    /// Adding the calls of these sources.
+    Add(Vec<Source>),
+    /// Reading all its sources again.
+    Make,
+}
+
+struct CacheState<S> {
+    hours: BTreeMap<i64, Hour<S>>,
+    /// Hours dropped whole for room: warming leaves them be; a window that needs one makes
+    /// it again.
+    dropped: BTreeSet<i64>,
+    /// The first and last hour each hot batch seen holds calls of: a segment flushed from
+    /// batches takes the place of those that hold calls of its hour.
+    hot_hours: HashMap<u64, (i64, i64)>,
+    clock: u64,
+}
+
+impl<S> Default for CacheState<S> {
+    fn default() -> Self {
+        Self {
+            hours: BTreeMap::new(),
+            dropped: BTreeSet::new(),
+            hot_hours: HashMap::new(),
+            clock: 0,
+        }
+    }
+}
+
+/// Pieces of the calls of the store (or of those `only` keeps), per clock hour.
+pub struct PieceCache<S> {
+    state: Mutex<CacheState<S>>,
+    /// Held while hours are brought up to date: new calls are added once, by one reader.
+    updating: tokio::sync::Mutex<()>,
+    max_bytes: usize,
+    widths: &'static [i64],
+    columns: &'static [&'static str],
+    only: Option<CallsOf>,
+}
+
+/// The graph's pieces: every edge.
+pub type RollupCache = PieceCache<EdgeStats>;
+
+impl Default for RollupCache {
+    fn default() -> Self {
+        Self::new(MAX_GRAPH_BYTES, GRAPH_WIDTHS_NS, GRAPH_COLUMNS, None)
+    }
+}
+
+impl<S> std::fmt::Debug for PieceCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hours = self.state.lock().map_or(0, |s| s.hours.len());
+        f.debug_struct("PieceCache")
+            .field("only", &self.only)
+            .field("hours", &hours)
+            .finish()
+    }
+}
+
+/// Statistics of each of a list of windows, and what no whole piece covers of each.
+pub type Windows<S> = Vec<(ByEdge<S>, Vec<(i64, i64)>)>;
+
+/// The parts of [from_ns, to_ns) in each clock hour.
+fn hour_parts(from_ns: i64, to_ns: i64) -> impl Iterator<Item = (i64, (i64, i64))> {
+    let first = piece_start(from_ns, HOUR_NS);
+    (0..)
+        .map(move |n| first + n * HOUR_NS)
+        .take_while(move |hour| *hour < to_ns)
+        .map(move |hour| (hour, (from_ns.max(hour), to_ns.min(hour + HOUR_NS))))
+        .filter(|(_, (from, to))| from < to)
+}
+
+/// The first and last hour a calls batch holds calls of.
+fn hours_of(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let starts = batch
+        .column_by_name(schema::START_TIME)?
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()?;
+    let first = arrow::compute::min(starts)?;
+    let last = arrow::compute::max(starts)?;
+    Some((piece_start(first, HOUR_NS), piece_start(last, HOUR_NS)))
+}
+
+impl<S: CallStats> PieceCache<S> {
+    fn new(
+        max_bytes: usize,
+        widths: &'static [i64],
+        columns: &'static [&'static str],
+        only: Option<CallsOf>,
+    ) -> Self {
+        Self {
+            state: Mutex::default(),
+            updating: tokio::sync::Mutex::new(()),
+            max_bytes,
+            widths,
+            columns,
+            only,
+        }
+    }
+
+    /// About how much memory the pieces hold.
+    pub fn bytes(&self) -> usize {
+        let state = self.state.lock().expect("not poisoned");
+        state.hours.values().map(Hour::bytes).sum()
+    }
+
+    /// Adds the calls new since the last call to the hours of the last day, so that
+    /// windows find them.
+    pub async fn warm(&self, store: &Store) -> Result<(), QueryError> {
+        let hours: Vec<i64> = {
+            let by_hour = self.sources_by_hour(&store.snapshot());
+            let newest = by_hour.keys().next_back().copied().unwrap_or(0);
+            let state = self.state.lock().expect("not poisoned");
+            by_hour
+                .into_keys()
+                .filter(|h| *h > newest - WARM_HOURS * HOUR_NS && !state.dropped.contains(h))
+                .collect()
+        };
+        // An hour at a time, so that windows asked meanwhile need not wait for them all.
+        for hour in hours {
+            let _updating = self.updating.lock().await;
+            let snapshot = store.snapshot();
+            let by_hour = self.sources_by_hour(&snapshot);
+            self.update(store, &snapshot, &by_hour, hour, &[]).await?;
+            self.make_room();
+        }
+        Ok(())
+    }
+
+    /// The statistics of each of `windows` ([from_ns, to_ns) each) of the edges `keep`
+    /// keeps, from whole pieces, with the ranges no whole piece covers (for the caller to
+    /// read call by call), from one look at the pieces.
+    pub async fn windows(
+        &self,
+        store: &Store,
+        windows: &[(i64, i64)],
+        keep: impl Fn(&EdgeKey) -> bool,
+    ) -> Result<Windows<S>, QueryError> {
+        let mut parts: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+        for (from_ns, to_ns) in windows {
+            for (hour, part) in hour_parts(*from_ns, *to_ns) {
+                parts.entry(hour).or_default().push(part);
+            }
+        }
+        let widths = {
+            let _updating = self.updating.lock().await;
+            let snapshot = store.snapshot();
+            let by_hour = self.sources_by_hour(&snapshot);
+            for (hour, parts) in &parts {
+                self.update(store, &snapshot, &by_hour, *hour, parts)
+                    .await?;
+                self.make_room();
+            }
+            self.use_widths(&parts)
+        };
+        Ok(windows
+            .iter()
+            .map(|(from_ns, to_ns)| {
+                let mut stats = ByEdge::default();
+                let mut uncovered: Vec<(i64, i64)> = Vec::new();
+                for (hour, (from, to)) in hour_parts(*from_ns, *to_ns) {
+                    let present = widths.get(&hour).map_or(&[][..], Vec::as_slice);
+                    let ns: Vec<i64> = present.iter().map(|(ns, _)| *ns).collect();
+                    let (ranges, left) = cover(&ns, from, to);
+                    for (index, first, last) in ranges {
+                        for (_, piece) in present[index].1.range(first..last) {
+                            stats.merge_where(piece, &keep);
+                        }
+                    }
+                    for (from, to) in left {
+                        match uncovered.last_mut() {
+                            Some(last) if last.1 == from => last.1 = to,
+                            _ => uncovered.push((from, to)),
+                        }
+                    }
+                }
+                (stats, uncovered)
+            })
+            .collect())
+    }
+
+    /// The sources of a snapshot by the hours they hold calls of (hot batches by the hours
+    /// between their first and last call).
+    fn sources_by_hour(&self, snapshot: &Snapshot) -> BTreeMap<i64, Vec<Source>> {
+        let mut by_hour: BTreeMap<i64, Vec<Source>> = BTreeMap::new();
+        for segment in &snapshot.call_segments {
+            by_hour
+                .entry(segment.start_ns())
+                .or_default()
+                .push(Source::Segment(segment.path.clone()));
+        }
+        let mut state = self.state.lock().expect("not poisoned");
+        for (batch, id) in snapshot.hot_calls.iter().zip(&snapshot.hot_call_ids) {
+            // An empty batch holds calls of no hour: (1, 0).
+            let (first, last) = *state
+                .hot_hours
+                .entry(*id)
+                .or_insert_with(|| hours_of(batch).unwrap_or((1, 0)));
+            for hour in (first..=last).step_by(HOUR_NS as usize) {
+                by_hour.entry(hour).or_default().push(Source::Hot(*id));
+            }
+        }
+        // Batches are remembered while a segment may name them as its origin.
+        let named: HashSet<u64> = snapshot
+            .call_origins
+            .values()
+            .flatten()
+            .filter_map(|origin| match origin {
+                Origin::HotCalls(id) => Some(*id),
+                Origin::Segment(_) => None,
+            })
+            .chain(snapshot.hot_call_ids.iter().copied())
+            .collect();
+        state.hot_hours.retain(|id, _| named.contains(id));
+        // Hours with nothing left (expired) are forgotten.
+        state.hours.retain(|hour, _| by_hour.contains_key(hour));
+        state.dropped.retain(|hour| by_hour.contains_key(hour));
+        by_hour
+    }
+
+    /// Brings `hour` up to date with `snapshot`, so that its widths cover `parts` of it as
+    /// well as its widths can. Called with `updating` held.
+    async fn update(
+        &self,
+        store: &Store,
+        snapshot: &Snapshot,
+        by_hour: &BTreeMap<i64, Vec<Source>>,
+        hour: i64,
+        parts: &[(i64, i64)],
+    ) -> Result<(), QueryError> {
+        let Some(present) = by_hour.get(&hour) else {
+            return Ok(());
+        };
+        let (sources, make) = match self.plan(snapshot, hour, present, parts) {
+            Update::Current => return Ok(()),
+            Update::Add(sources) => (sources, false),
+            Update::Make => (present.to_vec(), true),
+        };
+        let mut builder = Builder::new();
+        for source in &sources {
+            let batches = self.read(store, snapshot, source).await?;
+            let (widths, columns, only) = (self.widths, self.columns, self.only.clone());
+            // Seconds of work for a large segment: off the async workers.
+            builder = tokio::task::spawn_blocking(move || {
+                builder.add(&batches, widths, columns, only.as_ref())?;
+                Ok::<_, QueryError>(builder)
+            })
+            .await
+            .map_err(|e| QueryError::Execution(e.to_string()))??;
+        }
+        let pieces = builder.finish(self.widths);
+        let mut state = self.state.lock().expect("not poisoned");
+        if !make {
+            if let Some(kept) = state.hours.get_mut(&hour) {
+                kept.add(hour, &pieces);
+                kept.sources.extend(sources);
+            }
+            return Ok(());
+        }
+        // The widths `parts` need count as used now; the others (or all, when warming)
+        // are the first to make room.
+        state.clock += 1;
+        let now = state.clock;
+        let mut needed: HashSet<usize> = HashSet::new();
+        for (from, to) in parts {
+            needed.extend(cover(self.widths, *from, *to).0.iter().map(|r| r.0));
+        }
+        let widths = pieces
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut pieces)| {
+                // A hot batch may hold calls of other hours too.
+                pieces.retain(|start, _| (hour..hour + HOUR_NS).contains(start));
+                let used = parts.is_empty() || needed.contains(&index);
+                Some(Width {
+                    bytes: bytes_of(&pieces),
+                    pieces: Arc::new(pieces),
+                    used: if used { now } else { 0 },
+                })
+            })
+            .collect();
+        state.hours.insert(
+            hour,
+            Hour {
+                sources: sources.into_iter().collect(),
+                widths,
+            },
+        );
+        state.dropped.remove(&hour);
+        Ok(())
+    }
+
+    /// What bringing `hour` up to date takes. A segment made of sources the hour already
+    /// holds takes their place; a width missing where `parts` need it (a whole minute no
+    /// wider piece covers) makes the hour again.
+    fn plan(
+        &self,
+        snapshot: &Snapshot,
+        hour: i64,
+        present: &[Source],
+        parts: &[(i64, i64)],
+    ) -> Update {
+        let mut state = self.state.lock().expect("not poisoned");
+        let state = &mut *state;
+        let Some(kept) = state.hours.get_mut(&hour) else {
+            return Update::Make;
+        };
+        let widths: Vec<i64> = self
+            .widths
+            .iter()
+            .zip(&kept.widths)
+            .filter(|(_, w)| w.is_some())
+            .map(|(ns, _)| *ns)
+            .collect();
+        let minute_left = |(from, to): &(i64, i64)| !cover(&[MINUTE_NS], *from, *to).0.is_empty();
+        if parts
+            .iter()
+            .any(|(from, to)| cover(&widths, *from, *to).1.iter().any(minute_left))
+        {
+            return Update::Make;
+        }
+        let mut new = Vec::new();
+        for source in present {
+            if kept.sources.contains(source) {
+                continue;
+            }
+            let origins = match source {
+                Source::Segment(path) => snapshot.call_origins.get(path),
+                Source::Hot(_) => None,
+            };
+            // The origins holding calls of this hour (a batch never seen may).
+            let holding: Vec<Source> = origins
+                .into_iter()
+                .flatten()
+                .filter(|origin| match origin {
+                    Origin::HotCalls(id) => state
+                        .hot_hours
+                        .get(id)
+                        .is_none_or(|(first, last)| (*first..=*last).contains(&hour)),
+                    Origin::Segment(_) => true,
+                })
+                .map(Source::from)
+                .collect();
+            let held = holding.iter().filter(|s| kept.sources.contains(s)).count();
+            if held > 0 && held == holding.len() {
+                for origin in &holding {
+                    kept.sources.remove(origin);
+                }
+                kept.sources.insert(source.clone());
+            } else if held == 0 {
+                new.push(source.clone());
+            } else {
+                return Update::Make;
+            }
+        }
+        // A source gone without a segment taking its place: the hour lost calls.
+        let present: HashSet<&Source> = present.iter().collect();
+        if kept
+            .sources
+            .iter()
+            .any(|s| !present.contains(s) && !new.contains(s))
+        {
+            return Update::Make;
+        }
+        if new.is_empty() {
+            Update::Current
+        } else {
+            Update::Add(new)
+        }
+    }
+
+    /// The calls of a source (of `only`'s edges, if set): other edges' rows of a segment
+    /// are not decoded past their names.
+    async fn read(
+        &self,
+        store: &Store,
+        snapshot: &Snapshot,
+        source: &Source,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        match source {
+            Source::Hot(id) => Ok(snapshot
+                .hot_call_ids
+                .iter()
+                .position(|hot| hot == id)
+                .map(|at| vec![snapshot.hot_calls[at].clone()])
+                .unwrap_or_default()),
+            Source::Segment(path) => {
+                let Some(segment) = snapshot.call_segments.iter().find(|s| &s.path == path) else {
+                    return Ok(Vec::new());
+                };
+                self.read_segment(store, segment)
+                    .await
+                    .map_err(|e| QueryError::Execution(format!("reading {path}: {e}")))
+            }
+        }
+    }
+
+    async fn read_segment(
+        &self,
+        store: &Store,
+        segment: &SegmentMeta,
+    ) -> callwatch_storage::Result<Vec<RecordBatch>> {
+        match &self.only {
+            Some(only) => {
+                let only = only.clone();
+                let keep = callwatch_storage::RowKeep {
+                    columns: vec![schema::CLIENT.into(), schema::SERVER.into()],
+                    keep: Box::new(move |batch| {
+                        only.mask(&batch)
+                            .map_err(|e| arrow::error::ArrowError::ComputeError(e.to_string()))
+                    }),
+                };
+                store.read_segment_rows(segment, self.columns, keep).await
+            }
+            None => store.read_segment_columns(segment, self.columns).await,
+        }
+    }
+
+    /// The widths of each hour that cover its `parts` (by width in ns), marked as used
+    /// now. Covering with just these gives what covering with all the hour has would.
+    fn use_widths(
+        &self,
+        parts: &BTreeMap<i64, Vec<(i64, i64)>>,
+    ) -> HashMap<i64, Vec<UsedWidth<S>>> {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.clock += 1;
+        let now = state.clock;
+        let mut found = HashMap::new();
+        for (hour, parts) in parts {
+            let Some(kept) = state.hours.get_mut(hour) else {
+                continue;
+            };
+            let present: Vec<(i64, &mut Width<S>)> = self
+                .widths
+                .iter()
+                .zip(kept.widths.iter_mut())
+                .filter_map(|(ns, width)| Some((*ns, width.as_mut()?)))
+                .collect();
+            let ns: Vec<i64> = present.iter().map(|(ns, _)| *ns).collect();
+            let used: BTreeSet<usize> = parts
+                .iter()
+                .flat_map(|(from, to)| cover(&ns, *from, *to).0)
+                .map(|range| range.0)
+                .collect();
+            let widths = present
+                .into_iter()
+                .enumerate()
+                .filter(|(index, _)| used.contains(index))
+                .map(|(_, (ns, width))| {
+                    width.used = now;
+                    (ns, width.pieces.clone())
+                })
+                .collect();
+            found.insert(*hour, widths);
+        }
+        found
+    }
+
+    /// Drops widths until the pieces fit: narrow widths before whole hours, those used
+    /// longest ago first; among equals the narrowest (the largest), then the oldest hour's.
+    fn make_room(&self) {
+        let mut state = self.state.lock().expect("not poisoned");
+        let mut total: usize = state.hours.values().map(Hour::bytes).sum();
+        while total > self.max_bytes {
+            let victim = state
+                .hours
+                .iter()
+                .flat_map(|(hour, kept)| {
+                    kept.widths
+                        .iter()
+                        .enumerate()
+                        .filter_map(move |(index, w)| {
+                            let w = w.as_ref()?;
+                            let key = (index == 0, w.used, std::cmp::Reverse(index), *hour);
+                            Some((key, index))
+                        })
+                })
+                .min_by_key(|(key, _)| *key);
+            let Some(((_, _, _, hour), index)) = victim else {
+                break;
+            };
+            let kept = state.hours.get_mut(&hour).expect("just found");
+            if index == 0 {
+                total -= kept.bytes();
+                state.hours.remove(&hour);
+                state.dropped.insert(hour);
+            } else if let Some(width) = kept.widths[index].take() {
+                total -= width.bytes;
+            }
+        }
+    }
+}
+
+/// Pieces of one width (its index) whose starts are in [first, last).
+type PieceRange = (usize, i64, i64);
+
+/// How whole pieces of `widths` (widest first, each dividing the one before) cover
+/// [from_ns, to_ns): ranges of piece starts (index of the width, first, last exclusive),
+/// widest first, and what no whole piece covers.
+fn cover(widths: &[i64], from_ns: i64, to_ns: i64) -> (Vec<PieceRange>, Vec<(i64, i64)>) {
+    let mut ranges = Vec::new();
+    let mut uncovered = vec![(from_ns, to_ns)];
+    for (index, width) in widths.iter().enumerate() {
+        let mut still_uncovered = Vec::new();
+        for (from, to) in uncovered {
+            let first = piece_start(from, *width)
+                + if from.rem_euclid(*width) == 0 {
+                    0
+                } else {
+                    *width
+                };
+            let last = piece_start(to, *width);
+            if first >= last {
+                still_uncovered.push((from, to));
+                continue;
+            }
+            ranges.push((index, first, last));
+            still_uncovered.extend(
+                [(from, first), (last, to)]
+                    .into_iter()
+                    .filter(|(a, b)| a < b),
+            );
+        }
+        uncovered = still_uncovered;
+    }
+    uncovered.sort_unstable();
+    (ranges, uncovered)
+}
+
+/// Breakdown pieces of the services and edges looked at last, each kept apart so that a
+/// page's refresh reads only the calls that arrived since.
+#[derive(Debug, Default)]
+pub struct DetailCaches {
+    /// Most recently used last.
+    caches: Mutex<Vec<Arc<PieceCache<Details>>>>,
+}
+
+impl DetailCaches {
+    /// The cache of the calls `of` keeps, made if new (forgetting the one used longest ago).
+    pub fn of(&self, of: &CallsOf) -> Arc<PieceCache<Details>> {
+        let mut caches = self.caches.lock().expect("not poisoned");
+        let cache = match caches.iter().position(|c| c.only.as_ref() == Some(of)) {
+            Some(at) => caches.remove(at),
+            None => Arc::new(PieceCache::new(
+                MAX_DETAIL_BYTES,
+                DETAIL_WIDTHS_NS,
+                DETAIL_COLUMNS,
+                Some(of.clone()),
+            )),
+        };
+        caches.push(cache.clone());
+        if caches.len() > MAX_DETAIL_CACHES {
+            caches.remove(0);
+        }
+        cache
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::rollup::Rollup;
+    use crate::rollup::tests::call;
+    use callwatch_storage::CallRow;
+
+    pub(crate) const S: i64 = 1_000_000_000;
+    /// An hour long gone: compaction takes its segments at once.
+    pub(crate) const HOUR: i64 = 1_700_002_800 * S;
+
+    #[test]
+    fn whole_pieces_cover_the_middle_of_a_window_and_calls_its_ends() {
+        // 12:00:05 to 12:03:17 (seconds of an hour on the hour).
+        let (ranges, uncovered) = cover(GRAPH_WIDTHS_NS, HOUR + 5 * S, HOUR + 197 * S);
+        assert_eq!(
+            ranges,
+            vec![
+                (2, HOUR + 60 * S, HOUR + 180 * S),
+                (3, HOUR + 10 * S, HOUR + 60 * S),
+                (3, HOUR + 180 * S, HOUR + 190 * S),
+            ]
+        );
+        assert_eq!(
+            uncovered,
+            vec![
+                (HOUR + 5 * S, HOUR + 10 * S),
+                (HOUR + 190 * S, HOUR + 197 * S)
+            ]
+        );
+        // Aligned ends leave nothing to read call by call; a short window is all calls.
+        assert_eq!(
+            cover(GRAPH_WIDTHS_NS, HOUR, HOUR + 3720 * S),
+            (
+                vec![
+                    (0, HOUR, HOUR + 3600 * S),
+                    (2, HOUR + 3600 * S, HOUR + 3720 * S)
+                ],
+                vec![]
+            )
+        );
+        assert_eq!(
+            cover(GRAPH_WIDTHS_NS, HOUR + S, HOUR + 9 * S),
+            (vec![], vec![(HOUR + S, HOUR + 9 * S)])
+        );
+        // Before 1970 too.
+        let (ranges, uncovered) = cover(GRAPH_WIDTHS_NS, -125 * S, -5 * S);
+        assert_eq!(ranges, vec![(2, -120 * S, -60 * S), (3, -60 * S, -10 * S)]);
+        assert_eq!(uncovered, vec![(-125 * S, -120 * S), (-10 * S, -5 * S)]);
+    }
+
+    #[test]
+    fn pieces_add_up_to_the_calls_they_hold() {
+        // One call every 7 s for 70 minutes, starting off a minute boundary.
+        let base = HOUR + 13 * S;
+        let calls: Vec<CallRow> = (0..600).map(|i| call(base + i * 7 * S, i % 97)).collect();
+        let mut builder = Builder::<EdgeStats>::new();
+        let batch = callwatch_storage::calls_batch(&calls);
+        builder
+            .add(&[batch], GRAPH_WIDTHS_NS, GRAPH_COLUMNS, None)
+            .unwrap();
+        let by_width = builder.finish(GRAPH_WIDTHS_NS);
+        for (pieces, width) in by_width.iter().zip(GRAPH_WIDTHS_NS) {
+            let total: u64 = pieces
+                .values()
+                .map(|r| r.edges.values().map(|e| e.calls.calls).sum::<u64>())
+                .sum();
+            assert_eq!(total, 600);
+            assert!(pieces.keys().all(|k| k % width == 0));
+        }
+        // A merged piece equals the rollup of its calls.
+        let thresholds = crate::stats::HealthThresholds::default();
+        let key = EdgeKey::of(&calls[0]);
+        for (pieces, width) in by_width.iter().zip(GRAPH_WIDTHS_NS).take(3) {
+            let start = *pieces.keys().next().unwrap();
+            let direct = Rollup::of(
+                calls
+                    .iter()
+                    .filter(|c| (start..start + width).contains(&c.start_ns)),
+            );
+            let (a, b) = (&direct.edges[&key], &pieces[&start].edges[&key]);
+            assert_eq!(a.calls.calls, b.calls.calls);
+            assert_eq!(a.calls.errors, b.calls.errors);
+            assert_eq!(a.client_instances, b.client_instances);
+            assert_eq!(
+                a.calls.clone().summary(60.0, &thresholds).latency_ms,
+                b.calls.clone().summary(60.0, &thresholds).latency_ms
+            );
+        }
+    }
+
+    /// Each span is a call that starts when the span does: a test controls exactly which
+    /// calls the store holds.
+    #[derive(Default)]
+    pub(crate) struct CallPerSpan {
+        calls: Vec<CallRow>,
+    }
+
+    impl callwatch_storage::CallDeriver for CallPerSpan {
+        fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn spans(&mut self, batch: &RecordBatch, _: std::time::Instant) {
+            for span in callwatch_storage::span_records(batch).unwrap() {
+                self.calls.push(call(span.start_ns, span.start_ns % 97));
+            }
+        }
+
+        fn expire(&mut self, _: std::time::Instant) {}
+
+        fn take_calls(&mut self) -> Option<RecordBatch> {
+            let calls = std::mem::take(&mut self.calls);
+            (!calls.is_empty()).then(|| callwatch_storage::calls_batch(&calls))
+        }
+
+        fn pending(&self) -> Vec<u8> {
+            Vec::new()
+        }
+    }
+
+    /// `count` spans 1 ms apart from `start_ns`.
+    pub(crate) fn spans_from(start_ns: i64, count: i64) -> RecordBatch {
+        spans_every(start_ns, count, 1_000_000)
+    }
+
+    fn spans_every(start_ns: i64, count: i64, every_ns: i64) -> RecordBatch {
+        let mut builder = callwatch_storage::SpansBuilder::with_capacity(count as usize);
+        for n in 0..count {
+            let start_ns = start_ns + n * every_ns;
+            let id = format!("{:016x}", start_ns);
+            builder
+                .append(&callwatch_storage::SpanRow {
+                    trace_id: &format!("{id:0>32}"),
+                    span_id: &id,
+                    service_name: "a",
+                    span_name: "GET /",
+                    span_kind: "CLIENT",
+                    start_ns,
+                    end_ns: start_ns + 1_000,
+                    status_code: "UNSET",
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    pub(crate) async fn store_with_a_call_per_span(dir: &std::path::Path) -> Store {
+        let config = callwatch_storage::StoreConfig {
+            flush_interval: std::time::Duration::from_secs(3600),
+            ..callwatch_storage::StoreConfig::new(dir)
+        };
+        Store::open_with(config, Some(Box::new(CallPerSpan::default())))
+            .await
+            .unwrap()
+    }
+
+    /// What a cache's hours hold, in a form to compare.
+    fn digest(cache: &RollupCache) -> Vec<String> {
+        let thresholds = crate::stats::HealthThresholds::default();
+        let state = cache.state.lock().unwrap();
+        let mut lines = Vec::new();
+        for (hour, kept) in &state.hours {
+            for (index, width) in kept.widths.iter().enumerate() {
+                let Some(width) = width else { continue };
+                for (start, rollup) in width.pieces.iter() {
+                    for (key, edge) in &rollup.edges {
+                        lines.push(format!(
+                            "{hour} {index} {start} {key:?} {:?} {:?} {:?}",
+                            edge.calls.clone().summary(1.0, &thresholds),
+                            edge.client_instances,
+                            edge.server_instances
+                        ));
+                    }
+                }
+            }
+        }
+        lines
+    }
+
+    /// Checks that `cache` holds what a new cache reads from the files, without reading
+    /// them itself: they are deleted first.
+    async fn cache_matches_the_files(dir: &std::path::Path, store: &Store, cache: &RollupCache) {
+        let fresh = RollupCache::default();
+        fresh.warm(store).await.unwrap();
+        for segment in store.snapshot().call_segments {
+            std::fs::remove_file(dir.join(&segment.path)).unwrap();
+        }
+        cache.warm(store).await.unwrap();
+        assert_eq!(digest(cache), digest(&fresh));
+    }
+
+    #[tokio::test]
+    async fn a_flushed_segment_takes_the_place_of_the_hot_batches_it_was_made_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        // Calls on both sides of an hour, each batch published on its own: one flush writes
+        // two segments, each with some of the calls of several batches.
+        let cache = RollupCache::default();
+        for start in [HOUR - 90 * S, HOUR - 5 * S, HOUR + 7 * S, HOUR + 65 * S] {
+            store.append(spans_from(start, 300)).await.unwrap();
+            store.calls_caught_up().await;
+            cache.warm(&store).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(store.snapshot().call_segments.len(), 2);
+        cache_matches_the_files(dir.path(), &store, &cache).await;
+    }
+
+    #[tokio::test]
+    async fn a_compacted_segment_takes_the_place_of_the_segments_it_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        let cache = RollupCache::default();
+        for start in [HOUR + 5 * S, HOUR + 700 * S, HOUR + 1400 * S] {
+            store.append(spans_from(start, 300)).await.unwrap();
+            store.calls_caught_up().await;
+            cache.warm(&store).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        cache.warm(&store).await.unwrap();
+        assert_eq!(store.snapshot().call_segments.len(), 3);
+        store.compact().await.unwrap();
+        let segments = store.snapshot().call_segments;
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].rows, 900);
+        cache_matches_the_files(dir.path(), &store, &cache).await;
+    }
+
+    /// The calls of the store from `windows`, read one by one where pieces do not cover.
+    async fn from_pieces(cache: &RollupCache, store: &Store, windows: &[(i64, i64)]) -> Vec<u64> {
+        let calls: Vec<CallRow> = {
+            let mut names = Interner::default();
+            let mut calls = Vec::new();
+            let snapshot = store.snapshot();
+            let mut batches = snapshot.hot_calls.clone();
+            for segment in &snapshot.call_segments {
+                batches.extend(store.read_segment(segment).await.unwrap());
+            }
+            for batch in &batches {
+                let columns = CallColumns::new(batch).unwrap();
+                calls.extend((0..columns.len()).map(|row| columns.row(row, &mut names)));
+            }
+            calls
+        };
+        let found = cache.windows(store, windows, |_| true).await.unwrap();
+        found
+            .into_iter()
+            .map(|(stats, uncovered)| {
+                let read = calls
+                    .iter()
+                    .filter(|c| {
+                        uncovered
+                            .iter()
+                            .any(|(a, b)| (*a..*b).contains(&c.start_ns))
+                    })
+                    .count() as u64;
+                stats.edges.values().map(|e| e.calls.calls).sum::<u64>() + read
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn windows_add_up_as_hours_fill_lose_widths_and_are_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        // A call a second over three hours, two of them flushed, the last hot.
+        let start = HOUR - 3600 * S;
+        for hour in 0..3 {
+            store
+                .append(spans_every(start + hour * 3600 * S, 3600, S))
+                .await
+                .unwrap();
+            store.calls_caught_up().await;
+            if hour < 2 {
+                store.flush().await.unwrap();
+            }
+        }
+        // Room for about one hour's pieces at every width.
+        let one_hour = {
+            let cache = RollupCache::default();
+            cache.warm(&store).await.unwrap();
+            cache.bytes() / 3
+        };
+        let cache = RollupCache::new(one_hour * 3 / 2, GRAPH_WIDTHS_NS, GRAPH_COLUMNS, None);
+        cache.warm(&store).await.unwrap();
+        assert!(cache.bytes() <= one_hour * 3 / 2);
+        let windows = [
+            (start + 17 * S, start + 3 * 3600 * S - 3 * S),
+            (start + 1234 * S, start + 2 * 3600 * S + 1234 * S),
+            (start + 3600 * S, start + 2 * 3600 * S),
+            (start + 600 * S, start + 1800 * S),
+            (start + 5 * S, start + 9 * S),
+            (start + 7000 * S, start + 7000 * S),
+        ];
+        let expected: Vec<u64> = windows
+            .iter()
+            .map(|(from, to)| (to - from).div_euclid(S) as u64)
+            .collect();
+        // Each window alone, then all at once: the hours it needs are made again as the
+        // others push them out.
+        for window in windows {
+            let counted = from_pieces(&cache, &store, &[window]).await;
+            assert_eq!(counted[0], ((window.1 - window.0) / S) as u64, "{window:?}");
+        }
+        assert_eq!(from_pieces(&cache, &store, &windows).await, expected);
+        assert!(cache.bytes() <= one_hour * 3 / 2);
+        // Late calls of an hour already made, then its segments compacted.
+        store
+            .append(spans_every(start + 100 * S + S / 2, 100, S))
+            .await
+            .unwrap();
+        store.calls_caught_up().await;
+        let late = [(start, start + 3600 * S)];
+        assert_eq!(from_pieces(&cache, &store, &late).await, vec![3700]);
+        store.flush().await.unwrap();
+        assert_eq!(from_pieces(&cache, &store, &late).await, vec![3700]);
+        store.compact().await.unwrap();
+        assert_eq!(from_pieces(&cache, &store, &late).await, vec![3700]);
+    }
+
+    #[tokio::test]
+    async fn the_narrow_widths_of_hours_used_longest_ago_make_room_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        let start = HOUR - 3600 * S;
+        for hour in 0..3 {
+            store
+                .append(spans_every(start + hour * 3600 * S, 360, 10 * S))
+                .await
+                .unwrap();
+        }
+        store.calls_caught_up().await;
+        store.flush().await.unwrap();
+        let cache = RollupCache::default();
+        cache.warm(&store).await.unwrap();
+        let all = cache.bytes();
+        let narrow = {
+            let state = cache.state.lock().unwrap();
+            let kept = &state.hours[&start];
+            kept.widths[3].as_ref().unwrap().bytes
+        };
+        // Looked at in turn: the first hour in its minutes, the last whole, the middle one
+        // at its start, so that it needs its 10 s pieces.
+        let hours = [start, start + 3600 * S, start + 7200 * S];
+        let cache = RollupCache::new(all - narrow, GRAPH_WIDTHS_NS, GRAPH_COLUMNS, None);
+        for window in [
+            (hours[0] + 60 * S, hours[0] + 120 * S),
+            (hours[2], hours[2] + 3600 * S),
+            (hours[1] + 5 * S, hours[1] + 65 * S),
+        ] {
+            let (stats, _) = cache
+                .windows(&store, &[window], |_| true)
+                .await
+                .unwrap()
+                .remove(0);
+            let calls: u64 = stats.edges.values().map(|e| e.calls.calls).sum();
+            assert!(calls > 0, "{window:?}");
+        }
+        assert!(cache.bytes() <= all - narrow);
+        let state = cache.state.lock().unwrap();
+        let present = |hour: i64| -> Vec<usize> {
+            state.hours[&hour]
+                .widths
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.is_some())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        // Of the 10 s pieces no window used, the oldest hour's went.
+        assert_eq!(present(hours[0]), vec![0, 1, 2]);
+        assert_eq!(present(hours[1]), vec![0, 1, 2, 3]);
+        assert_eq!(present(hours[2]), vec![0, 1, 2, 3]);
+    }
+}
