@@ -2,12 +2,11 @@
 # The service and edge pages over a long window of the demo platform's traffic (`callwatch
 # load --backdate`: millions of calls spread over the past hour, or day), for BIN (this
 # build) and, if given, BEFORE (e.g. the previous release binary), in the same run on the
-# same data. Each serves the data directory in turn; each page is asked 5 times after one
-# untimed view (the first view of a service or edge computes its breakdown pieces), and the
-# median kept.
+# same data. Each serves the data directory in turn; each page's first view is timed (it
+# computes the service's or edge's breakdown pieces), then the median of TIMES more (5).
 #
 #   BEFORE=/path/to/old/callwatch bash benches/pages_volume.sh
-#   BACKDATE=24h DURATION=18m RANGES="1h 24h" bash benches/pages_volume.sh
+#   BACKDATE=24h DURATION=16m RANGES="1h 24h" TIMES=3 bash benches/pages_volume.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
@@ -16,6 +15,7 @@ BEFORE=${BEFORE:-}
 DURATION=${DURATION:-30s}
 BACKDATE=${BACKDATE:-60m}
 RANGES=${RANGES:-1h}
+TIMES=${TIMES:-5}
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 
@@ -26,12 +26,12 @@ stop() {
   kill -INT "$SERVER"
   wait "$SERVER" || true
 }
-# Prints the first view's time, then the median of 5.
+# Prints the first view's time, then the median of TIMES more.
 first_and_median_ms() {
   curl -s -o /dev/null -m 600 -w '%{time_total}\n' "http://$HTTP$1" | awk '{printf "%.0f ", $1 * 1000}'
-  for _ in 1 2 3 4 5; do
+  for _ in $(seq "$TIMES"); do
     curl -s -o /dev/null -m 600 -w '%{time_total}\n' "http://$HTTP$1"
-  done | sort -n | awk '{a[NR]=$1} END {printf "%.0f", a[3] * 1000}'
+  done | sort -n | awk '{a[NR]=$1} END {printf "%.0f", a[int((NR + 1) / 2)] * 1000}'
 }
 seconds_of() {
   case $1 in *h) echo $((${1%h} * 3600)) ;; *m) echo $((${1%m} * 60)) ;; esac

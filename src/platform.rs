@@ -1,7 +1,8 @@
 //! A generated platform of many services, for load at a real platform's size: services
 //! `svc-000`, `svc-001`, … where each calls up to three services after it over HTTP, so N
 //! services have about 3N edges and no cycles. Each trace starts at a random service (a
-//! call from `user`) and follows calls a few levels down; a few calls fail.
+//! call from `user`) and follows calls a few levels down; a few calls fail. Every ten
+//! services make a namespace (`team-00`, `team-01`, …).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -45,6 +46,11 @@ fn name(service: usize) -> String {
     format!("svc-{service:03}")
 }
 
+/// Teams of ten services each, as namespaces.
+fn namespace(service: usize) -> String {
+    format!("team-{:02}", service / 10)
+}
+
 /// At least `batch` spans of a platform of `services` services, in one request.
 pub fn traffic(
     services: usize,
@@ -78,6 +84,7 @@ pub fn traffic(
                 attributes: vec![
                     text_attribute("service.name", &name(service)),
                     text_attribute("service.instance.id", &format!("{}-1", name(service))),
+                    text_attribute("service.namespace", &namespace(service)),
                 ],
                 ..Resource::default()
             }),

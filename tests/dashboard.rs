@@ -3,6 +3,8 @@
 //! graph → edge → trace clicked through, no console errors, hostile names kept as text,
 //! and a screenshot of every page saved.
 
+use std::collections::HashMap;
+
 use callwatch_collector::text_attribute as text;
 use serde_json::Value;
 
@@ -212,6 +214,76 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         );
     }
     tab.screenshot("graph").await;
+
+    // Grouped by namespace: one box per namespace its services report, edges between boxes;
+    // a namespace opened again shows its services inside a frame named after it.
+    let graph = crate::graph::get(&server, &format!("/api/v1/graph?{range}")).await;
+    let namespace_of: HashMap<String, String> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n["id"].as_str()?.to_string(),
+                n["namespace"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(namespace_of["order-service"], "shop");
+    assert_eq!(namespace_of["payment-service"], "payments");
+    let mut namespaces: Vec<&String> = namespace_of.values().collect();
+    namespaces.sort();
+    namespaces.dedup();
+    tab.visit(&format!("/graph?{range}&group=namespace")).await;
+    let mut boxes = tab
+        .attributes("svg.map a.node.namespace", "data-node")
+        .await;
+    boxes.sort();
+    assert_eq!(boxes.iter().collect::<Vec<_>>(), namespaces);
+    for service in namespace_of.keys() {
+        let selector = format!("svg.map a.node.service[data-node=\"{service}\"]");
+        assert!(tab.texts(&selector).await.is_empty(), "{service} is folded");
+    }
+    let grouped_links = tab
+        .pairs(
+            "Array.from(document.querySelectorAll('svg.map a.edge'), e => [\
+               document.querySelector(`svg.map a.node[data-index='${e.dataset.from}']`).dataset.node, \
+               document.querySelector(`svg.map a.node[data-index='${e.dataset.to}']`).dataset.node])",
+        )
+        .await;
+    assert_eq!(
+        grouped_links
+            .iter()
+            .filter(|(a, b)| a == "shop" && b == "payments")
+            .count(),
+        1,
+        "one edge from shop to payments in {grouped_links:?}"
+    );
+    assert!(
+        !grouped_links.iter().any(|(a, b)| a == b),
+        "{grouped_links:?}"
+    );
+    tab.visit(&format!("/graph?{range}&group=namespace&expand=shop"))
+        .await;
+    let inside = tab
+        .eval(
+            "(() => { const frame = document.querySelector('svg.map g.ns-frame[data-namespace=\"shop\"] rect').getBBox(); \
+               const node = document.querySelector('svg.map a.node[data-node=\"order-service\"]').getBBox(); \
+               return node.x >= frame.x && node.y >= frame.y && node.x + node.width <= frame.x + frame.width \
+                 && node.y + node.height <= frame.y + frame.height; })()",
+        )
+        .await;
+    assert_eq!(
+        inside,
+        serde_json::json!(true),
+        "order-service inside the shop frame"
+    );
+    assert!(
+        tab.attributes("svg.map a.node.namespace", "data-node")
+            .await
+            .contains(&"payments".to_string())
+    );
+    tab.screenshot("graph-by-namespace").await;
 
     // graph → edge → trace: find order-service, which centres it, and click its edge.
     tab.eval(

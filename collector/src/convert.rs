@@ -55,6 +55,20 @@ pub struct Converted {
     pub truncated_values: usize,
 }
 
+/// The namespace (`service.namespace`) each resource of `request` reports, with its
+/// service's name.
+pub fn reported_namespaces(
+    request: &ExportTraceServiceRequest,
+) -> impl Iterator<Item = (&str, &str)> {
+    request.resource_spans.iter().filter_map(|resource_spans| {
+        let attributes = &resource_spans.resource.as_ref()?.attributes;
+        let namespace = string_attribute(attributes, "service.namespace")?;
+        let service =
+            string_attribute(attributes, "service.name").unwrap_or(schema::UNKNOWN_SERVICE);
+        Some((service, namespace))
+    })
+}
+
 pub fn count_spans(request: &ExportTraceServiceRequest) -> usize {
     request
         .resource_spans

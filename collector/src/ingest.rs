@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use crate::convert::{Limits, convert, count_spans};
+use crate::convert::{Limits, convert, count_spans, reported_namespaces};
 use crate::error::IngestError;
 use crate::inflight::InflightBudget;
 use crate::metrics::IngestMetrics;
@@ -74,8 +74,9 @@ impl Ingest {
         let converted = convert(&request, now_ns, &self.limits).inspect_err(|_| {
             self.metrics.requests_failed.add(1);
         })?;
-        drop(request);
         if let Some(batch) = converted.batch {
+            self.store.namespaces().learn(reported_namespaces(&request));
+            drop(request);
             self.store
                 .append(batch)
                 .await

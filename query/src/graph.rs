@@ -101,6 +101,9 @@ pub struct Node {
     pub summary: Summary,
     /// Instances seen serving or making calls.
     pub instances: usize,
+    /// The `service.namespace` the service reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -249,6 +252,7 @@ async fn graph_from(
     };
     let mut graph = Graph::build(rollup, recent, window, thresholds);
     graph.attach_breakers(engine.breakers());
+    graph.attach_namespaces(&engine.store().namespaces().all());
     Ok(graph)
 }
 
@@ -529,6 +533,7 @@ impl Graph {
                     id,
                     kind: kind.as_str(),
                     summary,
+                    namespace: None,
                 }
             })
             .collect();
@@ -562,6 +567,13 @@ impl Graph {
             edges,
             graph,
             index,
+        }
+    }
+
+    /// Names each service's namespace, from what services report (by service name).
+    pub fn attach_namespaces(&mut self, namespaces: &BTreeMap<String, String>) {
+        for node in &mut self.nodes {
+            node.namespace = namespaces.get(&node.id).cloned();
         }
     }
 

@@ -94,6 +94,9 @@ const MAX_DETAIL_CACHES: usize = 4;
 /// Pieces of one width by their start.
 type ByStart<S> = BTreeMap<i64, ByEdge<S>>;
 
+/// Held while an hour is brought up to date.
+type HourLock = Arc<tokio::sync::Mutex<()>>;
+
 /// The pieces of one width of an hour a window uses, with the width in ns.
 type UsedWidth<S> = (i64, Arc<ByStart<S>>);
 
@@ -254,8 +257,9 @@ impl<S> Default for CacheState<S> {
 /// Pieces of the calls of the store (or of those `only` keeps), per clock hour.
 pub struct PieceCache<S> {
     state: Mutex<CacheState<S>>,
-    /// Held while hours are brought up to date: new calls are added once, by one reader.
-    updating: tokio::sync::Mutex<()>,
+    /// A lock per hour, held while it is brought up to date: its new calls are added once,
+    /// and windows over other hours need not wait.
+    updating: Mutex<HashMap<i64, HourLock>>,
     max_bytes: usize,
     widths: &'static [i64],
     columns: &'static [&'static str],
@@ -314,7 +318,7 @@ impl<S: CallStats> PieceCache<S> {
     ) -> Self {
         Self {
             state: Mutex::default(),
-            updating: tokio::sync::Mutex::new(()),
+            updating: Mutex::default(),
             max_bytes,
             widths,
             columns,
@@ -340,9 +344,10 @@ impl<S: CallStats> PieceCache<S> {
                 .filter(|h| *h > newest - WARM_HOURS * HOUR_NS && !state.dropped.contains(h))
                 .collect()
         };
-        // An hour at a time, so that windows asked meanwhile need not wait for them all.
-        for hour in hours {
-            let _updating = self.updating.lock().await;
+        // An hour at a time, the newest first: windows asked meanwhile wait only for an
+        // hour they need, and the recent hours dashboards look at are ready first.
+        for hour in hours.into_iter().rev() {
+            let _updating = self.lock(&[hour]).await;
             let snapshot = store.snapshot();
             let by_hour = self.sources_by_hour(&snapshot);
             self.update(store, &snapshot, &by_hour, hour, &[]).await?;
@@ -367,7 +372,8 @@ impl<S: CallStats> PieceCache<S> {
             }
         }
         let widths = {
-            let _updating = self.updating.lock().await;
+            let hours: Vec<i64> = parts.keys().copied().collect();
+            let _updating = self.lock(&hours).await;
             let snapshot = store.snapshot();
             let by_hour = self.sources_by_hour(&snapshot);
             for (hour, parts) in &parts {
@@ -401,6 +407,23 @@ impl<S: CallStats> PieceCache<S> {
                 (stats, uncovered)
             })
             .collect())
+    }
+
+    /// Waits until `hours` (in ascending order) are no longer being brought up to date,
+    /// and holds them.
+    async fn lock(&self, hours: &[i64]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let locks: Vec<HourLock> = {
+            let mut all = self.updating.lock().expect("not poisoned");
+            hours
+                .iter()
+                .map(|hour| all.entry(*hour).or_default().clone())
+                .collect()
+        };
+        let mut held = Vec::with_capacity(locks.len());
+        for lock in locks {
+            held.push(lock.lock_owned().await);
+        }
+        held
     }
 
     /// The sources of a snapshot by the hours they hold calls of (hot batches by the hours
@@ -439,11 +462,16 @@ impl<S: CallStats> PieceCache<S> {
         // Hours with nothing left (expired) are forgotten.
         state.hours.retain(|hour, _| by_hour.contains_key(hour));
         state.dropped.retain(|hour| by_hour.contains_key(hour));
+        drop(state);
+        self.updating
+            .lock()
+            .expect("not poisoned")
+            .retain(|hour, lock| by_hour.contains_key(hour) || Arc::strong_count(lock) > 1);
         by_hour
     }
 
     /// Brings `hour` up to date with `snapshot`, so that its widths cover `parts` of it as
-    /// well as its widths can. Called with `updating` held.
+    /// well as its widths can. Called with the hour locked.
     async fn update(
         &self,
         store: &Store,

@@ -44,6 +44,8 @@ pub struct SimulatorConfig {
 
 struct Service {
     name: &'static str,
+    /// Its `service.namespace`: the team that runs it.
+    namespace: &'static str,
     version: &'static str,
     language: &'static str,
     scope: &'static str,
@@ -62,6 +64,7 @@ const NOTIFICATIONS: usize = 6;
 const SERVICES: [Service; 7] = [
     Service {
         name: "web-frontend",
+        namespace: "edge",
         version: "3.1.0",
         language: "nodejs",
         scope: "@opentelemetry/instrumentation-http",
@@ -69,6 +72,7 @@ const SERVICES: [Service; 7] = [
     },
     Service {
         name: "api-gateway",
+        namespace: "edge",
         version: "1.8.2",
         language: "java",
         scope: "io.opentelemetry.spring-cloud-gateway-2.2",
@@ -76,6 +80,7 @@ const SERVICES: [Service; 7] = [
     },
     Service {
         name: "user-service",
+        namespace: "shop",
         version: "2.4.0",
         language: "python",
         scope: "opentelemetry.instrumentation.flask",
@@ -83,6 +88,7 @@ const SERVICES: [Service; 7] = [
     },
     Service {
         name: "order-service",
+        namespace: "shop",
         version: "5.0.1",
         language: "java",
         scope: "io.opentelemetry.spring-webmvc-6.0",
@@ -90,6 +96,7 @@ const SERVICES: [Service; 7] = [
     },
     Service {
         name: "payment-service",
+        namespace: "payments",
         version: "1.12.0",
         language: "go",
         scope: "go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
@@ -97,6 +104,7 @@ const SERVICES: [Service; 7] = [
     },
     Service {
         name: "inventory-service",
+        namespace: "fulfilment",
         version: "0.9.4",
         language: "java",
         scope: "io.opentelemetry.kafka-clients-2.6",
@@ -104,6 +112,7 @@ const SERVICES: [Service; 7] = [
     },
     Service {
         name: "notification-service",
+        namespace: "fulfilment",
         version: "2.0.0",
         language: "dotnet",
         scope: "OpenTelemetry.Instrumentation.RabbitMQ",
@@ -266,7 +275,7 @@ impl Simulator {
                                 &format!("{}-{instance}", service.name),
                             ),
                             text("service.version", service.version),
-                            text("service.namespace", "shop"),
+                            text("service.namespace", service.namespace),
                             text("deployment.environment.name", "demo"),
                             text("telemetry.sdk.name", "opentelemetry"),
                             text("telemetry.sdk.language", service.language),

@@ -9,6 +9,7 @@ mod calls;
 mod derive;
 mod error;
 mod metrics;
+mod namespaces;
 mod records;
 pub mod schema;
 mod segments;
@@ -25,6 +26,7 @@ pub use error::{Result, StoreError};
 pub use metrics::{
     Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, escape_label, write_metric,
 };
+pub use namespaces::Namespaces;
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::{RowKeep, SegmentMeta, Table};
 pub use store::{FlushReport, FsyncPolicy, Origin, Snapshot, Store, StoreConfig};

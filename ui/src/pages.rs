@@ -15,7 +15,7 @@ use petgraph::Direction;
 use crate::AppState;
 use crate::charts::{Chart, Timeline, TimelineSource, bucket_counts, latency_buckets};
 use crate::dashboard::{Frame, Stats, datetime, error_page, html, nanos_as_ms, param, percent};
-use crate::map::Map;
+use crate::map::{Grouping, Map};
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -244,6 +244,10 @@ struct GraphPage {
     frame: Frame,
     map: String,
     map_error: String,
+    /// A link to the map grouped by namespace, or ungrouped if it is; empty when no
+    /// service reports a namespace.
+    group_link: String,
+    grouped: bool,
     /// Node names, for the map's search box.
     names: Vec<String>,
     edges: Vec<EdgeRow>,
@@ -263,13 +267,37 @@ pub async fn graph_page(
         Ok(graph) => graph,
         Err(response) => return response,
     };
-    let (map, map_error) = match Map::of(&graph, &frame, &state.layouts) {
+    let mut grouping = Grouping::of(&frame);
+    let has_namespaces = graph.nodes.iter().any(|n| n.namespace.is_some());
+    let (map, map_error) = match Map::of(&graph, &frame, &state.layouts, &grouping) {
         Ok(map) => (map.render().unwrap_or_default(), String::new()),
+        // Too large to draw service by service: one box per namespace still is not.
+        Err(message) if has_namespaces && grouping != Grouping::folded() => {
+            grouping = Grouping::folded();
+            match Map::of(&graph, &frame, &state.layouts, &grouping) {
+                Ok(map) => (
+                    map.render().unwrap_or_default(),
+                    format!(
+                        "{} services are too many to draw one by one, so each namespace is \
+                         one box: double-click one to open it. The table below holds every edge.",
+                        graph.nodes.len()
+                    ),
+                ),
+                Err(_) => (String::new(), message),
+            }
+        }
         Err(message) => (String::new(), message),
+    };
+    let group_link = match (has_namespaces, grouping.by_namespace) {
+        (false, _) => String::new(),
+        (true, true) => frame.link("/graph"),
+        (true, false) => frame.link_with("/graph", &[("group", "namespace")]),
     };
     let page = GraphPage {
         map,
         map_error,
+        group_link,
+        grouped: grouping.by_namespace,
         names: graph.nodes.iter().map(|n| n.id.clone()).collect(),
         edges: graph.edges.iter().map(|e| EdgeRow::of(e, &frame)).collect(),
         cycles: graph.cycles().into_iter().map(|c| c.join(" → ")).collect(),
