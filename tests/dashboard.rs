@@ -230,6 +230,21 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         })
         .collect();
     assert_eq!(namespace_of["order-service"], "shop");
+    // The consumer group the inventory consumer reads order-events as, on its edge and on
+    // the topic's hexagon.
+    let consumed = crate::graph::edge(&graph, "order-service", "inventory-service");
+    assert_eq!(
+        consumed["consumer_groups"],
+        serde_json::json!(["inventory"])
+    );
+    let hexagon_title = tab
+        .texts("svg.map a.node.topic[data-node='order-events'] title")
+        .await
+        .join(" ");
+    assert!(
+        hexagon_title.contains("read by inventory-service (group inventory)"),
+        "{hexagon_title}"
+    );
     assert_eq!(namespace_of["payment-service"], "payments");
     let mut namespaces: Vec<&String> = namespace_of.values().collect();
     namespaces.sort();

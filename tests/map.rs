@@ -254,16 +254,21 @@ async fn the_map_of_200_services_is_readable_moves_and_focuses() {
     assert_eq!(unfaded(&tab).await, neighbourhood(&edges, other, 1));
     // The node found is centred: a real click at the centre focuses it again (a second
     // click on the focused node clears the focus).
-    let node = tab
-        .page
-        .find_element(&format!("svg.map a.node[data-node='{other}'] rect"))
-        .await
-        .unwrap();
-    let point = node.clickable_point().await.unwrap();
+    // Where the page draws the node's box, read without scrolling anything into view.
+    let drawn_at = tab
+        .eval(&format!(
+            "(() => {{ const r = document.querySelector(\"svg.map a.node[data-node='{other}'] rect\")\
+               .getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }})()"
+        ))
+        .await;
+    let point = chromiumoxide::layout::Point {
+        x: drawn_at[0].as_f64().unwrap(),
+        y: drawn_at[1].as_f64().unwrap(),
+    };
     let (cx, cy) = frame_centre(&tab).await;
     assert!(
         (point.x - cx).abs() < 2.0 && (point.y - cy).abs() < 2.0,
-        "{point:?}"
+        "{point:?} is not the frame's centre ({cx}, {cy})"
     );
     tab.page.click(point).await.unwrap();
     assert_eq!(

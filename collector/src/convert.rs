@@ -69,6 +69,35 @@ pub fn reported_namespaces(
     })
 }
 
+/// The consumer group each consumer span of `request` reads its topic or queue as:
+/// `(topic, service, group)`.
+pub fn reported_consumer_groups(
+    request: &ExportTraceServiceRequest,
+) -> impl Iterator<Item = (&str, &str, &str)> {
+    const CONSUMER: i32 = 5;
+    request.resource_spans.iter().flat_map(|resource_spans| {
+        let attributes = resource_spans
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
+        let service =
+            string_attribute(attributes, "service.name").unwrap_or(schema::UNKNOWN_SERVICE);
+        resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope| &scope.spans)
+            .filter(|span| span.kind == CONSUMER)
+            .filter_map(move |span| {
+                let group = string_attribute(&span.attributes, "messaging.consumer.group.name")
+                    .or_else(|| {
+                        string_attribute(&span.attributes, "messaging.kafka.consumer.group")
+                    })?;
+                let topic = string_attribute(&span.attributes, "messaging.destination.name")?;
+                Some((topic, service, group))
+            })
+    })
+}
+
 pub fn count_spans(request: &ExportTraceServiceRequest) -> usize {
     request
         .resource_spans

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use crate::convert::{Limits, convert, count_spans, reported_namespaces};
+use crate::convert::{Limits, convert, count_spans, reported_consumer_groups, reported_namespaces};
 use crate::error::IngestError;
 use crate::inflight::InflightBudget;
 use crate::metrics::IngestMetrics;
@@ -75,7 +75,9 @@ impl Ingest {
             self.metrics.requests_failed.add(1);
         })?;
         if let Some(batch) = converted.batch {
-            self.store.namespaces().learn(reported_namespaces(&request));
+            let catalog = self.store.catalog();
+            catalog.learn_namespaces(reported_namespaces(&request));
+            catalog.learn_consumer_groups(reported_consumer_groups(&request));
             drop(request);
             self.store
                 .append(batch)

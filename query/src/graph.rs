@@ -118,6 +118,9 @@ pub struct Edge {
     /// The client's circuit breaker on a sync edge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerView>,
+    /// The consumer groups the consumer of an async edge reads its topic as.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumer_groups: Vec<String>,
 }
 
 /// A share of the calls of an edge or service.
@@ -252,7 +255,9 @@ async fn graph_from(
     };
     let mut graph = Graph::build(rollup, recent, window, thresholds);
     graph.attach_breakers(engine.breakers());
-    graph.attach_namespaces(&engine.store().namespaces().all());
+    let known = engine.store().catalog().known();
+    graph.attach_namespaces(&known.namespaces);
+    graph.attach_consumer_groups(&known.consumer_groups);
     Ok(graph)
 }
 
@@ -557,6 +562,7 @@ impl Graph {
                     target: key.target.to_string(),
                     destination: key.destination.as_deref().map(str::to_string),
                     breaker: None,
+                    consumer_groups: Vec::new(),
                 }
             })
             .collect();
@@ -574,6 +580,18 @@ impl Graph {
     pub fn attach_namespaces(&mut self, namespaces: &BTreeMap<String, String>) {
         for node in &mut self.nodes {
             node.namespace = namespaces.get(&node.id).cloned();
+        }
+    }
+
+    /// Names the consumer groups each async edge's consumer reads its topic as.
+    pub fn attach_consumer_groups(&mut self, groups: &callwatch_storage::ConsumerGroups) {
+        for edge in &mut self.edges {
+            let Some(topic) = &edge.destination else {
+                continue;
+            };
+            if let Some(found) = groups.get(topic).and_then(|r| r.get(&edge.target)) {
+                edge.consumer_groups = found.iter().cloned().collect();
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use callwatch_storage::{
     CallColumns, Interner, Origin, SegmentMeta, Snapshot, Store, project, schema,
 };
+use futures::StreamExt;
 
 use crate::error::QueryError;
 use crate::rollup::{ByEdge, CallStats, CallsOf, Details, EdgeKey, EdgeStats};
@@ -34,6 +35,10 @@ const GRAPH_WIDTHS_NS: &[i64] = &[HOUR_NS, TEN_MINUTES_NS, MINUTE_NS, TEN_SECOND
 /// seconds at a window's ends are read call by call instead of kept in 10 s pieces; the
 /// pages' series come from the graph's pieces.
 const DETAIL_WIDTHS_NS: &[i64] = &[HOUR_NS, MINUTE_NS];
+
+/// How many hours a window brings up to date at once: reading is CPU work, shared with
+/// ingest and the other readers.
+const PARALLEL_HOURS: usize = 2;
 
 /// How many hours back warming keeps up to date in advance: older hours are made when a
 /// window first needs them.
@@ -376,11 +381,21 @@ impl<S: CallStats> PieceCache<S> {
             let _updating = self.lock(&hours).await;
             let snapshot = store.snapshot();
             let by_hour = self.sources_by_hour(&snapshot);
-            for (hour, parts) in &parts {
-                self.update(store, &snapshot, &by_hour, *hour, parts)
-                    .await?;
+            // Hours that must be read are read a few at a time: a day's first view reads
+            // two dozen.
+            let (snapshot, by_hour) = (&snapshot, &by_hour);
+            let jobs: Vec<(i64, Vec<(i64, i64)>)> =
+                parts.iter().map(|(hour, p)| (*hour, p.clone())).collect();
+            let mut updates = futures::stream::iter(jobs)
+                .map(|(hour, parts)| async move {
+                    self.update(store, snapshot, by_hour, hour, &parts).await
+                })
+                .buffer_unordered(PARALLEL_HOURS);
+            while let Some(updated) = updates.next().await {
+                updated?;
                 self.make_room();
             }
+            drop(updates);
             self.use_widths(&parts)
         };
         Ok(windows

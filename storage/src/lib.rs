@@ -6,10 +6,10 @@
 
 mod builder;
 mod calls;
+mod catalog;
 mod derive;
 mod error;
 mod metrics;
-mod namespaces;
 mod records;
 pub mod schema;
 mod segments;
@@ -21,12 +21,12 @@ pub use calls::{
     CallColumns, CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch,
     parse_span_id, parse_trace_id, project,
 };
+pub use catalog::{Catalog, ConsumerGroups, Known};
 pub use derive::CallDeriver;
 pub use error::{Result, StoreError};
 pub use metrics::{
     Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, escape_label, write_metric,
 };
-pub use namespaces::Namespaces;
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::{RowKeep, SegmentMeta, Table};
 pub use store::{FlushReport, FsyncPolicy, Origin, Snapshot, Store, StoreConfig};

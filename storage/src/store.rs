@@ -27,10 +27,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::catalog::Catalog;
 use crate::derive::CallDeriver;
 use crate::error::{Result, StoreError};
 use crate::metrics::{StoreGauges, StoreMetrics};
-use crate::namespaces::Namespaces;
 use crate::schema::spans_schema;
 use crate::segments::{Manifest, RowKeep, SegmentMeta, SegmentStore, Table};
 use crate::wal::{self, Wal};
@@ -192,7 +192,7 @@ struct Shared {
     /// Segments no longer in the manifest, waiting out `delete_grace` before deletion.
     retired: Mutex<Vec<(SegmentMeta, Instant)>>,
     metrics: StoreMetrics,
-    namespaces: Namespaces,
+    catalog: Catalog,
     _dir_lock: File,
 }
 
@@ -354,10 +354,10 @@ impl Store {
 
         let (sender, receiver) = mpsc::channel(config.queue_depth.max(1));
         let unflushed = tables.hot_bytes;
-        let namespaces = Namespaces::open(&config.data_dir);
+        let catalog = Catalog::open(&config.data_dir);
         let shared = Arc::new(Shared {
             config,
-            namespaces,
+            catalog,
             tables: Mutex::new(tables),
             unflushed_bytes: AtomicUsize::new(unflushed),
             wal: Mutex::new(wal),
@@ -398,9 +398,9 @@ impl Store {
         &self.shared.config
     }
 
-    /// The namespace each service reports, learned at ingest.
-    pub fn namespaces(&self) -> &Namespaces {
-        &self.shared.namespaces
+    /// What services report of themselves (namespaces, consumer groups), learned at ingest.
+    pub fn catalog(&self) -> &Catalog {
+        &self.shared.catalog
     }
 
     pub fn metrics(&self) -> &StoreMetrics {
@@ -830,8 +830,8 @@ impl Store {
                 if let Err(error) = store.delete_retired(Instant::now()).await {
                     tracing::error!(%error, "deleting replaced segments failed");
                 }
-                if let Err(error) = store.shared.namespaces.persist() {
-                    tracing::warn!(%error, "writing the services' namespaces failed");
+                if let Err(error) = store.shared.catalog.persist() {
+                    tracing::warn!(%error, "writing the catalog of services failed");
                 }
             }
         });
@@ -844,7 +844,7 @@ impl Store {
             .await?
             .map_err(|_| StoreError::Io(std::io::Error::other("WAL writer panicked")))?;
         let report = self.flush().await?;
-        self.shared.namespaces.persist()?;
+        self.shared.catalog.persist()?;
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || writer.stop_deriver())
             .await?

@@ -329,29 +329,36 @@ impl Plan {
                 names.join(", ")
             );
         }
-        // Topics: who publishes to each and who reads it.
-        let mut topics: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
+        // Topics: who publishes to each, and who reads it as which consumer groups.
+        type Readers<'a> = BTreeMap<&'a str, &'a [String]>;
+        let mut topics: BTreeMap<&str, (BTreeSet<&str>, Readers)> = BTreeMap::new();
         for edge in &graph.edges {
             if let Some(topic) = through_topic(edge, graph) {
                 let entry = topics.entry(topic).or_default();
                 entry.0.insert(&edge.source);
-                entry.1.insert(&edge.target);
+                entry.1.insert(&edge.target, &edge.consumer_groups);
             }
         }
         let mut topic_index: HashMap<&str, usize> = HashMap::new();
         for (topic, (producers, consumers)) in &topics {
             topic_index.insert(topic, plan.nodes.len());
-            let join =
-                |names: &BTreeSet<&str>| names.iter().copied().collect::<Vec<_>>().join(", ");
+            let producers = producers.iter().copied().collect::<Vec<_>>().join(", ");
+            let consumers = consumers
+                .iter()
+                .map(|(consumer, groups)| match groups.len() {
+                    0 => consumer.to_string(),
+                    1 => format!("{consumer} (group {})", groups[0]),
+                    _ => format!("{consumer} (groups {})", groups.join(", ")),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             plan.nodes.push(PlannedNode {
                 kind: "topic",
                 label: topic.to_string(),
                 health: "healthy",
                 stats: String::new(),
                 title: format!(
-                    "{topic} (topic or queue) · published by {} · read by {}",
-                    join(producers),
-                    join(consumers)
+                    "{topic} (topic or queue) · published by {producers} · read by {consumers}"
                 ),
                 href: frame.link_with(
                     "/sql",
@@ -637,11 +644,15 @@ impl Map {
                     .as_deref()
                     .map(|d| format!(" via {d}"))
                     .unwrap_or_default();
+                let groups = match edge.consumer_groups.len() {
+                    0 => String::new(),
+                    _ => format!(" as {}", edge.consumer_groups.join(", ")),
+                };
                 let (href, title) = if single {
                     (
                         frame.edge_link(&edge.source, &edge.target),
                         format!(
-                            "{} → {} ({}{destination})",
+                            "{} → {} ({}{destination}{groups})",
                             edge.source, edge.target, edge.call_type
                         ),
                     )
