@@ -237,6 +237,13 @@ async fn every_page_works_in_a_browser_with_the_demo_scenario() {
         consumed["consumer_groups"],
         serde_json::json!(["inventory"])
     );
+    // Its lag as spans tell it: messages waiting on average; none for a sync call.
+    assert!(
+        consumed["queued_messages"].as_f64().unwrap() > 0.0,
+        "{consumed}"
+    );
+    let sync = crate::graph::edge(&graph, "order-service", "payment-service");
+    assert!(sync["queued_messages"].is_null(), "{sync}");
     let hexagon_title = tab
         .texts("svg.map a.node.topic[data-node='order-events'] title")
         .await

@@ -130,6 +130,12 @@ impl Accumulator {
         let server = self.server.percentiles();
         let queue = self.queue.percentiles();
         let error_rate = ratio(self.errors, self.calls);
+        let rate_per_s = if window_seconds > 0.0 {
+            self.calls as f64 / window_seconds
+        } else {
+            0.0
+        };
+        let queued_messages = self.queue.mean_ns().map(|mean| rate_per_s * mean / 1e9);
         let breaker_state = self.breaker.map(|(_, state)| state.to_string());
         let p99 = client.or(server).map(|p| p.p99);
         let health = if self.calls == 0 {
@@ -148,17 +154,14 @@ impl Accumulator {
         };
         Summary {
             calls: self.calls,
-            rate_per_s: if window_seconds > 0.0 {
-                self.calls as f64 / window_seconds
-            } else {
-                0.0
-            },
+            rate_per_s,
             rate_last_minute_per_s: None,
             errors: self.errors,
             error_rate,
             latency_ms: client,
             server_latency_ms: server,
             queue_ms: queue,
+            queued_messages,
             retries: self.retries,
             // Attempts per first attempt: 1.0 when nothing is retried.
             retry_amplification: self.calls.max(1) as f64
@@ -264,6 +267,20 @@ impl Histogram {
         self.total += other.total;
     }
 
+    /// The mean, in ns, from each bucket's lower bound: within 1 % below the true mean.
+    pub fn mean_ns(&self) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let sum: f64 = self
+            .buckets
+            .iter()
+            .zip(&self.counts)
+            .map(|(bucket, count)| lower_bound(*bucket) as f64 * *count as f64)
+            .sum();
+        Some(sum / self.total as f64)
+    }
+
     /// Buckets in use.
     pub fn len(&self) -> usize {
         self.buckets.len()
@@ -360,6 +377,10 @@ pub struct Summary {
     pub server_latency_ms: Option<Percentiles>,
     /// Consumer start − producer end, for async calls.
     pub queue_ms: Option<Percentiles>,
+    /// Messages waiting for the consumer, on average over the window, for async calls:
+    /// the rate times the mean queue time (Little's law). Spans carry no offsets, so this
+    /// is the lag that can be known from them.
+    pub queued_messages: Option<f64>,
     pub retries: u64,
     pub retry_amplification: f64,
     pub timeouts: u64,
@@ -378,6 +399,25 @@ mod tests {
             histogram.record(Some(ns));
         }
         histogram
+    }
+
+    #[test]
+    fn messages_waiting_are_the_rate_times_the_mean_queue_time() {
+        // A message a second, three waiting 2 s and one 4 s: 2.5 s on average.
+        let mut accumulator = Accumulator {
+            calls: 4,
+            queue: histogram([2, 2, 2, 4].map(|s| s * 1_000_000_000)),
+            ..Accumulator::default()
+        };
+        assert_eq!(accumulator.queue.mean_ns(), Some(2.5e9));
+        let summary = accumulator
+            .clone()
+            .summary(4.0, &HealthThresholds::default());
+        assert_eq!(summary.queued_messages, Some(2.5));
+        // Sync calls wait in no queue.
+        accumulator.queue = Histogram::default();
+        let summary = accumulator.summary(4.0, &HealthThresholds::default());
+        assert_eq!(summary.queued_messages, None);
     }
 
     #[test]

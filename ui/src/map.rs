@@ -816,9 +816,15 @@ fn edge_label(summary: &Summary) -> String {
 }
 
 /// `rate · error % · queued p99`, the label of a consumer's edge out of a topic: how long
-/// messages waited between the producer's send and the consumer's start.
+/// messages waited between the producer's send and the consumer's start; and how many wait
+/// on average, when more than one does.
 fn consumer_label(summary: &Summary) -> String {
-    label(summary, "queued p99", summary.queue_ms)
+    let label = label(summary, "queued p99", summary.queue_ms);
+    match summary.queued_messages {
+        // Worth saying once messages pile up, not for a consumer that keeps up.
+        Some(waiting) if waiting >= 1.0 => format!("{label} · ≈{waiting:.0} waiting"),
+        _ => label,
+    }
 }
 
 fn label(summary: &Summary, what: &str, latency: Option<Percentiles>) -> String {
