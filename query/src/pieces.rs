@@ -376,11 +376,17 @@ impl<S: CallStats> PieceCache<S> {
                 parts.entry(hour).or_default().push(part);
             }
         }
-        let widths = {
+        let (widths, empty) = {
             let hours: Vec<i64> = parts.keys().copied().collect();
             let _updating = self.lock(&hours).await;
             let snapshot = store.snapshot();
             let by_hour = self.sources_by_hour(&snapshot);
+            // Hours nothing holds calls of: no piece, and nothing to read either.
+            let empty: HashSet<i64> = hours
+                .iter()
+                .filter(|hour| !by_hour.contains_key(hour))
+                .copied()
+                .collect();
             // Hours that must be read are read a few at a time: a day's first view reads
             // two dozen.
             let (snapshot, by_hour) = (&snapshot, &by_hour);
@@ -396,7 +402,7 @@ impl<S: CallStats> PieceCache<S> {
                 self.make_room();
             }
             drop(updates);
-            self.use_widths(&parts)
+            (self.use_widths(&parts), empty)
         };
         Ok(windows
             .iter()
@@ -404,6 +410,9 @@ impl<S: CallStats> PieceCache<S> {
                 let mut stats = ByEdge::default();
                 let mut uncovered: Vec<(i64, i64)> = Vec::new();
                 for (hour, (from, to)) in hour_parts(*from_ns, *to_ns) {
+                    if empty.contains(&hour) {
+                        continue;
+                    }
                     let present = widths.get(&hour).map_or(&[][..], Vec::as_slice);
                     let ns: Vec<i64> = present.iter().map(|(ns, _)| *ns).collect();
                     let (ranges, left) = cover(&ns, from, to);
@@ -1131,6 +1140,18 @@ pub(crate) mod tests {
         }
         assert_eq!(from_pieces(&cache, &store, &windows).await, expected);
         assert!(cache.bytes() <= one_hour * 3 / 2);
+        // An hour nothing holds calls of is neither a piece nor read call by call.
+        let reaching_back = [(start - 3500 * S, start + 100 * S)];
+        assert_eq!(from_pieces(&cache, &store, &reaching_back).await, vec![100]);
+        let (_, uncovered) = cache
+            .windows(&store, &reaching_back, |_| true)
+            .await
+            .unwrap()
+            .remove(0);
+        assert!(
+            uncovered.iter().all(|(from, _)| *from >= start),
+            "{uncovered:?}"
+        );
         // Late calls of an hour already made, then its segments compacted.
         store
             .append(spans_every(start + 100 * S + S / 2, 100, S))
