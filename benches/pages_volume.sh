@@ -3,7 +3,9 @@
 # load --backdate`: millions of calls spread over the past hour, or day), for BIN (this
 # build) and, if given, BEFORE (e.g. the previous release binary), in the same run on the
 # same data. Each serves the data directory in turn; each page's first view is timed (it
-# computes the service's or edge's breakdown pieces), then the median of TIMES more (5).
+# reads what the pieces kept in the background lack), then the median of TIMES more (5).
+# Each build is given the time its background task takes to make the stored hours' pieces
+# after the start (printed) before the first view.
 #
 #   BEFORE=/path/to/old/callwatch bash benches/pages_volume.sh
 #   BACKDATE=24h DURATION=16m RANGES="1h 24h" TIMES=3 bash benches/pages_volume.sh
@@ -33,6 +35,20 @@ first_and_median_ms() {
     curl -s -o /dev/null -m 600 -w '%{time_total}\n' "http://$HTTP$1"
   done | sort -n | awk '{a[NR]=$1} END {printf "%.0f", a[int((NR + 1) / 2)] * 1000}'
 }
+# Waits until the background task has made the breakdown pieces of the stored hours (a
+# build without them returns at once); prints how long that took.
+warmed_after_s() {
+  local began last=-1 now
+  began=$(date +%s)
+  for _ in $(seq 100); do
+    now=$(curl -s "http://$HTTP/metrics" | awk '/^callwatch_pieces_hours\{cache="breakdowns"\}/{print $2}')
+    [ -z "$now" ] && break
+    [ "$now" = "$last" ] && break
+    last=$now
+    sleep 10
+  done
+  echo $(($(date +%s) - began))
+}
 seconds_of() {
   case $1 in *h) echo $((${1%h} * 3600)) ;; *m) echo $((${1%m} * 60)) ;; esac
 }
@@ -46,6 +62,7 @@ stop
 EDGE='source=order-service&target=payment-service'
 for build in ${BEFORE:+BEFORE} BIN; do
   start "${!build}"
+  echo "$build warm $(warmed_after_s)"
   for range in $RANGES; do
     NOW_MS=$(date +%s%3N)
     WINDOW="from=$((NOW_MS - $(seconds_of "$range") * 1000))&to=$NOW_MS"
@@ -66,6 +83,9 @@ for line in sys.stdin:
     parts = line.split()
     if parts[1] == 'rss':
         rss[parts[0]] = parts[2]
+        continue
+    if parts[1] == 'warm':
+        print(f'{parts[0]}: breakdown pieces of the stored hours made {parts[2]} s after start')
         continue
     build, range_, page, first, median = parts
     rows.setdefault((range_, page), {})[build] = (float(first), float(median))

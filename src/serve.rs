@@ -152,20 +152,29 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     });
     // The graph's pieces of each new hot batch and segment are computed as it appears, not
     // by the first graph query after it; often enough that a batch has its pieces before a
-    // flush writes it, so that its segment's are added up from them, not read back.
-    let (warm, warm_cancel) = (query.clone(), cancel.clone());
-    tracker.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = warm_cancel.cancelled() => break,
-                _ = tick.tick() => {}
+    // flush writes it, so that its segment's are added up from them, not read back. The
+    // pages' breakdown pieces likewise, in a task of their own: making a day of them after
+    // a restart must not hold up the graph's.
+    for breakdowns in [false, true] {
+        let (warm, warm_cancel) = (query.clone(), cancel.clone());
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = warm_cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let warmed = if breakdowns {
+                    warm.details().warm(warm.store()).await
+                } else {
+                    warm.rollups().warm(warm.store()).await
+                };
+                if let Err(error) = warmed {
+                    tracing::warn!(%error, breakdowns, "computing the pieces of new calls failed");
+                }
             }
-            if let Err(error) = warm.rollups().warm(warm.store()).await {
-                tracing::warn!(%error, "computing the graph's pieces of new calls failed");
-            }
-        }
-    });
+        });
+    }
     if let Some(addr) = args.pg {
         let listener = bind(addr, "Postgres").await?;
         announce(&format!("listening postgres {}", listener.local_addr()?));

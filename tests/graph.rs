@@ -623,6 +623,15 @@ async fn the_demo_recordings_give_their_ground_truth_graph() {
             serde_json::json!(["api-gateway", "order-service", "user", "web-frontend"])
         );
         assert_eq!(payment["transitive_downstream"], serde_json::json!([]));
+        // The background task keeps every edge's breakdown pieces, as the graph's.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for cache in ["graph", "breakdowns"] {
+            let sample = format!("callwatch_pieces_hours{{cache=\"{cache}\"}}");
+            while metric(&server, &sample).await < 1.0 {
+                assert!(Instant::now() < deadline, "no hour in {sample}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         server.stop();
     }
 }

@@ -132,9 +132,29 @@ impl QueryEngine {
         &self.rollups
     }
 
-    /// Breakdown pieces of the services and edges looked at last.
+    /// Breakdown pieces of every edge, and of the services and edges looked at last.
     pub fn details(&self) -> &DetailCaches {
         &self.details
+    }
+
+    /// Gauges of the statistics kept in pieces: memory, and hours covered.
+    pub fn render_pieces(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(
+            out,
+            "# HELP callwatch_pieces_bytes Memory held by statistics kept in pieces of time, by what they serve.\n\
+             # TYPE callwatch_pieces_bytes gauge\n\
+             callwatch_pieces_bytes{{cache=\"graph\"}} {}\n\
+             callwatch_pieces_bytes{{cache=\"breakdowns\"}} {}\n\
+             # HELP callwatch_pieces_hours Clock hours with statistics kept in pieces (every edge's), by what they serve.\n\
+             # TYPE callwatch_pieces_hours gauge\n\
+             callwatch_pieces_hours{{cache=\"graph\"}} {}\n\
+             callwatch_pieces_hours{{cache=\"breakdowns\"}} {}\n",
+            self.rollups.bytes(),
+            self.details.bytes(),
+            self.rollups.hours(),
+            self.details.hours(),
+        );
     }
 
     /// A fresh session for one query, with this engine's memory limit: its plans stop at the

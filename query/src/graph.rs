@@ -307,8 +307,8 @@ pub struct Focus {
     series: BTreeMap<EdgeKey, Vec<Accumulator>>,
 }
 
-/// The breakdowns of the calls `of` keeps over the window, from the breakdown pieces kept
-/// for the few services and edges looked at last, and their series over `intervals` from
+/// The breakdowns of the calls `of` keeps over the window, from the breakdown pieces, and
+/// their series over `intervals` from
 /// the graph's `series`. Only the calls at the ends that no whole piece covers are read,
 /// filtered where they are stored.
 async fn focus(
@@ -322,11 +322,8 @@ async fn focus(
     let keep = |key: &EdgeKey| of.keeps(&key.source, &key.target);
     let (mut details, details_uncovered) = engine
         .details()
-        .of(of)
-        .windows(engine.store(), &[(window.from_ns, window.to_ns)], keep)
-        .await?
-        .pop()
-        .expect("one window asked");
+        .window(engine.store(), of, window.from_ns, window.to_ns)
+        .await?;
     let mut ranges: Vec<(i64, i64)> = details_uncovered
         .iter()
         .chain(series.iter().flat_map(|(_, uncovered)| uncovered))

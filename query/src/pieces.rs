@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
 use callwatch_storage::{
     CallColumns, Interner, Origin, SegmentMeta, Snapshot, Store, project, schema,
 };
@@ -90,6 +90,9 @@ pub(crate) const DETAIL_COLUMNS: &[&str] = &[
 /// Most memory the graph's pieces may hold.
 const MAX_GRAPH_BYTES: usize = 512 << 20;
 
+/// Most memory every edge's breakdown pieces may hold.
+const MAX_ALL_DETAILS_BYTES: usize = 384 << 20;
+
 /// Most memory the breakdown pieces of one service or edge may hold.
 const MAX_DETAIL_BYTES: usize = 96 << 20;
 
@@ -109,9 +112,13 @@ fn piece_start(ns: i64, width: i64) -> i64 {
     ns.div_euclid(width) * width
 }
 
+/// About how much memory pieces of one width hold: each piece's, and its entry in a
+/// B-tree node (eleven slots of a start and a table header, about two thirds full).
 fn bytes_of<S: CallStats>(pieces: &ByStart<S>) -> usize {
-    pieces.values().map(|p| p.bytes() + 64).sum()
+    pieces.values().map(|p| p.bytes() + PIECE_ENTRY).sum()
 }
+
+const PIECE_ENTRY: usize = 3 * std::mem::size_of::<(i64, ByEdge<EdgeStats>)>() / 2;
 
 /// Adds calls up into the narrowest pieces, batch after batch (so that no more than one
 /// segment's calls are in memory at once); the wider pieces are merged from them at the end.
@@ -128,20 +135,37 @@ impl<S: CallStats> Builder<S> {
         }
     }
 
-    /// Adds the calls of `batches` that `only` keeps (all if `None`).
+    /// Adds the calls of `batches` that `only` keeps (all if `None`), of the hour starting
+    /// at `hour` if given: a batch of late calls may hold calls of many hours, and each
+    /// hour takes only its own.
     fn add(
         &mut self,
         batches: &[RecordBatch],
         widths: &[i64],
         columns: &[&str],
         only: Option<&CallsOf>,
+        hour: Option<i64>,
     ) -> Result<(), QueryError> {
         let narrow = widths[widths.len() - 1];
         let error = |e: callwatch_storage::StoreError| QueryError::Execution(e.to_string());
+        let arrow_error = |e: arrow::error::ArrowError| QueryError::Execution(e.to_string());
         for batch in batches {
-            let batch = match only {
-                Some(only) => arrow::compute::filter_record_batch(batch, &only.mask(batch)?)
-                    .map_err(|e| QueryError::Execution(e.to_string()))?,
+            let mut mask = match only {
+                Some(only) => Some(only.mask(batch)?),
+                None => None,
+            };
+            if let Some(hour) = hour
+                && let Some(in_hour) = in_hour(batch, hour).map_err(arrow_error)?
+            {
+                mask = Some(match mask {
+                    Some(mask) => arrow::compute::and(&mask, &in_hour).map_err(arrow_error)?,
+                    None => in_hour,
+                });
+            }
+            let batch = match mask {
+                Some(mask) => {
+                    arrow::compute::filter_record_batch(batch, &mask).map_err(arrow_error)?
+                }
                 None => batch.clone(),
             };
             let batch = project(&batch, columns).map_err(error)?;
@@ -171,6 +195,38 @@ impl<S: CallStats> Builder<S> {
         }
         by_width
     }
+}
+
+/// Which calls of `batch` start in the hour starting at `hour`; `None` if all do.
+fn in_hour(
+    batch: &RecordBatch,
+    hour: i64,
+) -> Result<Option<BooleanArray>, arrow::error::ArrowError> {
+    let Some(starts) = batch
+        .column_by_name(schema::START_TIME)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    else {
+        return Ok(None);
+    };
+    let (Some(first), Some(last)) = (arrow::compute::min(starts), arrow::compute::max(starts))
+    else {
+        return Ok(None);
+    };
+    if hour <= first && last < hour + HOUR_NS {
+        return Ok(None);
+    }
+    let bound = |ns: i64| {
+        TimestampNanosecondArray::new_scalar(ns)
+            .into_inner()
+            .with_timezone_opt(starts.timezone())
+    };
+    let (from, to) = (bound(hour), bound(hour + HOUR_NS));
+    use arrow::compute::kernels::cmp::{gt_eq, lt};
+    arrow::compute::and(
+        &gt_eq(starts, &arrow::array::Scalar::new(from))?,
+        &lt(starts, &arrow::array::Scalar::new(to))?,
+    )
+    .map(Some)
 }
 
 /// Which stored thing calls were read from.
@@ -220,9 +276,9 @@ impl<S: CallStats> Hour<S> {
             let mine = Arc::make_mut(&mut width.pieces);
             for (at, stats) in theirs.range(start..start + HOUR_NS) {
                 let piece = mine.entry(*at).or_default();
-                let before = piece.bytes() + 64;
+                let before = piece.bytes() + PIECE_ENTRY;
                 piece.merge(stats);
-                width.bytes = width.bytes + piece.bytes() + 64 - before.min(width.bytes);
+                width.bytes = width.bytes + piece.bytes() + PIECE_ENTRY - before.min(width.bytes);
             }
         }
     }
@@ -337,6 +393,11 @@ impl<S: CallStats> PieceCache<S> {
         state.hours.values().map(Hour::bytes).sum()
     }
 
+    /// How many hours have pieces.
+    pub fn hours(&self) -> usize {
+        self.state.lock().expect("not poisoned").hours.len()
+    }
+
     /// Adds the calls new since the last call to the hours of the last day, so that
     /// windows find them.
     pub async fn warm(&self, store: &Store) -> Result<(), QueryError> {
@@ -370,13 +431,39 @@ impl<S: CallStats> PieceCache<S> {
         windows: &[(i64, i64)],
         keep: impl Fn(&EdgeKey) -> bool,
     ) -> Result<Windows<S>, QueryError> {
+        Ok(self.windows_reading(store, windows, keep, true).await?.0)
+    }
+
+    /// Like [`Self::windows`] for one window, but reading no segment: the parts of the
+    /// window in hours that would need one (or a width they no longer have) are left out of
+    /// its statistics and handed back, in order, for the caller to cover another way. Hot
+    /// batches are added as usual. Gives the statistics, what no whole piece covers, and
+    /// what was left out.
+    pub async fn window_kept(
+        &self,
+        store: &Store,
+        window: (i64, i64),
+        keep: impl Fn(&EdgeKey) -> bool,
+    ) -> Result<(ByEdge<S>, Vec<(i64, i64)>, Vec<(i64, i64)>), QueryError> {
+        let (mut found, left_out) = self.windows_reading(store, &[window], keep, false).await?;
+        let (stats, uncovered) = found.pop().expect("one window asked");
+        Ok((stats, uncovered, left_out))
+    }
+
+    async fn windows_reading(
+        &self,
+        store: &Store,
+        windows: &[(i64, i64)],
+        keep: impl Fn(&EdgeKey) -> bool,
+        read_segments: bool,
+    ) -> Result<(Windows<S>, Vec<(i64, i64)>), QueryError> {
         let mut parts: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
         for (from_ns, to_ns) in windows {
             for (hour, part) in hour_parts(*from_ns, *to_ns) {
                 parts.entry(hour).or_default().push(part);
             }
         }
-        let (widths, empty) = {
+        let (widths, empty, lacking) = {
             let hours: Vec<i64> = parts.keys().copied().collect();
             let _updating = self.lock(&hours).await;
             let snapshot = store.snapshot();
@@ -387,6 +474,23 @@ impl<S: CallStats> PieceCache<S> {
                 .filter(|hour| !by_hour.contains_key(hour))
                 .copied()
                 .collect();
+            let mut lacking: HashSet<i64> = HashSet::new();
+            if !read_segments {
+                for (hour, hour_parts) in &parts {
+                    let Some(present) = by_hour.get(hour) else {
+                        continue;
+                    };
+                    let hot_only = match self.plan(&snapshot, *hour, present, hour_parts) {
+                        Update::Current => true,
+                        Update::Add(new) => new.iter().all(|s| matches!(s, Source::Hot(_))),
+                        Update::Make => false,
+                    };
+                    if !hot_only {
+                        lacking.insert(*hour);
+                    }
+                }
+                parts.retain(|hour, _| !lacking.contains(hour));
+            }
             // Hours that must be read are read a few at a time: a day's first view reads
             // two dozen.
             let (snapshot, by_hour) = (&snapshot, &by_hour);
@@ -402,15 +506,20 @@ impl<S: CallStats> PieceCache<S> {
                 self.make_room();
             }
             drop(updates);
-            (self.use_widths(&parts), empty)
+            (self.use_widths(&parts), empty, lacking)
         };
-        Ok(windows
+        let mut left_out: Vec<(i64, i64)> = Vec::new();
+        let found = windows
             .iter()
             .map(|(from_ns, to_ns)| {
                 let mut stats = ByEdge::default();
                 let mut uncovered: Vec<(i64, i64)> = Vec::new();
                 for (hour, (from, to)) in hour_parts(*from_ns, *to_ns) {
                     if empty.contains(&hour) {
+                        continue;
+                    }
+                    if lacking.contains(&hour) {
+                        left_out.push((from, to));
                         continue;
                     }
                     let present = widths.get(&hour).map_or(&[][..], Vec::as_slice);
@@ -430,7 +539,8 @@ impl<S: CallStats> PieceCache<S> {
                 }
                 (stats, uncovered)
             })
-            .collect())
+            .collect();
+        Ok((found, left_out))
     }
 
     /// Waits until `hours` (in ascending order) are no longer being brought up to date,
@@ -518,7 +628,7 @@ impl<S: CallStats> PieceCache<S> {
             let (widths, columns, only) = (self.widths, self.columns, self.only.clone());
             // Seconds of work for a large segment: off the async workers.
             builder = tokio::task::spawn_blocking(move || {
-                builder.add(&batches, widths, columns, only.as_ref())?;
+                builder.add(&batches, widths, columns, only.as_ref(), Some(hour))?;
                 Ok::<_, QueryError>(builder)
             })
             .await
@@ -533,8 +643,7 @@ impl<S: CallStats> PieceCache<S> {
             }
             return Ok(());
         }
-        // The widths `parts` need count as used now; the others (or all, when warming)
-        // are the first to make room.
+        // The widths `parts` need count as used now; the others are the first to make room.
         state.clock += 1;
         let now = state.clock;
         let mut needed: HashSet<usize> = HashSet::new();
@@ -547,11 +656,11 @@ impl<S: CallStats> PieceCache<S> {
             .map(|(index, mut pieces)| {
                 // A hot batch may hold calls of other hours too.
                 pieces.retain(|start, _| (hour..hour + HOUR_NS).contains(start));
-                let used = parts.is_empty() || needed.contains(&index);
+                // Made by warming, never used: the oldest hour's go first.
                 Some(Width {
                     bytes: bytes_of(&pieces),
                     pieces: Arc::new(pieces),
-                    used: if used { now } else { 0 },
+                    used: if needed.contains(&index) { now } else { 0 },
                 })
             })
             .collect();
@@ -803,17 +912,74 @@ fn cover(widths: &[i64], from_ns: i64, to_ns: i64) -> (Vec<PieceRange>, Vec<(i64
     (ranges, uncovered)
 }
 
-/// Breakdown pieces of the services and edges looked at last, each kept apart so that a
-/// page's refresh reads only the calls that arrived since.
-#[derive(Debug, Default)]
+/// Breakdown pieces: every edge's, kept up to date in the background as the graph's are,
+/// and, for what those no longer hold (room made, or hours past warming), those of the
+/// services and edges looked at last, each kept apart so that a page's refresh reads only
+/// the calls that arrived since.
+#[derive(Debug)]
 pub struct DetailCaches {
+    all: PieceCache<Details>,
     /// Most recently used last.
     caches: Mutex<Vec<Arc<PieceCache<Details>>>>,
 }
 
+impl Default for DetailCaches {
+    fn default() -> Self {
+        Self {
+            all: PieceCache::new(
+                MAX_ALL_DETAILS_BYTES,
+                DETAIL_WIDTHS_NS,
+                DETAIL_COLUMNS,
+                None,
+            ),
+            caches: Mutex::default(),
+        }
+    }
+}
+
 impl DetailCaches {
+    /// Adds the calls new since the last call to every edge's pieces of the last day.
+    pub async fn warm(&self, store: &Store) -> Result<(), QueryError> {
+        self.all.warm(store).await
+    }
+
+    /// About how much memory the pieces hold, every edge's and the pages' own.
+    pub fn bytes(&self) -> usize {
+        let caches = self.caches.lock().expect("not poisoned");
+        self.all.bytes() + caches.iter().map(|c| c.bytes()).sum::<usize>()
+    }
+
+    /// How many hours every edge's pieces cover.
+    pub fn hours(&self) -> usize {
+        self.all.hours()
+    }
+
+    /// The breakdowns of the calls `of` keeps over [from_ns, to_ns), from whole pieces,
+    /// with the ranges no whole piece covers (for the caller to read call by call). Every
+    /// edge's pieces are used where they cover the window without reading a segment; only
+    /// the rest is read, for the service or edge alone.
+    pub async fn window(
+        &self,
+        store: &Store,
+        of: &CallsOf,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<(ByEdge<Details>, Vec<(i64, i64)>), QueryError> {
+        let keep = |key: &EdgeKey| of.keeps(&key.source, &key.target);
+        let (mut stats, mut uncovered, left_out) =
+            self.all.window_kept(store, (from_ns, to_ns), keep).await?;
+        if !left_out.is_empty() {
+            for (more, left) in self.of(of).windows(store, &left_out, keep).await? {
+                stats.merge(&more);
+                uncovered.extend(left);
+            }
+            uncovered.sort_unstable();
+        }
+        Ok((stats, uncovered))
+    }
+
     /// The cache of the calls `of` keeps, made if new (forgetting the one used longest ago).
-    pub fn of(&self, of: &CallsOf) -> Arc<PieceCache<Details>> {
+    fn of(&self, of: &CallsOf) -> Arc<PieceCache<Details>> {
         let mut caches = self.caches.lock().expect("not poisoned");
         let cache = match caches.iter().position(|c| c.only.as_ref() == Some(of)) {
             Some(at) => caches.remove(at),
@@ -835,8 +1001,8 @@ impl DetailCaches {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::rollup::Rollup;
     use crate::rollup::tests::call;
+    use crate::rollup::{Dimension, Rollup};
     use callwatch_storage::CallRow;
 
     pub(crate) const S: i64 = 1_000_000_000;
@@ -891,7 +1057,7 @@ pub(crate) mod tests {
         let mut builder = Builder::<EdgeStats>::new();
         let batch = callwatch_storage::calls_batch(&calls);
         builder
-            .add(&[batch], GRAPH_WIDTHS_NS, GRAPH_COLUMNS, None)
+            .add(&[batch], GRAPH_WIDTHS_NS, GRAPH_COLUMNS, None, None)
             .unwrap();
         let by_width = builder.finish(GRAPH_WIDTHS_NS);
         for (pieces, width) in by_width.iter().zip(GRAPH_WIDTHS_NS) {
@@ -1062,22 +1228,25 @@ pub(crate) mod tests {
         cache_matches_the_files(dir.path(), &store, &cache).await;
     }
 
+    /// Every call the store holds.
+    async fn stored_calls(store: &Store) -> Vec<CallRow> {
+        let mut names = Interner::default();
+        let mut calls = Vec::new();
+        let snapshot = store.snapshot();
+        let mut batches = snapshot.hot_calls.clone();
+        for segment in &snapshot.call_segments {
+            batches.extend(store.read_segment(segment).await.unwrap());
+        }
+        for batch in &batches {
+            let columns = CallColumns::new(batch).unwrap();
+            calls.extend((0..columns.len()).map(|row| columns.row(row, &mut names)));
+        }
+        calls
+    }
+
     /// The calls of the store from `windows`, read one by one where pieces do not cover.
     async fn from_pieces(cache: &RollupCache, store: &Store, windows: &[(i64, i64)]) -> Vec<u64> {
-        let calls: Vec<CallRow> = {
-            let mut names = Interner::default();
-            let mut calls = Vec::new();
-            let snapshot = store.snapshot();
-            let mut batches = snapshot.hot_calls.clone();
-            for segment in &snapshot.call_segments {
-                batches.extend(store.read_segment(segment).await.unwrap());
-            }
-            for batch in &batches {
-                let columns = CallColumns::new(batch).unwrap();
-                calls.extend((0..columns.len()).map(|row| columns.row(row, &mut names)));
-            }
-            calls
-        };
+        let calls = stored_calls(store).await;
         let found = cache.windows(store, windows, |_| true).await.unwrap();
         found
             .into_iter()
@@ -1095,11 +1264,10 @@ pub(crate) mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn windows_add_up_as_hours_fill_lose_widths_and_are_made_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with_a_call_per_span(dir.path()).await;
-        // A call a second over three hours, two of them flushed, the last hot.
+    /// A store with a call a second over three hours, two of them flushed, the last hot;
+    /// and where they start.
+    async fn three_hours_of_calls(dir: &std::path::Path) -> (Store, i64) {
+        let store = store_with_a_call_per_span(dir).await;
         let start = HOUR - 3600 * S;
         for hour in 0..3 {
             store
@@ -1111,6 +1279,13 @@ pub(crate) mod tests {
                 store.flush().await.unwrap();
             }
         }
+        (store, start)
+    }
+
+    #[tokio::test]
+    async fn windows_add_up_as_hours_fill_lose_widths_and_are_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, start) = three_hours_of_calls(dir.path()).await;
         // Room for about one hour's pieces at every width.
         let one_hour = {
             let cache = RollupCache::default();
@@ -1219,5 +1394,101 @@ pub(crate) mod tests {
         assert_eq!(present(hours[0]), vec![0, 1, 2]);
         assert_eq!(present(hours[1]), vec![0, 1, 2, 3]);
         assert_eq!(present(hours[2]), vec![0, 1, 2, 3]);
+    }
+
+    /// Calls per value of each dimension, and the slowest calls' starts.
+    fn breakdown(details: &Details) -> Vec<String> {
+        let mut lines: Vec<String> = Dimension::ALL
+            .iter()
+            .flat_map(|dimension| {
+                details
+                    .groups(*dimension)
+                    .iter()
+                    .map(move |(value, group)| format!("{dimension:?} {value:?} {}", group.calls))
+            })
+            .collect();
+        lines.extend(
+            details
+                .slowest()
+                .iter()
+                .map(|e| format!("slow {}", e.start_ns)),
+        );
+        lines
+    }
+
+    #[tokio::test]
+    async fn breakdowns_use_every_edges_pieces_where_kept_and_read_the_rest_for_the_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, start) = three_hours_of_calls(dir.path()).await;
+        let caches = DetailCaches::default();
+        caches.warm(&store).await.unwrap();
+        let of = CallsOf::Service("b".into());
+        let window = (start + 17 * S, start + 3 * 3600 * S - 3 * S);
+        let calls = stored_calls(&store).await;
+        let expected = {
+            let mut details = Details::default();
+            for call in calls
+                .iter()
+                .filter(|c| (window.0..window.1).contains(&c.start_ns))
+            {
+                details.add(call);
+            }
+            breakdown(&details)
+        };
+        let from_caches = |stats: ByEdge<Details>, uncovered: Vec<(i64, i64)>| {
+            let mut details = Details::default();
+            for edge in stats.edges.values() {
+                details.merge(edge);
+            }
+            for call in &calls {
+                if uncovered
+                    .iter()
+                    .any(|(a, b)| (*a..*b).contains(&call.start_ns))
+                {
+                    details.add(call);
+                }
+            }
+            breakdown(&details)
+        };
+        // Every edge's pieces cover it all: no cache of the service's own is made.
+        let (stats, uncovered) = caches
+            .window(&store, &of, window.0, window.1)
+            .await
+            .unwrap();
+        assert_eq!(from_caches(stats, uncovered), expected);
+        assert!(caches.caches.lock().unwrap().is_empty());
+        // The first hour's minutes make room: the service's own pieces cover that hour.
+        caches
+            .all
+            .state
+            .lock()
+            .unwrap()
+            .hours
+            .get_mut(&start)
+            .unwrap()
+            .widths[1] = None;
+        let (stats, uncovered) = caches
+            .window(&store, &of, window.0, window.1)
+            .await
+            .unwrap();
+        assert_eq!(from_caches(stats, uncovered), expected);
+        let own = caches.caches.lock().unwrap()[0].clone();
+        let own_hours: Vec<i64> = own.state.lock().unwrap().hours.keys().copied().collect();
+        assert_eq!(own_hours, vec![start]);
+        // Another service's calls are none of these.
+        let other = CallsOf::Service("a".into());
+        let (stats, uncovered) = caches
+            .window(&store, &other, window.0, window.1)
+            .await
+            .unwrap();
+        assert!(stats.edges.is_empty());
+        assert!(
+            calls
+                .iter()
+                .filter(|c| uncovered
+                    .iter()
+                    .any(|(a, b)| (*a..*b).contains(&c.start_ns)))
+                .all(|c| !other.keeps(&c.client, &c.server))
+        );
     }
 }

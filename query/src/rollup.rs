@@ -3,7 +3,7 @@
 //! ([`Details`]). Both add up call by call and merge, so that stored pieces of a window
 //! (see [`crate::pieces`]) make the window's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
@@ -74,14 +74,32 @@ impl CallsOf {
     }
 }
 
+/// What malloc adds to each allocation, about: a header, and rounding up to 16 bytes.
+const PER_ALLOCATION: usize = 16;
+
+/// What a vector holds on the heap.
+pub(crate) fn vec_heap_bytes<T>(vec: &Vec<T>) -> usize {
+    match vec.capacity() * std::mem::size_of::<T>() {
+        0 => 0,
+        bytes => bytes + PER_ALLOCATION,
+    }
+}
+
+/// What a B-tree set of names holds on the heap: nodes of eleven slots, about two thirds
+/// full.
+fn name_set_heap_bytes(set: &BTreeSet<Arc<str>>) -> usize {
+    const NODE: usize = 11 * std::mem::size_of::<Arc<str>>() + 16 + PER_ALLOCATION;
+    set.len().div_ceil(7) * NODE
+}
+
 /// What is kept of the calls of one edge in a piece.
 pub trait CallStats: Clone + Send + Sync + 'static {
     /// Nothing yet, for the edge of `call`.
     fn empty(call: &CallRow) -> Self;
     fn add(&mut self, call: &CallRow);
     fn merge(&mut self, other: &Self);
-    /// About how much memory it holds.
-    fn bytes(&self) -> usize;
+    /// About how much memory it holds on the heap, beyond its own size.
+    fn heap_bytes(&self) -> usize;
 }
 
 /// What the graph keeps of an edge's calls.
@@ -125,8 +143,10 @@ impl CallStats for EdgeStats {
             .extend(other.server_instances.iter().cloned());
     }
 
-    fn bytes(&self) -> usize {
-        self.calls.bytes() + 64 * (self.client_instances.len() + self.server_instances.len()) + 128
+    fn heap_bytes(&self) -> usize {
+        self.calls.heap_bytes()
+            + name_set_heap_bytes(&self.client_instances)
+            + name_set_heap_bytes(&self.server_instances)
     }
 }
 
@@ -162,8 +182,48 @@ impl Dimension {
     }
 }
 
-/// Calls of a value of each dimension (`None`: calls without one).
-pub type Groups = BTreeMap<Option<Arc<str>>, Accumulator>;
+/// Calls of each value of a dimension (`None`: calls without one), in the order of the
+/// values. A sorted vector: most dimensions have a handful of values, and a map's node
+/// would hold room for eleven.
+#[derive(Debug, Clone, Default)]
+pub struct Groups(Vec<(Option<Arc<str>>, Accumulator)>);
+
+impl Groups {
+    /// The calls of `value`, added if new.
+    fn of(&mut self, value: Option<&Arc<str>>) -> &mut Accumulator {
+        let at = match self
+            .0
+            .binary_search_by(|(mine, _)| mine.as_deref().cmp(&value.map(|v| &**v)))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (value.cloned(), Accumulator::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Option<Arc<str>>, &Accumulator)> {
+        self.0.iter().map(|(value, calls)| (value, calls))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Accumulator> {
+        self.0.iter().map(|(_, calls)| calls)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        vec_heap_bytes(&self.0) + self.values().map(Accumulator::heap_bytes).sum::<usize>()
+    }
+}
 
 /// A call worth opening from an edge's page.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,11 +290,14 @@ impl Details {
 }
 
 /// Puts `candidate` into `best` (highest `key` first, at most [`EXEMPLARS`]) if it belongs.
+/// Among equal keys the latest call goes first, so that the same calls are kept whatever
+/// order pieces merge in.
 fn keep_best(best: &mut Vec<Exemplar>, candidate: Exemplar, key: impl Fn(&Exemplar) -> i64) {
     if best.contains(&candidate) {
         return;
     }
-    let at = best.partition_point(|e| key(e) >= key(&candidate));
+    let rank = |e: &Exemplar| (key(e), e.start_ns, e.trace_id);
+    let at = best.partition_point(|e| rank(e) >= rank(&candidate));
     if at < EXEMPLARS {
         best.insert(at, candidate);
         best.truncate(EXEMPLARS);
@@ -251,10 +314,7 @@ impl CallStats for Details {
         self.keep_exemplars([Exemplar::of(call)]);
         for dimension in Dimension::ALL {
             if let Some(value) = dimension.of(call) {
-                self.by[dimension as usize]
-                    .entry(value.cloned())
-                    .or_default()
-                    .add(call);
+                self.by[dimension as usize].of(value).add(call);
             }
         }
     }
@@ -263,25 +323,17 @@ impl CallStats for Details {
         self.all.merge(&other.all);
         self.keep_exemplars(other.slowest.iter().chain(&other.latest_failed).cloned());
         for (mine, theirs) in self.by.iter_mut().zip(&other.by) {
-            for (value, group) in theirs {
-                match mine.get_mut(value) {
-                    Some(existing) => existing.merge(group),
-                    None => {
-                        mine.insert(value.clone(), group.clone());
-                    }
-                }
+            for (value, group) in theirs.iter() {
+                mine.of(value.as_ref()).merge(group);
             }
         }
     }
 
-    fn bytes(&self) -> usize {
-        self.all.bytes()
-            + self
-                .by
-                .iter()
-                .flat_map(|groups| groups.values())
-                .map(|group| group.bytes() + 64)
-                .sum::<usize>()
+    fn heap_bytes(&self) -> usize {
+        self.all.heap_bytes()
+            + self.by.iter().map(Groups::heap_bytes).sum::<usize>()
+            + vec_heap_bytes(&self.slowest)
+            + vec_heap_bytes(&self.latest_failed)
     }
 }
 
@@ -338,8 +390,16 @@ impl<S: CallStats> ByEdge<S> {
         }
     }
 
+    /// About how much memory it holds: the table's slots (a key, the statistics and a
+    /// control byte each), and what the statistics hold on the heap.
     pub(crate) fn bytes(&self) -> usize {
-        self.edges.values().map(|s| s.bytes() + 96).sum()
+        let slot = std::mem::size_of::<(EdgeKey, S)>() + 1;
+        let slots = match self.edges.capacity() {
+            0 => 0,
+            // Hash tables keep one slot in eight free.
+            capacity => (capacity * 8 / 7 + 1) * slot + PER_ALLOCATION,
+        };
+        slots + self.edges.values().map(S::heap_bytes).sum::<usize>()
     }
 }
 

@@ -102,13 +102,9 @@ impl Accumulator {
         }
     }
 
-    /// About how much memory it holds.
-    pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + (self.client.buckets.capacity()
-                + self.server.buckets.capacity()
-                + self.queue.buckets.capacity())
-                * 12
+    /// About how much memory it holds on the heap, beyond its own size.
+    pub fn heap_bytes(&self) -> usize {
+        self.client.heap_bytes() + self.server.heap_bytes() + self.queue.heap_bytes()
     }
 
     pub fn merge(&mut self, other: &Accumulator) {
@@ -211,6 +207,10 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    fn heap_bytes(&self) -> usize {
+        crate::rollup::vec_heap_bytes(&self.buckets) + crate::rollup::vec_heap_bytes(&self.counts)
+    }
+
     pub fn record(&mut self, ns: Option<i64>) {
         if let Some(ns) = ns {
             let bucket = bucket_of(ns);

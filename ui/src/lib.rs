@@ -142,6 +142,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.graph_metrics.render(&mut out);
     state.query.breakers().render(&mut out);
     state.query.reads().render(&mut out);
+    state.query.render_pieces(&mut out);
     (
         [(
             header::CONTENT_TYPE,
