@@ -212,10 +212,95 @@ pub struct ServeArgs {
     /// Health thresholds of edges and services (see README, "Health").
     #[command(flatten)]
     pub health: HealthArgs,
+    /// TLS of the listeners (see README, "Security").
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// A TOML file with circuit breaker settings per edge and the breaker webhook (see
     /// README, "Circuit breakers").
     #[arg(long, env = "CALLWATCH_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// Certificates and keys (PEM) of the listeners: one pair for all, or a pair for one
+/// listener, which wins over the pair for all.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Certificate (and chain) of every listener: OTLP/gRPC, OTLP/HTTP, HTTP and Postgres.
+    #[arg(long, env = "CALLWATCH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert.
+    #[arg(long, env = "CALLWATCH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates a client's certificate must be signed by, on every TLS listener
+    /// (mutual TLS).
+    #[arg(long, env = "CALLWATCH_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Certificate of the OTLP/gRPC listener alone.
+    #[arg(
+        long,
+        env = "CALLWATCH_OTLP_GRPC_TLS_CERT",
+        requires = "otlp_grpc_tls_key"
+    )]
+    pub otlp_grpc_tls_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "CALLWATCH_OTLP_GRPC_TLS_KEY",
+        requires = "otlp_grpc_tls_cert"
+    )]
+    pub otlp_grpc_tls_key: Option<PathBuf>,
+    /// Certificate of the OTLP/HTTP listener alone.
+    #[arg(
+        long,
+        env = "CALLWATCH_OTLP_HTTP_TLS_CERT",
+        requires = "otlp_http_tls_key"
+    )]
+    pub otlp_http_tls_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "CALLWATCH_OTLP_HTTP_TLS_KEY",
+        requires = "otlp_http_tls_cert"
+    )]
+    pub otlp_http_tls_key: Option<PathBuf>,
+    /// Certificate of the HTTP listener (dashboard and APIs) alone.
+    #[arg(long, env = "CALLWATCH_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "CALLWATCH_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Certificate of the Postgres listener alone.
+    #[arg(long, env = "CALLWATCH_PG_TLS_CERT", requires = "pg_tls_key")]
+    pub pg_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "CALLWATCH_PG_TLS_KEY", requires = "pg_tls_cert")]
+    pub pg_tls_key: Option<PathBuf>,
+}
+
+/// The listeners TLS may be set for.
+#[derive(Debug, Clone, Copy)]
+pub enum Listener {
+    OtlpGrpc,
+    OtlpHttp,
+    Http,
+    Postgres,
+}
+
+impl TlsArgs {
+    /// The TLS files of `listener`, if it serves TLS.
+    pub fn files(&self, listener: Listener) -> Option<crate::tls::TlsFiles> {
+        let own = match listener {
+            Listener::OtlpGrpc => (&self.otlp_grpc_tls_cert, &self.otlp_grpc_tls_key),
+            Listener::OtlpHttp => (&self.otlp_http_tls_cert, &self.otlp_http_tls_key),
+            Listener::Http => (&self.http_tls_cert, &self.http_tls_key),
+            Listener::Postgres => (&self.pg_tls_cert, &self.pg_tls_key),
+        };
+        let (cert, key) = match own {
+            (Some(cert), Some(key)) => (cert, key),
+            _ => (self.tls_cert.as_ref()?, self.tls_key.as_ref()?),
+        };
+        Some(crate::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

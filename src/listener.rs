@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::tls::Tls;
+
 /// How a listener treats its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -38,11 +40,13 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long requests in flight get to finish when the server stops.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Accepts connections on `listener` until `cancel` fires, each served by `service`.
+/// Accepts connections on `listener` until `cancel` fires, each served by `service`, over
+/// TLS if `tls` is given. The TLS handshake must end within the header timeout.
 pub fn serve<S, B>(
     tracker: &TaskTracker,
     cancel: &CancellationToken,
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     service: S,
     limits: ConnectionLimits,
     what: &'static str,
@@ -87,16 +91,31 @@ pub fn serve<S, B>(
             };
             let _ = stream.set_nodelay(true);
             let (builder, service, cancel) = (builder.clone(), service.clone(), cancel.clone());
+            let tls = tls.clone();
             connections.spawn(async move {
-                serve_connection(builder, stream, peer, service, limits, cancel, what).await;
+                let Some(tls) = tls else {
+                    serve_connection(builder, stream, peer, service, limits, cancel, what).await;
+                    return;
+                };
+                let handshake = tls.acceptor().accept(stream);
+                match tokio::time::timeout(limits.header_timeout, handshake).await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(builder, stream, peer, service, limits, cancel, what)
+                            .await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "{what}: TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(%peer, "{what}: no TLS handshake in time"),
+                }
             });
         }
     });
 }
 
-async fn serve_connection<S, B>(
+async fn serve_connection<S, B, I>(
     builder: auto::Builder<TokioExecutor>,
-    stream: tokio::net::TcpStream,
+    stream: I,
     peer: SocketAddr,
     service: S,
     limits: ConnectionLimits,
@@ -111,6 +130,7 @@ async fn serve_connection<S, B>(
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
     let counted = {

@@ -11,6 +11,7 @@ mod replay;
 mod serve;
 mod sink;
 mod sql;
+mod tls;
 mod webhook;
 
 use clap::Parser;
@@ -25,6 +26,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One TLS crypto provider for every rustls user in the process (listeners, clients).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,9 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Fsync, ServeArgs};
+use crate::config::{Fsync, Listener as TlsListener, ServeArgs, TlsArgs};
 use crate::config_file::ConfigFile;
 use crate::listener::{self, ConnectionLimits};
+use crate::tls::Tls;
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +54,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<Running> {
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
+    let tls = ListenerTls::load(&args.tls)?;
     let breaker_options = BreakerOptions::new(&config.breakers, args.pairing_wait)
         .map_err(|e| anyhow::anyhow!("in the config file: {e}"))?;
     let webhook = config.webhook()?;
@@ -88,6 +90,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     let tracker = TaskTracker::new();
     store.spawn_maintenance(cancel.clone(), &tracker);
 
+    crate::tls::spawn_reloader(tls.all(), &tracker, cancel.clone())?;
     let grpc = bind(args.otlp_grpc, "OTLP/gRPC").await?;
     let otlp_http = bind(args.otlp_http, "OTLP/HTTP").await?;
     let http = bind(args.http, "HTTP").await?;
@@ -101,6 +104,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         &tracker,
         &cancel,
         grpc,
+        tls.otlp_grpc.clone(),
         TraceService::new(ingest.clone(), args.max_message_size),
         connections,
         "OTLP/gRPC",
@@ -109,6 +113,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         &tracker,
         &cancel,
         otlp_http,
+        tls.otlp_http.clone(),
         http_router(ingest.clone(), args.max_message_size),
         connections,
         "OTLP/HTTP",
@@ -181,6 +186,10 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         let auth = callwatch_query::PgAuth {
             user: args.pg_user.clone(),
             password: args.pg_password.clone(),
+            tls: tls
+                .postgres
+                .clone()
+                .map(|tls| Arc::new(move || tls.acceptor()) as Arc<dyn Fn() -> _ + Send + Sync>),
         };
         let (query, cancel) = (query.clone(), cancel.clone());
         tracker.spawn(async move {
@@ -202,7 +211,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         },
         layouts: Default::default(),
     });
-    listener::serve(&tracker, &cancel, http, app, connections, "HTTP");
+    listener::serve(&tracker, &cancel, http, tls.http, app, connections, "HTTP");
     ready.store(true, Ordering::Relaxed);
     tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
     Ok(Running {
@@ -264,6 +273,45 @@ fn store_config(args: &ServeArgs) -> StoreConfig {
         // Longer than any query runs, so no query loses a file it listed.
         delete_grace: (args.query_timeout * 2).max(Duration::from_secs(60)),
         ..StoreConfig::new(&args.data_dir)
+    }
+}
+
+/// The TLS of each listener that serves it.
+struct ListenerTls {
+    otlp_grpc: Option<Arc<Tls>>,
+    otlp_http: Option<Arc<Tls>>,
+    http: Option<Arc<Tls>>,
+    postgres: Option<Arc<Tls>>,
+}
+
+impl ListenerTls {
+    fn load(args: &TlsArgs) -> anyhow::Result<Self> {
+        // HTTP/2 first: gRPC needs it.
+        const HTTP: &[&[u8]] = &[b"h2", b"http/1.1"];
+        let load = |listener: TlsListener, alpn: &[&[u8]]| {
+            args.files(listener)
+                .map(|files| Tls::load(files, alpn))
+                .transpose()
+        };
+        let tls = Self {
+            otlp_grpc: load(TlsListener::OtlpGrpc, HTTP)?,
+            otlp_http: load(TlsListener::OtlpHttp, HTTP)?,
+            http: load(TlsListener::Http, HTTP)?,
+            postgres: load(TlsListener::Postgres, &[b"postgresql"])?,
+        };
+        anyhow::ensure!(
+            args.tls_client_ca.is_none() || !tls.all().is_empty(),
+            "--tls-client-ca needs a certificate: --tls-cert and --tls-key, or a listener's own"
+        );
+        Ok(tls)
+    }
+
+    fn all(&self) -> Vec<Arc<Tls>> {
+        [&self.otlp_grpc, &self.otlp_http, &self.http, &self.postgres]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 }
 

@@ -16,4 +16,5 @@ mod otlp_exporters;
 mod parquet_readers;
 mod postgres;
 mod sql_api;
+mod tls;
 mod traces;

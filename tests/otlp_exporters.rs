@@ -69,7 +69,7 @@ fn ns(time: SystemTime) -> i64 {
 /// Records three spans through `provider`'s tracer: a server root with every attribute
 /// type, an event and an error status; a client child with a link and explicit times; a
 /// producer with status OK.
-fn record_spans(provider: &SdkTracerProvider, name: &str) {
+pub(crate) fn record_spans(provider: &SdkTracerProvider, name: &str) {
     let tracer = provider.tracer(name.to_string());
     let start = SystemTime::now() - Duration::from_millis(250);
     let root = tracer
@@ -113,7 +113,7 @@ fn record_spans(provider: &SdkTracerProvider, name: &str) {
     parent.span().end();
 }
 
-fn provider(
+pub(crate) fn provider(
     exporter: opentelemetry_otlp::SpanExporter,
     memory: &InMemorySpanExporter,
     service: &str,

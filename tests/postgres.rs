@@ -42,7 +42,7 @@ async fn send_spans(server: &Server, count: u32) {
     server.post_spans("order-service", spans).await;
 }
 
-fn require_psql() -> bool {
+pub(crate) fn require_psql() -> bool {
     if psql_installed() {
         return true;
     }

@@ -29,7 +29,7 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, PgWireServ
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::tokio::{TlsAcceptor, process_socket};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::Sink;
@@ -43,12 +43,25 @@ use crate::guard;
 
 /// Who may connect. Without a password any user name is accepted, as a local Postgres with
 /// `trust` authentication does.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PgAuth {
     /// When set, only this user name may connect.
     pub user: Option<String>,
     /// When set, clients must send it (cleartext password authentication).
     pub password: Option<String>,
+    /// When set, a client's `SSLRequest` is answered and the connection goes on over TLS
+    /// with what this gives at the time (certificates may be rotated meanwhile).
+    pub tls: Option<Arc<dyn Fn() -> TlsAcceptor + Send + Sync>>,
+}
+
+impl Debug for PgAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAuth")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Accepts Postgres connections on `listener` until `cancel` fires.
@@ -58,6 +71,7 @@ pub async fn serve_postgres(
     auth: PgAuth,
     cancel: CancellationToken,
 ) -> Result<(), QueryError> {
+    let tls = auth.tls.clone();
     let handlers = Arc::new(Handlers::new(engine, auth)?);
     let connections = TaskTracker::new();
     loop {
@@ -83,6 +97,7 @@ pub async fn serve_postgres(
         };
         let handlers = handlers.clone();
         let cancel = cancel.clone();
+        let tls = tls.as_ref().map(|acceptor| acceptor());
         connections.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
@@ -90,7 +105,7 @@ pub async fn serve_postgres(
                 () = closed_by_peer(&watcher) => {
                     tracing::debug!(%peer, "postgres client went away");
                 }
-                result = process_socket(socket, None, handlers) => {
+                result = process_socket(socket, tls, handlers) => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "postgres connection ended");
                     }

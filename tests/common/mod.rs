@@ -37,6 +37,7 @@ impl Server {
 
     /// Runs `callwatch COMMAND` with the server flags (`serve`, or `demo` which embeds it).
     pub fn start_command(command: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        install_crypto_provider();
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -268,4 +269,12 @@ pub async fn grpc_export(
 > {
     let mut client = callwatch_collector::OtlpClient::connect(url).await.unwrap();
     client.export_bytes(body).await
+}
+
+/// The TLS crypto provider of the test's clients (reqwest's TLS is built without one).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
