@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// OTLP/HTTP listen address (POST /v1/traces).
     #[arg(long, env = "CALLWATCH_OTLP_HTTP", default_value = DEFAULT_OTLP_HTTP)]
     pub otlp_http: SocketAddr,
+    /// Browser origins that may send to OTLP/HTTP (CORS), comma-separated, or `*`; e.g.
+    /// https://shop.example.com. Default: none.
+    #[arg(long, env = "CALLWATCH_OTLP_HTTP_CORS_ORIGINS", value_delimiter = ',')]
+    pub otlp_http_cors_origins: Vec<String>,
     /// HTTP listen address for the dashboard, the JSON and SQL APIs, /healthz, /readyz and /metrics.
     #[arg(long, env = "CALLWATCH_HTTP", default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,

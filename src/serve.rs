@@ -55,6 +55,8 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
     let tls = ListenerTls::load(&args.tls)?;
+    let cors = callwatch_collector::CorsOrigins::parse(&args.otlp_http_cors_origins)
+        .map_err(|e| anyhow::anyhow!("--otlp-http-cors-origins: {e}"))?;
     let breaker_options = BreakerOptions::new(&config.breakers, args.pairing_wait)
         .map_err(|e| anyhow::anyhow!("in the config file: {e}"))?;
     let webhook = config.webhook()?;
@@ -114,7 +116,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         &cancel,
         otlp_http,
         tls.otlp_http.clone(),
-        http_router(ingest.clone(), args.max_message_size),
+        http_router(ingest.clone(), args.max_message_size, cors),
         connections,
         "OTLP/HTTP",
     );

@@ -15,6 +15,6 @@ mod map;
 mod otlp_exporters;
 mod parquet_readers;
 mod postgres;
+mod security;
 mod sql_api;
-mod tls;
 mod traces;

@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode, header};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
+use crate::cors::CorsOrigins;
 use crate::error::IngestError;
 use crate::inflight::Charge;
 use crate::ingest::Ingest;
@@ -28,14 +29,19 @@ struct HttpState {
 }
 
 /// The OTLP/HTTP routes. Bodies over `max_message_size` (compressed or not) get 413; bodies
-/// that do not fit the in-flight byte budget get 429.
-pub fn router(ingest: Arc<Ingest>, max_message_size: usize) -> Router {
+/// that do not fit the in-flight byte budget get 429. Browsers of `cors` origins may send.
+pub fn router(ingest: Arc<Ingest>, max_message_size: usize, cors: CorsOrigins) -> Router {
     Router::new()
         .route(TRACES_PATH, post(export_traces))
         .with_state(HttpState {
             ingest,
             max_message_size,
         })
+        // Around the routes, so that a preflight (OPTIONS) reaches it.
+        .layer(axum::middleware::from_fn_with_state(
+            cors,
+            crate::cors::cors,
+        ))
 }
 
 #[derive(Clone, Copy, PartialEq)]

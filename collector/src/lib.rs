@@ -4,6 +4,7 @@
 
 mod client;
 mod convert;
+mod cors;
 mod error;
 mod graph_metrics;
 mod grpc;
@@ -19,6 +20,7 @@ mod to_otlp;
 
 pub use client::{OtlpClient, int_attribute, text_attribute};
 pub use convert::{Converted, Limits, convert, count_spans};
+pub use cors::CorsOrigins;
 pub use error::{IngestError, RpcStatus};
 pub use graph_metrics::GraphMetrics;
 pub use grpc::{EXPORT_PATH, TraceService};

@@ -1,6 +1,8 @@
-//! TLS on every listener, with a CA made here: the real OpenTelemetry exporter sends over
-//! gRPC and HTTP, mutual TLS refuses a client without a certificate, `psql` verifies the
-//! server, and a rotated certificate reaches new connections while an open one goes on.
+//! Security of the listeners.
+//! - TLS on every listener, with a CA made here: the real OpenTelemetry exporter sends over
+//!   gRPC and HTTP, mutual TLS refuses a client without a certificate, `psql` verifies the
+//!   server, and a rotated certificate reaches new connections while an open one goes on.
+//! - CORS on OTLP/HTTP: a browser of an allowed origin may send, others may not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -307,5 +309,106 @@ async fn psql_verifies_the_server_and_a_rotated_certificate_reaches_new_connecti
     .unwrap();
     // The connection opened before goes on with its certificate.
     assert_eq!(healthz_on(&mut open).await, "HTTP/1.1 200 OK");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_of_allowed_origins_may_send_spans_and_others_may_not() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--otlp-http-cors-origins",
+            "https://shop.test,http://localhost:3000",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let url = server.traces_url();
+    let preflight = |origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.test").await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://shop.test");
+    let allowed_headers = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert!(
+        allowed_headers.contains("content-type"),
+        "{allowed_headers}"
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let refused = preflight("https://shop.test.evil").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let body =
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default()
+            .encode_to_vec();
+    let export = |origin: &'static str| {
+        client
+            .post(&url)
+            .header("origin", origin)
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+    };
+    let sent = export("http://localhost:3000").await.unwrap();
+    assert_eq!(sent.status(), 200);
+    assert_eq!(
+        sent.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert_eq!(export("https://evil.test").await.unwrap().status(), 403);
+    // Without an Origin (not a browser), nothing changes.
+    let plain = client
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("access-control-allow-origin").is_none());
+    server.stop();
+
+    // Off by default: no preflight is answered.
+    let server = Server::start(&dir.path().join("data2"), &[]);
+    let response = client
+        .request(reqwest::Method::OPTIONS, server.traces_url())
+        .header("origin", "https://shop.test")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.status(), 204);
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
     server.stop();
 }
