@@ -165,7 +165,7 @@ fn decode(
 
 /// Decompresses at most `limit` bytes, charging them before they are allocated: a small
 /// body cannot expand into a huge one, nor many of them together.
-fn gunzip(body: &[u8], limit: usize, charge: &mut Charge) -> Result<Bytes, IngestError> {
+pub(crate) fn gunzip(body: &[u8], limit: usize, charge: &mut Charge) -> Result<Bytes, IngestError> {
     let mut decoder = flate2::read::GzDecoder::new(body);
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];

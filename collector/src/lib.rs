@@ -6,6 +6,8 @@ mod client;
 mod convert;
 mod cors;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod graph_metrics;
 mod grpc;
 mod halves;

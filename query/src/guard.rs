@@ -138,3 +138,38 @@ mod tests {
         assert!(matches!(check("SELEC 1"), Err(QueryError::Invalid(_))));
     }
 }
+
+/// Property tests: any text gets a verdict, never a panic, and a statement that writes is
+/// refused whatever follows it. `PROPTEST_CASES` sets how many cases run.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    fn sql_words() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            "(SELECT|WITH|EXPLAIN|SHOW|DESCRIBE|INSERT|UPDATE|DELETE|CREATE|DROP|COPY|SET|RESET|ALTER|TRUNCATE|VALUES|FROM|WHERE|AS|INTO|TABLE|VIEW|EXTERNAL|LOCATION|TO|UNION|JOIN|ON|GROUP BY|ORDER BY|LIMIT)",
+            "(spans|calls|breaker_transitions|information_schema\\.tables|read_parquet|'/etc/passwd')",
+            "[a-z_]{1,8}",
+            "[0-9]{1,6}",
+            "('[^']{0,6}'|\"[^\"]{0,6}\")",
+            "[(),;*=<>+-]",
+        ];
+        proptest::collection::vec(word, 0..14).prop_map(|words| words.join(" "))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_gets_a_verdict(sql in prop_oneof![sql_words(), any::<String>()]) {
+            let _ = super::check(&sql);
+        }
+
+        #[test]
+        fn statements_that_write_are_refused(
+            verb in "(INSERT INTO|UPDATE|DELETE FROM|CREATE TABLE|CREATE EXTERNAL TABLE|DROP TABLE|COPY|ALTER TABLE|TRUNCATE)",
+            rest in sql_words(),
+        ) {
+            let sql = format!("{verb} spans {rest}");
+            prop_assert!(super::check(&sql).is_err(), "{}", sql);
+        }
+    }
+}

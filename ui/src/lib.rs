@@ -5,6 +5,8 @@
 mod assets;
 mod charts;
 mod dashboard;
+#[cfg(test)]
+mod fuzz;
 mod graph;
 mod jaeger;
 mod layout;
