@@ -55,6 +55,14 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
     let tls = ListenerTls::load(&args.tls)?;
+    let exposed = tls.exposed(args);
+    if !exposed.is_empty() {
+        tracing::warn!(
+            "{} listen beyond this machine without TLS: anyone who reaches them can send spans \
+             and read every trace (see README, \"Security\")",
+            exposed.join(", ")
+        );
+    }
     let cors = callwatch_collector::CorsOrigins::parse(&args.otlp_http_cors_origins)
         .map_err(|e| anyhow::anyhow!("--otlp-http-cors-origins: {e}"))?;
     let breaker_options = BreakerOptions::new(&config.breakers, args.pairing_wait)
@@ -308,6 +316,21 @@ impl ListenerTls {
         Ok(tls)
     }
 
+    /// The listeners on an address other machines can reach that do not serve TLS.
+    fn exposed(&self, args: &ServeArgs) -> Vec<&'static str> {
+        let listeners = [
+            ("OTLP/gRPC", Some(args.otlp_grpc), &self.otlp_grpc),
+            ("OTLP/HTTP", Some(args.otlp_http), &self.otlp_http),
+            ("HTTP", Some(args.http), &self.http),
+            ("Postgres", args.pg, &self.postgres),
+        ];
+        listeners
+            .into_iter()
+            .filter(|(_, addr, tls)| addr.is_some_and(|a| !a.ip().is_loopback()) && tls.is_none())
+            .map(|(name, _, _)| name)
+            .collect()
+    }
+
     fn all(&self) -> Vec<Arc<Tls>> {
         [&self.otlp_grpc, &self.otlp_http, &self.http, &self.postgres]
             .into_iter()
@@ -356,5 +379,54 @@ impl ShutdownSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["callwatch", "serve"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn listeners_other_machines_reach_without_tls_are_named() {
+        let none = ListenerTls {
+            otlp_grpc: None,
+            otlp_http: None,
+            http: None,
+            postgres: None,
+        };
+        // The OTLP listeners default to every address.
+        let args = serve_args(&["--http", "127.0.0.1:8080"]);
+        assert_eq!(none.exposed(&args), ["OTLP/gRPC", "OTLP/HTTP"]);
+        let args = serve_args(&[
+            "--otlp-grpc",
+            "127.0.0.1:4317",
+            "--otlp-http",
+            "[::1]:4318",
+            "--http",
+            "127.0.0.1:8080",
+            "--pg",
+            "10.0.0.5:5432",
+        ]);
+        assert_eq!(none.exposed(&args), ["Postgres"]);
+        let args = serve_args(&[
+            "--otlp-grpc",
+            "127.0.0.1:4317",
+            "--otlp-http",
+            "127.0.0.1:4318",
+            "--http",
+            "127.0.0.1:8080",
+        ]);
+        assert!(none.exposed(&args).is_empty());
     }
 }
