@@ -30,7 +30,18 @@ callwatch-ui fuzz::trace_ids_are_normalized_or_refused
 callwatch-query guard::fuzz::any_text_gets_a_verdict
 callwatch-query guard::fuzz::statements_that_write_are_refused
 "
-cargo test --locked --quiet --no-run -p callwatch-collector -p callwatch-ui -p callwatch-query --lib 2>/dev/null
+# The test binaries are copied aside and run directly, so that editing or building the
+# workspace while the script runs changes nothing under it.
+BINS=$(mktemp -d)
+cargo test --locked --quiet --no-run --message-format=json \
+    -p callwatch-collector -p callwatch-ui -p callwatch-query --lib 2>/dev/null |
+  python3 -c '
+import json, shutil, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
+        shutil.copy(m["executable"], sys.argv[1] + "/" + m["package_id"].split("#")[-1].split("@")[0].split("/")[-1])
+' "$BINS"
 echo "| target | cases | seconds |"
 echo "|---|---|---|"
 echo "$TARGETS" | while read -r crate target; do
@@ -38,7 +49,7 @@ echo "$TARGETS" | while read -r crate target; do
   began=$(date +%s)
   cases=0
   while [ $(($(date +%s) - began)) -lt "$SECONDS_EACH" ]; do
-    if ! PROPTEST_CASES=$CHUNK cargo test --locked --quiet -p "$crate" --lib "$target" -- --exact >/tmp/fuzz-chunk.log 2>&1; then
+    if ! PROPTEST_CASES=$CHUNK "$BINS/$crate" "$target" --exact --quiet >/tmp/fuzz-chunk.log 2>&1; then
       cat /tmp/fuzz-chunk.log
       echo "FAILED: $crate $target (the failing case is in $crate's proptest-regressions/)"
       exit 1

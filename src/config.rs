@@ -219,6 +219,17 @@ pub struct ServeArgs {
     /// TLS of the listeners (see README, "Security").
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// A file whose first line is a token that may send spans (scope `ingest`, name
+    /// `ingest`). Once any token exists, every request needs one (see README, "Security").
+    #[arg(long, env = "CALLWATCH_INGEST_TOKEN_FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// A file whose first line is a token that may read: dashboard, APIs, /metrics and
+    /// Postgres, as user `read` (scope `read`, name `read`).
+    #[arg(long, env = "CALLWATCH_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// How long a dashboard login lasts.
+    #[arg(long, env = "CALLWATCH_SESSION_LIFETIME", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub session_lifetime: Duration,
     /// A TOML file with circuit breaker settings per edge and the breaker webhook (see
     /// README, "Circuit breakers").
     #[arg(long, env = "CALLWATCH_CONFIG")]

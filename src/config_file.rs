@@ -14,6 +14,36 @@ pub struct ConfigFile {
     #[serde(default)]
     pub breakers: BreakersSection,
     pub webhook: Option<WebhookSection>,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// `[auth]`: the tokens that may send and read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// `[[auth.tokens]]`: a token by its SHA-256, never the token itself.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub name: String,
+    /// `printf %s "$TOKEN" | sha256sum`
+    pub sha256: String,
+    /// Of `ingest`, `read` and `admin`.
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenEntry")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[webhook]`: where breaker transitions are POSTed as JSON.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use callwatch_collector::{AuthListener, Denied, Scope, TokenSpec, Tokens};
 use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
 use callwatch_collector::{Ingest, Limits, TraceService, http_router};
 use callwatch_query::breakers::{BreakerOptions, BreakerTracker};
@@ -55,13 +56,22 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
     let tls = ListenerTls::load(&args.tls)?;
+    let tokens = Arc::new(tokens(args, &config)?);
     let exposed = tls.exposed(args);
     if !exposed.is_empty() {
-        tracing::warn!(
-            "{} listen beyond this machine without TLS: anyone who reaches them can send spans \
-             and read every trace (see README, \"Security\")",
-            exposed.join(", ")
-        );
+        if tokens.enabled() {
+            tracing::warn!(
+                "{} listen beyond this machine without TLS: tokens and traces cross the \
+                 network in clear text (see README, \"Security\")",
+                exposed.join(", ")
+            );
+        } else {
+            tracing::warn!(
+                "{} listen beyond this machine without TLS or tokens: anyone who reaches them \
+                 can send spans and read every trace (see README, \"Security\")",
+                exposed.join(", ")
+            );
+        }
     }
     let cors = callwatch_collector::CorsOrigins::parse(&args.otlp_http_cors_origins)
         .map_err(|e| anyhow::anyhow!("--otlp-http-cors-origins: {e}"))?;
@@ -115,7 +125,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         &cancel,
         grpc,
         tls.otlp_grpc.clone(),
-        TraceService::new(ingest.clone(), args.max_message_size),
+        TraceService::new(ingest.clone(), args.max_message_size, tokens.clone()),
         connections,
         "OTLP/gRPC",
     );
@@ -124,7 +134,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         &cancel,
         otlp_http,
         tls.otlp_http.clone(),
-        http_router(ingest.clone(), args.max_message_size, cors),
+        http_router(ingest.clone(), args.max_message_size, cors, tokens.clone()),
         connections,
         "OTLP/HTTP",
     );
@@ -193,9 +203,19 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     if let Some(addr) = args.pg {
         let listener = bind(addr, "Postgres").await?;
         announce(&format!("listening postgres {}", listener.local_addr()?));
+        let passwords = tokens.clone();
+        let failures = tokens.clone();
         let auth = callwatch_query::PgAuth {
             user: args.pg_user.clone(),
             password: args.pg_password.clone(),
+            // A read token given in a file is the password of its name.
+            passwords: tokens.enabled().then(|| {
+                Arc::new(move |user: &str| passwords.read_secret(user).map(str::to_string))
+                    as callwatch_query::PasswordOf
+            }),
+            on_failure: Some(Arc::new(move || {
+                failures.count_failure(AuthListener::Postgres, Denied::Unauthenticated)
+            })),
             tls: tls
                 .postgres
                 .clone()
@@ -220,8 +240,21 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             p99_budget: args.health.health_p99_budget,
         },
         layouts: Default::default(),
+        auth: Arc::new(callwatch_ui::WebAuth::new(
+            tokens.clone(),
+            args.session_lifetime,
+            tls.http.is_some(),
+        )),
     });
-    listener::serve(&tracker, &cancel, http, tls.http, app, connections, "HTTP");
+    listener::serve(
+        &tracker,
+        &cancel,
+        http,
+        tls.http.clone(),
+        app,
+        connections,
+        "HTTP",
+    );
     ready.store(true, Ordering::Relaxed);
     tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
     Ok(Running {
@@ -338,6 +371,48 @@ impl ListenerTls {
             .cloned()
             .collect()
     }
+}
+
+/// The tokens of the config file and of the token files.
+fn tokens(args: &ServeArgs, config: &ConfigFile) -> anyhow::Result<Tokens> {
+    let mut specs = Vec::new();
+    for entry in &config.auth.tokens {
+        let scopes = entry
+            .scopes
+            .iter()
+            .map(|scope| Scope::parse(scope))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("[[auth.tokens]] {:?}: {e}", entry.name))?;
+        specs.push(
+            TokenSpec::from_hash(&entry.name, &entry.sha256, scopes)
+                .map_err(|e| anyhow::anyhow!("[[auth.tokens]]: {e}"))?,
+        );
+    }
+    let files = [
+        (
+            &args.ingest_token_file,
+            "ingest",
+            Scope::Ingest,
+            "--ingest-token-file",
+        ),
+        (
+            &args.read_token_file,
+            "read",
+            Scope::Read,
+            "--read-token-file",
+        ),
+    ];
+    for (file, name, scope, flag) in files {
+        let Some(file) = file else { continue };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("{flag}: reading {}", file.display()))?;
+        let secret = text.lines().next().unwrap_or("").trim();
+        specs.push(
+            TokenSpec::from_secret(name, secret, vec![scope])
+                .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", file.display()))?,
+        );
+    }
+    Tokens::new(specs).map_err(|e| anyhow::anyhow!("tokens: {e}"))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -33,13 +33,25 @@ pub(crate) fn attribute(key: &str, value: any_value::Value) -> KeyValue {
 #[derive(Debug, Clone)]
 pub struct OtlpClient {
     grpc: tonic::client::Grpc<Channel>,
+    /// `authorization: Bearer …`, sent with every request.
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl OtlpClient {
     pub fn new(channel: Channel) -> Self {
         Self {
             grpc: tonic::client::Grpc::new(channel),
+            authorization: None,
         }
+    }
+
+    /// The client, sending `token` with every request.
+    pub fn with_token(mut self, token: &str) -> Result<Self, String> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "a token is printable ASCII".to_string())?;
+        self.authorization = Some(value);
+        Ok(self)
     }
 
     /// The client, sending its requests gzip-compressed.
@@ -77,8 +89,14 @@ impl OtlpClient {
             .await
             .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
         let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+        let mut request = tonic::Request::new(body);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
         self.grpc
-            .unary(tonic::Request::new(body), path, RawCodec)
+            .unary(request, path, RawCodec)
             .await
             .map(tonic::Response::into_inner)
     }

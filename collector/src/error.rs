@@ -20,6 +20,10 @@ pub enum IngestError {
     /// Request bodies being decoded at once already fill the in-flight byte budget.
     #[error("request bodies being decoded fill the in-flight budget of {limit} bytes; retry later")]
     InflightFull { limit: usize, retry_after: Duration },
+    #[error("a token with the ingest scope is needed: Authorization: Bearer <token>")]
+    Unauthenticated,
+    #[error("this token may not send spans: it lacks the ingest scope")]
+    Forbidden,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("converting spans failed: {0}")]
@@ -80,6 +84,8 @@ impl IngestError {
             | Self::UnsupportedContentType(_)
             | Self::UnsupportedEncoding(_) => Code::InvalidArgument,
             Self::TooLarge { .. } => Code::OutOfRange,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::Forbidden => Code::PermissionDenied,
             Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
                 Code::ResourceExhausted
             }
@@ -107,6 +113,8 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -20,6 +20,8 @@ use tonic::codec::{
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Status, body::Body};
 
+use crate::auth::{AuthListener, Denied, Scope, Tokens, presented_token};
+use crate::error::IngestError;
 use crate::inflight::{Charge, ChargedGrpcBody};
 use crate::ingest::Ingest;
 
@@ -30,13 +32,16 @@ pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceServ
 pub struct TraceService {
     ingest: Arc<Ingest>,
     max_message_size: usize,
+    tokens: Arc<Tokens>,
 }
 
 impl TraceService {
-    pub fn new(ingest: Arc<Ingest>, max_message_size: usize) -> Self {
+    /// Once `tokens` has any, an export needs one with the `ingest` scope.
+    pub fn new(ingest: Arc<Ingest>, max_message_size: usize, tokens: Arc<Tokens>) -> Self {
         Self {
             ingest,
             max_message_size,
+            tokens,
         }
     }
 }
@@ -67,6 +72,16 @@ where
             return Box::pin(async {
                 Ok(Status::unimplemented("only TraceService/Export is served").into_http())
             });
+        }
+        // Before the body is read: a stranger's bytes cost nothing.
+        let token = presented_token(request.headers());
+        let listener = AuthListener::OtlpGrpc;
+        if let Err(denied) = self.tokens.check(token.as_deref(), Scope::Ingest, listener) {
+            let error = match denied {
+                Denied::Unauthenticated => IngestError::Unauthenticated,
+                Denied::Forbidden => IngestError::Forbidden,
+            };
+            return Box::pin(async move { Ok(error.grpc_status().into_http()) });
         }
         Box::pin(async move {
             ingest.metrics().grpc_requests.add(1);

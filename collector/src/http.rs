@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode, header};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
+use crate::auth::{AuthListener, Denied, Scope, Tokens, presented_token};
 use crate::cors::CorsOrigins;
 use crate::error::IngestError;
 use crate::inflight::Charge;
@@ -26,22 +27,45 @@ pub const TRACES_PATH: &str = "/v1/traces";
 struct HttpState {
     ingest: Arc<Ingest>,
     max_message_size: usize,
+    tokens: Arc<Tokens>,
 }
 
 /// The OTLP/HTTP routes. Bodies over `max_message_size` (compressed or not) get 413; bodies
 /// that do not fit the in-flight byte budget get 429. Browsers of `cors` origins may send.
-pub fn router(ingest: Arc<Ingest>, max_message_size: usize, cors: CorsOrigins) -> Router {
+/// Once `tokens` has any, a request needs one with the `ingest` scope.
+pub fn router(
+    ingest: Arc<Ingest>,
+    max_message_size: usize,
+    cors: CorsOrigins,
+    tokens: Arc<Tokens>,
+) -> Router {
     Router::new()
         .route(TRACES_PATH, post(export_traces))
         .with_state(HttpState {
             ingest,
             max_message_size,
+            tokens,
         })
         // Around the routes, so that a preflight (OPTIONS) reaches it.
         .layer(axum::middleware::from_fn_with_state(
             cors,
             crate::cors::cors,
         ))
+}
+
+/// 401 with the scheme to use, or 403.
+fn refused(denied: Denied) -> Response {
+    match denied {
+        Denied::Unauthenticated => {
+            let mut response = reply_error(&IngestError::Unauthenticated, Format::Json);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"callwatch\""),
+            );
+            response
+        }
+        Denied::Forbidden => reply_error(&IngestError::Forbidden, Format::Json),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -51,6 +75,14 @@ enum Format {
 }
 
 async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    // Before the body is read: a stranger's bytes cost nothing.
+    let token = presented_token(&headers);
+    if let Err(denied) = state
+        .tokens
+        .check(token.as_deref(), Scope::Ingest, AuthListener::OtlpHttp)
+    {
+        return refused(denied);
+    }
     let metrics = state.ingest.metrics();
     metrics.http_requests.add(1);
     let content_type = headers

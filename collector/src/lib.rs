@@ -2,6 +2,7 @@
 //! ingest core that validates spans, converts them to Arrow and hands them to storage; and the
 //! call pairer that storage runs over every acknowledged span.
 
+mod auth;
 mod client;
 mod convert;
 mod cors;
@@ -20,6 +21,7 @@ mod pairer;
 mod pending;
 mod to_otlp;
 
+pub use auth::{AuthListener, Denied, Scope, TokenSpec, Tokens, presented_token};
 pub use client::{OtlpClient, int_attribute, text_attribute};
 pub use convert::{Converted, Limits, convert, count_spans};
 pub use cors::CorsOrigins;

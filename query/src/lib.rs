@@ -22,7 +22,7 @@ use callwatch_storage::{Result, SpanRecord, Store, span_records};
 
 pub use engine::{QueryEngine, QueryLimits, QueryOutput};
 pub use error::QueryError;
-pub use postgres::{PgAuth, serve_postgres};
+pub use postgres::{PasswordOf, PgAuth, serve_postgres};
 pub use reads::{Priority, ReadSettings, Reads};
 
 /// All span batches of the store: hot batches and segments of the same snapshot, so no span

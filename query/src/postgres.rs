@@ -16,8 +16,11 @@ use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{
+    SCRAM_ITERATIONS, ScramAuth, gen_salted_password,
+};
 use datafusion_postgres::pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
@@ -41,14 +44,23 @@ use crate::engine::{QueryEngine, QueryOutput};
 use crate::error::QueryError;
 use crate::guard;
 
-/// Who may connect. Without a password any user name is accepted, as a local Postgres with
-/// `trust` authentication does.
+/// The password of a user name, if it has one.
+pub type PasswordOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Who may connect. Without passwords any user name is accepted, as a local Postgres with
+/// `trust` authentication does; with them, SCRAM-SHA-256 proves the password without
+/// sending it.
 #[derive(Clone, Default)]
 pub struct PgAuth {
-    /// When set, only this user name may connect.
+    /// When set, only this user name may connect with `password`.
     pub user: Option<String>,
-    /// When set, clients must send it (cleartext password authentication).
+    /// When set, clients must prove it (SCRAM-SHA-256).
     pub password: Option<String>,
+    /// Passwords of further user names (the tokens that may read); when set, every client
+    /// must prove a password.
+    pub passwords: Option<PasswordOf>,
+    /// Called for each client that failed to log in.
+    pub on_failure: Option<Arc<dyn Fn() + Send + Sync>>,
     /// When set, a client's `SSLRequest` is answered and the connection goes on over TLS
     /// with what this gives at the time (certificates may be rotated meanwhile).
     pub tls: Option<Arc<dyn Fn() -> TlsAcceptor + Send + Sync>>,
@@ -59,8 +71,26 @@ impl Debug for PgAuth {
         f.debug_struct("PgAuth")
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("passwords", &self.passwords.is_some())
             .field("tls", &self.tls.is_some())
             .finish()
+    }
+}
+
+impl PgAuth {
+    fn asks_password(&self) -> bool {
+        self.password.is_some() || self.passwords.is_some()
+    }
+
+    /// The password `user` must prove.
+    fn password_of(&self, user: &str) -> Option<String> {
+        if let Some(password) = self.passwords.as_ref().and_then(|of| of(user)) {
+            return Some(password);
+        }
+        match &self.user {
+            Some(only) if only != user => None,
+            _ => self.password.clone(),
+        }
     }
 }
 
@@ -72,7 +102,8 @@ pub async fn serve_postgres(
     cancel: CancellationToken,
 ) -> Result<(), QueryError> {
     let tls = auth.tls.clone();
-    let handlers = Arc::new(Handlers::new(engine, auth)?);
+    let queries = Handlers::queries(engine)?;
+    let auth = Arc::new(auth);
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -95,7 +126,11 @@ pub async fn serve_postgres(
                 continue;
             }
         };
-        let handlers = handlers.clone();
+        // Per connection: the SCRAM exchange has state.
+        let handlers = Arc::new(Handlers {
+            queries: queries.clone(),
+            startup: Arc::new(Startup::new(auth.clone())),
+        });
         let cancel = cancel.clone();
         let tls = tls.as_ref().map(|acceptor| acceptor());
         connections.spawn(async move {
@@ -147,17 +182,14 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(engine: QueryEngine, auth: PgAuth) -> Result<Self, QueryError> {
+    fn queries(engine: QueryEngine) -> Result<Arc<Queries>, QueryError> {
         // This session only plans prepared statements and answers session statements;
         // queries run in sessions of their own (see `QueryEngine`).
         let planning = Arc::new(engine.planning_context()?);
         let hooks: Vec<Arc<dyn QueryHook>> =
             vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
         let session = Arc::new(DfSessionService::new_with_hooks(planning, hooks));
-        Ok(Self {
-            queries: Arc::new(Queries { engine, session }),
-            startup: Arc::new(Startup::new(auth)),
-        })
+        Ok(Arc::new(Queries { engine, session }))
     }
 }
 
@@ -350,28 +382,21 @@ impl ExtendedQueryHandler for Queries {
     }
 }
 
-/// No authentication, or a cleartext password.
+/// No authentication, or SCRAM-SHA-256: one per connection.
 struct Startup {
-    password:
-        Option<CleartextPasswordAuthStartupHandler<Credentials, DefaultServerParameterProvider>>,
-    user: Option<String>,
+    scram: Option<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    auth: Arc<PgAuth>,
 }
 
 impl Startup {
-    fn new(auth: PgAuth) -> Self {
-        let password = auth.password.map(|password| {
-            CleartextPasswordAuthStartupHandler::new(
-                Credentials {
-                    user: auth.user.clone(),
-                    password,
-                },
-                DefaultServerParameterProvider::default(),
-            )
+    fn new(auth: Arc<PgAuth>) -> Self {
+        let scram = auth.asks_password().then(|| {
+            let mut scram = ScramAuth::new(Arc::new(Credentials(auth.clone())));
+            scram.set_iterations(SCRAM_ITERATIONS);
+            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+                .with_scram(scram)
         });
-        Self {
-            password,
-            user: auth.user,
-        }
+        Self { scram, auth }
     }
 }
 
@@ -392,10 +417,18 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(handler) = &self.password {
-            return handler.on_startup(client, message).await;
+        if let Some(scram) = &self.scram {
+            let result = scram.on_startup(client, message).await;
+            if result.is_err()
+                && let Some(count) = &self.auth.on_failure
+            {
+                count();
+            }
+            return result;
         }
-        if let (Some(expected), PgWireFrontendMessage::Startup(startup)) = (&self.user, &message) {
+        if let (Some(expected), PgWireFrontendMessage::Startup(startup)) =
+            (&self.auth.user, &message)
+        {
             let user = startup.parameters.get("user");
             if user != Some(expected) {
                 return Err(PgWireError::InvalidPassword(
@@ -407,22 +440,21 @@ impl StartupHandler for Startup {
     }
 }
 
+/// The salted passwords SCRAM checks proofs against.
 #[derive(Debug)]
-struct Credentials {
-    user: Option<String>,
-    password: String,
-}
+struct Credentials(Arc<PgAuth>);
 
 #[async_trait]
 impl AuthSource for Credentials {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        if let Some(expected) = &self.user
-            && login.user() != Some(expected.as_str())
-        {
-            return Err(PgWireError::InvalidPassword(
-                login.user().unwrap_or_default().to_owned(),
-            ));
-        }
-        Ok(Password::new(None, self.password.as_bytes().to_vec()))
+        let salt: [u8; 16] = rand::random();
+        // A user without a password is asked for a proof all the same, which then fails:
+        // whether a user name exists is not told.
+        let password = login
+            .user()
+            .and_then(|user| self.0.password_of(user))
+            .unwrap_or_else(|| format!("{:x}", rand::random::<u128>()));
+        let salted = gen_salted_password(&password, &salt, SCRAM_ITERATIONS);
+        Ok(Password::new(Some(salt.to_vec()), salted))
     }
 }

@@ -206,12 +206,16 @@ pub async fn stored_spans(data_dir: &Path) -> (Vec<SpanRecord>, usize) {
 /// The value of one Prometheus sample on the server's `/metrics`, by its full name with
 /// labels, e.g. `callwatch_spans_accepted_total` or `x_total{reason="queue_full"}`.
 pub async fn metric(server: &Server, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    metric_with_token(server, None, sample).await
+}
+
+/// [`metric`], asked for with a token.
+pub async fn metric_with_token(server: &Server, token: Option<&str>, sample: &str) -> f64 {
+    let mut request = reqwest::Client::new().get(format!("http://{}/metrics", server.http));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let text = request.send().await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(&format!("{sample} ")))
         .unwrap_or_else(|| panic!("no {sample} in:\n{text}"))

@@ -59,6 +59,8 @@ pub struct Frame {
     pub from_text: String,
     pub to_text: String,
     pub range_text: String,
+    /// Show the log out button: the page was shown to a logged-in reader.
+    pub logout: bool,
 }
 
 const NAV: [(&str, &str); 5] = [
@@ -165,7 +167,14 @@ impl Frame {
                 clock(window.to_ns, window.to_ns - window.from_ns)
             ),
             keep,
+            logout: false,
         })
+    }
+
+    /// With the log out button when `auth` asks for logging in.
+    pub fn with_logout(mut self, auth: &crate::WebAuth) -> Self {
+        self.logout = auth.enabled();
+        self
     }
 
     /// A link to `path` that keeps the range and refresh.

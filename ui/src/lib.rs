@@ -3,6 +3,7 @@
 //! Tempo query APIs that Grafana's data sources read.
 
 mod assets;
+mod auth;
 mod charts;
 mod dashboard;
 #[cfg(test)]
@@ -23,12 +24,14 @@ mod traces;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use auth::WebAuth;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use callwatch_collector::{GraphMetrics, Ingest};
 use callwatch_query::stats::HealthThresholds;
 use callwatch_query::{Priority, QueryEngine, QueryError};
@@ -46,60 +49,138 @@ pub struct AppState {
     pub health: HealthThresholds,
     /// Service map layouts by graph shape.
     pub layouts: Arc<Layouts>,
+    /// Tokens and sessions; open when no token is configured.
+    pub auth: Arc<WebAuth>,
 }
 
-/// Every route. Pages and APIs run on the query engine's read runtime, admitted there
-/// ([`callwatch_query::Reads`]); liveness, readiness, metrics and static assets answer here,
-/// whatever the readers are doing.
-pub fn router(state: AppState) -> Router {
-    let reads = Router::new()
-        .route("/", get(pages::overview))
-        .route("/graph", get(pages::graph_page))
-        .route("/services/{name}", get(pages::service))
-        .route("/edges", get(pages::edge))
-        .route("/breakers", get(pages::breakers))
-        .route("/traces", get(trace_pages::traces))
-        .route("/traces/{trace_id}", get(trace_pages::trace))
-        .route("/sql", get(sql_page::sql_page))
-        .route("/sql.csv", get(sql_page::sql_csv))
-        .route("/api/v1/sql", post(sql::sql))
-        .route("/api/v1/traces", get(traces::search))
-        .route("/api/v1/traces/{trace_id}", get(traces::trace))
-        .route("/api/v1/graph", get(graph::graph))
-        .route("/api/v1/services", get(graph::services))
-        .route("/api/v1/services/{name}", get(graph::service))
-        .route("/api/v1/edges", get(graph::edges))
-        .route("/api/v1/breakers", get(graph::breakers))
+/// Who may use a route, and where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: liveness, readiness, static assets, login and logout.
+    Open,
+    /// A token with the `read` scope (or a session), answered at once: `/metrics`.
+    Read,
+    /// A token with the `read` scope (or a session), run on the read runtime once admitted
+    /// there ([`callwatch_query::Reads`]): every page and API.
+    Query,
+}
+
+/// One route of [`router`].
+pub struct Route {
+    pub path: &'static str,
+    pub method: Method,
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a method routes filter");
+    Route {
+        path,
+        method,
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the `--http` port, with who may use it. The router is built from this
+/// list alone, so the test that walks it walks every route.
+pub fn routes() -> Vec<Route> {
+    use Access::{Open, Query, Read};
+    use Method as M;
+    vec![
+        route(M::GET, "/", Query, pages::overview),
+        route(M::GET, "/graph", Query, pages::graph_page),
+        route(M::GET, "/services/{name}", Query, pages::service),
+        route(M::GET, "/edges", Query, pages::edge),
+        route(M::GET, "/breakers", Query, pages::breakers),
+        route(M::GET, "/traces", Query, trace_pages::traces),
+        route(M::GET, "/traces/{trace_id}", Query, trace_pages::trace),
+        route(M::GET, "/sql", Query, sql_page::sql_page),
+        route(M::GET, "/sql.csv", Query, sql_page::sql_csv),
+        route(M::POST, "/api/v1/sql", Query, sql::sql),
+        route(M::GET, "/api/v1/traces", Query, traces::search),
+        route(M::GET, "/api/v1/traces/{trace_id}", Query, traces::trace),
+        route(M::GET, "/api/v1/graph", Query, graph::graph),
+        route(M::GET, "/api/v1/services", Query, graph::services),
+        route(M::GET, "/api/v1/services/{name}", Query, graph::service),
+        route(M::GET, "/api/v1/edges", Query, graph::edges),
+        route(M::GET, "/api/v1/breakers", Query, graph::breakers),
         // Jaeger's query API.
-        .route("/api/services", get(jaeger::services))
-        .route(
+        route(M::GET, "/api/services", Query, jaeger::services),
+        route(
+            M::GET,
             "/api/services/{service}/operations",
-            get(jaeger::service_operations),
-        )
-        .route("/api/operations", get(jaeger::operations))
-        .route("/api/traces", get(jaeger::traces))
-        .route("/api/traces/{trace_id}", get(jaeger::trace))
-        .route("/api/dependencies", get(jaeger::dependencies))
+            Query,
+            jaeger::service_operations,
+        ),
+        route(M::GET, "/api/operations", Query, jaeger::operations),
+        route(M::GET, "/api/traces", Query, jaeger::traces),
+        route(M::GET, "/api/traces/{trace_id}", Query, jaeger::trace),
+        route(M::GET, "/api/dependencies", Query, jaeger::dependencies),
         // Tempo's trace API (its trace by id is the Jaeger route above).
-        .route("/api/echo", get(tempo::echo))
-        .route("/api/v2/traces/{trace_id}", get(tempo::trace_v2))
-        .route("/api/search", get(tempo::search))
-        .route("/api/search/tags", get(tempo::tags))
-        .route("/api/v2/search/tags", get(tempo::tags_v2))
-        .route("/api/search/tag/{tag}/values", get(tempo::tag_values))
-        .route("/api/v2/search/tag/{tag}/values", get(tempo::tag_values_v2))
+        route(M::GET, "/api/echo", Query, tempo::echo),
+        route(M::GET, "/api/v2/traces/{trace_id}", Query, tempo::trace_v2),
+        route(M::GET, "/api/search", Query, tempo::search),
+        route(M::GET, "/api/search/tags", Query, tempo::tags),
+        route(M::GET, "/api/v2/search/tags", Query, tempo::tags_v2),
+        route(
+            M::GET,
+            "/api/search/tag/{tag}/values",
+            Query,
+            tempo::tag_values,
+        ),
+        route(
+            M::GET,
+            "/api/v2/search/tag/{tag}/values",
+            Query,
+            tempo::tag_values_v2,
+        ),
+        route(M::GET, "/metrics", Read, metrics),
+        route(M::GET, "/assets/{name}", Open, assets::asset),
+        route(M::GET, "/favicon.ico", Open, assets::favicon),
+        route(M::GET, "/healthz", Open, healthz),
+        route(M::GET, "/readyz", Open, readyz),
+        route(M::GET, "/login", Open, auth::login_form),
+        route(M::POST, "/login", Open, auth::login),
+        route(M::POST, "/logout", Open, auth::logout),
+    ]
+}
+
+/// Every route of [`routes`]. Once tokens exist, a route that reads needs one with the
+/// `read` scope (or a session), checked before it is admitted to the read runtime; liveness,
+/// readiness, metrics and static assets answer here, whatever the readers are doing.
+pub fn router(state: AppState) -> Router {
+    let mut open = Router::new();
+    let mut read = Router::new();
+    let mut query = Router::new();
+    for route in routes() {
+        let group = match route.access {
+            Access::Open => &mut open,
+            Access::Read => &mut read,
+            Access::Query => &mut query,
+        };
+        *group = std::mem::take(group).route(route.path, route.handler);
+    }
+    // The last layer added runs first: the token is checked before admission.
+    let query = query
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             on_read_runtime,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
         ));
-    Router::new()
-        .route("/assets/{name}", get(assets::asset))
-        .route("/favicon.ico", get(assets::favicon))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(reads)
-        .with_state(state)
+    let read = read.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_read,
+    ));
+    open.merge(read).merge(query).with_state(state)
 }
 
 /// Runs the rest of the request on the read runtime once it is admitted; a client that
@@ -145,6 +226,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.query.breakers().render(&mut out);
     state.query.reads().render(&mut out);
     state.query.render_pieces(&mut out);
+    state.auth.tokens().render(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -21,12 +21,14 @@ type Params = Query<Vec<(String, String)>>;
 
 /// The frame of a page, or the error page that says what is wrong with its query.
 fn frame_of(
+    state: &AppState,
     title: impl Into<String>,
     uri: &OriginalUri,
     params: &[(String, String)],
     default_refresh: &str,
 ) -> Result<Frame, Box<Response>> {
     Frame::new(title, uri.path(), params, default_refresh)
+        .map(|frame| frame.with_logout(&state.auth))
         .map_err(|message| Box::new(error_page(StatusCode::BAD_REQUEST, uri.path(), &message)))
 }
 
@@ -191,7 +193,7 @@ pub async fn overview(
     uri: OriginalUri,
     Query(params): Params,
 ) -> Response {
-    let frame = match frame_of("Overview", &uri, &params, "30s") {
+    let frame = match frame_of(&state, "Overview", &uri, &params, "30s") {
         Ok(frame) => frame,
         Err(response) => return *response,
     };
@@ -259,7 +261,7 @@ pub async fn graph_page(
     uri: OriginalUri,
     Query(params): Params,
 ) -> Response {
-    let frame = match frame_of("Service map", &uri, &params, "30s") {
+    let frame = match frame_of(&state, "Service map", &uri, &params, "30s") {
         Ok(frame) => frame,
         Err(response) => return *response,
     };
@@ -396,7 +398,7 @@ pub async fn service(
     Path(name): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let frame = match frame_of(name.clone(), &uri, &params, "30s") {
+    let frame = match frame_of(&state, name.clone(), &uri, &params, "30s") {
         Ok(frame) => frame,
         Err(response) => return *response,
     };
@@ -556,7 +558,7 @@ pub async fn edge(
             "source and target are required, e.g. /edges?source=order-service&target=payment-service",
         );
     };
-    let frame = match frame_of(format!("{source} → {target}"), &uri, &params, "30s") {
+    let frame = match frame_of(&state, format!("{source} → {target}"), &uri, &params, "30s") {
         Ok(frame) => frame,
         Err(response) => return *response,
     };
@@ -606,7 +608,7 @@ pub async fn breakers(
     uri: OriginalUri,
     Query(params): Params,
 ) -> Response {
-    let frame = match frame_of("Breakers", &uri, &params, "30s") {
+    let frame = match frame_of(&state, "Breakers", &uri, &params, "30s") {
         Ok(frame) => frame,
         Err(response) => return *response,
     };

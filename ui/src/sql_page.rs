@@ -34,7 +34,9 @@ pub async fn sql_page(
     uri: OriginalUri,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let frame = match Frame::new("SQL", uri.path(), &params, "off") {
+    let frame = match Frame::new("SQL", uri.path(), &params, "off")
+        .map(|frame| frame.with_logout(&state.auth))
+    {
         Ok(frame) => frame,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
     };

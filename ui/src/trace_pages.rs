@@ -64,7 +64,9 @@ pub async fn traces(
     uri: OriginalUri,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let frame = match Frame::new("Traces", uri.path(), &params, "off") {
+    let frame = match Frame::new("Traces", uri.path(), &params, "off")
+        .map(|frame| frame.with_logout(&state.auth))
+    {
         Ok(frame) => frame,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
     };
@@ -360,7 +362,9 @@ pub async fn trace(
     Path(trace_id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let frame = match Frame::new("Trace", uri.path(), &params, "off") {
+    let frame = match Frame::new("Trace", uri.path(), &params, "off")
+        .map(|frame| frame.with_logout(&state.auth))
+    {
         Ok(frame) => frame,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, uri.path(), &message),
     };
