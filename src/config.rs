@@ -53,6 +53,34 @@ pub struct SqlArgs {
     /// running on it.
     #[arg(long, conflicts_with = "server")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub token: TokenFile,
+}
+
+/// The token a client command sends, when the server asks for one.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TokenFile {
+    /// A file whose first line is the token to send (`Authorization: Bearer`).
+    #[arg(long, env = "CALLWATCH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenFile {
+    /// The token, if a file was given: its first line.
+    pub fn read(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--token-file {}: the first line is empty",
+            path.display()
+        );
+        Ok(Some(token.to_string()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +126,8 @@ pub struct ReplayArgs {
     /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317.
     #[arg(long, env = "CALLWATCH_SEND_TO")]
     pub send_to: String,
+    #[command(flatten)]
+    pub token: TokenFile,
 }
 
 #[derive(Debug, Args)]
@@ -367,6 +397,12 @@ pub struct LoadArgs {
     /// that a short run fills a long window; 0 puts every span at the moment it is sent.
     #[arg(long, env = "CALLWATCH_LOAD_BACKDATE", default_value = "0s", value_parser = humantime::parse_duration)]
     pub backdate: Duration,
+    /// Write the span id (16 hex digits) of every span the collector acknowledged to FILE,
+    /// one per line, to check later that each was stored exactly once.
+    #[arg(long, value_name = "FILE")]
+    pub acked_ids: Option<PathBuf>,
+    #[command(flatten)]
+    pub token: TokenFile,
 }
 
 /// `512`, `64KiB`, `16MiB`, `2GiB` (also KB/MB/GB as powers of 1000).

@@ -8,8 +8,9 @@
 //! thus receives unique, current spans at the cost of a memcpy, not of protobuf encoding.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -50,6 +51,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{:?} is not a gRPC endpoint URL", args.send_to))?
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30));
+    let token = args.token.read()?;
+    let acked_ids = match &args.acked_ids {
+        Some(path) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )))),
+        None => None,
+    };
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let deadline = started + args.duration;
@@ -59,13 +67,18 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             .connect()
             .await
             .with_context(|| format!("connecting to {}", args.send_to))?;
-        let (templates, counters) = (templates.clone(), counters.clone());
+        let mut client = OtlpClient::new(channel);
+        if let Some(token) = &token {
+            client = client.with_token(token).map_err(anyhow::Error::msg)?;
+        }
+        let (templates, counters, acked_ids) =
+            (templates.clone(), counters.clone(), acked_ids.clone());
         // Each connection sends its share of --rate spans per second, or sends back to back.
         let pace = args
             .rate
             .map(|rate| (rate as f64 / args.connections as f64).max(1.0));
         workers.push(tokio::spawn(send_until(
-            channel, templates, counters, deadline, base_ns, pace, backdate,
+            client, templates, counters, deadline, base_ns, pace, backdate, acked_ids,
         )));
     }
 
@@ -86,6 +99,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     for worker in workers {
         latencies.extend(worker.await?);
+    }
+    if let Some(file) = acked_ids {
+        file.lock()
+            .expect("not poisoned")
+            .flush()
+            .context("writing --acked-ids")?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
@@ -112,17 +131,21 @@ struct Counters {
     errors: AtomicU64,
 }
 
+/// Where the ids of acknowledged spans go.
+type AckedIds = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+
 /// Sends requests back to back until `deadline`; returns request latencies in microseconds.
+#[allow(clippy::too_many_arguments)]
 async fn send_until(
-    channel: tonic::transport::Channel,
+    mut client: OtlpClient,
     templates: Arc<Vec<Template>>,
     counters: Arc<Counters>,
     deadline: Instant,
     base_ns: u64,
     spans_per_sec: Option<f64>,
     backdate_ns: u64,
+    acked_ids: Option<AckedIds>,
 ) -> Vec<u32> {
-    let mut client = OtlpClient::new(channel);
     let mut next_send = tokio::time::Instant::now();
     let mut latencies = Vec::new();
     while Instant::now() < deadline {
@@ -139,7 +162,8 @@ async fn send_until(
             spread => splitmix(n) % spread,
         };
         let shift_ns = now_ns().saturating_sub(base_ns).saturating_sub(backdate_ns);
-        let body = template.instantiate(splitmix(n + 1), shift_ns);
+        let salt = splitmix(n + 1);
+        let body = template.instantiate(salt, shift_ns);
         let sent = Instant::now();
         let result = client.export_bytes(body).await;
         let elapsed = sent.elapsed();
@@ -149,6 +173,15 @@ async fn send_until(
                     .partial_success
                     .map_or(0, |p| p.rejected_spans.max(0) as u64);
                 let spans = template.spans as u64;
+                if let (Some(file), 0) = (&acked_ids, rejected) {
+                    let mut file = file.lock().expect("not poisoned");
+                    for id in template.span_ids(salt) {
+                        if let Err(error) = writeln!(file, "{id}") {
+                            eprintln!("writing --acked-ids failed: {error}");
+                            break;
+                        }
+                    }
+                }
                 counters
                     .accepted
                     .fetch_add(spans.saturating_sub(rejected), Ordering::Relaxed);
@@ -204,6 +237,8 @@ struct Template {
     span_ids: Vec<usize>,
     /// Offsets of every timestamp (span start and end, event time).
     times: Vec<usize>,
+    /// Each span's own id, as the little-endian number patched in place.
+    own_span_ids: Vec<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -232,8 +267,16 @@ impl Template {
                 fields.insert(event.time_unix_nano.to_le_bytes(), Field::Time);
             }
         }
+        let own_span_ids = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|span| u64::from_le_bytes(eight(&span.span_id)))
+            .collect();
         let bytes = request.encode_to_vec();
         let mut template = Self {
+            own_span_ids,
             spans,
             trace_ids: Vec::new(),
             span_ids: Vec::new(),
@@ -256,6 +299,18 @@ impl Template {
             at += 8;
         }
         template
+    }
+
+    /// The span ids of the request [`Template::instantiate`] makes with `salt`, in hex.
+    fn span_ids(&self, salt: u64) -> impl Iterator<Item = String> + '_ {
+        let span_salt = splitmix(salt);
+        self.own_span_ids.iter().map(move |id| {
+            (id ^ span_salt)
+                .to_le_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
     }
 
     fn instantiate(&self, salt: u64, shift_ns: u64) -> Bytes {
@@ -308,6 +363,10 @@ mod tests {
 
     use super::*;
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn instances_have_unique_ids_and_intact_trees() {
         let template = Template::new(demo_traffic(200, 7, 1_795_000_000_000_000_000));
@@ -324,6 +383,8 @@ mod tests {
         };
         let (a, b) = (spans(&decode(1)), spans(&decode(2)));
         assert_eq!(a.len(), template.spans);
+        let ids: Vec<String> = a.iter().map(|s| hex(&s.span_id)).collect();
+        assert_eq!(template.span_ids(1).collect::<Vec<_>>(), ids);
         let ids_a: std::collections::HashSet<_> = a.iter().map(|s| s.span_id.clone()).collect();
         assert_eq!(ids_a.len(), a.len(), "span ids unique within a request");
         assert!(

@@ -38,6 +38,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut client = OtlpClient::connect(&args.send_to)
         .await
         .with_context(|| format!("connecting to {}", args.send_to))?;
+    if let Some(token) = args.token.read()? {
+        client = client.with_token(&token).map_err(anyhow::Error::msg)?;
+    }
     let (mut sent, mut rejected) = (0, 0);
     for (index, mut request) in requests.into_iter().enumerate() {
         rebase(&mut request, shift);

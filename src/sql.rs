@@ -18,7 +18,7 @@ const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let (schema, batches) = match &args.data_dir {
         Some(dir) => from_data_dir(dir, &args.sql).await?,
-        None => from_server(&args.server, &args.sql).await?,
+        None => from_server(&args.server, &args.sql, args.token.read()?).await?,
     };
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let table = arrow::util::pretty::pretty_format_batches_with_schema(schema, &batches)?;
@@ -27,10 +27,17 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn from_server(server: &str, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn from_server(
+    server: &str,
+    sql: &str,
+    token: Option<String>,
+) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     let url = format!("{}/api/v1/sql", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
+    let mut request = reqwest::Client::new().post(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(reqwest::header::ACCEPT, ARROW_STREAM)
         .body(sql.to_owned())

@@ -293,6 +293,22 @@ async fn every_route_and_rpc_needs_its_scope_once_tokens_exist() {
         );
     }
 
+    // The command line sends a token from a file.
+    let read_file = dir.path().join("read.token");
+    std::fs::write(&read_file, format!("{READ}\n")).unwrap();
+    let url = format!("http://{}", server.http);
+    let count = "SELECT count(*) AS spans FROM spans";
+    let read_file = read_file.to_str().unwrap();
+    let output =
+        crate::common::callwatch(&["sql", "--server", &url, "--token-file", read_file, count]);
+    assert!(output.contains("| 13 "), "{output}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .args(["sql", "--server", &url, count])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+
     // Liveness and readiness answer anyone.
     for path in ["/healthz", "/readyz"] {
         let response = client
