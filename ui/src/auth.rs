@@ -47,11 +47,6 @@ impl WebAuth {
         }
     }
 
-    /// No tokens: everything is open, as without this.
-    pub fn open() -> Self {
-        Self::new(Arc::default(), Duration::from_secs(3600), false)
-    }
-
     pub fn enabled(&self) -> bool {
         self.tokens.enabled()
     }
