@@ -6,8 +6,11 @@
 # benches/soak_check.py reads its segments with DuckDB and checks that
 #   - every span the load generator saw acknowledged is stored exactly once,
 #   - no call is in the calls table twice,
-#   - the calls equal those a server that never crashed derives from the same spans: every
-#     client span whose server span (its child) is stored is one call, per edge.
+#   - the calls equal those the stored spans imply: every client span whose server span (its
+#     child) is stored is one call, per edge;
+#   - the graph of the soak's window equals that of a server that never crashed, sent the
+#     same requests (`load --resend` of those acknowledged, and of those that failed but
+#     were stored all the same).
 #
 #   bash benches/soak.sh
 #   KILLS=5 RATE=50000 bash benches/soak.sh
@@ -52,9 +55,12 @@ wait "$SERVER" || true
 LOAD_SECONDS=$((KILLS * 15 + 20))
 serve
 "$BIN" load --send-to "http://127.0.0.1:$GRPC_PORT" --duration "${LOAD_SECONDS}s" \
-  --rate "$RATE" --connections 4 --acked-ids "$WORK/acked" >"$WORK/load.out" 2>"$WORK/load.err" &
+  --rate "$RATE" --connections 4 --acked-ids "$WORK/acked" --sent-log "$WORK/sent" \
+  >"$WORK/load.out" 2>"$WORK/load.err" &
 LOAD=$!
 started=$(date +%s)
+# After the old spans sent just before (spread up to the moment they were sent).
+from=$(date -u -d "@$((started + 5))" +%Y-%m-%dT%H:%M:%SZ)
 restarts=()
 # Flushes, compactions and segments expired by each server before its kill.
 counted() {
@@ -80,4 +86,22 @@ wait "$SERVER" || true
 tail -n 1 "$WORK/load.out"
 echo "restart seconds: ${restarts[*]}"
 echo "before the kills: ${totals[0]} flushes, ${totals[1]} compactions, ${totals[2]} segments expired; WAL replays at start: $(grep -c 'replayed the write-ahead log' "$WORK/err" || true)"
-"$PYTHON" benches/soak_check.py "$WORK/data" "$WORK/acked"
+to=$(date -u -d "@$(($(date +%s) + 60))" +%Y-%m-%dT%H:%M:%SZ)
+"$PYTHON" benches/soak_check.py "$WORK/data" "$WORK/acked" "$WORK/sent" "$WORK/resend"
+
+# The same spans replayed into a server that never crashed: the graphs must be equal.
+serve
+CRASHED=$SERVER
+CRASHED_HTTP=$HTTP_PORT
+"$BIN" serve --data-dir "$WORK/clean" --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 \
+  --http 127.0.0.1:0 >"$WORK/clean.out" 2>"$WORK/clean.err" &
+CLEAN=$!
+for _ in $(seq 600); do grep -q '^listening http ' "$WORK/clean.out" 2>/dev/null && break; sleep 0.05; done
+CLEAN_GRPC=$(awk '/^listening otlp-grpc /{print $3}' "$WORK/clean.out")
+CLEAN_HTTP=$(awk '/^listening http /{print $3}' "$WORK/clean.out")
+"$BIN" load --send-to "http://$CLEAN_GRPC" --resend "$WORK/resend"
+# Past the pairing wait, so that halves without a partner have become calls to virtual nodes.
+sleep 15
+"$PYTHON" benches/soak_graphs.py "http://127.0.0.1:$CRASHED_HTTP" "http://$CLEAN_HTTP" "$from" "$to"
+kill -TERM "$CRASHED" "$CLEAN"
+wait "$CRASHED" "$CLEAN" || true

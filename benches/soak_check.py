@@ -3,7 +3,10 @@ every acknowledged span stored exactly once, no call twice, and the calls equal 
 derived from the stored spans by a server that never crashed (a client span and its server
 child are one call, as are a producer span and its consumer child).
 
-    python3 benches/soak_check.py DATA_DIR ACKED_IDS
+    python3 benches/soak_check.py DATA_DIR ACKED_IDS [SENT_LOG RESEND_OUT]
+
+With a `callwatch load --sent-log`, it also writes the requests a server that never crashed
+must get to hold the same spans, for `callwatch load --resend`.
 """
 
 import json
@@ -78,5 +81,24 @@ if expected != derived:
     for edge in sorted(set(want) | set(got)):
         if want.get(edge) != got.get(edge):
             print(f"  {edge[0]} -> {edge[1]}: expected {want.get(edge)}, derived {got.get(edge)}")
+# The requests to replay into a server that never crashed: those acknowledged, and those
+# that failed (the server went down meanwhile) but were stored all the same.
+if len(sys.argv) > 4:
+    sent, resend = sys.argv[3], sys.argv[4]
+    lines = Path(sent).read_text().splitlines()
+    failed = [line.split() for line in lines[1:] if " failed " in line]
+    db.execute("CREATE TABLE failed (n VARCHAR, shift VARCHAR, outcome VARCHAR, span_id VARCHAR)")
+    if failed:
+        db.executemany("INSERT INTO failed VALUES (?, ?, ?, ?)", failed)
+    stored_failed = {
+        n for (n,) in db.execute("SELECT n FROM failed SEMI JOIN spans USING (span_id)").fetchall()
+    }
+    keep = [lines[0]] + [
+        line for line in lines[1:]
+        if line.endswith(" acked") or line.split()[0] in stored_failed
+    ]
+    Path(resend).write_text("\n".join(keep) + "\n")
+    print(f"requests: {len(lines) - 1:,} sent, {len(failed):,} failed, of which "
+          f"{len(stored_failed):,} stored all the same; {len(keep) - 1:,} to replay")
 print("FAILED: " + ", ".join(failures) if failures else "OK: nothing lost, nothing twice")
 sys.exit(1 if failures else 0)

@@ -401,6 +401,14 @@ pub struct LoadArgs {
     /// one per line, to check later that each was stored exactly once.
     #[arg(long, value_name = "FILE")]
     pub acked_ids: Option<PathBuf>,
+    /// Write every request sent to FILE: what regenerates it, and whether it was
+    /// acknowledged (see --resend).
+    #[arg(long, value_name = "FILE")]
+    pub sent_log: Option<PathBuf>,
+    /// Send again, in order and one at a time, the requests a --sent-log FILE lists (the
+    /// same ids and timestamps), instead of new traffic.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sent_log", "acked_ids"])]
+    pub resend: Option<PathBuf>,
     #[command(flatten)]
     pub token: TokenFile,
 }

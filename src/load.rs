@@ -31,33 +31,32 @@ const MAX_SAMPLES: usize = 1_000_000;
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    if let Some(log) = &args.resend {
+        return resend(&args, log).await;
+    }
     let backdate = u64::try_from(args.backdate.as_nanos()).unwrap_or(u64::MAX);
     // Templates start early enough that moving a request back by up to `backdate` never
     // needs a negative shift.
     let base_ns = now_ns().saturating_sub(backdate);
-    let templates: Arc<Vec<Template>> = Arc::new(
-        (0..TEMPLATES as u64)
-            .map(|i| {
-                let seed = args.seed.wrapping_add(i);
-                let request = match args.services {
-                    Some(services) => crate::platform::traffic(services, args.batch, seed, base_ns),
-                    None => demo_traffic(args.batch, seed, base_ns),
-                };
-                Template::new(request)
-            })
-            .collect(),
-    );
+    let traffic = Traffic {
+        base_ns,
+        seed: args.seed,
+        batch: args.batch,
+        services: args.services.unwrap_or(0),
+    };
+    let templates = Arc::new(traffic.templates());
     let endpoint = Endpoint::from_shared(args.send_to.clone())
         .with_context(|| format!("{:?} is not a gRPC endpoint URL", args.send_to))?
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30));
     let token = args.token.read()?;
-    let acked_ids = match &args.acked_ids {
-        Some(path) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )))),
-        None => None,
+    let logs = Logs {
+        acked_ids: args.acked_ids.as_deref().map(Log::create).transpose()?,
+        sent: args.sent_log.as_deref().map(Log::create).transpose()?,
     };
+    if let Some(sent) = &logs.sent {
+        sent.line(&traffic.header());
+    }
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let deadline = started + args.duration;
@@ -71,14 +70,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         if let Some(token) = &token {
             client = client.with_token(token).map_err(anyhow::Error::msg)?;
         }
-        let (templates, counters, acked_ids) =
-            (templates.clone(), counters.clone(), acked_ids.clone());
+        let (templates, counters, logs) = (templates.clone(), counters.clone(), logs.clone());
         // Each connection sends its share of --rate spans per second, or sends back to back.
         let pace = args
             .rate
             .map(|rate| (rate as f64 / args.connections as f64).max(1.0));
         workers.push(tokio::spawn(send_until(
-            client, templates, counters, deadline, base_ns, pace, backdate, acked_ids,
+            client, templates, counters, deadline, base_ns, pace, backdate, logs,
         )));
     }
 
@@ -100,11 +98,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     for worker in workers {
         latencies.extend(worker.await?);
     }
-    if let Some(file) = acked_ids {
-        file.lock()
-            .expect("not poisoned")
-            .flush()
-            .context("writing --acked-ids")?;
+    for log in [&logs.acked_ids, &logs.sent].into_iter().flatten() {
+        log.flush()?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
@@ -131,8 +126,131 @@ struct Counters {
     errors: AtomicU64,
 }
 
-/// Where the ids of acknowledged spans go.
-type AckedIds = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+/// What regenerates the requests of a run: its templates' start, seed, size and platform
+/// (0: the demo's).
+struct Traffic {
+    base_ns: u64,
+    seed: u64,
+    batch: usize,
+    services: usize,
+}
+
+impl Traffic {
+    fn templates(&self) -> Vec<Template> {
+        (0..TEMPLATES as u64)
+            .map(|i| {
+                let seed = self.seed.wrapping_add(i);
+                let request = match self.services {
+                    0 => demo_traffic(self.batch, seed, self.base_ns),
+                    services => crate::platform::traffic(services, self.batch, seed, self.base_ns),
+                };
+                Template::new(request)
+            })
+            .collect()
+    }
+
+    /// The first line of a --sent-log.
+    fn header(&self) -> String {
+        format!(
+            "base_ns={} seed={} batch={} services={}",
+            self.base_ns, self.seed, self.batch, self.services
+        )
+    }
+
+    fn parse_header(line: &str) -> anyhow::Result<Self> {
+        let field = |name: &str| -> anyhow::Result<u64> {
+            line.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|value| value.parse().ok())
+                .with_context(|| format!("the sent log's first line has no {name}: {line:?}"))
+        };
+        Ok(Self {
+            base_ns: field("base_ns")?,
+            seed: field("seed")?,
+            batch: field("batch")? as usize,
+            services: field("services")? as usize,
+        })
+    }
+}
+
+/// A file of lines that every connection writes to.
+#[derive(Clone)]
+struct Log(Arc<Mutex<std::io::BufWriter<std::fs::File>>>);
+
+impl Log {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(Arc::new(Mutex::new(std::io::BufWriter::new(file)))))
+    }
+
+    fn lines(&self, lines: impl Iterator<Item = String>) {
+        let mut file = self.0.lock().expect("not poisoned");
+        for line in lines {
+            if let Err(error) = writeln!(file, "{line}") {
+                eprintln!("writing a log of the load failed: {error}");
+                return;
+            }
+        }
+    }
+
+    fn line(&self, line: &str) {
+        self.lines(std::iter::once(line.to_string()));
+    }
+
+    fn flush(&self) -> anyhow::Result<()> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .flush()
+            .context("writing a log of the load")
+    }
+}
+
+/// The logs a run writes, if asked.
+#[derive(Clone, Default)]
+struct Logs {
+    acked_ids: Option<Log>,
+    sent: Option<Log>,
+}
+
+/// Sends the requests of a --sent-log again, one at a time, with their ids and timestamps.
+async fn resend(args: &LoadArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let traffic = Traffic::parse_header(lines.next().unwrap_or(""))?;
+    let templates = traffic.templates();
+    let mut client = OtlpClient::connect(&args.send_to)
+        .await
+        .with_context(|| format!("connecting to {}", args.send_to))?;
+    if let Some(token) = args.token.read()? {
+        client = client.with_token(&token).map_err(anyhow::Error::msg)?;
+    }
+    let (mut requests, mut spans) = (0u64, 0u64);
+    for line in lines {
+        let mut fields = line.split_whitespace();
+        let (Some(n), Some(shift)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let n: u64 = n.parse().with_context(|| format!("line {line:?}"))?;
+        let shift: u64 = shift.parse().with_context(|| format!("line {line:?}"))?;
+        let template = &templates[(n % templates.len() as u64) as usize];
+        client
+            .export_bytes(template.instantiate(splitmix(n + 1), shift))
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!("request {n}: {} {}", status.code(), status.message())
+            })?;
+        requests += 1;
+        spans += template.spans as u64;
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "requests": requests, "spans": spans })
+    );
+    Ok(())
+}
 
 /// Sends requests back to back until `deadline`; returns request latencies in microseconds.
 #[allow(clippy::too_many_arguments)]
@@ -144,7 +262,7 @@ async fn send_until(
     base_ns: u64,
     spans_per_sec: Option<f64>,
     backdate_ns: u64,
-    acked_ids: Option<AckedIds>,
+    logs: Logs,
 ) -> Vec<u32> {
     let mut next_send = tokio::time::Instant::now();
     let mut latencies = Vec::new();
@@ -173,14 +291,12 @@ async fn send_until(
                     .partial_success
                     .map_or(0, |p| p.rejected_spans.max(0) as u64);
                 let spans = template.spans as u64;
-                if let (Some(file), 0) = (&acked_ids, rejected) {
-                    let mut file = file.lock().expect("not poisoned");
-                    for id in template.span_ids(salt) {
-                        if let Err(error) = writeln!(file, "{id}") {
-                            eprintln!("writing --acked-ids failed: {error}");
-                            break;
-                        }
-                    }
+                if let (Some(log), 0) = (&logs.acked_ids, rejected) {
+                    log.lines(template.span_ids(salt));
+                }
+                if let Some(log) = &logs.sent {
+                    let outcome = if rejected == 0 { "acked" } else { "partial" };
+                    log.line(&format!("{n} {shift_ns} {outcome}"));
                 }
                 counters
                     .accepted
@@ -191,6 +307,11 @@ async fn send_until(
                 }
             }
             Err(status) => {
+                if let Some(log) = &logs.sent {
+                    // The first span id tells whether the server stored it all the same.
+                    let first = template.span_ids(salt).next().unwrap_or_default();
+                    log.line(&format!("{n} {shift_ns} failed {first}"));
+                }
                 counters
                     .rejected
                     .fetch_add(template.spans as u64, Ordering::Relaxed);
