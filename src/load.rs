@@ -221,12 +221,7 @@ async fn resend(args: &LoadArgs, path: &std::path::Path) -> anyhow::Result<()> {
     let mut lines = text.lines();
     let traffic = Traffic::parse_header(lines.next().unwrap_or(""))?;
     let templates = traffic.templates();
-    let mut client = OtlpClient::connect(&args.send_to)
-        .await
-        .with_context(|| format!("connecting to {}", args.send_to))?;
-    if let Some(token) = args.token.read()? {
-        client = client.with_token(&token).map_err(anyhow::Error::msg)?;
-    }
+    let mut client = crate::replay::connect(&args.send_to, &args.token).await?;
     let (mut requests, mut spans) = (0u64, 0u64);
     for line in lines {
         let mut fields = line.split_whitespace();

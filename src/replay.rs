@@ -6,7 +6,7 @@ use callwatch_collector::{count_spans, decode_json_request};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::config::ReplayArgs;
+use crate::config::{ReplayArgs, TokenFile};
 use callwatch_collector::OtlpClient;
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -35,12 +35,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .as_nanos() as u64;
     let shift = now.saturating_sub(earliest);
 
-    let mut client = OtlpClient::connect(&args.send_to)
-        .await
-        .with_context(|| format!("connecting to {}", args.send_to))?;
-    if let Some(token) = args.token.read()? {
-        client = client.with_token(&token).map_err(anyhow::Error::msg)?;
-    }
+    let mut client = connect(&args.send_to, &args.token).await?;
     let (mut sent, mut rejected) = (0, 0);
     for (index, mut request) in requests.into_iter().enumerate() {
         rebase(&mut request, shift);
@@ -85,5 +80,16 @@ fn rebase(request: &mut ExportTraceServiceRequest, shift_ns: u64) {
         for event in &mut span.events {
             event.time_unix_nano = event.time_unix_nano.saturating_add(shift_ns);
         }
+    }
+}
+
+/// An OTLP/gRPC client of `send_to`, sending the token of `token` if one is given.
+pub async fn connect(send_to: &str, token: &TokenFile) -> anyhow::Result<OtlpClient> {
+    let client = OtlpClient::connect(send_to)
+        .await
+        .with_context(|| format!("connecting to {send_to}"))?;
+    match token.read()? {
+        Some(token) => client.with_token(&token).map_err(anyhow::Error::msg),
+        None => Ok(client),
     }
 }
