@@ -62,30 +62,32 @@ started=$(date +%s)
 # After the old spans sent just before (spread up to the moment they were sent).
 from=$(date -u -d "@$((started + 5))" +%Y-%m-%dT%H:%M:%SZ)
 restarts=()
-# Flushes, compactions and segments expired by each server before its kill.
+# Flushes, compactions, segments expired and halves the pairer's bound dropped, by each
+# server before its kill.
 counted() {
   curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | awk '
     /^callwatch_flushes_total /{f=$2} /^callwatch_compactions_total /{c=$2}
-    /^callwatch_segments_expired_total /{e=$2} END { print f+0, c+0, e+0 }'
+    /^callwatch_segments_expired_total /{e=$2} /^traces_service_graph_dropped_spans_total /{d=$2}
+    END { print f+0, c+0, e+0, d+0 }'
 }
-totals=(0 0 0)
+totals=(0 0 0 0)
 for kill in $(seq "$KILLS"); do
   sleep "$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 4 + rand() * 8 }')"
-  read -r f c e < <(counted || echo 0 0 0)
-  totals=($((totals[0] + ${f%.*})) $((totals[1] + ${c%.*})) $((totals[2] + ${e%.*})))
+  read -r f c e d < <(counted || echo 0 0 0 0)
+  totals=($((totals[0] + ${f%.*})) $((totals[1] + ${c%.*})) $((totals[2] + ${e%.*})) $((totals[3] + ${d%.*})))
   kill -KILL "$SERVER"
   wait "$SERVER" 2>/dev/null || true
   began=$(date +%s.%N)
   serve
   restarts+=("$(awk -v a="$began" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')")
-  echo "kill $kill at $(($(date +%s) - started)) s; up again in ${restarts[-1]} s"
+  echo "kill $kill at $(($(date +%s) - started)) s (pairer had dropped ${d%.*} halves); up again in ${restarts[-1]} s"
 done
 wait "$LOAD"
 kill -TERM "$SERVER"
 wait "$SERVER" || true
 tail -n 1 "$WORK/load.out"
 echo "restart seconds: ${restarts[*]}"
-echo "before the kills: ${totals[0]} flushes, ${totals[1]} compactions, ${totals[2]} segments expired; WAL replays at start: $(grep -c 'replayed the write-ahead log' "$WORK/err" || true)"
+echo "before the kills: ${totals[0]} flushes, ${totals[1]} compactions, ${totals[2]} segments expired, ${totals[3]} waiting halves dropped by --pairing-max-pending; WAL replays at start: $(grep -c 'replayed the write-ahead log' "$WORK/err" || true)"
 to=$(date -u -d "@$(($(date +%s) + 60))" +%Y-%m-%dT%H:%M:%SZ)
 "$PYTHON" benches/soak_check.py "$WORK/data" "$WORK/acked" "$WORK/sent" "$WORK/resend"
 

@@ -249,7 +249,7 @@ impl GraphMetrics {
             ),
             (
                 "traces_service_graph_dropped_spans_total",
-                "Halves not kept because the pairer's memory bound was reached.",
+                "Halves settled before their wait was over, to make room at the pairer's bound (--pairing-max-pending).",
                 self.dropped.get(),
             ),
             (

@@ -11,6 +11,11 @@
 //! server (`peer.service`, `server.address`, the messaging destination), and are counted as
 //! unpaired otherwise. A producer stays for the whole wait, because several consumer groups
 //! may read one message.
+//!
+//! At most `max_pending` halves wait: at the bound, the half that has waited longest is
+//! settled at once, as if its wait were over, to make room. The waiting halves a flush saves
+//! keep their arrival, so after a restart each waits what it had left, but at least half a
+//! wait: a partner that its client could not send while the server was down still pairs.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
@@ -30,7 +35,7 @@ use crate::pending::Key;
 pub struct PairingConfig {
     /// How long a half waits for its partner.
     pub wait: Duration,
-    /// Most halves kept waiting; more are dropped and counted.
+    /// Most halves kept waiting; at the bound, the longest waiting is settled early.
     pub max_pending: usize,
 }
 
@@ -118,12 +123,17 @@ impl Pairer {
         self.starters.len() + self.answer_count
     }
 
-    fn full(&mut self) -> bool {
-        let full = self.pending_count() >= self.config.max_pending;
-        if full {
-            self.metrics.dropped.add(1);
+    /// Makes room for one more waiting half: at the bound, the halves that have waited
+    /// longest are settled now (counted as dropped, where Tempo counts the halves it had no
+    /// room for).
+    fn make_room(&mut self) {
+        while self.pending_count() >= self.config.max_pending.max(1) {
+            let Some((since, key, starter)) = self.queue.pop_front() else {
+                break;
+            };
+            let settled = self.settle(since, key, starter, since);
+            self.metrics.dropped.add(settled as u64);
         }
-        full
     }
 
     /// Pairs one batch's halves: first the calls both of whose halves came in it, then the
@@ -180,28 +190,27 @@ impl Pairer {
                 return;
             }
         }
-        if self.full() {
-            return;
-        }
+        self.make_room();
         self.wait_for_answer(half, paired, now);
     }
 
-    fn wait_for_answer(&mut self, half: Half, paired: bool, now: Instant) {
+    /// `since` is never before that of the halves already waiting: the queue stays in order.
+    fn wait_for_answer(&mut self, half: Half, paired: bool, since: Instant) {
         let key = (half.trace_id, half.span_id);
-        self.queue.push_back((now, key, true));
+        self.queue.push_back((since, key, true));
         self.starters.insert(
             key,
             Box::new(Waiting {
                 half,
-                since: now,
+                since,
                 paired,
             }),
         );
     }
 
-    fn wait_for_starter(&mut self, key: Key, half: Half, now: Instant) {
-        self.queue.push_back((now, key, false));
-        self.answers.entry(key).or_default().push((half, now));
+    fn wait_for_starter(&mut self, key: Key, half: Half, since: Instant) {
+        self.queue.push_back((since, key, false));
+        self.answers.entry(key).or_default().push((half, since));
         self.answer_count += 1;
     }
 
@@ -249,9 +258,8 @@ impl Pairer {
                 waiting.half.clone()
             }
             None => {
-                if !self.full() {
-                    self.wait_for_starter(key, half.clone(), now);
-                }
+                self.make_room();
+                self.wait_for_starter(key, half.clone(), now);
                 return;
             }
         };
@@ -458,25 +466,7 @@ impl Pairer {
                 break;
             }
             self.queue.pop_front();
-            if starter {
-                if let Some(waiting) = self.starters.get(&key)
-                    && waiting.since == since
-                {
-                    let waiting = self.starters.remove(&key).expect("just found");
-                    if !waiting.paired {
-                        self.settle_starter(&waiting.half);
-                    }
-                }
-            } else if let Some(answers) = self.answers.get_mut(&key) {
-                let before = answers.len();
-                answers.retain(|(_, at)| *at > cutoff);
-                let expired = before - answers.len();
-                self.answer_count -= expired;
-                self.metrics.unpaired_server.add(expired as u64);
-                if answers.is_empty() {
-                    self.answers.remove(&key);
-                }
-            }
+            self.settle(since, key, starter, cutoff);
         }
         // A new generation starts, and the one before the last is forgotten.
         if now.duration_since(self.siblings_since) >= self.config.wait / 2 {
@@ -490,6 +480,36 @@ impl Pairer {
             self.names.clear();
         }
         self.metrics.set_pending(self.pending_count());
+    }
+
+    /// Settles what the queue entry (`since`, `key`, `starter`) stands for, if it still
+    /// waits: the starter that began to wait at `since`, or the answers under `key` that
+    /// began to wait by `cutoff`. Returns how many halves were settled.
+    fn settle(&mut self, since: Instant, key: Key, starter: bool, cutoff: Instant) -> usize {
+        if starter {
+            match self.starters.get(&key) {
+                Some(waiting) if waiting.since == since => {
+                    let waiting = self.starters.remove(&key).expect("just found");
+                    if !waiting.paired {
+                        self.settle_starter(&waiting.half);
+                    }
+                    1
+                }
+                _ => 0,
+            }
+        } else if let Some(answers) = self.answers.get_mut(&key) {
+            let before = answers.len();
+            answers.retain(|(_, at)| *at > cutoff);
+            let expired = before - answers.len();
+            self.answer_count -= expired;
+            self.metrics.unpaired_server.add(expired as u64);
+            if answers.is_empty() {
+                self.answers.remove(&key);
+            }
+            expired
+        } else {
+            0
+        }
     }
 
     /// A client or producer whose server never answered.
@@ -574,13 +594,36 @@ fn grpc_code_name(code: i64) -> &'static str {
 impl CallDeriver for Pairer {
     fn restore(&mut self, pending: &[u8]) -> Result<(), String> {
         let pending = crate::pending::decode(pending, &mut self.names)?;
-        let now = Instant::now();
-        // Restored halves wait a whole period again: their partners may still come.
-        for (half, paired) in pending.starters {
-            self.wait_for_answer(half, paired, now);
+        let (now, wall) = (Instant::now(), unix_ms());
+        // A restored half waits what it had left, but at least half a wait after the
+        // restart: its partner may have been retried while the server was down.
+        let most_waited = self.config.wait - self.config.wait / 2;
+        let since = |arrived: Option<u64>| {
+            let waited = Duration::from_millis(arrived.map_or(0, |a| wall.saturating_sub(a)));
+            now.checked_sub(waited.min(most_waited)).unwrap_or(now)
+        };
+        enum Restored {
+            Starter(Half, bool),
+            Answer(Key, Half),
         }
-        for (key, half) in pending.answers {
-            self.wait_for_starter(key, half, now);
+        let mut restored: Vec<(Instant, Restored)> = pending
+            .starters
+            .into_iter()
+            .map(|(half, paired, arrived)| (since(arrived), Restored::Starter(half, paired)))
+            .chain(
+                pending
+                    .answers
+                    .into_iter()
+                    .map(|(key, half, arrived)| (since(arrived), Restored::Answer(key, half))),
+            )
+            .collect();
+        // Into the queue in the order they began to wait, which expiry relies on.
+        restored.sort_by_key(|(since, _)| *since);
+        for (since, restored) in restored {
+            match restored {
+                Restored::Starter(half, paired) => self.wait_for_answer(half, paired, since),
+                Restored::Answer(key, half) => self.wait_for_starter(key, half, since),
+            }
         }
         self.metrics.set_pending(self.pending_count());
         Ok(())
@@ -640,13 +683,17 @@ impl CallDeriver for Pairer {
     }
 
     fn pending(&self) -> Vec<u8> {
+        let (now, wall) = (Instant::now(), unix_ms());
+        let arrived = |since: Instant| {
+            wall.saturating_sub(u64::try_from(now.duration_since(since).as_millis()).unwrap_or(0))
+        };
         let mut encoder = crate::pending::Encoder::with_capacity(self.pending_count());
         for waiting in self.starters.values() {
-            encoder.starter(&waiting.half, waiting.paired);
+            encoder.starter(&waiting.half, waiting.paired, arrived(waiting.since));
         }
         for (key, halves) in &self.answers {
-            for (half, _) in halves {
-                encoder.answer(*key, half);
+            for (half, since) in halves {
+                encoder.answer(*key, half, arrived(*since));
             }
         }
         encoder.finish(self.starters.len(), self.answer_count)
@@ -667,6 +714,13 @@ impl CallDeriver for Pairer {
         let names = self.names.len() * NAME_BYTES;
         starters + answers + queue + siblings + names
     }
+}
+
+/// Milliseconds since the Unix epoch: waiting halves keep their arrival across a restart.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What one interned name costs, about: its text, the `Arc`'s counts and a set slot.

@@ -2,9 +2,10 @@
 //! rate hundreds of thousands of halves wait and every flush writes them all. Names are
 //! written once, in a table, and referred to by number.
 //!
-//! `CWP2`, names (count, then length-prefixed UTF-8), starters (count, then half and paired
-//! flag), answers (count, then key and half). Integers are little-endian. `CWP1` files,
-//! whose halves have no breaker name, are still read.
+//! `CWP3`, names (count, then length-prefixed UTF-8), starters (count, then half, paired
+//! flag and arrival), answers (count, then key, half and arrival). An arrival is when the
+//! half began to wait, in Unix milliseconds. Integers are little-endian. `CWP2` files, without
+//! arrivals, and `CWP1` files, whose halves have no breaker name either, are still read.
 
 use std::sync::Arc;
 
@@ -12,12 +13,14 @@ use callwatch_storage::Interner;
 
 use crate::halves::{Half, Side};
 
-const MAGIC: &[u8; 4] = b"CWP2";
+const MAGIC: &[u8; 4] = b"CWP3";
+/// The format before halves carried their arrival.
+const MAGIC_V2: &[u8; 4] = b"CWP2";
 /// The format before halves carried a breaker name.
 const MAGIC_V1: &[u8; 4] = b"CWP1";
 const NONE: u32 = u32::MAX;
 /// Bytes of a half without links, with its key or paired flag.
-const HALF_BYTES: usize = 1 + 16 + 8 + 9 + 4 + 10 * 4 + 16 + 9 + 9 + 1 + 24;
+const HALF_BYTES: usize = 1 + 16 + 8 + 9 + 4 + 10 * 4 + 16 + 9 + 9 + 1 + 24 + 8;
 
 /// (trace id, span id) of the client or producer span a call starts with.
 pub type Key = (u128, u64);
@@ -43,15 +46,18 @@ impl Encoder {
         }
     }
 
-    pub fn starter(&mut self, half: &Half, paired: bool) {
+    /// A client or producer half that began to wait at `arrived` (Unix milliseconds).
+    pub fn starter(&mut self, half: &Half, paired: bool, arrived: u64) {
         self.half(half);
         self.body.push(u8::from(paired));
+        self.body.extend(arrived.to_le_bytes());
     }
 
-    pub fn answer(&mut self, key: Key, half: &Half) {
+    pub fn answer(&mut self, key: Key, half: &Half, arrived: u64) {
         self.body.extend(key.0.to_le_bytes());
         self.body.extend(key.1.to_le_bytes());
         self.half(half);
+        self.body.extend(arrived.to_le_bytes());
     }
 
     /// The file: `starters` and `answers` are how many of each were written, in that order.
@@ -127,10 +133,11 @@ impl Encoder {
     }
 }
 
-/// What [`Encoder::finish`] wrote.
+/// What [`Encoder::finish`] wrote: starters with their paired flag, answers with their key,
+/// each with its arrival (absent in files from before arrivals were kept).
 pub struct Decoded {
-    pub starters: Vec<(Half, bool)>,
-    pub answers: Vec<(Key, Half)>,
+    pub starters: Vec<(Half, bool, Option<u64>)>,
+    pub answers: Vec<(Key, Half, Option<u64>)>,
 }
 
 pub fn decode(bytes: &[u8], names: &mut Interner) -> Result<Decoded, String> {
@@ -139,9 +146,14 @@ pub fn decode(bytes: &[u8], names: &mut Interner) -> Result<Decoded, String> {
         at: 0,
         optional_names: 9,
     };
+    let mut with_arrivals = true;
     match reader.take(4)? {
         magic if magic == MAGIC => {}
-        magic if magic == MAGIC_V1 => reader.optional_names = 8,
+        magic if magic == MAGIC_V2 => with_arrivals = false,
+        magic if magic == MAGIC_V1 => {
+            with_arrivals = false;
+            reader.optional_names = 8;
+        }
         _ => return Err("not a file of waiting halves".into()),
     }
     let count = reader.u32()? as usize;
@@ -163,11 +175,23 @@ pub fn decode(bytes: &[u8], names: &mut Interner) -> Result<Decoded, String> {
     };
     for _ in 0..starters {
         let half = reader.half(&table)?;
-        decoded.starters.push((half, reader.u8()? != 0));
+        let paired = reader.u8()? != 0;
+        let arrived = if with_arrivals {
+            Some(reader.u64()?)
+        } else {
+            None
+        };
+        decoded.starters.push((half, paired, arrived));
     }
     for _ in 0..answers {
         let key = (reader.u128()?, reader.u64()?);
-        decoded.answers.push((key, reader.half(&table)?));
+        let half = reader.half(&table)?;
+        let arrived = if with_arrivals {
+            Some(reader.u64()?)
+        } else {
+            None
+        };
+        decoded.answers.push((key, half, arrived));
     }
     if reader.at != bytes.len() {
         return Err(format!(
@@ -340,12 +364,18 @@ mod tests {
         let starter = half(&mut names, Side::Producer);
         let answer = half(&mut names, Side::Consumer);
         let mut encoder = Encoder::default();
-        encoder.starter(&starter, true);
-        encoder.answer((9, 10), &answer);
+        encoder.starter(&starter, true, 1_700_000_000_123);
+        encoder.answer((9, 10), &answer, 1_700_000_000_456);
         let bytes = encoder.finish(1, 1);
         let decoded = decode(&bytes, &mut names).unwrap();
-        assert_eq!(decoded.starters, vec![(starter, true)]);
-        assert_eq!(decoded.answers, vec![((9, 10), answer)]);
+        assert_eq!(
+            decoded.starters,
+            vec![(starter, true, Some(1_700_000_000_123))]
+        );
+        assert_eq!(
+            decoded.answers,
+            vec![((9, 10), answer, Some(1_700_000_000_456))]
+        );
         // Every cut is an error, never a panic.
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len], &mut names).is_err(), "cut at {len}");
@@ -356,13 +386,39 @@ mod tests {
     }
 
     #[test]
+    fn files_from_before_arrivals_are_read() {
+        let mut names = Interner::default();
+        let starter = half(&mut names, Side::Client);
+        let answer = half(&mut names, Side::Server);
+        let mut encoder = Encoder::default();
+        let arrived = 0x5a5a_5a5a_5a5a_5a5a_u64;
+        encoder.starter(&starter, false, arrived);
+        encoder.answer((1, 2), &answer, arrived);
+        let mut bytes = encoder.finish(1, 1);
+        // The same file in `CWP2`: without the two arrivals.
+        for _ in 0..2 {
+            let at = bytes
+                .windows(8)
+                .rposition(|w| w == arrived.to_le_bytes())
+                .unwrap();
+            bytes.drain(at..at + 8);
+        }
+        bytes[..4].copy_from_slice(MAGIC_V2);
+        let decoded = decode(&bytes, &mut names).unwrap();
+        assert_eq!(decoded.starters, vec![(starter, false, None)]);
+        assert_eq!(decoded.answers, vec![((1, 2), answer, None)]);
+    }
+
+    #[test]
     fn files_from_before_breaker_names_are_read() {
         let mut names = Interner::default();
         let mut old = half(&mut names, Side::Client);
         old.breaker_name = None;
         let mut encoder = Encoder::default();
-        encoder.starter(&old, false);
+        encoder.starter(&old, false, 7);
         let mut bytes = encoder.finish(1, 0);
+        // Nor an arrival, which ends the file.
+        bytes.truncate(bytes.len() - 8);
         // A `CWP1` half ends its names with the breaker state: drop the (absent) name after
         // it, which comes just before the start time.
         let mut absent_then_start = NONE.to_le_bytes().to_vec();
@@ -374,6 +430,6 @@ mod tests {
         bytes.drain(at..at + 4);
         bytes[..4].copy_from_slice(MAGIC_V1);
         let decoded = decode(&bytes, &mut names).unwrap();
-        assert_eq!(decoded.starters, vec![(old, false)]);
+        assert_eq!(decoded.starters, vec![(old, false, None)]);
     }
 }

@@ -9,9 +9,15 @@
 //!
 //! When a [`CallDeriver`] is given, a second thread feeds it every acknowledged batch in WAL
 //! order and publishes the calls it derives as hot `calls` batches, tagged with the flush
-//! epoch they belong to. A flush asks that thread for a checkpoint at its last sequence
-//! number and writes the calls of the closed epochs and the deriver's waiting halves with the
-//! spans, under one manifest commit.
+//! epoch they belong to. A flush asks that thread for a checkpoint and writes the spans
+//! through the last batch the deriver had taken, the calls of the closed epochs and the
+//! deriver's waiting halves, under one manifest commit.
+//!
+//! A flush does not wait for a deriver far behind, as after a crash, when it takes the whole
+//! WAL again: it waits at most [`CHECKPOINT_PATIENCE`], and a checkpoint comes at the latest
+//! every [`MOST_ROWS_PER_FLUSH`] rows (the deriver keeps one ready when no flush has asked).
+//! So each flush commits a bounded part of the backlog quickly, and a server killed again
+//! soon after a restart still makes progress.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -193,21 +199,52 @@ struct Shared {
     retired: Mutex<Vec<(SegmentMeta, Instant)>>,
     metrics: StoreMetrics,
     catalog: Catalog,
+    /// Checkpoints between the deriver and the flushes. Taken after `tables` when both are
+    /// held; the deriver never holds it while it takes another lock.
+    checkpoints: Mutex<Checkpoints>,
     _dir_lock: File,
 }
 
 /// What the deriver thread is sent, in WAL order.
 enum DeriveMessage {
-    Spans(RecordBatch),
-    /// Close the current epoch and answer with the waiting halves.
-    Checkpoint(oneshot::Sender<Checkpoint>),
+    Spans {
+        seq: u64,
+        batch: RecordBatch,
+    },
+    /// A checkpoint is wanted (see `Shared::checkpoints`): every batch acknowledged before
+    /// it was asked is ahead of this message.
+    Checkpoint,
     /// Publish what has been derived so far, then answer.
     Publish(oneshot::Sender<()>),
+}
+
+/// How long a flush waits for the deriver to take every batch acknowledged before it; then
+/// it takes a checkpoint at the batch the deriver has reached.
+const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(1);
+
+/// At most this many rows (or `flush_rows`, if more) between two checkpoints.
+const MOST_ROWS_PER_FLUSH: usize = 500_000;
+
+/// Checkpoints are taken, and flushed, in order: a flush takes the ready one if there is one.
+#[derive(Default)]
+struct Checkpoints {
+    wanted: Option<CheckpointRequest>,
+    ready: Option<Checkpoint>,
+}
+
+struct CheckpointRequest {
+    /// The last batch acknowledged when the flush asked...
+    last_seq: u64,
+    /// ...or whatever the deriver has reached at this moment.
+    deadline: Instant,
+    reply: oneshot::Sender<Checkpoint>,
 }
 
 struct Checkpoint {
     /// Calls of this epoch and before belong to the flush that asked.
     epoch: u64,
+    /// The last batch the deriver had taken: the flush writes the spans through it.
+    through: u64,
     pending: Vec<u8>,
 }
 
@@ -246,13 +283,28 @@ impl Writer {
         Some(answer)
     }
 
-    fn checkpoint(&self) -> Option<oneshot::Receiver<Checkpoint>> {
+    /// The checkpoint the deriver has ready, or one it takes once it has taken the batch
+    /// `last_seq` (or [`MOST_ROWS_PER_FLUSH`] rows, or after [`CHECKPOINT_PATIENCE`]).
+    fn checkpoint(&self, shared: &Shared, last_seq: u64) -> Option<oneshot::Receiver<Checkpoint>> {
         let derive = self.derive.lock().expect("not poisoned");
+        let derive = derive.as_ref()?;
         let (reply, answer) = oneshot::channel();
-        derive
-            .as_ref()?
-            .send(DeriveMessage::Checkpoint(reply))
-            .ok()?;
+        {
+            let mut checkpoints = shared.checkpoints.lock().expect("not poisoned");
+            if let Some(ready) = checkpoints.ready.take() {
+                let _ = reply.send(ready);
+                return Some(answer);
+            }
+            checkpoints.wanted = Some(CheckpointRequest {
+                last_seq,
+                deadline: Instant::now() + CHECKPOINT_PATIENCE,
+                reply,
+            });
+        }
+        if derive.send(DeriveMessage::Checkpoint).is_err() {
+            shared.checkpoints.lock().expect("not poisoned").wanted = None;
+            return None;
+        }
         Some(answer)
     }
 }
@@ -347,10 +399,15 @@ impl Store {
         let derive_channel = deriver.map(|deriver| {
             let (sender, receiver) = std::sync::mpsc::channel();
             for hot in &tables.hot {
-                let _ = sender.send(DeriveMessage::Spans(hot.batch.clone()));
+                let _ = sender.send(DeriveMessage::Spans {
+                    seq: hot.seq,
+                    batch: hot.batch.clone(),
+                });
             }
             (sender, receiver, deriver)
         });
+        let replayed_flush_due = tables.hot_rows >= config.flush_rows;
+        let flushed_through = manifest.flushed_through_seq;
 
         let (sender, receiver) = mpsc::channel(config.queue_depth.max(1));
         let unflushed = tables.hot_bytes;
@@ -366,6 +423,7 @@ impl Store {
             flush_wanted: Notify::new(),
             retired: Mutex::new(Vec::new()),
             metrics: StoreMetrics::default(),
+            checkpoints: Mutex::new(Checkpoints::default()),
             derive_bytes: AtomicUsize::new(0),
             accounts: Mutex::new(Vec::new()),
             _dir_lock: dir_lock,
@@ -375,7 +433,9 @@ impl Store {
                 let thread_shared = shared.clone();
                 let thread = std::thread::Builder::new()
                     .name("callwatch-calls".into())
-                    .spawn(move || run_deriver(&thread_shared, deriver, derive_receiver))?;
+                    .spawn(move || {
+                        run_deriver(&thread_shared, deriver, derive_receiver, flushed_through)
+                    })?;
                 (Some(derive), Some(thread))
             }
             None => (None, None),
@@ -391,6 +451,10 @@ impl Store {
             derive: Mutex::new(derive),
             derive_thread: Mutex::new(derive_thread),
         });
+        if replayed_flush_due {
+            // A long replay is flushed as the deriver goes, not only at the next tick.
+            shared.flush_wanted.notify_one();
+        }
         Ok(Self { writer, shared })
     }
 
@@ -589,25 +653,39 @@ impl Store {
         }
     }
 
-    /// Writes every hot batch into segments and drops them from memory and the WAL; with a
-    /// deriver, also the calls derived from them and the deriver's waiting halves.
+    /// Writes hot batches into segments and drops them from memory and the WAL: every one
+    /// without a deriver; with one, those its checkpoint covers, with the calls derived from
+    /// them and its waiting halves.
     pub async fn flush(&self) -> Result<FlushReport> {
         let shared = &self.shared;
         let mut manifest = shared.manifest.lock().await;
-        let (batches, through, bytes, checkpoint) = {
+        let (last_seq, checkpoint) = {
             let tables = shared.tables.lock().expect("not poisoned");
-            let through = tables
+            let last_seq = tables
                 .hot
                 .last()
                 .map_or(manifest.flushed_through_seq, |last| last.seq);
-            let batches: Vec<RecordBatch> = tables.hot.iter().map(|h| h.batch.clone()).collect();
-            // Asked under the lock the WAL writer publishes under: the deriver sees the
-            // checkpoint right after the batch with sequence number `through`.
-            (batches, through, tables.hot_bytes, self.writer.checkpoint())
+            // Asked under the lock the WAL writer publishes under: every batch through
+            // `last_seq` was sent to the deriver before the request.
+            (last_seq, self.writer.checkpoint(shared, last_seq))
         };
         let checkpoint = match checkpoint {
             Some(answer) => Some(answer.await.map_err(|_| StoreError::ShuttingDown)?),
             None => None,
+        };
+        // Without a deriver every hot batch is flushed; with one, those it has taken.
+        let through = checkpoint.as_ref().map_or(last_seq, |c| c.through);
+        debug_assert!(
+            through >= manifest.flushed_through_seq,
+            "checkpoints come in order"
+        );
+        let (batches, bytes) = {
+            let tables = shared.tables.lock().expect("not poisoned");
+            let flushed = tables.hot.iter().filter(|h| h.seq <= through);
+            (
+                flushed.clone().map(|h| h.batch.clone()).collect::<Vec<_>>(),
+                flushed.map(|h| h.bytes).sum::<usize>(),
+            )
         };
         let (calls, call_bytes, flushed_calls) = match &checkpoint {
             Some(checkpoint) => {
@@ -662,6 +740,10 @@ impl Store {
             tables.hot.retain(|h| h.seq > through);
             tables.hot_rows = tables.hot.iter().map(|h| h.batch.num_rows()).sum();
             tables.hot_bytes = tables.hot.iter().map(|h| h.bytes).sum();
+            if tables.hot_rows >= shared.config.flush_rows {
+                // A backlog the checkpoint did not cover: the next flush follows at once.
+                shared.flush_wanted.notify_one();
+            }
             if let Some(checkpoint) = &checkpoint {
                 tables.hot_calls.retain(|h| h.epoch > checkpoint.epoch);
             }
@@ -837,13 +919,32 @@ impl Store {
         });
     }
 
-    /// Stops taking appends, lets the WAL writer finish what it has, and flushes.
+    /// Stops taking appends, lets the WAL writer finish what it has and the deriver take
+    /// it all, and flushes.
     pub async fn close(&self) -> Result<FlushReport> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || writer.stop())
             .await?
             .map_err(|_| StoreError::Io(std::io::Error::other("WAL writer panicked")))?;
-        let report = self.flush().await?;
+        self.calls_caught_up().await;
+        // Checkpoints cover a bounded number of rows each: flush until none is hot.
+        let mut report = FlushReport::default();
+        loop {
+            let flushed = self.flush().await?;
+            report.rows += flushed.rows;
+            report.segments.extend(flushed.segments);
+            if flushed.rows == 0
+                || self
+                    .shared
+                    .tables
+                    .lock()
+                    .expect("not poisoned")
+                    .hot
+                    .is_empty()
+            {
+                break;
+            }
+        }
         self.shared.catalog.persist()?;
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || writer.stop_deriver())
@@ -964,7 +1065,10 @@ fn run_wal_writer(
                     tables.hot_rows += append.batch.num_rows();
                     tables.hot_bytes += append.bytes;
                     if let Some(derive) = &derive {
-                        let _ = derive.send(DeriveMessage::Spans(append.batch.clone()));
+                        let _ = derive.send(DeriveMessage::Spans {
+                            seq,
+                            batch: append.batch.clone(),
+                        });
                     }
                     tables.hot.push(HotBatch {
                         seq,
@@ -998,15 +1102,31 @@ fn run_wal_writer(
     let _ = shared.wal.lock().expect("not poisoned").sync();
 }
 
-/// Feeds the deriver in WAL order, settles waiting halves every `derive_interval` and
-/// publishes the calls derived as hot batches of the current epoch.
+/// How far the deriver has come, for its checkpoints.
+struct DeriverPosition {
+    /// Calls published now belong to this epoch.
+    epoch: u64,
+    /// The last batch whose halves the deriver holds (restored or taken).
+    reached: u64,
+    /// Rows taken since the last checkpoint.
+    rows: usize,
+}
+
+/// Feeds the deriver in WAL order, settles waiting halves every `derive_interval`,
+/// publishes the calls derived as hot batches of the current epoch and takes checkpoints.
+/// `reached` is the batch the restored halves were saved at.
 fn run_deriver(
     shared: &Shared,
     mut deriver: Box<dyn CallDeriver>,
     receiver: std::sync::mpsc::Receiver<DeriveMessage>,
+    reached: u64,
 ) {
     let interval = shared.config.derive_interval;
-    let mut epoch = 0;
+    let mut at = DeriverPosition {
+        epoch: 0,
+        reached,
+        rows: 0,
+    };
     let mut last_expiry = Instant::now();
     loop {
         let message = match receiver.recv_timeout(interval) {
@@ -1016,28 +1136,26 @@ fn run_deriver(
         };
         let now = Instant::now();
         match message {
-            Some(DeriveMessage::Spans(batch)) => {
+            Some(DeriveMessage::Spans { seq, batch }) => {
                 deriver.spans(&batch, now);
+                at.reached = seq;
+                at.rows += batch.num_rows();
                 shared
                     .derive_bytes
                     .store(deriver.memory_bytes(), Ordering::Relaxed);
+                checkpoint_if_due(shared, deriver.as_mut(), &mut at, now);
                 // Publishing per batch would leave many tiny batches: wait for the interval.
                 if now.duration_since(last_expiry) < interval {
                     continue;
                 }
             }
             Some(DeriveMessage::Publish(reply)) => {
-                publish_calls(shared, deriver.as_mut(), epoch);
+                publish_calls(shared, deriver.as_mut(), at.epoch);
                 let _ = reply.send(());
                 continue;
             }
-            Some(DeriveMessage::Checkpoint(reply)) => {
-                publish_calls(shared, deriver.as_mut(), epoch);
-                let _ = reply.send(Checkpoint {
-                    epoch,
-                    pending: deriver.pending(),
-                });
-                epoch += 1;
+            Some(DeriveMessage::Checkpoint) => {
+                checkpoint_if_due(shared, deriver.as_mut(), &mut at, now);
                 continue;
             }
             None => {}
@@ -1047,9 +1165,63 @@ fn run_deriver(
             .derive_bytes
             .store(deriver.memory_bytes(), Ordering::Relaxed);
         last_expiry = now;
-        publish_calls(shared, deriver.as_mut(), epoch);
+        publish_calls(shared, deriver.as_mut(), at.epoch);
     }
-    publish_calls(shared, deriver.as_mut(), epoch);
+    publish_calls(shared, deriver.as_mut(), at.epoch);
+}
+
+/// Takes a checkpoint when one is due: for the flush waiting, once the deriver has reached
+/// the batch it asked for, or has taken [`MOST_ROWS_PER_FLUSH`] rows, or the flush has
+/// waited long enough; for the next flush, when that many rows were taken and none is ready.
+fn checkpoint_if_due(
+    shared: &Shared,
+    deriver: &mut dyn CallDeriver,
+    at: &mut DeriverPosition,
+    now: Instant,
+) {
+    let most_rows = shared.config.flush_rows.max(MOST_ROWS_PER_FLUSH);
+    // Decided under the lock and taken without it: taking one publishes under `tables`.
+    let reply = {
+        let mut checkpoints = shared.checkpoints.lock().expect("not poisoned");
+        match checkpoints.wanted.take() {
+            Some(request)
+                if at.reached >= request.last_seq
+                    || at.rows >= most_rows
+                    || now >= request.deadline =>
+            {
+                Some(request.reply)
+            }
+            Some(request) => {
+                checkpoints.wanted = Some(request);
+                return;
+            }
+            None if at.rows >= most_rows && checkpoints.ready.is_none() => None,
+            None => return,
+        }
+    };
+    publish_calls(shared, deriver, at.epoch);
+    let checkpoint = Checkpoint {
+        epoch: at.epoch,
+        through: at.reached,
+        pending: deriver.pending(),
+    };
+    at.epoch += 1;
+    at.rows = 0;
+    match reply {
+        Some(reply) => {
+            let _ = reply.send(checkpoint);
+        }
+        None => {
+            // A flush that asked meanwhile found none ready: this one is its answer.
+            let mut checkpoints = shared.checkpoints.lock().expect("not poisoned");
+            match checkpoints.wanted.take() {
+                Some(request) => {
+                    let _ = request.reply.send(checkpoint);
+                }
+                None => checkpoints.ready = Some(checkpoint),
+            }
+        }
+    }
 }
 
 fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {

@@ -239,3 +239,80 @@ fn waiting_halves_are_counted_in_the_memory_the_pairer_reports() {
     pairer.expire(start + wait + Duration::from_secs(1));
     assert!(pairer.memory_bytes() < waiting, "expired halves are let go");
 }
+
+/// The client span ids of the calls `pairer` derived since it was last asked.
+fn called_from(pairer: &mut Pairer) -> Vec<u64> {
+    let mut names = Interner::default();
+    let mut ids: Vec<u64> = pairer
+        .take_calls()
+        .iter()
+        .flat_map(|batch| call_rows(batch, &mut names).expect("a calls batch"))
+        .filter_map(|call| call.client_span_id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// A client of `orders` whose server never answers, in trace `trace`.
+fn lone_client(trace: u8) -> RecordBatch {
+    let client = span(
+        trace,
+        1,
+        None,
+        SpanKind::Client,
+        &[("peer.service", "orders")],
+    );
+    batch(&[("frontend", client)])
+}
+
+const SPAN_1: u64 = 0x0101_0101_0101_0101;
+
+#[test]
+fn at_the_bound_the_longest_waiting_halves_are_settled_early() {
+    let metrics = Arc::new(GraphMetrics::default());
+    let config = PairingConfig {
+        max_pending: 3,
+        ..PairingConfig::default()
+    };
+    let wait = config.wait;
+    let mut pairer = Pairer::new(config, metrics.clone());
+    let start = Instant::now();
+    for trace in 1..=5u8 {
+        pairer.spans(
+            &lone_client(trace),
+            start + Duration::from_secs(trace.into()),
+        );
+    }
+    // The first two made room for the last two: they are calls now, not lost.
+    assert_eq!(called_from(&mut pairer), vec![SPAN_1, SPAN_1]);
+    assert_eq!(metrics.dropped.get(), 2);
+    assert_eq!(metrics.pending(), 3);
+    pairer.expire(start + Duration::from_secs(5) + wait);
+    assert_eq!(called_from(&mut pairer).len(), 3);
+    assert_eq!(metrics.calls_virtual.get(), 5);
+}
+
+#[test]
+fn restored_halves_wait_what_they_had_left_but_at_least_half_a_wait() {
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let mut before_crash = Pairer::new(config.clone(), Arc::new(GraphMetrics::default()));
+    let now = Instant::now();
+    let long_ago = now
+        .checked_sub(6 * wait)
+        .expect("the machine is up for a minute");
+    before_crash.spans(&lone_client(1), long_ago);
+    before_crash.spans(&lone_client(2), now);
+    let pending = before_crash.pending();
+
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut restarted = Pairer::new(config, metrics.clone());
+    restarted.restore(&pending).unwrap();
+    let restored = Instant::now();
+    // The half that had waited long enough gets half a wait more; the other its whole wait.
+    restarted.expire(restored + wait / 2 + Duration::from_millis(100));
+    assert_eq!(metrics.calls_virtual.get(), 1);
+    restarted.expire(restored + wait + Duration::from_millis(100));
+    assert_eq!(metrics.calls_virtual.get(), 2);
+    assert_eq!(metrics.pending(), 0);
+}

@@ -401,3 +401,67 @@ async fn a_segment_is_read_by_the_columns_asked_for() {
         read.column_by_name(schema::SPAN_ID).unwrap()
     );
 }
+
+/// A deriver that takes `delay` per batch and counts the spans it was given.
+struct SlowDeriver {
+    delay: Duration,
+    spans: Arc<AtomicUsize>,
+}
+
+impl CallDeriver for SlowDeriver {
+    fn restore(&mut self, _pending: &[u8]) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
+        std::thread::sleep(self.delay);
+        self.spans.fetch_add(batch.num_rows(), Ordering::Relaxed);
+    }
+    fn expire(&mut self, _now: Instant) {}
+    fn take_calls(&mut self) -> Option<RecordBatch> {
+        None
+    }
+    fn pending(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn a_flush_writes_what_a_deriver_far_behind_has_taken_and_the_rest_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let slow = SlowDeriver {
+        delay: Duration::from_millis(50),
+        spans: taken.clone(),
+    };
+    let store = Store::open_with(config(dir.path()), Some(Box::new(slow)))
+        .await
+        .unwrap();
+    // 60 batches take the deriver 3 s, longer than a flush waits for it.
+    for batch in 0..60 {
+        store.append(spans(batch * 10, 10, now_ns())).await.unwrap();
+    }
+    let report = store.flush().await.unwrap();
+    assert!(
+        report.rows > 0,
+        "the flush wrote what the deriver had taken"
+    );
+    assert!(
+        report.rows < 600,
+        "the flush did not wait for the whole backlog"
+    );
+    assert!(taken.load(Ordering::Relaxed) >= report.rows as usize);
+    // A crash: the spans flushed are not replayed, the others are, to a new deriver.
+    drop(store);
+    let replayed = Arc::new(AtomicUsize::new(0));
+    let fast = SlowDeriver {
+        delay: Duration::ZERO,
+        spans: replayed.clone(),
+    };
+    let store = Store::open_with(config(dir.path()), Some(Box::new(fast)))
+        .await
+        .unwrap();
+    store.calls_caught_up().await;
+    assert_eq!(replayed.load(Ordering::Relaxed), 600 - report.rows as usize);
+    assert_eq!(stored_ids(&store).await, expected_ids(0..600));
+    store.close().await.unwrap();
+}
