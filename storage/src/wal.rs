@@ -102,9 +102,18 @@ impl Wal {
             last_seq: skip_through,
         };
         let count = files.len();
-        for (index, file) in files.iter().enumerate() {
+        let mut kept = Vec::with_capacity(count);
+        for (index, file) in files.into_iter().enumerate() {
             let bytes = fs::read(&file.path)?;
             let good_len = read_records(&bytes, skip_through, &mut replay)?;
+            if good_len == 0 {
+                // Created just before a crash, before its first record was whole. Its name
+                // is the next record's: left here, it would be taken for the next file and
+                // deleted with the closed ones under it.
+                tracing::warn!(file = %file.path.display(), bytes = bytes.len(), "removing a WAL file without a whole record");
+                fs::remove_file(&file.path)?;
+                continue;
+            }
             if good_len < bytes.len() {
                 if index + 1 == count {
                     tracing::warn!(
@@ -125,10 +134,12 @@ impl Wal {
                     );
                 }
             }
+            kept.push(file);
         }
+        sync_dir(dir)?;
         let wal = Self {
             dir: dir.to_path_buf(),
-            closed: files,
+            closed: kept,
             current: None,
             last_seq: replay.last_seq,
             buffer: Vec::new(),
@@ -169,7 +180,11 @@ impl Wal {
         }
         if self.current.is_none() {
             let path = self.dir.join(format!("{first:020}.wal"));
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            // Never an existing file: appending to one would mix it up with a closed file.
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
             sync_dir(&self.dir)?;
             self.current = Some((
                 WalFile {
@@ -335,6 +350,31 @@ mod tests {
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(replay.batches[1].batch, batch(&[7]));
+    }
+
+    #[test]
+    fn a_file_a_crash_left_without_a_record_is_not_taken_for_the_next_one() {
+        // Created just before the crash: empty, or with part of its first record.
+        for left in [&b""[..], &[7, 0, 0, 0, 1, 2][..]] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            append(&mut wal, 1, &[1]);
+            append(&mut wal, 2, &[2]);
+            wal.sync().unwrap();
+            drop(wal);
+            fs::write(dir.path().join(format!("{:020}.wal", 3)), left).unwrap();
+
+            let (mut wal, replay) = Wal::open(dir.path(), 0).unwrap();
+            assert_eq!(replay.last_seq, 2);
+            append(&mut wal, 3, &[3]);
+            wal.sync().unwrap();
+            // Records 1 and 2 are in segments now; record 3 is not.
+            wal.remove_through(2).unwrap();
+            drop(wal);
+            let (_, replay) = Wal::open(dir.path(), 2).unwrap();
+            let seqs: Vec<u64> = replay.batches.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, vec![3], "left {left:?}");
+        }
     }
 
     #[test]
