@@ -53,6 +53,10 @@ pub struct SqlArgs {
     /// running on it.
     #[arg(long, conflicts_with = "server")]
     pub data_dir: Option<PathBuf>,
+    /// With --data-dir: the segments are at this URL (as `serve --storage`; options from the
+    /// environment).
+    #[arg(long, env = "CALLWATCH_STORAGE", requires = "data_dir")]
+    pub storage: Option<String>,
     #[command(flatten)]
     pub token: TokenFile,
 }
@@ -150,6 +154,12 @@ pub struct ServeArgs {
     /// Where the WAL and Parquet segments live.
     #[arg(long, env = "CALLWATCH_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Where Parquet segments and their manifest go instead of --data-dir: s3://bucket/prefix,
+    /// gs://bucket/prefix, az://container/prefix or file:///path. Credentials and endpoint
+    /// come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, …) or [storage] in
+    /// --config. The WAL and the halves waiting to be paired stay in --data-dir.
+    #[arg(long, env = "CALLWATCH_STORAGE")]
+    pub storage: Option<String>,
     /// OTLP/gRPC listen address.
     #[arg(long, env = "CALLWATCH_OTLP_GRPC", default_value = DEFAULT_OTLP_GRPC)]
     pub otlp_grpc: SocketAddr,

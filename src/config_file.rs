@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use callwatch_query::breakers::BreakersSection;
+use callwatch_storage::SegmentLocation;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,6 +17,53 @@ pub struct ConfigFile {
     pub webhook: Option<WebhookSection>,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: where segments go (`url`, as `--storage`), and options of its object store
+/// by object_store's names, e.g. `aws_endpoint_url`, `aws_allow_http`, `aws_access_key_id`.
+#[derive(Clone, Default, Deserialize)]
+pub struct StorageSection {
+    pub url: Option<String>,
+    #[serde(flatten)]
+    pub options: std::collections::BTreeMap<String, toml::Value>,
+}
+
+impl std::fmt::Debug for StorageSection {
+    /// Option values may be secrets: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSection")
+            .field("url", &self.url)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl StorageSection {
+    /// Where segments go: the `--storage` flag or `url`, with the options; `None` for the
+    /// data directory.
+    pub fn location(&self, flag: Option<&str>) -> anyhow::Result<Option<SegmentLocation>> {
+        let Some(url) = flag.or(self.url.as_deref()) else {
+            anyhow::ensure!(
+                self.options.is_empty(),
+                "[storage] has options but no url (nor is --storage given)"
+            );
+            return Ok(None);
+        };
+        let options: Vec<(String, String)> = self
+            .options
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (key.clone(), text)
+            })
+            .collect();
+        Ok(Some(SegmentLocation::parse(url, &options)?))
+    }
 }
 
 /// `[auth]`: the tokens that may send and read.

@@ -13,7 +13,7 @@ use callwatch_collector::{Ingest, Limits, TraceService, http_router};
 use callwatch_query::breakers::{BreakerOptions, BreakerTracker};
 use callwatch_query::stats::HealthThresholds;
 use callwatch_query::{ReadSettings, Reads};
-use callwatch_storage::{CallDeriver, FsyncPolicy, Store, StoreConfig};
+use callwatch_storage::{CallDeriver, FsyncPolicy, SegmentLocation, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -86,9 +86,22 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         };
         Box::new(Pairer::new(config, graph_metrics.clone())) as Box<dyn CallDeriver>
     });
-    let store = Store::open_with(store_config(args), pairer)
+    let segments = config
+        .storage
+        .location(args.storage.as_deref())
+        .context("--storage")?;
+    let segments_at = segments.as_ref().map_or_else(
+        || args.data_dir.display().to_string(),
+        |location| location.url().to_string(),
+    );
+    let store = Store::open_with(store_config(args, segments), pairer)
         .await
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the data directory {} (segments at {segments_at})",
+                args.data_dir.display()
+            )
+        })?;
     // By default a quarter of the memory budget, and never less than one largest request.
     let inflight_bytes = args
         .ingest_inflight_bytes
@@ -256,7 +269,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         "HTTP",
     );
     ready.store(true, Ordering::Relaxed);
-    tracing::info!(data_dir = %args.data_dir.display(), "callwatch is serving");
+    tracing::info!(data_dir = %args.data_dir.display(), segments = %segments_at, "callwatch is serving");
     Ok(Running {
         grpc: grpc_addr,
         http: http_addr,
@@ -302,8 +315,9 @@ pub fn announce(line: &str) {
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
-fn store_config(args: &ServeArgs) -> StoreConfig {
+fn store_config(args: &ServeArgs, segments: Option<SegmentLocation>) -> StoreConfig {
     StoreConfig {
+        segments,
         fsync: match args.wal_fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Never => FsyncPolicy::Never,

@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
 use callwatch_query::{QueryEngine, QueryLimits};
-use callwatch_storage::{Store, StoreConfig};
+use callwatch_storage::{SegmentLocation, Store, StoreConfig};
 
 use crate::config::SqlArgs;
 
@@ -17,7 +17,7 @@ const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let (schema, batches) = match &args.data_dir {
-        Some(dir) => from_data_dir(dir, &args.sql).await?,
+        Some(dir) => from_data_dir(dir, args.storage.as_deref(), &args.sql).await?,
         None => from_server(&args.server, &args.sql, args.token.read()?).await?,
     };
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -62,15 +62,27 @@ async fn from_server(
     Ok((schema, batches))
 }
 
-async fn from_data_dir(dir: &Path, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn from_data_dir(
+    dir: &Path,
+    storage: Option<&str>,
+    sql: &str,
+) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
+    let segments = storage
+        .map(|url| SegmentLocation::parse(url, &[]))
+        .transpose()
+        .context("--storage")?;
     // Opening replays the WAL into memory; the store is dropped, not closed, so the
     // directory is left as it was found (no flush).
     // The pairer derives the calls of spans that are only in the WAL.
     let pairer = Pairer::new(PairingConfig::default(), Arc::new(GraphMetrics::default()));
-    let store = Store::open_with(StoreConfig::new(dir), Some(Box::new(pairer)))
+    let config = StoreConfig {
+        segments,
+        ..StoreConfig::new(dir)
+    };
+    let store = Store::open_with(config, Some(Box::new(pairer)))
         .await
         .with_context(|| {
             format!(

@@ -5,9 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::path::Path;
+
+use callwatch_storage::SegmentLocation;
+use prost::Message;
+
 use crate::common::Server;
 use crate::common::requests::{hex, numbered_span, request};
-use prost::Message;
 
 const SENDERS: u32 = 6;
 const REQUESTS: u32 = 40;
@@ -18,9 +22,22 @@ const KILL_AFTER: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_spans_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    kill_while_flushing_and_count(&dir.path().join("data"), &[], None).await;
+}
+
+/// Kills a server (started with `extra` flags, its segments at `segments`) while it flushes
+/// small segments under load, then checks that every acknowledged span is stored once: as
+/// the restarted store finds it, and after the real server restarted and stopped.
+pub async fn kill_while_flushing_and_count(
+    data: &Path,
+    extra: &[&str],
+    segments: Option<SegmentLocation>,
+) {
+    let data = data.to_path_buf();
     // Small flushes: at the kill, spans are spread over segments and the WAL.
-    let server = Server::start(&data, &["--flush-spans", "400", "--flush-interval", "1h"]);
+    let mut flags = vec!["--flush-spans", "400", "--flush-interval", "1h"];
+    flags.extend(extra);
+    let server = Server::start(&data, &flags);
     let url = server.traces_url();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let acked_requests = Arc::new(AtomicUsize::new(0));
@@ -69,16 +86,16 @@ async fn acknowledged_spans_survive_sigkill_exactly_once() {
     assert!(acked.len() >= KILL_AFTER * SPANS as usize);
 
     // In memory, as a restarted store finds it: replayed WAL plus committed segments.
-    let (spans, hot) = crate::common::stored_spans(&data).await;
+    let (spans, hot) = crate::common::stored_spans_at(&data, segments.clone()).await;
     assert!(hot > 0, "some acknowledged spans were only in the WAL");
     assert!(spans.len() > hot, "and some already in segments");
     let counts = count_ids(spans.iter().map(|s| s.span_id.clone()));
     assert_once(&counts, &acked);
 
     // The real server restarts on the same directory and flushes on a graceful stop.
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, extra);
     server.stop();
-    let (spans, hot) = crate::common::stored_spans(&data).await;
+    let (spans, hot) = crate::common::stored_spans_at(&data, segments).await;
     assert_eq!(hot, 0);
     let counts = count_ids(spans.iter().map(|s| s.span_id.clone()));
     assert_once(&counts, &acked);

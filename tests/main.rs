@@ -13,6 +13,7 @@ mod grafana;
 mod graph;
 mod isolation;
 mod map;
+mod object_storage;
 mod otlp_exporters;
 mod parquet_readers;
 mod postgres;

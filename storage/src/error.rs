@@ -21,6 +21,9 @@ pub enum StoreError {
     Schema(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// Storage settings that cannot work (a bad URL, an unknown scheme).
+    #[error("{0}")]
+    Config(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("Arrow error: {0}")]

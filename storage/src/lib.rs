@@ -9,6 +9,7 @@ mod calls;
 mod catalog;
 mod derive;
 mod error;
+mod location;
 mod metrics;
 mod records;
 pub mod schema;
@@ -24,6 +25,7 @@ pub use calls::{
 pub use catalog::{Catalog, ConsumerGroups, Known};
 pub use derive::CallDeriver;
 pub use error::{Result, StoreError};
+pub use location::SegmentLocation;
 pub use metrics::{
     Counter, Histogram, LATENCY_BUCKETS, StoreGauges, StoreMetrics, escape_label, write_metric,
 };

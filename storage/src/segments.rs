@@ -7,7 +7,7 @@
 //! they contain and the call pairer's state as of that number; a file it does not list is a
 //! leftover of a crash and is deleted on start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +16,7 @@ use arrow::compute::interleave_record_batch;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calls::parse_trace_id;
 use crate::error::{Result, StoreError};
+use crate::location::SegmentLocation;
 use crate::schema;
 
 const PENDING_PREFIX: &str = "_callwatch/pending";
@@ -117,12 +119,16 @@ pub struct Manifest {
     pub pending: Option<String>,
 }
 
-/// Where segments live: any `object_store`, with fsync when it is the local disk.
+/// Where segments and the manifest live (any `object_store`), and the pairer's waiting
+/// halves (always the local data directory, beside the WAL they go with). Written files are
+/// fsynced where the store is the local disk.
 #[derive(Debug, Clone)]
 pub struct SegmentStore {
     objects: Arc<dyn ObjectStore>,
     /// The directory behind `objects` when it is a local file system.
     local_root: Option<PathBuf>,
+    local: Arc<dyn ObjectStore>,
+    local_dir: PathBuf,
     zstd_level: i32,
 }
 
@@ -140,12 +146,15 @@ fn segment_id() -> String {
 }
 
 impl SegmentStore {
-    pub fn new(objects: Arc<dyn ObjectStore>, local_root: Option<PathBuf>) -> Self {
-        Self {
-            objects,
-            local_root,
+    /// Segments at `location`, waiting halves in `data_dir`.
+    pub fn new(location: SegmentLocation, data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            objects: location.objects,
+            local_root: location.local_root,
+            local: Arc::new(LocalFileSystem::new_with_prefix(data_dir)?),
+            local_dir: data_dir.to_path_buf(),
             zstd_level: 3,
-        }
+        })
     }
 
     /// The object store segment paths are relative to.
@@ -178,7 +187,13 @@ impl SegmentStore {
     /// Replaces the manifest atomically (object stores replace whole objects).
     pub async fn save_manifest(&self, manifest: &Manifest) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(manifest)?;
-        self.put_durable(MANIFEST_PATH, Bytes::from(bytes)).await
+        put_durable(
+            &self.objects,
+            self.local_root.as_deref(),
+            MANIFEST_PATH,
+            Bytes::from(bytes),
+        )
+        .await
     }
 
     /// Deletes segment and pending-state files that the manifest does not list.
@@ -187,17 +202,17 @@ impl SegmentStore {
             manifest.segments.iter().map(|s| s.path.as_str()).collect();
         listed.extend(manifest.pending.as_deref());
         let mut removed = 0;
-        let prefixes = Table::ALL
-            .map(Table::name)
+        let places = Table::ALL
+            .map(|table| (&self.objects, table.name()))
             .into_iter()
-            .chain([PENDING_PREFIX]);
-        for prefix in prefixes {
+            .chain([(&self.local, PENDING_PREFIX)]);
+        for (objects, prefix) in places {
             let prefix = ObjectPath::from(prefix);
-            let found: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+            let found: Vec<_> = objects.list(Some(&prefix)).try_collect().await?;
             for object in found {
                 if !listed.contains(object.location.as_ref()) {
                     tracing::warn!(path = %object.location, "removing a file not in the manifest");
-                    self.objects.delete(&object.location).await?;
+                    objects.delete(&object.location).await?;
                     removed += 1;
                 }
             }
@@ -205,23 +220,32 @@ impl SegmentStore {
         Ok(removed)
     }
 
-    /// Writes the call pairer's state; returns its path for the manifest.
+    /// Writes the call pairer's state into the data directory; returns its path for the
+    /// manifest.
     pub async fn write_pending(&self, bytes: Vec<u8>) -> Result<String> {
         let path = format!("{PENDING_PREFIX}/{}.bin", segment_id());
-        self.put_durable(&path, Bytes::from(bytes)).await?;
+        put_durable(
+            &self.local,
+            Some(&self.local_dir),
+            &path,
+            Bytes::from(bytes),
+        )
+        .await?;
         Ok(path)
     }
 
-    pub async fn read_pending(&self, path: &str) -> Result<Vec<u8>> {
-        let result = self.objects.get(&ObjectPath::from(path)).await?;
-        Ok(result.bytes().await?.to_vec())
-    }
-
-    pub async fn delete_path(&self, path: &str) -> Result<()> {
-        match self.objects.delete(&ObjectPath::from(path)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+    /// The call pairer's state the manifest names, or `None` when this data directory does
+    /// not hold it (a new disk under a bucket that another one filled).
+    pub async fn read_pending(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.local.get(&ObjectPath::from(path)).await {
+            Ok(result) => Ok(Some(result.bytes().await?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    pub async fn delete_pending(&self, path: &str) -> Result<()> {
+        delete_quietly(&self.local, path).await
     }
 
     /// Sorts `batches` of `table` and writes one segment per UTC hour of their start times.
@@ -231,7 +255,7 @@ impl SegmentStore {
             tokio::task::spawn_blocking(move || encode_segments(table, &batches, level)).await??;
         let mut metas = Vec::with_capacity(encoded.len());
         for (meta, bytes) in encoded {
-            self.put_durable(&meta.path, bytes).await?;
+            put_durable(&self.objects, self.local_root.as_deref(), &meta.path, bytes).await?;
             metas.push(meta);
         }
         Ok(metas)
@@ -292,27 +316,41 @@ impl SegmentStore {
     }
 
     pub async fn delete(&self, meta: &SegmentMeta) -> Result<()> {
-        self.delete_path(&meta.path).await
+        delete_quietly(&self.objects, &meta.path).await
     }
+}
 
-    async fn put_durable(&self, path: &str, bytes: Bytes) -> Result<()> {
-        self.objects
-            .put(&ObjectPath::from(path), PutPayload::from(bytes))
-            .await?;
-        // object_store renames a finished temp file into place but does not fsync it.
-        if let Some(root) = &self.local_root {
-            let file = root.join(path);
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                std::fs::File::open(&file)?.sync_all()?;
-                if let Some(dir) = file.parent() {
-                    crate::wal::sync_dir(dir)?;
-                }
-                Ok(())
-            })
-            .await??;
-        }
-        Ok(())
+/// Deletes `path`; one already gone is not an error.
+async fn delete_quietly(objects: &Arc<dyn ObjectStore>, path: &str) -> Result<()> {
+    match objects.delete(&ObjectPath::from(path)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
     }
+}
+
+/// Writes a whole object; on the local disk (`local_root`), also fsyncs it.
+async fn put_durable(
+    objects: &Arc<dyn ObjectStore>,
+    local_root: Option<&Path>,
+    path: &str,
+    bytes: Bytes,
+) -> Result<()> {
+    objects
+        .put(&ObjectPath::from(path), PutPayload::from(bytes))
+        .await?;
+    // object_store renames a finished temp file into place but does not fsync it.
+    if let Some(root) = local_root {
+        let file = root.join(path);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            if let Some(dir) = file.parent() {
+                crate::wal::sync_dir(dir)?;
+            }
+            Ok(())
+        })
+        .await??;
+    }
+    Ok(())
 }
 
 fn start_times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray> {

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use object_store::local::LocalFileSystem;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::catalog::Catalog;
 use crate::derive::CallDeriver;
 use crate::error::{Result, StoreError};
+use crate::location::SegmentLocation;
 use crate::metrics::{StoreGauges, StoreMetrics};
 use crate::schema::spans_schema;
 use crate::segments::{Manifest, RowKeep, SegmentMeta, SegmentStore, Table};
@@ -77,6 +77,9 @@ pub struct StoreConfig {
     /// How often the call deriver settles halves that waited long enough and publishes the
     /// calls it derived.
     pub derive_interval: Duration,
+    /// Where segments and the manifest go; `None`: the data directory. The WAL and the
+    /// waiting halves stay in the data directory.
+    pub segments: Option<SegmentLocation>,
 }
 
 impl StoreConfig {
@@ -94,6 +97,7 @@ impl StoreConfig {
             compaction_min_segments: 4,
             delete_grace: Duration::from_secs(120),
             derive_interval: Duration::from_millis(250),
+            segments: None,
         }
     }
 }
@@ -357,15 +361,24 @@ impl Store {
                 config.data_dir.display()
             ))));
         }
-        let objects = Arc::new(LocalFileSystem::new_with_prefix(&config.data_dir)?);
-        let segments = SegmentStore::new(objects, Some(config.data_dir.clone()));
+        let location = match &config.segments {
+            Some(location) => location.clone(),
+            None => SegmentLocation::local(&config.data_dir)?,
+        };
+        let segments = SegmentStore::new(location, &config.data_dir)?;
         let manifest = segments.load_manifest().await?;
         segments.remove_orphans(&manifest).await?;
         if let (Some(deriver), Some(path)) = (deriver.as_mut(), manifest.pending.as_deref()) {
-            let pending = segments.read_pending(path).await?;
-            deriver
-                .restore(&pending)
-                .map_err(|error| StoreError::Corrupt(format!("{path}: {error}")))?;
+            match segments.read_pending(path).await? {
+                Some(pending) => deriver
+                    .restore(&pending)
+                    .map_err(|error| StoreError::Corrupt(format!("{path}: {error}")))?,
+                None => tracing::warn!(
+                    path,
+                    "the halves waiting at the last flush are not in this data directory; \
+                     calls they were part of are derived only when both halves come again"
+                ),
+            }
         }
 
         let wal_dir = config.data_dir.join("wal");
@@ -757,14 +770,14 @@ impl Store {
             .await
         {
             if let Some(path) = &next.pending {
-                let _ = shared.segments.delete_path(path).await;
+                let _ = shared.segments.delete_pending(path).await;
             }
             return Err(error);
         }
         if next.pending != previous_pending
             && let Some(path) = previous_pending
         {
-            shared.segments.delete_path(&path).await?;
+            shared.segments.delete_pending(&path).await?;
         }
         shared
             .unflushed_bytes

@@ -196,7 +196,19 @@ fn read(path: &Path) -> String {
 /// Every span in a (stopped) server's data directory, as `Store::open` finds it after replay:
 /// (spans, how many were still only in the WAL).
 pub async fn stored_spans(data_dir: &Path) -> (Vec<SpanRecord>, usize) {
-    let store = Store::open(StoreConfig::new(data_dir)).await.unwrap();
+    stored_spans_at(data_dir, None).await
+}
+
+/// [`stored_spans`] of a server whose segments are at `segments` (`None`: the data directory).
+pub async fn stored_spans_at(
+    data_dir: &Path,
+    segments: Option<callwatch_storage::SegmentLocation>,
+) -> (Vec<SpanRecord>, usize) {
+    let config = StoreConfig {
+        segments,
+        ..StoreConfig::new(data_dir)
+    };
+    let store = Store::open(config).await.unwrap();
     let snapshot = store.snapshot();
     let hot_rows = snapshot.hot.iter().map(|b| b.num_rows()).sum();
     let spans = callwatch_query::all_spans(&store).await.unwrap();
