@@ -68,11 +68,12 @@ run_serve() {
   local accepted rows bytes
   accepted=$(field "$result" accepted)
   read -r rows bytes < <(python3 -c "
-import json,sys
-m=json.load(open(sys.argv[1]))
-spans=[s for s in m['segments'] if s.get('table', 'spans') == 'spans']
+import glob,json,sys
+segments=[s for m in glob.glob(sys.argv[1] + '/_callwatch/nodes/*/manifest.json')
+          for s in json.load(open(m))['segments']]
+spans=[s for s in segments if s.get('table', 'spans') == 'spans']
 print(sum(s['rows'] for s in spans), sum(s['bytes'] for s in spans))" \
-    "$data/_callwatch/manifest.json")
+    "$data")
   local rate
   rate=$(field "$result" spans_per_sec)
   python3 - "$name" "$rate" "$BASE_RATE" "$result" "$rows" "$bytes" "$accepted" "$peak_kib" <<'PY'

@@ -16,9 +16,10 @@ from pathlib import Path
 import duckdb
 
 data, acked = Path(sys.argv[1]), sys.argv[2]
-manifest = json.loads((data / "_callwatch" / "manifest.json").read_text())
+# Every node's manifest (one collector here).
+manifests = [json.loads(m.read_text()) for m in (data / "_callwatch" / "nodes").glob("*/manifest.json")]
 files = {"spans": [], "calls": []}
-for segment in manifest["segments"]:
+for segment in (s for manifest in manifests for s in manifest["segments"]):
     files[segment.get("table", "spans")].append(str(data / segment["path"]))
 db = duckdb.connect()
 db.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet({files['spans']!r})")

@@ -160,6 +160,10 @@ pub struct ServeArgs {
     /// --config. The WAL and the halves waiting to be paired stay in --data-dir.
     #[arg(long, env = "CALLWATCH_STORAGE")]
     pub storage: Option<String>,
+    /// This collector's name among those writing one bucket (letters, digits, '_' and '-').
+    /// Default: the name kept in --data-dir, made up the first time.
+    #[arg(long, env = "CALLWATCH_NODE_ID")]
+    pub node_id: Option<String>,
     /// OTLP/gRPC listen address.
     #[arg(long, env = "CALLWATCH_OTLP_GRPC", default_value = DEFAULT_OTLP_GRPC)]
     pub otlp_grpc: SocketAddr,

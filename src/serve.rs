@@ -269,7 +269,12 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         "HTTP",
     );
     ready.store(true, Ordering::Relaxed);
-    tracing::info!(data_dir = %args.data_dir.display(), segments = %segments_at, "callwatch is serving");
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        segments = %segments_at,
+        node = store.node_id(),
+        "callwatch is serving"
+    );
     Ok(Running {
         grpc: grpc_addr,
         http: http_addr,
@@ -318,6 +323,7 @@ pub fn announce(line: &str) {
 fn store_config(args: &ServeArgs, segments: Option<SegmentLocation>) -> StoreConfig {
     StoreConfig {
         segments,
+        node_id: args.node_id.clone(),
         fsync: match args.wal_fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Never => FsyncPolicy::Never,

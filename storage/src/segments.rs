@@ -2,10 +2,15 @@
 //!
 //! A segment holds the rows of one table for one UTC hour at
 //! `<table>/dt=YYYY-MM-DD/hr=HH/<id>.parquet` (Hive-style, so DuckDB and pyarrow read the tree
-//! as one table): spans sorted by trace id then start time, calls by start time. The manifest
-//! at `_callwatch/manifest.json` lists the committed segments, the last WAL sequence number
-//! they contain and the call pairer's state as of that number; a file it does not list is a
-//! leftover of a crash and is deleted on start.
+//! as one table): spans sorted by trace id then start time, calls by start time.
+//!
+//! Each node (a collector with its own data directory) writes files named with its node id
+//! and its own manifest, `_callwatch/nodes/<node>/manifest.json`, so that several nodes can
+//! share one bucket without two writers ever contending for one object. The manifest lists
+//! the node's committed segments, the last WAL sequence number they contain and the call
+//! pairer's state as of that number; a file of the node that it does not list is a leftover
+//! of a crash and is deleted on start. A bucket written before node ids had one manifest,
+//! `_callwatch/manifest.json`: the first node to start on it takes it over, with its files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +38,9 @@ use crate::location::SegmentLocation;
 use crate::schema;
 
 const PENDING_PREFIX: &str = "_callwatch/pending";
-const MANIFEST_PATH: &str = "_callwatch/manifest.json";
+const NODES_PREFIX: &str = "_callwatch/nodes";
+/// The one manifest of a bucket written before node ids.
+const LEGACY_MANIFEST_PATH: &str = "_callwatch/manifest.json";
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Rows per Parquet row group: small enough that min/max on the sorted `trace_id` prunes well.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -129,30 +136,57 @@ pub struct SegmentStore {
     local_root: Option<PathBuf>,
     local: Arc<dyn ObjectStore>,
     local_dir: PathBuf,
+    node: String,
+    manifest_path: String,
+    /// Whether segments are in the data directory itself, where every file is this node's.
+    in_data_dir: bool,
     zstd_level: i32,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn segment_id() -> String {
+/// `<time>-<node>-<pid>-<counter>`: time first so names sort by age; the node tells whose
+/// file it is; pid and counter keep names of one node's writers apart.
+fn file_id(node: &str) -> String {
     let now = Utc::now();
     let counter = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    // Time first so names sort by age; pid and counter keep names from two writers apart.
     format!(
-        "{}-{:08x}-{counter:06}",
+        "{}-{node}-{:08x}-{counter:06}",
         now.format("%Y%m%dT%H%M%S%.6f"),
         std::process::id()
     )
 }
 
+/// The node whose file `path` is, or `None` for a name from before node ids.
+fn node_of(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next()?;
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    let mut parts = stem.rsplitn(3, '-');
+    let (_counter, _pid, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_time, node) = rest.split_once('-')?;
+    Some(node)
+}
+
+/// Whether `node` can name a node: letters, digits, `_` and `-`, at most 64.
+pub fn valid_node_id(node: &str) -> bool {
+    !node.is_empty()
+        && node.len() <= 64
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl SegmentStore {
-    /// Segments at `location`, waiting halves in `data_dir`.
-    pub fn new(location: SegmentLocation, data_dir: &Path) -> Result<Self> {
+    /// The segments of `node` at `location`, its waiting halves in `data_dir`.
+    pub fn new(location: SegmentLocation, data_dir: &Path, node: &str) -> Result<Self> {
         Ok(Self {
+            in_data_dir: location.local_root.as_deref() == Some(data_dir),
             objects: location.objects,
             local_root: location.local_root,
             local: Arc::new(LocalFileSystem::new_with_prefix(data_dir)?),
             local_dir: data_dir.to_path_buf(),
+            node: node.to_string(),
+            manifest_path: format!("{NODES_PREFIX}/{node}/manifest.json"),
             zstd_level: 3,
         })
     }
@@ -162,26 +196,43 @@ impl SegmentStore {
         self.objects.clone()
     }
 
+    /// This node's manifest; on a bucket written before node ids, the one manifest there,
+    /// which this node takes over (saved as its own, the old one deleted).
     pub async fn load_manifest(&self) -> Result<Manifest> {
-        match self.objects.get(&ObjectPath::from(MANIFEST_PATH)).await {
-            Ok(result) => {
-                let bytes = result.bytes().await?;
-                let manifest: Manifest = serde_json::from_slice(&bytes)?;
-                if manifest.schema_version != schema::SCHEMA_VERSION {
-                    return Err(StoreError::Corrupt(format!(
-                        "manifest has schema version {}, this build reads {}",
-                        manifest.schema_version,
-                        schema::SCHEMA_VERSION
-                    )));
-                }
-                Ok(manifest)
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(Manifest {
+        if let Some(manifest) = self.read_manifest(&self.manifest_path).await? {
+            return Ok(manifest);
+        }
+        let Some(manifest) = self.read_manifest(LEGACY_MANIFEST_PATH).await? else {
+            return Ok(Manifest {
                 schema_version: schema::SCHEMA_VERSION,
                 ..Manifest::default()
-            }),
-            Err(error) => Err(error.into()),
+            });
+        };
+        tracing::info!(
+            node = %self.node,
+            segments = manifest.segments.len(),
+            "taking over the manifest of a bucket written before node ids"
+        );
+        self.save_manifest(&manifest).await?;
+        delete_quietly(&self.objects, LEGACY_MANIFEST_PATH).await?;
+        Ok(manifest)
+    }
+
+    async fn read_manifest(&self, path: &str) -> Result<Option<Manifest>> {
+        let bytes = match self.objects.get(&ObjectPath::from(path)).await {
+            Ok(result) => result.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        if manifest.schema_version != schema::SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "{path} has schema version {}, this build reads {}",
+                manifest.schema_version,
+                schema::SCHEMA_VERSION
+            )));
         }
+        Ok(Some(manifest))
     }
 
     /// Replaces the manifest atomically (object stores replace whole objects).
@@ -190,27 +241,34 @@ impl SegmentStore {
         put_durable(
             &self.objects,
             self.local_root.as_deref(),
-            MANIFEST_PATH,
+            &self.manifest_path,
             Bytes::from(bytes),
         )
         .await
     }
 
-    /// Deletes segment and pending-state files that the manifest does not list.
+    /// Deletes this node's segment files that its manifest does not list, and the
+    /// pending-state files (all this node's: they are in its data directory) it does not
+    /// name. In a bucket, a file not named by a node (from before node ids) is the node's
+    /// only while its manifest lists such files (it took over the bucket's old manifest):
+    /// other nodes never touch them.
     pub async fn remove_orphans(&self, manifest: &Manifest) -> Result<usize> {
         let mut listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.path.as_str()).collect();
         listed.extend(manifest.pending.as_deref());
+        let owns_unnamed = manifest.segments.iter().any(|s| node_of(&s.path).is_none());
         let mut removed = 0;
         let places = Table::ALL
-            .map(|table| (&self.objects, table.name()))
+            .map(|table| (&self.objects, table.name(), self.in_data_dir))
             .into_iter()
-            .chain([(&self.local, PENDING_PREFIX)]);
-        for (objects, prefix) in places {
+            .chain([(&self.local, PENDING_PREFIX, true)]);
+        for (objects, prefix, all_mine) in places {
             let prefix = ObjectPath::from(prefix);
             let found: Vec<_> = objects.list(Some(&prefix)).try_collect().await?;
             for object in found {
-                if !listed.contains(object.location.as_ref()) {
+                let path = object.location.as_ref();
+                let mine = all_mine || node_of(path).map_or(owns_unnamed, |node| node == self.node);
+                if mine && !listed.contains(path) {
                     tracing::warn!(path = %object.location, "removing a file not in the manifest");
                     objects.delete(&object.location).await?;
                     removed += 1;
@@ -223,7 +281,7 @@ impl SegmentStore {
     /// Writes the call pairer's state into the data directory; returns its path for the
     /// manifest.
     pub async fn write_pending(&self, bytes: Vec<u8>) -> Result<String> {
-        let path = format!("{PENDING_PREFIX}/{}.bin", segment_id());
+        let path = format!("{PENDING_PREFIX}/{}.bin", file_id(&self.node));
         put_durable(
             &self.local,
             Some(&self.local_dir),
@@ -251,8 +309,10 @@ impl SegmentStore {
     /// Sorts `batches` of `table` and writes one segment per UTC hour of their start times.
     pub async fn write(&self, table: Table, batches: Vec<RecordBatch>) -> Result<Vec<SegmentMeta>> {
         let level = self.zstd_level;
+        let node = self.node.clone();
         let encoded =
-            tokio::task::spawn_blocking(move || encode_segments(table, &batches, level)).await??;
+            tokio::task::spawn_blocking(move || encode_segments(table, &batches, level, &node))
+                .await??;
         let mut metas = Vec::with_capacity(encoded.len());
         for (meta, bytes) in encoded {
             put_durable(&self.objects, self.local_root.as_deref(), &meta.path, bytes).await?;
@@ -378,6 +438,7 @@ fn encode_segments(
     table: Table,
     batches: &[RecordBatch],
     zstd_level: i32,
+    node: &str,
 ) -> Result<Vec<(SegmentMeta, Bytes)>> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut keys = Vec::with_capacity(total);
@@ -407,7 +468,7 @@ fn encode_segments(
     keys.sort_unstable_by_key(|k| (k.hour, k.trace, k.start));
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     keys.chunk_by(|a, b| a.hour == b.hour)
-        .map(|rows| encode_one(table, &sources, rows, zstd_level))
+        .map(|rows| encode_one(table, &sources, rows, zstd_level, node))
         .collect()
 }
 fn writer_properties(table: Table, zstd_level: i32, rows: usize) -> Result<WriterProperties> {
@@ -500,6 +561,7 @@ fn encode_one(
     sources: &[&RecordBatch],
     rows: &[RowKey],
     zstd_level: i32,
+    node: &str,
 ) -> Result<(SegmentMeta, Bytes)> {
     let hour = rows[0].hour;
     let props = writer_properties(table, zstd_level, rows.len())?;
@@ -519,7 +581,7 @@ fn encode_one(
         table.name(),
         hour_start.format("%Y-%m-%d"),
         hour_start.format("%H"),
-        segment_id()
+        file_id(node)
     );
     let meta = SegmentMeta {
         table,
@@ -531,4 +593,27 @@ fn encode_one(
         max_start_ns: rows.iter().map(|k| k.start).max().unwrap_or_default(),
     };
     Ok((meta, Bytes::from(buffer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_tells_its_node() {
+        let name = |node: &str| format!("spans/dt=2026-11-27/hr=08/{}.parquet", file_id(node));
+        assert_eq!(node_of(&name("node-3f2a")), Some("node-3f2a"));
+        assert_eq!(node_of(&name("a")), Some("a"));
+        assert_eq!(
+            node_of("_callwatch/pending/20261127T080000.123456-b-0000002a-000007.bin"),
+            Some("b")
+        );
+        // Named before node ids.
+        assert_eq!(
+            node_of("spans/dt=2026-11-27/hr=08/20261127T080000.123456-0000046f-000005.parquet"),
+            None
+        );
+        assert!(valid_node_id("collector-2_eu") && !valid_node_id("a/b"));
+        assert!(!valid_node_id("") && !valid_node_id(&"x".repeat(65)));
+    }
 }

@@ -80,6 +80,9 @@ pub struct StoreConfig {
     /// Where segments and the manifest go; `None`: the data directory. The WAL and the
     /// waiting halves stay in the data directory.
     pub segments: Option<SegmentLocation>,
+    /// This node's name among those writing one bucket; `None`: the one kept in the data
+    /// directory, made up when it has none.
+    pub node_id: Option<String>,
 }
 
 impl StoreConfig {
@@ -98,6 +101,7 @@ impl StoreConfig {
             delete_grace: Duration::from_secs(120),
             derive_interval: Duration::from_millis(250),
             segments: None,
+            node_id: None,
         }
     }
 }
@@ -203,6 +207,7 @@ struct Shared {
     retired: Mutex<Vec<(SegmentMeta, Instant)>>,
     metrics: StoreMetrics,
     catalog: Catalog,
+    node: String,
     /// Checkpoints between the deriver and the flushes. Taken after `tables` when both are
     /// held; the deriver never holds it while it takes another lock.
     checkpoints: Mutex<Checkpoints>,
@@ -339,6 +344,59 @@ impl std::fmt::Debug for Store {
 /// Most batches one group commit takes at once.
 const MAX_GROUP: usize = 512;
 
+/// The file in the data directory that names its node.
+const NODE_ID_FILE: &str = "node-id";
+
+/// The node this data directory belongs to: the one it names, made up (and kept) the first
+/// time. A data directory stays one node's: its WAL follows that node's manifest, so another
+/// `wanted` id is refused rather than flushing the WAL a second time under a new name.
+fn node_id(data_dir: &std::path::Path, wanted: Option<&str>) -> Result<String> {
+    if let Some(wanted) = wanted
+        && !crate::segments::valid_node_id(wanted)
+    {
+        return Err(StoreError::Config(format!(
+            "node id {wanted:?}: use letters, digits, '_' and '-', at most 64"
+        )));
+    }
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let kept = text.trim();
+            if !crate::segments::valid_node_id(kept) {
+                return Err(StoreError::Corrupt(format!(
+                    "{} does not hold a node id",
+                    path.display()
+                )));
+            }
+            match wanted {
+                Some(wanted) if wanted != kept => Err(StoreError::Config(format!(
+                    "{} belongs to node {kept:?}, not {wanted:?}",
+                    data_dir.display()
+                ))),
+                _ => Ok(kept.to_string()),
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let node = match wanted {
+                Some(wanted) => wanted.to_string(),
+                None => {
+                    use std::hash::BuildHasher;
+                    let random = std::collections::hash_map::RandomState::new()
+                        .hash_one((std::process::id(), Instant::now()));
+                    format!("node-{:012x}", random & 0xffff_ffff_ffff)
+                }
+            };
+            let temporary = path.with_extension("tmp");
+            std::fs::write(&temporary, format!("{node}\n"))?;
+            File::open(&temporary)?.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            crate::wal::sync_dir(data_dir)?;
+            Ok(node)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `config.data_dir` without a call deriver: the
     /// `calls` table stays as the last flush left it.
@@ -365,7 +423,8 @@ impl Store {
             Some(location) => location.clone(),
             None => SegmentLocation::local(&config.data_dir)?,
         };
-        let segments = SegmentStore::new(location, &config.data_dir)?;
+        let node = node_id(&config.data_dir, config.node_id.as_deref())?;
+        let segments = SegmentStore::new(location, &config.data_dir, &node)?;
         let manifest = segments.load_manifest().await?;
         segments.remove_orphans(&manifest).await?;
         if let (Some(deriver), Some(path)) = (deriver.as_mut(), manifest.pending.as_deref()) {
@@ -437,6 +496,7 @@ impl Store {
             retired: Mutex::new(Vec::new()),
             metrics: StoreMetrics::default(),
             checkpoints: Mutex::new(Checkpoints::default()),
+            node,
             derive_bytes: AtomicUsize::new(0),
             accounts: Mutex::new(Vec::new()),
             _dir_lock: dir_lock,
@@ -473,6 +533,11 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.shared.config
+    }
+
+    /// This node's name among those writing one bucket.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
     }
 
     /// What services report of themselves (namespaces, consumer groups), learned at ingest.

@@ -465,3 +465,111 @@ async fn a_flush_writes_what_a_deriver_far_behind_has_taken_and_the_rest_is_repl
     assert_eq!(stored_ids(&store).await, expected_ids(0..600));
     store.close().await.unwrap();
 }
+
+fn on_bucket(data: &std::path::Path, bucket: &std::path::Path, node: &str) -> StoreConfig {
+    StoreConfig {
+        segments: Some(SegmentLocation::local(bucket).unwrap()),
+        node_id: Some(node.into()),
+        ..config(data)
+    }
+}
+
+/// A file in `bucket` named as `node` names its segments, listed in no manifest.
+fn leftover(bucket: &std::path::Path, node: &str) -> std::path::PathBuf {
+    let dir = bucket.join("spans/dt=2026-01-01/hr=00");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "20260101T000000.000000-{node}-00000001-000001.parquet"
+    ));
+    std::fs::write(&path, b"left by a crash").unwrap();
+    path
+}
+
+#[tokio::test]
+async fn nodes_sharing_a_bucket_never_touch_each_others_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let a = Store::open(on_bucket(&dir.path().join("a"), &bucket, "a"))
+        .await
+        .unwrap();
+    a.append(spans(0, 10, now_ns())).await.unwrap();
+    a.flush().await.unwrap();
+    let left_by_a = leftover(&bucket, "a");
+    let left_by_b = leftover(&bucket, "node-b");
+
+    // b starts on the same bucket: it removes its own leftover only.
+    let b = Store::open(on_bucket(&dir.path().join("b"), &bucket, "node-b"))
+        .await
+        .unwrap();
+    assert!(!left_by_b.exists());
+    assert!(left_by_a.exists());
+    b.append(spans(100, 5, now_ns())).await.unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(stored_ids(&b).await, expected_ids(100..105));
+    for node in ["a", "node-b"] {
+        assert!(
+            bucket
+                .join(format!("_callwatch/nodes/{node}/manifest.json"))
+                .exists()
+        );
+    }
+
+    // a starts again: its leftover goes, b's segments stay.
+    drop(a);
+    let a = Store::open(on_bucket(&dir.path().join("a"), &bucket, "a"))
+        .await
+        .unwrap();
+    assert!(!left_by_a.exists());
+    assert_eq!(stored_ids(&a).await, expected_ids(0..10));
+    assert_eq!(stored_ids(&b).await, expected_ids(100..105));
+}
+
+#[tokio::test]
+async fn a_bucket_from_before_node_ids_is_taken_over_by_the_first_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let old = Store::open(on_bucket(&dir.path().join("old"), &bucket, "old"))
+        .await
+        .unwrap();
+    old.append(spans(0, 10, now_ns())).await.unwrap();
+    old.close().await.unwrap();
+    drop(old);
+    // What an older version left: one manifest for the bucket.
+    std::fs::rename(
+        bucket.join("_callwatch/nodes/old/manifest.json"),
+        bucket.join("_callwatch/manifest.json"),
+    )
+    .unwrap();
+
+    let new = Store::open(on_bucket(&dir.path().join("new"), &bucket, "new"))
+        .await
+        .unwrap();
+    assert_eq!(stored_ids(&new).await, expected_ids(0..10));
+    assert!(!bucket.join("_callwatch/manifest.json").exists());
+    assert!(bucket.join("_callwatch/nodes/new/manifest.json").exists());
+}
+
+#[tokio::test]
+async fn a_data_directory_keeps_its_node_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let made_up = store.node_id().to_string();
+    assert!(made_up.starts_with("node-"), "{made_up}");
+    drop(store);
+    let again = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(again.node_id(), made_up);
+    drop(again);
+    let same = StoreConfig {
+        node_id: Some(made_up.clone()),
+        ..config(dir.path())
+    };
+    drop(Store::open(same).await.unwrap());
+    for other in ["other", "no/slash", ""] {
+        let config = StoreConfig {
+            node_id: Some(other.into()),
+            ..config(dir.path())
+        };
+        let error = Store::open(config).await.unwrap_err().to_string();
+        assert!(error.contains("node"), "{other:?}: {error}");
+    }
+}
