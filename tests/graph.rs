@@ -64,7 +64,7 @@ pub(crate) async fn get(server: &Server, path: &str) -> Value {
 }
 
 /// The graph once it holds `calls` calls in all (pairing runs beside ingest).
-async fn graph_with(server: &Server, calls: u64) -> Value {
+pub(crate) async fn graph_with(server: &Server, calls: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let graph = get(server, &format!("/api/v1/graph?{}", window())).await;

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::common::requests::{hex, numbered_span, request};
 use crate::common::samples::{recorded_spans, sample};
 use crate::common::{Server, metric, sql};
+use crate::graph::{CLIENT, MS, SERVER, edge, graph_with, span};
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3");
 
@@ -319,4 +320,87 @@ async fn a_bucket_away_for_30_s_loses_nothing() {
         stored.into_iter().map(String::from).collect::<HashSet<_>>(),
         acked
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_bucket_each_answer_for_both() {
+    let Some(s3) = S3::start(&["shared"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path(), "shared/callwatch");
+    let start = |data: &str, node: &str| {
+        Server::start(
+            &dir.path().join(data),
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--flush-interval",
+                "1s",
+                "--node-id",
+                node,
+            ],
+        )
+    };
+    let first = start("one", "collector-1");
+    let second = start("two", "collector-2");
+    let spans_of = |sender: u32| (0..100).map(move |i| numbered_span(sender, 0, i)).collect();
+    first.post_spans("order-service", spans_of(1)).await;
+    second.post_spans("payment-service", spans_of(2)).await;
+    // And one call each, both of its halves sent to one collector.
+    let t0 = crate::common::requests::now_ns() - 60_000 * MS;
+    for (server, n, client, callee) in [
+        (&first, 1_u64, "frontend", "orders"),
+        (&second, 2, "billing", "ledger"),
+    ] {
+        let trace = u128::from(0x30 + n) << 120;
+        let client_half = span(trace, 10 * n + 1, Some(9), CLIENT, t0, 10 * MS, vec![]);
+        let server_half = span(
+            trace,
+            10 * n + 2,
+            Some(10 * n + 1),
+            SERVER,
+            t0 + MS,
+            8 * MS,
+            vec![],
+        );
+        server.post_spans(client, vec![client_half]).await;
+        server.post_spans(callee, vec![server_half]).await;
+    }
+    // Each flushes its own and reads the other's manifest every flush interval.
+    for server in [&first, &second] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = sql_rows(
+                server,
+                "SELECT service_name, count(*) FROM spans WHERE service_name LIKE '%-service' GROUP BY 1 ORDER BY 1",
+            )
+            .await;
+            if rows
+                == serde_json::json!([["order-service", 100], ["payment-service", 100]])
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "one collector never saw the other's spans: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The root spans are calls from `user`: 100 + 100, and the two calls.
+        let graph = graph_with(server, 202).await;
+        assert_eq!(edge(&graph, "user", "order-service")["calls"], 100);
+        assert_eq!(edge(&graph, "user", "payment-service")["calls"], 100);
+        assert_eq!(edge(&graph, "frontend", "orders")["calls"], 1);
+        assert_eq!(edge(&graph, "billing", "ledger")["calls"], 1);
+    }
+    assert!(first.stop().success());
+    assert!(second.stop().success());
+    let bucket = s3.read("shared/callwatch");
+    let stored = bucket["span_ids"].as_array().unwrap();
+    let distinct: HashSet<&str> = stored.iter().map(|id| id.as_str().unwrap()).collect();
+    assert_eq!((stored.len(), distinct.len()), (204, 204));
 }

@@ -218,6 +218,25 @@ impl SegmentStore {
         Ok(manifest)
     }
 
+    /// The segments in the manifests of every other node writing this bucket.
+    pub async fn other_nodes_segments(&self) -> Result<Vec<SegmentMeta>> {
+        let listed = self
+            .objects
+            .list_with_delimiter(Some(&ObjectPath::from(NODES_PREFIX)))
+            .await?;
+        let mut segments = Vec::new();
+        for node_dir in listed.common_prefixes {
+            if node_dir.filename() == Some(self.node.as_str()) {
+                continue;
+            }
+            let path = format!("{node_dir}/manifest.json");
+            if let Some(manifest) = self.read_manifest(&path).await? {
+                segments.extend(manifest.segments);
+            }
+        }
+        Ok(segments)
+    }
+
     async fn read_manifest(&self, path: &str) -> Result<Option<Manifest>> {
         let bytes = match self.objects.get(&ObjectPath::from(path)).await {
             Ok(result) => result.bytes().await?,

@@ -174,8 +174,11 @@ struct Tables {
     hot_bytes: usize,
     hot_calls: Vec<HotCalls>,
     next_hot_calls_id: u64,
-    /// Segments of every table.
+    /// Segments of every table, this node's (as its manifest lists them).
     segments: Vec<SegmentMeta>,
+    /// Segments of the other nodes writing the same bucket, as their manifests listed them
+    /// when last read: readers see them too.
+    others: Vec<SegmentMeta>,
     call_origins: Arc<HashMap<String, Vec<Origin>>>,
     /// Readers of every calls batch the deriver publishes.
     calls_subscribers: Vec<std::sync::mpsc::Sender<RecordBatch>>,
@@ -447,6 +450,7 @@ impl Store {
 
         let mut tables = Tables {
             segments: manifest.segments.clone(),
+            others: segments.other_nodes_segments().await?,
             ..Tables::default()
         };
         for wal::Replayed { seq, batch, bytes } in replay.batches {
@@ -993,8 +997,20 @@ impl Store {
                 if let Err(error) = store.shared.catalog.persist() {
                     tracing::warn!(%error, "writing the catalog of services failed");
                 }
+                if let Err(error) = store.read_other_nodes().await {
+                    tracing::warn!(%error, "reading the other nodes' manifests failed");
+                }
             }
         });
+    }
+
+    /// Reads the manifests of the other nodes writing this bucket again: their segments
+    /// are read with this node's. Their files are deleted only after the grace period, so a
+    /// query that listed one just before still reads it.
+    pub async fn read_other_nodes(&self) -> Result<()> {
+        let others = self.shared.segments.other_nodes_segments().await?;
+        self.shared.tables.lock().expect("not poisoned").others = others;
+        Ok(())
     }
 
     /// Stops taking appends, lets the WAL writer finish what it has and the deriver take
@@ -1328,6 +1344,7 @@ fn snapshot_of(tables: &Tables) -> Snapshot {
         tables
             .segments
             .iter()
+            .chain(&tables.others)
             .filter(|s| s.table == table)
             .cloned()
             .collect()

@@ -6,10 +6,14 @@ Creates the buckets, prints the port, then takes commands on stdin, answering `o
 `down` stops answering (the bucket goes away), `up` answers again on the same port with the
 same objects. Ends when stdin closes.
 """
+import logging
 import sys
 import urllib.request
 
 from moto.server import ThreadedMotoServer
+
+# One line per request would bury the tests' output.
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 
 def start(port):

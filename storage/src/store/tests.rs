@@ -485,8 +485,16 @@ fn leftover(bucket: &std::path::Path, node: &str) -> std::path::PathBuf {
     path
 }
 
+/// Span ids `a..b` and `c..d`, sorted.
+fn ids_of(first: std::ops::Range<u64>, second: std::ops::Range<u64>) -> Vec<String> {
+    let mut ids = expected_ids(first);
+    ids.extend(expected_ids(second));
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
-async fn nodes_sharing_a_bucket_never_touch_each_others_files() {
+async fn nodes_sharing_a_bucket_read_each_others_segments_and_never_touch_their_files() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path().join("bucket");
     let a = Store::open(on_bucket(&dir.path().join("a"), &bucket, "a"))
@@ -505,7 +513,11 @@ async fn nodes_sharing_a_bucket_never_touch_each_others_files() {
     assert!(left_by_a.exists());
     b.append(spans(100, 5, now_ns())).await.unwrap();
     b.flush().await.unwrap();
-    assert_eq!(stored_ids(&b).await, expected_ids(100..105));
+    // b read a's manifest when it started; a reads b's when it reads the others again.
+    assert_eq!(stored_ids(&b).await, ids_of(0..10, 100..105));
+    assert_eq!(stored_ids(&a).await, expected_ids(0..10));
+    a.read_other_nodes().await.unwrap();
+    assert_eq!(stored_ids(&a).await, ids_of(0..10, 100..105));
     for node in ["a", "node-b"] {
         assert!(
             bucket
@@ -520,8 +532,15 @@ async fn nodes_sharing_a_bucket_never_touch_each_others_files() {
         .await
         .unwrap();
     assert!(!left_by_a.exists());
-    assert_eq!(stored_ids(&a).await, expected_ids(0..10));
-    assert_eq!(stored_ids(&b).await, expected_ids(100..105));
+    assert_eq!(stored_ids(&a).await, ids_of(0..10, 100..105));
+    assert_eq!(stored_ids(&b).await, ids_of(0..10, 100..105));
+    // Each manifest lists its own node's segments only.
+    let manifest = |node: &str| {
+        std::fs::read_to_string(bucket.join(format!("_callwatch/nodes/{node}/manifest.json")))
+            .unwrap()
+    };
+    assert!(manifest("a").contains("-a-") && !manifest("a").contains("-node-b-"));
+    assert!(manifest("node-b").contains("-node-b-") && !manifest("node-b").contains("-a-"));
 }
 
 #[tokio::test]
