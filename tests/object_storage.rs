@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::common::requests::{hex, numbered_span, request};
 use crate::common::samples::{recorded_spans, sample};
-use crate::common::{Server, metric, sql};
+use crate::common::{Server, metric, python_json, sql};
 use crate::graph::{CLIENT, MS, SERVER, edge, graph_with, span};
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3");
@@ -110,18 +110,8 @@ impl S3 {
 
     /// Span ids, partitions and calls under `s3://ROOT`, as pyarrow reads them.
     fn read(&self, root: &str) -> Value {
-        let output = Command::new("python3")
-            .arg(format!("{SCRIPTS}/read_bucket.py"))
-            .arg(self.port.to_string())
-            .arg(root)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
+        let script = Path::new(SCRIPTS).join("read_bucket.py");
+        python_json(&script, &[&self.port.to_string(), root])
     }
 }
 

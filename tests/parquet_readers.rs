@@ -2,10 +2,11 @@
 //! Needs python3 with `pyarrow` and `duckdb` (installed by `.ci/run`); under CI=true a missing
 //! one fails the test instead of skipping it.
 
+use std::path::Path;
 use std::process::Command;
 
-use crate::common::Server;
 use crate::common::requests::numbered_span;
+use crate::common::{Server, python_json};
 
 fn python_has_readers() -> bool {
     Command::new("python3")
@@ -35,20 +36,11 @@ async fn pyarrow_and_duckdb_read_the_segments() {
     let day_after = chrono::Utc::now().format("%Y-%m-%d").to_string();
     server.stop();
 
-    let output = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/readers/read_segments.py"
-        ))
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/readers/read_segments.py"
     );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = python_json(Path::new(script), &[data.to_str().unwrap()]);
     assert_eq!(seen["pyarrow_rows"], 300);
     assert_eq!(seen["duckdb_rows"], 300);
     assert_eq!(seen["duckdb_distinct_span_ids"], 300);

@@ -261,6 +261,23 @@ pub async fn sql(server: &Server, accept: &str, query: &str) -> reqwest::Respons
         .unwrap()
 }
 
+/// Runs `python3 SCRIPT ARGS...` (a reader in `tests/`) to completion; returns the JSON it
+/// prints, failing on a non-zero exit.
+pub fn python_json(script: &Path, args: &[&str]) -> serde_json::Value {
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Runs `callwatch ARGS...` to completion; returns its stdout, failing on a non-zero exit.
 pub fn callwatch(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_callwatch"))
