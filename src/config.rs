@@ -36,6 +36,32 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run one SQL query against a running server or a data directory; print a table.
     Sql(SqlArgs),
+    /// Manage the segments several collectors keep in one bucket.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Make the segments of a node that is gone for good this data directory's node's: its
+    /// compaction and retention take care of them from then on. The collector of this data
+    /// directory must be stopped; one still running as NODE refuses to start afterwards.
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The node whose segments to take.
+    pub node: String,
+    /// The data directory of the node that takes them.
+    #[arg(long, env = "CALLWATCH_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Where the segments are, as `serve --storage`.
+    #[arg(long, env = "CALLWATCH_STORAGE")]
+    pub storage: Option<String>,
+    /// The config file whose [storage] section gives the bucket and its options.
+    #[arg(long, env = "CALLWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +116,10 @@ impl TokenFile {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Send to this OTLP/gRPC endpoint (e.g. http://127.0.0.1:4317) instead of starting an
-    /// embedded server.
-    #[arg(long, env = "CALLWATCH_SEND_TO")]
-    pub send_to: Option<String>,
+    /// embedded server. Several (repeated or comma-separated): each span goes to the one its
+    /// trace id picks, as the OpenTelemetry Collector's loadbalancing exporter routes.
+    #[arg(long, env = "CALLWATCH_SEND_TO", value_delimiter = ',')]
+    pub send_to: Vec<String>,
     /// Stop after this long (default: run until stopped). With --record: the length of the
     /// recording (default 60s).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -127,9 +154,15 @@ pub struct DemoArgs {
 pub struct ReplayArgs {
     /// A recording: one OTLP/JSON ExportTraceServiceRequest per line.
     pub file: PathBuf,
-    /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317.
-    #[arg(long, env = "CALLWATCH_SEND_TO")]
-    pub send_to: String,
+    /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317. Several (repeated or
+    /// comma-separated): each span goes to the one its trace id picks.
+    #[arg(
+        long,
+        env = "CALLWATCH_SEND_TO",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub send_to: Vec<String>,
     #[command(flatten)]
     pub token: TokenFile,
 }
@@ -139,6 +172,19 @@ pub struct SinkArgs {
     /// OTLP/gRPC listen address.
     #[arg(long, env = "CALLWATCH_OTLP_GRPC", default_value = DEFAULT_OTLP_GRPC)]
     pub otlp_grpc: SocketAddr,
+}
+
+/// What a `serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Everything: OTLP ingest, the WAL, pairing and flushes, the dashboard and every API.
+    All,
+    /// OTLP ingest, the WAL, pairing and flushes; on --http only /healthz, /readyz and
+    /// /metrics.
+    Ingest,
+    /// The dashboard, every HTTP API, /metrics, --pg and `callwatch sql --server` over
+    /// what the bucket holds; no OTLP listeners and no WAL.
+    Query,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +210,13 @@ pub struct ServeArgs {
     /// Default: the name kept in --data-dir, made up the first time.
     #[arg(long, env = "CALLWATCH_NODE_ID")]
     pub node_id: Option<String>,
+    /// What this process does: all (one binary), ingest (collector only) or query
+    /// (dashboard and APIs over --storage, stateless).
+    #[arg(long, env = "CALLWATCH_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// How often the other nodes' manifests in --storage are read again (at most 60s).
+    #[arg(long, env = "CALLWATCH_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_refresh_interval)]
+    pub refresh_interval: Duration,
     /// OTLP/gRPC listen address.
     #[arg(long, env = "CALLWATCH_OTLP_GRPC", default_value = DEFAULT_OTLP_GRPC)]
     pub otlp_grpc: SocketAddr,
@@ -189,7 +242,8 @@ pub struct ServeArgs {
     /// Largest export request body, after decompression (e.g. 16MiB).
     #[arg(long, env = "CALLWATCH_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub max_message_size: usize,
-    /// Write hot spans to Parquet at least this often.
+    /// Write hot spans to Parquet at least this often. On a query node: the collectors'
+    /// interval, which its breakers wait out (calls come a segment at a time).
     #[arg(long, env = "CALLWATCH_FLUSH_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
     /// ...and as soon as this many spans are in memory.
@@ -385,9 +439,17 @@ pub struct HealthArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317.
-    #[arg(long, env = "CALLWATCH_SEND_TO")]
-    pub send_to: String,
+    /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317. Several (repeated or
+    /// comma-separated): each request is split by trace id over them, as the OpenTelemetry
+    /// Collector's loadbalancing exporter routes (which costs the generator a decode and
+    /// encode per request).
+    #[arg(
+        long,
+        env = "CALLWATCH_SEND_TO",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub send_to: Vec<String>,
     /// How long to send.
     #[arg(long, env = "CALLWATCH_LOAD_DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -428,6 +490,19 @@ pub struct LoadArgs {
 }
 
 /// `512`, `64KiB`, `16MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
+/// A refresh interval: readers must see every flushed segment before compaction merges it.
+fn parse_refresh_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let most = callwatch_storage::MOST_REFRESH_INTERVAL;
+    if interval.is_zero() || interval > most {
+        return Err(format!(
+            "between 1ms and {}",
+            humantime::format_duration(most)
+        ));
+    }
+    Ok(interval)
+}
+
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text

@@ -21,6 +21,7 @@ use tonic::transport::Endpoint;
 
 use crate::config::LoadArgs;
 use crate::demo::{BreakerConfig, Scenario, Simulator, SimulatorConfig};
+use crate::split::Collectors;
 use callwatch_collector::OtlpClient;
 
 /// Distinct pre-encoded requests to cycle through.
@@ -45,10 +46,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         services: args.services.unwrap_or(0),
     };
     let templates = Arc::new(traffic.templates());
-    let endpoint = Endpoint::from_shared(args.send_to.clone())
-        .with_context(|| format!("{:?} is not a gRPC endpoint URL", args.send_to))?
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30));
+    let mut endpoints = Vec::with_capacity(args.send_to.len());
+    for url in &args.send_to {
+        let endpoint = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("{url:?} is not a gRPC endpoint URL"))?
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30));
+        endpoints.push((url, endpoint));
+    }
     let token = args.token.read()?;
     let logs = Logs {
         acked_ids: args.acked_ids.as_deref().map(Log::create).transpose()?,
@@ -62,14 +67,19 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let deadline = started + args.duration;
     let mut workers = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let channel = endpoint
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", args.send_to))?;
-        let mut client = OtlpClient::new(channel);
-        if let Some(token) = &token {
-            client = client.with_token(token).map_err(anyhow::Error::msg)?;
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for (url, endpoint) in &endpoints {
+            let channel = endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+            let mut client = OtlpClient::new(channel);
+            if let Some(token) = &token {
+                client = client.with_token(token).map_err(anyhow::Error::msg)?;
+            }
+            clients.push(client);
         }
+        let client = Collectors::new(clients);
         let (templates, counters, logs) = (templates.clone(), counters.clone(), logs.clone());
         // Each connection sends its share of --rate spans per second, or sends back to back.
         let pace = args
@@ -221,7 +231,7 @@ async fn resend(args: &LoadArgs, path: &std::path::Path) -> anyhow::Result<()> {
     let mut lines = text.lines();
     let traffic = Traffic::parse_header(lines.next().unwrap_or(""))?;
     let templates = traffic.templates();
-    let mut client = crate::replay::connect(&args.send_to, &args.token).await?;
+    let mut client = Collectors::connect(&args.send_to, &args.token).await?;
     let (mut requests, mut spans) = (0u64, 0u64);
     for line in lines {
         let mut fields = line.split_whitespace();
@@ -250,7 +260,7 @@ async fn resend(args: &LoadArgs, path: &std::path::Path) -> anyhow::Result<()> {
 /// Sends requests back to back until `deadline`; returns request latencies in microseconds.
 #[allow(clippy::too_many_arguments)]
 async fn send_until(
-    mut client: OtlpClient,
+    mut client: Collectors,
     templates: Arc<Vec<Template>>,
     counters: Arc<Counters>,
     deadline: Instant,
@@ -281,10 +291,8 @@ async fn send_until(
         let result = client.export_bytes(body).await;
         let elapsed = sent.elapsed();
         match result {
-            Ok(response) => {
-                let rejected = response
-                    .partial_success
-                    .map_or(0, |p| p.rejected_spans.max(0) as u64);
+            Ok(rejected) => {
+                let rejected = rejected.max(0) as u64;
                 let spans = template.spans as u64;
                 if let (Some(log), 0) = (&logs.acked_ids, rejected) {
                     log.lines(template.span_ids(salt));

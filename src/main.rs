@@ -10,7 +10,9 @@ mod platform;
 mod replay;
 mod serve;
 mod sink;
+mod split;
 mod sql;
+mod storage;
 mod tls;
 mod webhook;
 
@@ -39,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Replay(args) => runtime.block_on(replay::run(args)),
         Command::Sql(args) => runtime.block_on(sql::run(args)),
+        Command::Storage(command) => runtime.block_on(storage::run(command)),
     }
 }

@@ -6,8 +6,8 @@ use callwatch_collector::{count_spans, decode_json_request};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::config::{ReplayArgs, TokenFile};
-use callwatch_collector::OtlpClient;
+use crate::config::ReplayArgs;
+use crate::split::Collectors;
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
@@ -35,12 +35,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .as_nanos() as u64;
     let shift = now.saturating_sub(earliest);
 
-    let mut client = connect(&args.send_to, &args.token).await?;
+    let mut collectors = Collectors::connect(&args.send_to, &args.token).await?;
     let (mut sent, mut rejected) = (0, 0);
     for (index, mut request) in requests.into_iter().enumerate() {
         rebase(&mut request, shift);
         sent += count_spans(&request);
-        let response = client.export(&request).await.map_err(|status| {
+        rejected += collectors.export(&request).await.map_err(|status| {
             anyhow::anyhow!(
                 "request {} refused: {} {}",
                 index + 1,
@@ -48,12 +48,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 status.message()
             )
         })?;
-        rejected += response.partial_success.map_or(0, |p| p.rejected_spans);
     }
     println!(
         "replayed {sent} spans from {} to {}: {} accepted, {rejected} rejected",
         args.file.display(),
-        args.send_to,
+        args.send_to.join(", "),
         sent as i64 - rejected
     );
     Ok(())
@@ -80,16 +79,5 @@ fn rebase(request: &mut ExportTraceServiceRequest, shift_ns: u64) {
         for event in &mut span.events {
             event.time_unix_nano = event.time_unix_nano.saturating_add(shift_ns);
         }
-    }
-}
-
-/// An OTLP/gRPC client of `send_to`, sending the token of `token` if one is given.
-pub async fn connect(send_to: &str, token: &TokenFile) -> anyhow::Result<OtlpClient> {
-    let client = OtlpClient::connect(send_to)
-        .await
-        .with_context(|| format!("connecting to {send_to}"))?;
-    match token.read()? {
-        Some(token) => client.with_token(&token).map_err(anyhow::Error::msg),
-        None => Ok(client),
     }
 }

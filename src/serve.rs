@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Fsync, Listener as TlsListener, ServeArgs, TlsArgs};
+use crate::config::{Fsync, Listener as TlsListener, Role, ServeArgs, TlsArgs};
 use crate::config_file::ConfigFile;
 use crate::listener::{self, ConnectionLimits};
 use crate::tls::Tls;
@@ -37,7 +37,8 @@ pub fn config_file(args: &ServeArgs) -> anyhow::Result<ConfigFile> {
 
 /// A started server: listeners bound and serving, maintenance running.
 pub struct Running {
-    pub grpc: SocketAddr,
+    /// The OTLP/gRPC listener; `None` on a query node.
+    pub grpc: Option<SocketAddr>,
     pub http: SocketAddr,
     store: Store,
     ready: Arc<AtomicBool>,
@@ -55,6 +56,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<Running> {
     // First of all, so that a signal during start-up is a graceful stop, not a kill.
     let signals = ShutdownSignals::install()?;
+    let role = args.role;
+    let (ingests, queries) = (role != Role::Query, role != Role::Ingest);
+    anyhow::ensure!(
+        queries || args.pg.is_none(),
+        "--pg serves queries: not with --role ingest"
+    );
     let tls = ListenerTls::load(&args.tls)?;
     let tokens = Arc::new(tokens(args, &config)?);
     let exposed = tls.exposed(args);
@@ -75,11 +82,20 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     }
     let cors = callwatch_collector::CorsOrigins::parse(&args.otlp_http_cors_origins)
         .map_err(|e| anyhow::anyhow!("--otlp-http-cors-origins: {e}"))?;
-    let breaker_options = BreakerOptions::new(&config.breakers, args.pairing_wait)
+    // A query node gets calls a segment at a time, from each collector at its own flush:
+    // an earlier-starting call may come a flush and a refresh after a later one.
+    let calls_late_by = match role {
+        Role::Query => args.pairing_wait + args.flush_interval + args.refresh_interval,
+        _ => args.pairing_wait,
+    };
+    let mut breaker_options = BreakerOptions::new(&config.breakers, calls_late_by)
         .map_err(|e| anyhow::anyhow!("in the config file: {e}"))?;
+    if role == Role::Query {
+        breaker_options = breaker_options.held_by_arrival();
+    }
     let webhook = config.webhook()?;
     let graph_metrics = Arc::new(GraphMetrics::default());
-    let pairer: Option<Box<dyn CallDeriver>> = (!args.no_pairing).then(|| {
+    let pairer: Option<Box<dyn CallDeriver>> = (ingests && !args.no_pairing).then(|| {
         let config = PairingConfig {
             wait: args.pairing_wait,
             max_pending: args.pairing_max_pending,
@@ -94,23 +110,29 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         || args.data_dir.display().to_string(),
         |location| location.url().to_string(),
     );
-    let store = Store::open_with(store_config(args, segments), pairer)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the data directory {} (segments at {segments_at})",
-                args.data_dir.display()
-            )
-        })?;
+    let config = store_config(args, segments);
+    let store = if ingests {
+        Store::open_with(config, pairer).await
+    } else {
+        Store::open_reader(config).await
+    };
+    let store = store.with_context(|| {
+        format!(
+            "opening the data directory {} (segments at {segments_at})",
+            args.data_dir.display()
+        )
+    })?;
     // By default a quarter of the memory budget, and never less than one largest request.
     let inflight_bytes = args
         .ingest_inflight_bytes
         .unwrap_or((args.memory_limit / 4).max(args.max_message_size));
-    let ingest = Arc::new(Ingest::new(
-        store.clone(),
-        Limits::default(),
-        inflight_bytes,
-    ));
+    let ingest = ingests.then(|| {
+        Arc::new(Ingest::new(
+            store.clone(),
+            Limits::default(),
+            inflight_bytes,
+        ))
+    });
     let connections = ConnectionLimits {
         header_timeout: args.header_timeout,
         max_header_bytes: args.max_header_size,
@@ -124,34 +146,37 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     store.spawn_maintenance(cancel.clone(), &tracker);
 
     crate::tls::spawn_reloader(tls.all(), &tracker, cancel.clone())?;
-    let grpc = bind(args.otlp_grpc, "OTLP/gRPC").await?;
-    let otlp_http = bind(args.otlp_http, "OTLP/HTTP").await?;
+    let mut grpc_addr = None;
+    if let Some(ingest) = &ingest {
+        let grpc = bind(args.otlp_grpc, "OTLP/gRPC").await?;
+        let otlp_http = bind(args.otlp_http, "OTLP/HTTP").await?;
+        grpc_addr = Some(grpc.local_addr()?);
+        // Tests and scripts read these lines to learn the ports (the flags may say port 0).
+        announce(&format!("listening otlp-grpc {}", grpc.local_addr()?));
+        announce(&format!("listening otlp-http {}", otlp_http.local_addr()?));
+        listener::serve(
+            &tracker,
+            &cancel,
+            grpc,
+            tls.otlp_grpc.clone(),
+            TraceService::new(ingest.clone(), args.max_message_size, tokens.clone()),
+            connections,
+            "OTLP/gRPC",
+        );
+        listener::serve(
+            &tracker,
+            &cancel,
+            otlp_http,
+            tls.otlp_http.clone(),
+            http_router(ingest.clone(), args.max_message_size, cors, tokens.clone()),
+            connections,
+            "OTLP/HTTP",
+        );
+    }
     let http = bind(args.http, "HTTP").await?;
-    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    // Tests and scripts read these lines to learn the ports (the flags may say port 0).
-    announce(&format!("listening otlp-grpc {grpc_addr}"));
-    announce(&format!("listening otlp-http {}", otlp_http.local_addr()?));
+    let http_addr = http.local_addr()?;
     announce(&format!("listening http {http_addr}"));
-
-    listener::serve(
-        &tracker,
-        &cancel,
-        grpc,
-        tls.otlp_grpc.clone(),
-        TraceService::new(ingest.clone(), args.max_message_size, tokens.clone()),
-        connections,
-        "OTLP/gRPC",
-    );
-    listener::serve(
-        &tracker,
-        &cancel,
-        otlp_http,
-        tls.otlp_http.clone(),
-        http_router(ingest.clone(), args.max_message_size, cors, tokens.clone()),
-        connections,
-        "OTLP/HTTP",
-    );
-    let events = match webhook {
+    let events = match webhook.filter(|_| queries) {
         Some(webhook) => Some(crate::webhook::spawn(webhook, &tracker, cancel.clone())?),
         None => None,
     };
@@ -168,7 +193,103 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         BreakerTracker::new(breaker_options, events)
             .with_memory_account(store.memory_account("breakers")),
     );
-    // Breakers replay the stored calls, then follow new ones as they are derived.
+    if queries {
+        spawn_followers(&query, &tracker, &cancel);
+    }
+    if !ingests {
+        // No pairer makes the service-graph series here: they come from the stored calls.
+        let (metrics, store, cancel) = (graph_metrics.clone(), store.clone(), cancel.clone());
+        tracker.spawn(async move {
+            if let Err(error) = metrics
+                .follow_stored_calls(&store, cancel.cancelled())
+                .await
+            {
+                tracing::error!(%error, "following the stored calls for /metrics failed");
+            }
+        });
+    }
+    if let Some(addr) = args.pg {
+        let listener = bind(addr, "Postgres").await?;
+        announce(&format!("listening postgres {}", listener.local_addr()?));
+        let passwords = tokens.clone();
+        let failures = tokens.clone();
+        let auth = callwatch_query::PgAuth {
+            user: args.pg_user.clone(),
+            password: args.pg_password.clone(),
+            // A read token given in a file is the password of its name.
+            passwords: tokens.enabled().then(|| {
+                Arc::new(move |user: &str| passwords.read_secret(user).map(str::to_string))
+                    as callwatch_query::PasswordOf
+            }),
+            on_failure: Some(Arc::new(move || {
+                failures.count_failure(AuthListener::Postgres, Denied::Unauthenticated)
+            })),
+            tls: tls
+                .postgres
+                .clone()
+                .map(|tls| Arc::new(move || tls.acceptor()) as Arc<dyn Fn() -> _ + Send + Sync>),
+        };
+        let (query, cancel) = (query.clone(), cancel.clone());
+        tracker.spawn(async move {
+            if let Err(error) = callwatch_query::serve_postgres(listener, query, auth, cancel).await
+            {
+                tracing::error!(%error, "Postgres server failed");
+            }
+        });
+    }
+    let app = callwatch_ui::router(callwatch_ui::AppState {
+        ingest: ingest.clone(),
+        serves_queries: queries,
+        query,
+        ready: ready.clone(),
+        graph_metrics,
+        health: HealthThresholds {
+            degraded_error_rate: args.health.health_degraded_error_rate,
+            failing_error_rate: args.health.health_failing_error_rate,
+            p99_budget: args.health.health_p99_budget,
+        },
+        layouts: Default::default(),
+        auth: Arc::new(callwatch_ui::WebAuth::new(
+            tokens.clone(),
+            args.session_lifetime,
+            tls.http.is_some(),
+        )),
+    });
+    listener::serve(
+        &tracker,
+        &cancel,
+        http,
+        tls.http.clone(),
+        app,
+        connections,
+        "HTTP",
+    );
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        segments = %segments_at,
+        node = store.node_id(),
+        ?role,
+        "callwatch is serving"
+    );
+    Ok(Running {
+        grpc: grpc_addr,
+        http: http_addr,
+        store,
+        ready,
+        cancel,
+        tracker,
+        signals,
+    })
+}
+
+/// The breakers replay the stored calls, then follow new ones as they are derived (or as
+/// other nodes' segments bring them); the graph's pieces are computed as calls appear.
+fn spawn_followers(
+    query: &callwatch_query::QueryEngine,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) {
     let (breakers, breakers_cancel) = (query.clone(), cancel.clone());
     tracker.spawn(async move {
         if let Err(error) = breakers.breakers().start(breakers.store()).await {
@@ -213,77 +334,6 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             }
         });
     }
-    if let Some(addr) = args.pg {
-        let listener = bind(addr, "Postgres").await?;
-        announce(&format!("listening postgres {}", listener.local_addr()?));
-        let passwords = tokens.clone();
-        let failures = tokens.clone();
-        let auth = callwatch_query::PgAuth {
-            user: args.pg_user.clone(),
-            password: args.pg_password.clone(),
-            // A read token given in a file is the password of its name.
-            passwords: tokens.enabled().then(|| {
-                Arc::new(move |user: &str| passwords.read_secret(user).map(str::to_string))
-                    as callwatch_query::PasswordOf
-            }),
-            on_failure: Some(Arc::new(move || {
-                failures.count_failure(AuthListener::Postgres, Denied::Unauthenticated)
-            })),
-            tls: tls
-                .postgres
-                .clone()
-                .map(|tls| Arc::new(move || tls.acceptor()) as Arc<dyn Fn() -> _ + Send + Sync>),
-        };
-        let (query, cancel) = (query.clone(), cancel.clone());
-        tracker.spawn(async move {
-            if let Err(error) = callwatch_query::serve_postgres(listener, query, auth, cancel).await
-            {
-                tracing::error!(%error, "Postgres server failed");
-            }
-        });
-    }
-    let app = callwatch_ui::router(callwatch_ui::AppState {
-        ingest: ingest.clone(),
-        query,
-        ready: ready.clone(),
-        graph_metrics,
-        health: HealthThresholds {
-            degraded_error_rate: args.health.health_degraded_error_rate,
-            failing_error_rate: args.health.health_failing_error_rate,
-            p99_budget: args.health.health_p99_budget,
-        },
-        layouts: Default::default(),
-        auth: Arc::new(callwatch_ui::WebAuth::new(
-            tokens.clone(),
-            args.session_lifetime,
-            tls.http.is_some(),
-        )),
-    });
-    listener::serve(
-        &tracker,
-        &cancel,
-        http,
-        tls.http.clone(),
-        app,
-        connections,
-        "HTTP",
-    );
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        data_dir = %args.data_dir.display(),
-        segments = %segments_at,
-        node = store.node_id(),
-        "callwatch is serving"
-    );
-    Ok(Running {
-        grpc: grpc_addr,
-        http: http_addr,
-        store,
-        ready,
-        cancel,
-        tracker,
-        signals,
-    })
 }
 
 impl Running {
@@ -324,6 +374,7 @@ fn store_config(args: &ServeArgs, segments: Option<SegmentLocation>) -> StoreCon
     StoreConfig {
         segments,
         node_id: args.node_id.clone(),
+        refresh_interval: args.refresh_interval,
         fsync: match args.wal_fsync {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Never => FsyncPolicy::Never,

@@ -561,7 +561,7 @@ async fn post_instance(server: &Server, service: &str, instance: &str, spans: Ve
 
 /// (source, target, call type, destination, calls, errors) of each edge, sorted; the graph
 /// and the ground truth files spell edges alike.
-fn edge_rows(graph: &Value) -> Vec<(String, String, String, Option<String>, u64, u64)> {
+pub(crate) fn edge_rows(graph: &Value) -> Vec<(String, String, String, Option<String>, u64, u64)> {
     let text = |v: &Value| v.as_str().unwrap().to_string();
     let mut rows: Vec<_> = graph["edges"]
         .as_array()

@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod bad_input;
 mod breakers;
+mod cluster;
 mod crash_recovery;
 mod dashboard;
 mod demo;

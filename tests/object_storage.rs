@@ -23,7 +23,7 @@ use crate::graph::{CLIENT, MS, SERVER, edge, graph_with, span};
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3");
 
 /// moto's S3 server in a python process of its own, with its buckets made.
-struct S3 {
+pub(crate) struct S3 {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -32,7 +32,7 @@ struct S3 {
 
 impl S3 {
     /// `None` (a failure when CI=true) when python3 lacks moto or pyarrow.
-    fn start(buckets: &[&str]) -> Option<Self> {
+    pub(crate) fn start(buckets: &[&str]) -> Option<Self> {
         crate::common::install_crypto_provider();
         let present = Command::new("python3")
             .args(["-c", "import moto.server, pyarrow.fs"])
@@ -94,7 +94,7 @@ impl S3 {
     }
 
     /// A `--config` file whose `[storage]` puts segments at `s3://ROOT`.
-    fn config(&self, dir: &Path, root: &str) -> PathBuf {
+    pub(crate) fn config(&self, dir: &Path, root: &str) -> PathBuf {
         let mut text = format!("[storage]\nurl = \"s3://{root}\"\n");
         for (key, value) in self.options() {
             text.push_str(&format!("{key} = \"{value}\"\n"));
@@ -326,6 +326,8 @@ async fn two_collectors_on_one_bucket_each_answer_for_both() {
                 "--config",
                 config.to_str().unwrap(),
                 "--flush-interval",
+                "1s",
+                "--refresh-interval",
                 "1s",
                 "--node-id",
                 node,

@@ -7,7 +7,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use callwatch_storage::{CallRow, Counter, Interner, escape_label};
+use arrow::array::RecordBatch;
+use callwatch_storage::{
+    CallColumns, CallRow, CallType, Counter, Interner, NodeKind, Store, escape_label, schema,
+};
 
 /// Bucket bounds in seconds: Tempo's span-metrics defaults, fine enough for millisecond calls.
 pub const BUCKETS: &[f64] = &[
@@ -127,6 +130,8 @@ pub struct GraphMetrics {
     pub dropped: Counter,
     pub unconsumed: Counter,
     pub series_dropped: Counter,
+    /// Calls read from segments, on a node that follows stored calls.
+    pub calls_stored: Counter,
     pending: AtomicU64,
 }
 
@@ -169,7 +174,73 @@ impl EdgeTally {
     }
 }
 
+/// Tempo's `connection_type` label of a call.
+pub fn connection_type(call: &CallRow) -> &'static str {
+    let from_user = &*call.client == schema::USER_NODE;
+    match (call.server_kind, call.call_type) {
+        (NodeKind::Database, _) => "database",
+        (NodeKind::User | NodeKind::External | NodeKind::Messaging, _) => "virtual_node",
+        _ if from_user => "virtual_node",
+        (_, CallType::Async) => "messaging_system",
+        (_, CallType::Sync) => "",
+    }
+}
+
+/// The columns of `calls` the service-graph series are made of.
+const EDGE_COLUMNS: [&str; 7] = [
+    schema::CLIENT,
+    schema::SERVER,
+    schema::CALL_TYPE,
+    schema::SERVER_KIND,
+    schema::CLIENT_DURATION_NS,
+    schema::SERVER_DURATION_NS,
+    schema::FAILED,
+];
+
 impl GraphMetrics {
+    /// Makes the service-graph series of the calls stored in `store`'s segments, then of
+    /// every call it gets after: what a node that derives no calls itself (a query node)
+    /// shows, equal to the series of one collector that derived them all. Runs until `stop`
+    /// ends, taking new calls every second.
+    pub async fn follow_stored_calls(
+        &self,
+        store: &Store,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> callwatch_storage::Result<()> {
+        let (snapshot, receiver) = store.subscribe_calls();
+        for segment in &snapshot.call_segments {
+            let batches = store.read_segment_columns(segment, &EDGE_COLUMNS).await?;
+            self.merge_calls(&batches)?;
+        }
+        self.merge_calls(&snapshot.hot_calls)?;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            let batches: Vec<RecordBatch> = receiver.try_iter().collect();
+            self.merge_calls(&batches)?;
+        }
+    }
+
+    /// Adds the calls of stored `calls` batches.
+    fn merge_calls(&self, batches: &[RecordBatch]) -> callwatch_storage::Result<()> {
+        let mut names = Interner::default();
+        for batch in batches {
+            let calls = CallColumns::new(batch)?;
+            let mut tally = EdgeTally::default();
+            for row in 0..calls.len() {
+                let call = calls.row(row, &mut names);
+                tally.observe(&call, connection_type(&call));
+            }
+            self.calls_stored.add(calls.len() as u64);
+            self.merge_edges(tally);
+        }
+        Ok(())
+    }
+
     /// Adds the calls of one batch.
     pub fn merge_edges(&self, tally: EdgeTally) {
         if tally.series.is_empty() {
@@ -216,7 +287,12 @@ impl GraphMetrics {
     pub fn render(&self, out: &mut String) {
         self.render_edges(out);
         self.render_spans(out);
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "callwatch_calls_stored_total",
+                "Calls read from the segments of the nodes that derived them (on a query node).",
+                self.calls_stored.get(),
+            ),
             (
                 "callwatch_pairer_spans_total",
                 "Spans the call pairer read.",

@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, NodeKind};
 use foldhash::{HashMap, HashSet};
 
-use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally};
+use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally, connection_type};
 use crate::halves::{Half, LastResource, Side, SpanColumns};
 use crate::pending::Key;
 
@@ -292,16 +292,7 @@ impl Pairer {
     }
 
     fn emit(&mut self, call: CallRow) {
-        // Tempo's `connection_type` label.
-        let from_user = &*call.client == callwatch_storage::schema::USER_NODE;
-        let connection_type = match (call.server_kind, call.call_type) {
-            (NodeKind::Database, _) => "database",
-            (NodeKind::User | NodeKind::External | NodeKind::Messaging, _) => "virtual_node",
-            _ if from_user => "virtual_node",
-            (_, CallType::Async) => "messaging_system",
-            (_, CallType::Sync) => "",
-        };
-        self.edges.observe(&call, connection_type);
+        self.edges.observe(&call, connection_type(&call));
         self.calls.push(call);
     }
 

@@ -216,6 +216,10 @@ pub struct BreakerOptions {
     short_circuit: Duration,
     /// How long a call is held before it is replayed.
     hold: Duration,
+    /// Live calls are held for the whole hold after they arrive, however far behind the
+    /// newest call they start: on a query node calls come a segment at a time, and one
+    /// collector's segment of earlier calls may come after another's of later ones.
+    hold_by_arrival: bool,
 }
 
 impl Default for BreakerOptions {
@@ -261,7 +265,15 @@ impl BreakerOptions {
             edges,
             short_circuit,
             hold: pairing_wait + slack,
+            hold_by_arrival: false,
         })
+    }
+
+    /// These options, holding each live call for the whole hold after it arrives (see
+    /// `hold_by_arrival`).
+    pub fn held_by_arrival(mut self) -> Self {
+        self.hold_by_arrival = true;
+        self
     }
 
     pub fn settings_for(&self, client: &str, server: &str) -> BreakerSettings {
@@ -499,12 +511,22 @@ impl BreakerTracker {
         self.state.lock().expect("not poisoned").calls = Some(receiver);
         let mut segments = snapshot.call_segments.clone();
         segments.sort_by_key(|s| s.min_start_ns);
+        // Segments whose times overlap (those of several collectors flushed side by side)
+        // are taken together before any of their calls is replayed, so that the replay
+        // goes in start order across them; up to a bound, past which calls may come late.
+        let (mut held_until_ns, mut held_rows) = (i64::MIN, 0);
         for segment in &segments {
+            if segment.min_start_ns > held_until_ns || held_rows >= MOST_HELD_AT_START {
+                self.observe(&[], Instant::now())?;
+                held_rows = 0;
+            }
             let batches = store
                 .read_segment_columns(segment, &BREAKER_COLUMNS)
                 .await
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
-            self.observe(&batches, Instant::now())?;
+            self.take(&batches, Instant::now())?;
+            held_until_ns = held_until_ns.max(segment.max_start_ns);
+            held_rows += segment.rows;
         }
         self.observe(&snapshot.hot_calls, Instant::now())?;
         self.state.lock().expect("not poisoned").live = true;
@@ -523,7 +545,20 @@ impl BreakerTracker {
         self.observe(&batches, Instant::now())
     }
 
+    /// Takes the calls of `batches` and replays those whose wait is over.
     fn observe(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
+        self.take(batches, now)?;
+        let mut state = self.state.lock().expect("not poisoned");
+        self.replay(&mut state, now);
+        if let Some(account) = &self.memory {
+            let bytes = state.edges.values().map(EdgeTrack::memory_bytes).sum();
+            account.store(bytes, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Puts the calls of `batches` in their edges' queues.
+    fn take(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
         // Names live on in the edges they key; the rest go with the batch.
         let mut names = Interner::default();
         for batch in batches {
@@ -536,12 +571,6 @@ impl BreakerTracker {
             for row in 0..calls.len() {
                 self.wait(&mut state, &calls.row(row, &mut names), now);
             }
-        }
-        let mut state = self.state.lock().expect("not poisoned");
-        self.replay(&mut state, now);
-        if let Some(account) = &self.memory {
-            let bytes = state.edges.values().map(EdgeTrack::memory_bytes).sum();
-            account.store(bytes, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -606,7 +635,10 @@ impl BreakerTracker {
             let hold = self.options.hold + track.longest;
             let hold_ns = i64::try_from(hold.as_nanos()).unwrap_or(i64::MAX);
             track.waiting.sort_by_key(|w| w.start_ns);
-            let cutoff_ns = track.newest_ns.saturating_sub(hold_ns);
+            let cutoff_ns = match self.options.hold_by_arrival && state.live {
+                true => i64::MIN,
+                false => track.newest_ns.saturating_sub(hold_ns),
+            };
             let ready = track
                 .waiting
                 .iter()
@@ -816,6 +848,9 @@ impl BreakerTracker {
 }
 
 /// Only the columns a breaker reads, so the rest are not decoded for every call.
+/// Most calls of overlapping segments held together when the stored calls are replayed.
+const MOST_HELD_AT_START: u64 = 2_000_000;
+
 const BREAKER_COLUMNS: [&str; 10] = [
     schema::START_TIME,
     schema::CLIENT,

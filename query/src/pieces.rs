@@ -1149,6 +1149,7 @@ pub(crate) mod tests {
     pub(crate) async fn store_with_a_call_per_span(dir: &std::path::Path) -> Store {
         let config = callwatch_storage::StoreConfig {
             flush_interval: std::time::Duration::from_secs(3600),
+            compaction_min_age: std::time::Duration::ZERO,
             ..callwatch_storage::StoreConfig::new(dir)
         };
         Store::open_with(config, Some(Box::new(CallPerSpan::default())))

@@ -20,6 +20,7 @@ pub use scenario::Scenario;
 pub use simulator::{Simulator, SimulatorConfig};
 
 use crate::config::DemoArgs;
+use crate::split::Collectors;
 use callwatch_collector::OtlpClient;
 
 /// Live traffic is emitted and sent once per this interval, as an SDK's batch exporter does.
@@ -31,13 +32,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.record {
         return record(&args, file);
     }
-    if let Some(url) = &args.send_to {
-        let client = OtlpClient::connect(url)
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        println!("callwatch demo: sending the simulated shop's traces to {url}");
-        return feed(client, &args, CancellationToken::new()).await;
+    if !args.send_to.is_empty() {
+        let collectors = Collectors::connect(&args.send_to, &Default::default()).await?;
+        println!(
+            "callwatch demo: sending the simulated shop's traces to {}",
+            args.send_to.join(", ")
+        );
+        return feed(collectors, &args, CancellationToken::new()).await;
     }
+    anyhow::ensure!(
+        args.serve.role == crate::config::Role::All,
+        "the demo's embedded server does everything: --role all"
+    );
     // The embedded server infers the order-service breaker with the settings it has.
     let mut config = crate::serve::config_file(&args.serve)?;
     let rule = BreakerConfig::DEMO.overrides("order-service", "payment-service");
@@ -58,9 +64,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          the dashboard (service map, breakers, traces, SQL) is at http://{address}/ and \
          Prometheus metrics at http://{address}/metrics. Stop with Ctrl-C."
     ));
-    let client = OtlpClient::connect(&format!("http://{}", server.grpc))
+    let grpc = server
+        .grpc
+        .context("the embedded server has no OTLP listener")?;
+    let client = OtlpClient::connect(&format!("http://{grpc}"))
         .await
         .context("connecting to the embedded server")?;
+    let client = Collectors::new(vec![client]);
     let stop = server.shutdown_token();
     let feeding = tokio::spawn({
         let stop = stop.clone();
@@ -94,7 +104,7 @@ fn simulator(args: &DemoArgs, start_ns: u64, timeline: Duration) -> Simulator {
 
 /// Sends live traffic, timestamps at now, until `--duration` passes or `stop` fires.
 async fn feed(
-    mut client: OtlpClient,
+    mut client: Collectors,
     args: &DemoArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -116,7 +126,7 @@ async fn feed(
         if let Some(request) = simulator.advance(now_ns()) {
             let spans = count_spans(&request);
             match client.export(&request).await {
-                Ok(_) => sent += spans,
+                Ok(rejected) => sent += spans - rejected.clamp(0, spans as i64) as usize,
                 Err(status) => {
                     failures += 1;
                     tracing::warn!(code = ?status.code(), message = status.message(), "export failed");

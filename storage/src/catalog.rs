@@ -3,7 +3,8 @@
 //! service reports (`service.namespace` of its resource), and the consumer groups each
 //! service reads a topic or queue as (`messaging.consumer.group.name` of its consumer spans).
 //! It is rewritten at most once per maintenance tick; what was learned just before a crash
-//! is learned again from the service's next spans.
+//! is learned again from the service's next spans. Where segments go to a bucket, each node
+//! also keeps its catalog there, and readers add up those of the other nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -30,10 +31,37 @@ pub struct Known {
     pub consumer_groups: ConsumerGroups,
 }
 
+impl Known {
+    /// What `other` knows and this does not: namespaces this one has stay.
+    fn add(&mut self, other: &Known) {
+        for (service, namespace) in &other.namespaces {
+            if self.namespaces.len() < MAX_ENTRIES || self.namespaces.contains_key(service) {
+                self.namespaces
+                    .entry(service.clone())
+                    .or_insert_with(|| namespace.clone());
+            }
+        }
+        for (topic, readers) in &other.consumer_groups {
+            let mine = self.consumer_groups.entry(topic.clone()).or_default();
+            for (service, groups) in readers {
+                mine.entry(service.clone())
+                    .or_default()
+                    .extend(groups.iter().cloned());
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Catalog {
-    path: PathBuf,
-    known: RwLock<Arc<Known>>,
+    /// The file it is kept in; `None` on a node that ingests nothing.
+    path: Option<PathBuf>,
+    /// What this node learned.
+    own: RwLock<Arc<Known>>,
+    /// What the other nodes sharing the bucket learned, added up when last read.
+    others: RwLock<Arc<Known>>,
+    /// `own` with `others` added: what readers see.
+    view: RwLock<Arc<Known>>,
     /// Learned since last written.
     dirty: AtomicBool,
 }
@@ -51,17 +79,48 @@ impl Catalog {
             Err(_) => Known::default(),
         };
         Self {
-            path,
-            known: RwLock::new(Arc::new(known)),
+            path: Some(path),
+            view: RwLock::new(Arc::new(known.clone())),
+            own: RwLock::new(Arc::new(known)),
+            others: RwLock::new(Arc::default()),
             dirty: AtomicBool::new(false),
         }
     }
 
+    /// A catalog that learns nothing itself and shows what the other nodes learned.
+    pub fn reader() -> Self {
+        Self {
+            path: None,
+            own: RwLock::default(),
+            others: RwLock::default(),
+            view: RwLock::default(),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// What this node and the others learned.
     pub fn known(&self) -> Arc<Known> {
-        self.known
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        read(&self.view)
+    }
+
+    /// Takes what the other nodes learned (their catalogs as JSON); unreadable ones are
+    /// skipped, as a node's own unreadable file is.
+    pub fn set_others(&self, catalogs: &[bytes::Bytes]) {
+        let mut others = Known::default();
+        for json in catalogs {
+            match serde_json::from_slice::<Known>(json) {
+                Ok(known) => others.add(&known),
+                Err(error) => tracing::warn!(%error, "ignoring another node's unreadable catalog"),
+            }
+        }
+        *write(&self.others) = Arc::new(others);
+        self.refresh_view();
+    }
+
+    fn refresh_view(&self) {
+        let mut view = (*read(&self.own)).clone();
+        view.add(&read(&self.others));
+        *write(&self.view) = Arc::new(view);
     }
 
     /// Takes the namespaces services reported: `(service, namespace)`. The latest wins.
@@ -71,7 +130,7 @@ impl Catalog {
             .map(|(service, namespace)| (service, clip(namespace)))
             .filter(|(_, namespace)| !namespace.is_empty())
             .collect();
-        let known = self.known();
+        let known = read(&self.own);
         if reported.iter().all(|(service, namespace)| {
             known.namespaces.get(*service).map(String::as_str) == Some(namespace)
         }) {
@@ -98,7 +157,7 @@ impl Catalog {
             .map(|(topic, service, group)| (clip(topic), service, clip(group)))
             .filter(|(topic, _, group)| !topic.is_empty() && !group.is_empty())
             .collect();
-        let known = self.known();
+        let known = read(&self.own);
         let is_known = |(topic, service, group): &(&str, &str, &str)| {
             known
                 .consumer_groups
@@ -133,25 +192,43 @@ impl Catalog {
     }
 
     fn change(&self, change: impl FnOnce(&mut Known)) {
-        let mut guard = self
-            .known
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        change(Arc::make_mut(&mut guard));
+        change(Arc::make_mut(&mut write(&self.own)));
         self.dirty.store(true, Ordering::Relaxed);
+        self.refresh_view();
     }
 
-    /// Writes the file if anything was learned since it was last written.
-    pub fn persist(&self) -> std::io::Result<()> {
+    /// Writes the file if anything was learned since it was last written; returns what it
+    /// wrote, for the bucket.
+    pub fn persist(&self) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
         if !self.dirty.swap(false, Ordering::Relaxed) {
-            return Ok(());
+            return Ok(None);
         }
-        let json = serde_json::to_vec(&*self.known()).map_err(std::io::Error::other)?;
-        let temporary = self.path.with_extension("json.tmp");
-        std::fs::write(&temporary, json)
-            .and_then(|()| std::fs::rename(&temporary, &self.path))
-            .inspect_err(|_| self.dirty.store(true, Ordering::Relaxed))
+        let json = serde_json::to_vec(&*read(&self.own)).map_err(std::io::Error::other)?;
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, &json)
+            .and_then(|()| std::fs::rename(&temporary, path))
+            .inspect_err(|_| self.dirty.store(true, Ordering::Relaxed))?;
+        Ok(Some(json))
     }
+
+    /// What this node learned, as it is kept (JSON).
+    pub fn own_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&*read(&self.own)).unwrap_or_default()
+    }
+}
+
+fn read(lock: &RwLock<Arc<Known>>) -> Arc<Known> {
+    lock.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn write(lock: &RwLock<Arc<Known>>) -> std::sync::RwLockWriteGuard<'_, Arc<Known>> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn clip(name: &str) -> &str {

@@ -31,4 +31,7 @@ pub use metrics::{
 };
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::{RowKeep, SegmentMeta, Table};
-pub use store::{FlushReport, FsyncPolicy, Origin, Snapshot, Store, StoreConfig};
+pub use store::{
+    FlushReport, FsyncPolicy, MOST_REFRESH_INTERVAL, Origin, Snapshot, Store, StoreConfig,
+    adopt_node,
+};

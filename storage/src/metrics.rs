@@ -92,6 +92,8 @@ pub struct StoreMetrics {
     pub segment_bytes_written: Counter,
     pub compactions: Counter,
     pub segments_expired: Counter,
+    pub refreshes: Counter,
+    pub refresh_errors: Counter,
 }
 
 /// Gauges read at render time.
@@ -104,6 +106,8 @@ pub struct StoreGauges {
     pub segments: usize,
     pub segment_rows: u64,
     pub segment_bytes: u64,
+    /// Segments of the other nodes sharing the bucket, as last read.
+    pub other_segments: usize,
     /// What the memory budget counts, by part, and the budget.
     pub memory: Vec<(&'static str, usize)>,
     pub memory_limit: usize,
@@ -111,6 +115,7 @@ pub struct StoreGauges {
 
 impl StoreMetrics {
     pub fn render(&self, gauges: &StoreGauges, out: &mut String) {
+        self.render_refresh(gauges, out);
         let (memory, memory_limit) = (&gauges.memory, gauges.memory_limit);
         let seconds = |c: &Counter| c.get() as f64 / 1e9;
         let counters = [
@@ -238,6 +243,31 @@ impl StoreMetrics {
             "gauge",
             "The memory budget: past it, export requests get 503 / UNAVAILABLE.",
             memory_limit as f64,
+        );
+    }
+
+    /// The series of reading the other nodes' manifests: all a reader has.
+    pub fn render_refresh(&self, gauges: &StoreGauges, out: &mut String) {
+        write_metric(
+            out,
+            "callwatch_refreshes_total",
+            "counter",
+            "Readings of the other nodes' manifests and catalogs (every --refresh-interval).",
+            self.refreshes.get() as f64,
+        );
+        write_metric(
+            out,
+            "callwatch_refresh_errors_total",
+            "counter",
+            "Readings of the other nodes' manifests that failed and will be tried again.",
+            self.refresh_errors.get() as f64,
+        );
+        write_metric(
+            out,
+            "callwatch_other_nodes_segments",
+            "gauge",
+            "Segments of the other nodes sharing the bucket, as last read.",
+            gauges.other_segments as f64,
         );
     }
 }

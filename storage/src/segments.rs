@@ -39,6 +39,10 @@ use crate::schema;
 
 const PENDING_PREFIX: &str = "_callwatch/pending";
 const NODES_PREFIX: &str = "_callwatch/nodes";
+/// Beside a node's manifest: what it learned of services (see `catalog`).
+const CATALOG_FILE: &str = "catalog.json";
+/// Beside the manifest of a node whose segments another took over.
+const ADOPTED_FILE: &str = "adopted";
 /// The one manifest of a bucket written before node ids.
 const LEGACY_MANIFEST_PATH: &str = "_callwatch/manifest.json";
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -88,6 +92,10 @@ pub struct SegmentMeta {
     pub hour: i64,
     pub min_start_ns: i64,
     pub max_start_ns: i64,
+    /// Made by compaction from segments listed before: it holds no rows that were not
+    /// already in the table. Readers that follow new rows skip it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merged: bool,
 }
 
 impl SegmentMeta {
@@ -157,6 +165,15 @@ fn file_id(node: &str) -> String {
     )
 }
 
+/// When the file at `path` was written, from its name; `None` for a name it cannot tell.
+pub fn written_at(path: &str) -> Option<DateTime<Utc>> {
+    let name = path.rsplit('/').next()?;
+    let time = name.split('-').next()?;
+    chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S%.6f")
+        .ok()
+        .map(|time| time.and_utc())
+}
+
 /// The node whose file `path` is, or `None` for a name from before node ids.
 fn node_of(path: &str) -> Option<&str> {
     let name = path.rsplit('/').next()?;
@@ -191,6 +208,21 @@ impl SegmentStore {
         })
     }
 
+    /// A reader of every node's segments at `location` that writes nothing: a query node's.
+    pub fn reader(location: SegmentLocation) -> Self {
+        Self {
+            in_data_dir: false,
+            local: location.objects.clone(),
+            objects: location.objects,
+            local_root: location.local_root,
+            local_dir: PathBuf::new(),
+            // No node is named "": every node's manifest is another's.
+            node: String::new(),
+            manifest_path: String::new(),
+            zstd_level: 3,
+        }
+    }
+
     /// The object store segment paths are relative to.
     pub fn objects(&self) -> Arc<dyn ObjectStore> {
         self.objects.clone()
@@ -199,6 +231,15 @@ impl SegmentStore {
     /// This node's manifest; on a bucket written before node ids, the one manifest there,
     /// which this node takes over (saved as its own, the old one deleted).
     pub async fn load_manifest(&self) -> Result<Manifest> {
+        let adopted = format!("{NODES_PREFIX}/{}/{ADOPTED_FILE}", self.node);
+        if let Some(adopted) = self.read_object(&adopted).await? {
+            return Err(StoreError::Config(format!(
+                "node {:?} was adopted ({}): its segments belong to another node now; start \
+                 this collector with another --node-id and an empty data directory",
+                self.node,
+                String::from_utf8_lossy(&adopted).trim()
+            )));
+        }
         if let Some(manifest) = self.read_manifest(&self.manifest_path).await? {
             return Ok(manifest);
         }
@@ -218,30 +259,134 @@ impl SegmentStore {
         Ok(manifest)
     }
 
-    /// The segments in the manifests of every other node writing this bucket.
+    /// The segments in the manifests of every other node writing this bucket, each once
+    /// (while a node is being adopted, two manifests list its segments).
     pub async fn other_nodes_segments(&self) -> Result<Vec<SegmentMeta>> {
-        let listed = self
-            .objects
-            .list_with_delimiter(Some(&ObjectPath::from(NODES_PREFIX)))
-            .await?;
         let mut segments = Vec::new();
-        for node_dir in listed.common_prefixes {
-            if node_dir.filename() == Some(self.node.as_str()) {
-                continue;
-            }
-            let path = format!("{node_dir}/manifest.json");
+        let mut seen = std::collections::HashSet::new();
+        for node in self.other_nodes().await? {
+            let path = format!("{NODES_PREFIX}/{node}/manifest.json");
             if let Some(manifest) = self.read_manifest(&path).await? {
-                segments.extend(manifest.segments);
+                segments.extend(
+                    manifest
+                        .segments
+                        .into_iter()
+                        .filter(|s| seen.insert(s.path.clone())),
+                );
             }
         }
         Ok(segments)
     }
 
+    /// The nodes other than this one that have written this bucket.
+    async fn other_nodes(&self) -> Result<Vec<String>> {
+        let listed = self
+            .objects
+            .list_with_delimiter(Some(&ObjectPath::from(NODES_PREFIX)))
+            .await?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename())
+            .filter(|node| *node != self.node)
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The catalog each other node keeps in the bucket (see [`SegmentStore::save_catalog`]).
+    pub async fn other_nodes_catalogs(&self) -> Result<Vec<Bytes>> {
+        let mut catalogs = Vec::new();
+        for node in self.other_nodes().await? {
+            let path = format!("{NODES_PREFIX}/{node}/{CATALOG_FILE}");
+            catalogs.extend(self.read_object(&path).await?);
+        }
+        Ok(catalogs)
+    }
+
+    /// Keeps this node's catalog of services in the bucket, beside its manifest, for readers
+    /// on other machines.
+    pub async fn save_catalog(&self, json: Vec<u8>) -> Result<()> {
+        let path = format!("{NODES_PREFIX}/{}/{CATALOG_FILE}", self.node);
+        put_durable(
+            &self.objects,
+            self.local_root.as_deref(),
+            &path,
+            Bytes::from(json),
+        )
+        .await
+    }
+
+    /// Makes the segments of node `gone` this node's: its manifest lists them from now on
+    /// (compaction and retention included), `gone`'s manifest is deleted, and `gone` is marked
+    /// adopted so that a collector still using its name refuses to start rather than delete
+    /// files it no longer lists. Safe to run again after a failure: a segment is taken once.
+    /// Returns how many segments were taken.
+    pub async fn adopt(&self, gone: &str, manifest: &mut Manifest) -> Result<usize> {
+        if gone == self.node {
+            return Err(StoreError::Config(format!(
+                "node {gone:?} is this data directory's own node"
+            )));
+        }
+        if !valid_node_id(gone) {
+            return Err(StoreError::Config(format!("{gone:?} is not a node id")));
+        }
+        let path = format!("{NODES_PREFIX}/{gone}/manifest.json");
+        let Some(theirs) = self.read_manifest(&path).await? else {
+            return Err(StoreError::Config(format!(
+                "no node {gone:?} writes this bucket (no {path})"
+            )));
+        };
+        if theirs.pending.is_some() {
+            tracing::warn!(
+                node = gone,
+                "the halves that node had waiting are in its data directory, not the bucket: \
+                 calls they were part of are not derived"
+            );
+        }
+        let marker = format!(
+            "adopted by {} at {}\n",
+            self.node,
+            Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        put_durable(
+            &self.objects,
+            self.local_root.as_deref(),
+            &format!("{NODES_PREFIX}/{gone}/{ADOPTED_FILE}"),
+            Bytes::from(marker),
+        )
+        .await?;
+        let mine: std::collections::HashSet<String> =
+            manifest.segments.iter().map(|s| s.path.clone()).collect();
+        let mut next = manifest.clone();
+        next.segments.extend(
+            theirs
+                .segments
+                .into_iter()
+                .filter(|s| !mine.contains(&s.path)),
+        );
+        let taken = next.segments.len() - manifest.segments.len();
+        self.save_manifest(&next).await?;
+        *manifest = next;
+        delete_quietly(&self.objects, &path).await?;
+        delete_quietly(
+            &self.objects,
+            &format!("{NODES_PREFIX}/{gone}/{CATALOG_FILE}"),
+        )
+        .await?;
+        Ok(taken)
+    }
+
+    async fn read_object(&self, path: &str) -> Result<Option<Bytes>> {
+        match self.objects.get(&ObjectPath::from(path)).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn read_manifest(&self, path: &str) -> Result<Option<Manifest>> {
-        let bytes = match self.objects.get(&ObjectPath::from(path)).await {
-            Ok(result) => result.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error.into()),
+        let Some(bytes) = self.read_object(path).await? else {
+            return Ok(None);
         };
         let manifest: Manifest = serde_json::from_slice(&bytes)?;
         if manifest.schema_version != schema::SCHEMA_VERSION {
@@ -610,6 +755,7 @@ fn encode_one(
         hour,
         min_start_ns: rows.iter().map(|k| k.start).min().unwrap_or_default(),
         max_start_ns: rows.iter().map(|k| k.start).max().unwrap_or_default(),
+        merged: false,
     };
     Ok((meta, Bytes::from(buffer)))
 }

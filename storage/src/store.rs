@@ -18,6 +18,11 @@
 //! every [`MOST_ROWS_PER_FLUSH`] rows (the deriver keeps one ready when no flush has asked).
 //! So each flush commits a bounded part of the backlog quickly, and a server killed again
 //! soon after a restart still makes progress.
+//!
+//! Readers also see the segments of the other nodes writing the same bucket, read again every
+//! `refresh_interval`; the calls of their new segments go to the calls subscribers as this
+//! node's own do. A reader store ([`Store::open_reader`]) has no WAL and no node of its own:
+//! it shows every node's segments.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -83,6 +88,12 @@ pub struct StoreConfig {
     /// This node's name among those writing one bucket; `None`: the one kept in the data
     /// directory, made up when it has none.
     pub node_id: Option<String>,
+    /// How often the other nodes' manifests (and catalogs) are read again.
+    pub refresh_interval: Duration,
+    /// A segment is merged by compaction only once it is this old, so that readers
+    /// refreshing more often than this see every flushed segment before it is merged away
+    /// (they follow new calls by the flushed segments).
+    pub compaction_min_age: Duration,
 }
 
 impl StoreConfig {
@@ -102,6 +113,8 @@ impl StoreConfig {
             derive_interval: Duration::from_millis(250),
             segments: None,
             node_id: None,
+            refresh_interval: Duration::from_secs(10),
+            compaction_min_age: MOST_REFRESH_INTERVAL * 2,
         }
     }
 }
@@ -180,8 +193,11 @@ struct Tables {
     /// when last read: readers see them too.
     others: Vec<SegmentMeta>,
     call_origins: Arc<HashMap<String, Vec<Origin>>>,
-    /// Readers of every calls batch the deriver publishes.
+    /// Readers of every calls batch the deriver publishes, and of those of the other nodes'
+    /// new segments.
     calls_subscribers: Vec<std::sync::mpsc::Sender<RecordBatch>>,
+    /// The other nodes' flushed calls segments whose calls readers already have.
+    followed: HashSet<String>,
 }
 
 struct Append {
@@ -201,7 +217,8 @@ struct Shared {
     derive_bytes: AtomicUsize,
     /// Memory of other parts that live as long as the store (e.g. breaker state).
     accounts: Mutex<Vec<(&'static str, Arc<AtomicUsize>)>>,
-    wal: Mutex<Wal>,
+    /// `None` on a reader.
+    wal: Option<Mutex<Wal>>,
     segments: SegmentStore,
     /// The committed manifest; holding this lock serializes flush, compaction and retention.
     manifest: tokio::sync::Mutex<Manifest>,
@@ -214,7 +231,8 @@ struct Shared {
     /// Checkpoints between the deriver and the flushes. Taken after `tables` when both are
     /// held; the deriver never holds it while it takes another lock.
     checkpoints: Mutex<Checkpoints>,
-    _dir_lock: File,
+    /// Held while the data directory is this process's; `None` on a reader.
+    _dir_lock: Option<File>,
 }
 
 /// What the deriver thread is sent, in WAL order.
@@ -233,6 +251,10 @@ enum DeriveMessage {
 /// How long a flush waits for the deriver to take every batch acknowledged before it; then
 /// it takes a checkpoint at the batch the deriver has reached.
 const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Readers may refresh at most this far apart: compaction leaves segments younger than twice
+/// this alone (see `StoreConfig::compaction_min_age`).
+pub const MOST_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// At most this many rows (or `flush_rows`, if more) between two checkpoints.
 const MOST_ROWS_PER_FLUSH: usize = 500_000;
@@ -400,6 +422,34 @@ fn node_id(data_dir: &std::path::Path, wanted: Option<&str>) -> Result<String> {
     }
 }
 
+/// Takes the lock on a data directory, so that one process at a time uses it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<File> {
+    std::fs::create_dir_all(data_dir)?;
+    let lock = File::create(data_dir.join("LOCK"))?;
+    if lock.try_lock().is_err() {
+        return Err(StoreError::Io(std::io::Error::other(format!(
+            "{} is in use by another callwatch process",
+            data_dir.display()
+        ))));
+    }
+    Ok(lock)
+}
+
+/// Makes the segments of node `gone`, a node that is gone for good, those of the node of
+/// `config.data_dir` (which must not be running): from then on its compaction and retention
+/// take care of them. Returns how many segments it took.
+pub async fn adopt_node(config: &StoreConfig, gone: &str) -> Result<usize> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let location = match &config.segments {
+        Some(location) => location.clone(),
+        None => SegmentLocation::local(&config.data_dir)?,
+    };
+    let node = node_id(&config.data_dir, config.node_id.as_deref())?;
+    let segments = SegmentStore::new(location, &config.data_dir, &node)?;
+    let mut manifest = segments.load_manifest().await?;
+    segments.adopt(gone, &mut manifest).await
+}
+
 impl Store {
     /// Opens (or creates) the store in `config.data_dir` without a call deriver: the
     /// `calls` table stays as the last flush left it.
@@ -414,14 +464,7 @@ impl Store {
         config: StoreConfig,
         mut deriver: Option<Box<dyn CallDeriver>>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let dir_lock = File::create(config.data_dir.join("LOCK"))?;
-        if dir_lock.try_lock().is_err() {
-            return Err(StoreError::Io(std::io::Error::other(format!(
-                "{} is in use by another callwatch process",
-                config.data_dir.display()
-            ))));
-        }
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let location = match &config.segments {
             Some(location) => location.clone(),
             None => SegmentLocation::local(&config.data_dir)?,
@@ -448,9 +491,11 @@ impl Store {
         let (wal, replay) =
             tokio::task::spawn_blocking(move || Wal::open(&wal_dir, skip)).await??;
 
+        let others = segments.other_nodes_segments().await?;
         let mut tables = Tables {
             segments: manifest.segments.clone(),
-            others: segments.other_nodes_segments().await?,
+            followed: followed(&others),
+            others,
             ..Tables::default()
         };
         for wal::Replayed { seq, batch, bytes } in replay.batches {
@@ -488,12 +533,15 @@ impl Store {
         let (sender, receiver) = mpsc::channel(config.queue_depth.max(1));
         let unflushed = tables.hot_bytes;
         let catalog = Catalog::open(&config.data_dir);
+        // Kept in the bucket too, for the readers of other machines.
+        segments.save_catalog(catalog.own_json()).await?;
+        catalog.set_others(&segments.other_nodes_catalogs().await?);
         let shared = Arc::new(Shared {
             config,
             catalog,
             tables: Mutex::new(tables),
             unflushed_bytes: AtomicUsize::new(unflushed),
-            wal: Mutex::new(wal),
+            wal: Some(Mutex::new(wal)),
             segments,
             manifest: tokio::sync::Mutex::new(manifest),
             flush_wanted: Notify::new(),
@@ -503,7 +551,7 @@ impl Store {
             node,
             derive_bytes: AtomicUsize::new(0),
             accounts: Mutex::new(Vec::new()),
-            _dir_lock: dir_lock,
+            _dir_lock: Some(dir_lock),
         });
         let (derive, derive_thread) = match derive_channel {
             Some((derive, derive_receiver, deriver)) => {
@@ -533,6 +581,55 @@ impl Store {
             shared.flush_wanted.notify_one();
         }
         Ok(Self { writer, shared })
+    }
+
+    /// Opens every node's segments at `config.segments` (or in the data directory) for
+    /// reading only: no WAL, no deriver, no node of its own; nothing is written. Appends
+    /// are refused. [`Store::spawn_maintenance`] reads the manifests again every
+    /// `refresh_interval`.
+    pub async fn open_reader(config: StoreConfig) -> Result<Self> {
+        let location = match &config.segments {
+            Some(location) => location.clone(),
+            None => SegmentLocation::local(&config.data_dir)?,
+        };
+        let segments = SegmentStore::reader(location);
+        let others = segments.other_nodes_segments().await?;
+        let catalog = Catalog::reader();
+        catalog.set_others(&segments.other_nodes_catalogs().await?);
+        let tables = Tables {
+            followed: followed(&others),
+            others,
+            ..Tables::default()
+        };
+        let shared = Arc::new(Shared {
+            config,
+            catalog,
+            tables: Mutex::new(tables),
+            unflushed_bytes: AtomicUsize::new(0),
+            wal: None,
+            segments,
+            manifest: tokio::sync::Mutex::new(Manifest::default()),
+            flush_wanted: Notify::new(),
+            retired: Mutex::new(Vec::new()),
+            metrics: StoreMetrics::default(),
+            checkpoints: Mutex::new(Checkpoints::default()),
+            node: String::new(),
+            derive_bytes: AtomicUsize::new(0),
+            accounts: Mutex::new(Vec::new()),
+            _dir_lock: None,
+        });
+        let writer = Arc::new(Writer {
+            sender: Mutex::new(None),
+            thread: Mutex::new(None),
+            derive: Mutex::new(None),
+            derive_thread: Mutex::new(None),
+        });
+        Ok(Self { writer, shared })
+    }
+
+    /// Whether this store only reads (see [`Store::open_reader`]).
+    pub fn is_reader(&self) -> bool {
+        self.shared.wal.is_none()
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -730,6 +827,7 @@ impl Store {
             segments: tables.segments.len(),
             segment_rows: tables.segments.iter().map(|s| s.rows).sum(),
             segment_bytes: tables.segments.iter().map(|s| s.bytes).sum(),
+            other_segments: tables.others.len(),
             memory: self.memory_parts(),
             memory_limit: self.shared.config.memory_limit,
         }
@@ -852,12 +950,9 @@ impl Store {
             .unflushed_bytes
             .fetch_sub(bytes + call_bytes, Ordering::Relaxed);
         let remover = shared.clone();
-        tokio::task::spawn_blocking(move || {
-            remover
-                .wal
-                .lock()
-                .expect("not poisoned")
-                .remove_through(through)
+        tokio::task::spawn_blocking(move || match &remover.wal {
+            Some(wal) => wal.lock().expect("not poisoned").remove_through(through),
+            None => Ok(()),
         })
         .await??;
 
@@ -878,8 +973,17 @@ impl Store {
         let mut manifest = self.shared.manifest.lock().await;
         let closed_before = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
             - i64::try_from((config.flush_interval * 2).as_nanos()).unwrap_or(i64::MAX);
+        // Only segments readers have had time to see (see `compaction_min_age`).
+        let settled_before =
+            Utc::now() - chrono::Duration::from_std(config.compaction_min_age).unwrap_or_default();
+        let settled: Vec<SegmentMeta> = manifest
+            .segments
+            .iter()
+            .filter(|s| crate::segments::written_at(&s.path).is_none_or(|at| at <= settled_before))
+            .cloned()
+            .collect();
         let plan = plan_compaction(
-            &manifest.segments,
+            &settled,
             config.compaction_small_rows,
             config.compaction_target_rows,
             config.compaction_min_segments,
@@ -890,7 +994,10 @@ impl Store {
             for meta in group {
                 batches.extend(self.shared.segments.read(meta).await?);
             }
-            let written = self.shared.segments.write(group[0].table, batches).await?;
+            let mut written = self.shared.segments.write(group[0].table, batches).await?;
+            for meta in &mut written {
+                meta.merged = true;
+            }
             let mut next = manifest.clone();
             next.segments.retain(|s| !group.contains(s));
             next.segments.extend(written.iter().cloned());
@@ -966,8 +1073,28 @@ impl Store {
         Ok(due.len())
     }
 
-    /// Runs flushes, compaction and retention in the background until `cancel`.
+    /// Runs flushes, compaction and retention in the background until `cancel`, and reads
+    /// the other nodes' manifests every `refresh_interval`; a reader only does the latter.
     pub fn spawn_maintenance(&self, cancel: CancellationToken, tracker: &TaskTracker) {
+        let (store, refresh_cancel) = (self.clone(), cancel.clone());
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(store.shared.config.refresh_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = refresh_cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(error) = store.read_other_nodes().await {
+                    store.shared.metrics.refresh_errors.add(1);
+                    tracing::warn!(%error, "reading the other nodes' manifests failed");
+                }
+            }
+        });
+        if self.is_reader() {
+            return;
+        }
         let store = self.clone();
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(store.shared.config.flush_interval);
@@ -994,22 +1121,65 @@ impl Store {
                 if let Err(error) = store.delete_retired(Instant::now()).await {
                     tracing::error!(%error, "deleting replaced segments failed");
                 }
-                if let Err(error) = store.shared.catalog.persist() {
+                if let Err(error) = store.persist_catalog().await {
                     tracing::warn!(%error, "writing the catalog of services failed");
-                }
-                if let Err(error) = store.read_other_nodes().await {
-                    tracing::warn!(%error, "reading the other nodes' manifests failed");
                 }
             }
         });
     }
 
-    /// Reads the manifests of the other nodes writing this bucket again: their segments
-    /// are read with this node's. Their files are deleted only after the grace period, so a
+    /// Writes what was learned of services to the data directory and the bucket.
+    async fn persist_catalog(&self) -> Result<()> {
+        if let Some(json) = self.shared.catalog.persist()? {
+            self.shared.segments.save_catalog(json).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the manifests and catalogs of the other nodes writing this bucket again: their
+    /// segments are read with this node's, and the calls of their newly flushed segments go
+    /// to the calls subscribers. Their files are deleted only after the grace period, so a
     /// query that listed one just before still reads it.
     pub async fn read_other_nodes(&self) -> Result<()> {
-        let others = self.shared.segments.other_nodes_segments().await?;
-        self.shared.tables.lock().expect("not poisoned").others = others;
+        let shared = &self.shared;
+        let others = shared.segments.other_nodes_segments().await?;
+        shared
+            .catalog
+            .set_others(&shared.segments.other_nodes_catalogs().await?);
+        let (own, new, subscribed) = {
+            let tables = shared.tables.lock().expect("not poisoned");
+            let own: HashSet<String> = tables.segments.iter().map(|s| s.path.clone()).collect();
+            let new: Vec<SegmentMeta> = others
+                .iter()
+                .filter(|s| s.table == Table::Calls && !s.merged)
+                .filter(|s| !tables.followed.contains(&s.path) && !own.contains(&s.path))
+                .cloned()
+                .collect();
+            (own, new, !tables.calls_subscribers.is_empty())
+        };
+        let mut calls = Vec::new();
+        if subscribed {
+            for meta in &new {
+                match shared.segments.read(meta).await {
+                    Ok(batches) => calls.extend(batches),
+                    // Compacted and deleted since it was listed: its calls are missed.
+                    Err(error) => tracing::warn!(%error, path = meta.path, "reading new calls"),
+                }
+            }
+        }
+        let mut tables = shared.tables.lock().expect("not poisoned");
+        // A segment this node adopted is its own now.
+        tables.others = others
+            .into_iter()
+            .filter(|s| !own.contains(&s.path))
+            .collect();
+        tables.followed = followed(&tables.others);
+        shared.metrics.refreshes.add(1);
+        tables.calls_subscribers.retain(|subscriber| {
+            calls
+                .iter()
+                .all(|batch| subscriber.send(batch.clone()).is_ok())
+        });
         Ok(())
     }
 
@@ -1039,7 +1209,7 @@ impl Store {
                 break;
             }
         }
-        self.shared.catalog.persist()?;
+        self.persist_catalog().await?;
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || writer.stop_deriver())
             .await?
@@ -1193,7 +1363,9 @@ fn run_wal_writer(
         }
     }
     // The channel is closed: every batch sent before has been written.
-    let _ = shared.wal.lock().expect("not poisoned").sync();
+    if let Some(wal) = &shared.wal {
+        let _ = wal.lock().expect("not poisoned").sync();
+    }
 }
 
 /// How far the deriver has come, for its checkpoints.
@@ -1339,6 +1511,15 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     });
 }
 
+/// The flushed calls segments among `segments`: those whose calls readers follow.
+fn followed(segments: &[SegmentMeta]) -> HashSet<String> {
+    segments
+        .iter()
+        .filter(|s| s.table == Table::Calls && !s.merged)
+        .map(|s| s.path.clone())
+        .collect()
+}
+
 fn snapshot_of(tables: &Tables) -> Snapshot {
     let of = |table: Table| -> Vec<SegmentMeta> {
         tables
@@ -1361,7 +1542,10 @@ fn snapshot_of(tables: &Tables) -> Snapshot {
 
 /// Writes a group to the WAL; returns the sequence number of its first batch.
 fn write_group(shared: &Shared, group: &[Append]) -> Result<u64> {
-    let mut wal = shared.wal.lock().expect("not poisoned");
+    let Some(wal) = &shared.wal else {
+        return Err(StoreError::Config("a reader has no write-ahead log".into()));
+    };
+    let mut wal = wal.lock().expect("not poisoned");
     let first_seq = wal.last_seq() + 1;
     let started = Instant::now();
     wal.append(

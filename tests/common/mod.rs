@@ -72,7 +72,16 @@ impl Server {
             }
         });
         let addr = |name: &str| listening(&lines_rx, name, &log);
-        let (grpc, otlp_http, http) = (addr("otlp-grpc"), addr("otlp-http"), addr("http"));
+        // A query node has no OTLP listeners: their addresses stay unspecified.
+        let query_node = extra.windows(2).any(|flag| flag == ["--role", "query"]);
+        let (grpc, otlp_http) = match query_node {
+            true => (
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+            ),
+            false => (addr("otlp-grpc"), addr("otlp-http")),
+        };
+        let http = addr("http");
         Self {
             child: Some(child),
             grpc,

@@ -40,7 +40,10 @@ pub use map::Layouts;
 /// What the routes read.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub ingest: Arc<Ingest>,
+    /// `None` on a query node, which ingests nothing.
+    pub ingest: Option<Arc<Ingest>>,
+    /// False on an ingest node: only liveness, readiness and `/metrics` are served.
+    pub serves_queries: bool,
     pub query: QueryEngine,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
@@ -158,13 +161,25 @@ pub fn router(state: AppState) -> Router {
     let mut open = Router::new();
     let mut read = Router::new();
     let mut query = Router::new();
+    let ingest_node = ["/healthz", "/readyz", "/metrics"];
     for route in routes() {
+        if !state.serves_queries && !ingest_node.contains(&route.path) {
+            continue;
+        }
         let group = match route.access {
             Access::Open => &mut open,
             Access::Read => &mut read,
             Access::Query => &mut query,
         };
         *group = std::mem::take(group).route(route.path, route.handler);
+    }
+    if !state.serves_queries {
+        // An ingest node: liveness, readiness and /metrics only.
+        let read = read.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
+        ));
+        return open.merge(read).with_state(state);
     }
     // The last layer added runs first: the token is checked before admission.
     let query = query
@@ -219,13 +234,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(8192);
-    state.ingest.render_metrics(&mut out);
-    let store = state.ingest.store();
-    store.metrics().render(&store.gauges(), &mut out);
+    let store = state.query.store();
+    match &state.ingest {
+        Some(ingest) => {
+            ingest.render_metrics(&mut out);
+            store.metrics().render(&store.gauges(), &mut out);
+        }
+        None => store.metrics().render_refresh(&store.gauges(), &mut out),
+    }
     state.graph_metrics.render(&mut out);
-    state.query.breakers().render(&mut out);
-    state.query.reads().render(&mut out);
-    state.query.render_pieces(&mut out);
+    if state.serves_queries {
+        state.query.breakers().render(&mut out);
+        state.query.reads().render(&mut out);
+        state.query.render_pieces(&mut out);
+    }
     state.auth.tokens().render(&mut out);
     (
         [(

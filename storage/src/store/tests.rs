@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use arrow::array::AsArray;
 use chrono::{TimeZone, Utc};
 
 use super::*;
@@ -41,6 +42,7 @@ fn spans(first: u64, count: u64, start_ns: i64) -> RecordBatch {
 fn config(dir: &std::path::Path) -> StoreConfig {
     StoreConfig {
         flush_interval: Duration::from_secs(3600),
+        compaction_min_age: Duration::ZERO,
         ..StoreConfig::new(dir)
     }
 }
@@ -225,7 +227,7 @@ async fn refuses_appends_when_the_queue_is_full() {
     let holder = std::thread::spawn({
         let store = store.clone();
         move || {
-            let _wal = store.shared.wal.lock().unwrap();
+            let _wal = store.shared.wal.as_ref().unwrap().lock().unwrap();
             locked_tx.send(()).unwrap();
             let _ = release_rx.recv();
         }
@@ -591,4 +593,163 @@ async fn a_data_directory_keeps_its_node_id() {
         let error = Store::open(config).await.unwrap_err().to_string();
         assert!(error.contains("node"), "{other:?}: {error}");
     }
+}
+
+/// A deriver that makes one call, `a` to `b`, of each span, at its start.
+#[derive(Default)]
+struct CallPerSpan {
+    calls: Vec<crate::CallRow>,
+}
+
+impl CallDeriver for CallPerSpan {
+    fn restore(&mut self, _pending: &[u8]) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
+        let starts = batch
+            .column_by_name(schema::START_TIME)
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+            .clone();
+        for start in starts.values() {
+            self.calls.push(crate::CallRow {
+                start_ns: *start,
+                trace_id: 1,
+                client: "a".into(),
+                server: "b".into(),
+                call_type: crate::CallType::Sync,
+                server_kind: crate::NodeKind::Service,
+                operation: None,
+                destination: None,
+                client_instance: None,
+                server_instance: None,
+                api_version: None,
+                client_duration_ns: Some(1),
+                server_duration_ns: None,
+                queue_ns: None,
+                failed: false,
+                status: None,
+                retry: false,
+                timeout: false,
+                breaker_state: None,
+                breaker_name: None,
+                client_span_id: None,
+                server_span_id: None,
+            });
+        }
+    }
+    fn expire(&mut self, _now: Instant) {}
+    fn take_calls(&mut self) -> Option<RecordBatch> {
+        (!self.calls.is_empty()).then(|| crate::calls_batch(&std::mem::take(&mut self.calls)))
+    }
+    fn pending(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn a_reader_sees_every_node_and_follows_each_new_call_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let open = |node: &'static str| {
+        let config = on_bucket(&dir.path().join(node), &bucket, node);
+        Store::open_with(config, Some(Box::new(CallPerSpan::default())))
+    };
+    let (a, b) = (open("a").await.unwrap(), open("b").await.unwrap());
+    let now = now_ns();
+    a.append(spans(0, 10, now)).await.unwrap();
+    a.calls_caught_up().await;
+    a.flush().await.unwrap();
+    a.catalog().learn_namespaces([("order", "shop")]);
+    a.close().await.unwrap();
+
+    // The reader writes nothing: no data directory, no node of its own.
+    let reader_dir = dir.path().join("reader");
+    let reader = Store::open_reader(StoreConfig {
+        segments: Some(SegmentLocation::local(&bucket).unwrap()),
+        ..config(&reader_dir)
+    })
+    .await
+    .unwrap();
+    assert!(reader.is_reader() && !reader_dir.exists());
+    assert_eq!(stored_ids(&reader).await, expected_ids(0..10));
+    assert_eq!(reader.catalog().known().namespaces["order"], "shop");
+    assert!(reader.append(spans(50, 1, now)).await.is_err());
+    let (snapshot, calls) = reader.subscribe_calls();
+    assert_eq!(snapshot.call_segments.len(), 1);
+
+    // b flushes four times, then compacts its segments (merged, so not followed again).
+    for round in 0..4 {
+        b.append(spans(100 + round * 5, 5, now)).await.unwrap();
+        b.calls_caught_up().await;
+        b.flush().await.unwrap();
+    }
+    reader.read_other_nodes().await.unwrap();
+    reader.read_other_nodes().await.unwrap();
+    assert_eq!(stored_ids(&reader).await, ids_of(0..10, 100..120));
+    let followed: usize = calls.try_iter().map(|batch| batch.num_rows()).sum();
+    assert_eq!(followed, 20, "b's new calls, each once");
+    assert_eq!(b.compact().await.unwrap(), 2, "its spans and its calls");
+    reader.read_other_nodes().await.unwrap();
+    assert_eq!(stored_ids(&reader).await, ids_of(0..10, 100..120));
+    assert_eq!(
+        calls.try_iter().count(),
+        0,
+        "a merged segment brings no new calls"
+    );
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn compaction_leaves_segments_readers_may_not_have_seen_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        compaction_min_age: Duration::from_secs(3600),
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    for round in 0..4 {
+        store.append(spans(round * 10, 10, now_ns())).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.compact().await.unwrap(), 0);
+    assert_eq!(store.snapshot().segments.len(), 4);
+}
+
+#[tokio::test]
+async fn a_node_gone_for_good_is_adopted_once_and_cannot_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let gone = Store::open(on_bucket(&dir.path().join("gone"), &bucket, "gone"))
+        .await
+        .unwrap();
+    gone.append(spans(0, 10, now_ns())).await.unwrap();
+    gone.close().await.unwrap();
+    drop(gone);
+    let keeper = on_bucket(&dir.path().join("keeper"), &bucket, "keeper");
+    // Its own node, or one that never wrote here, cannot be adopted.
+    assert!(crate::adopt_node(&keeper, "keeper").await.is_err());
+    assert!(crate::adopt_node(&keeper, "nobody").await.is_err());
+    assert_eq!(crate::adopt_node(&keeper, "gone").await.unwrap(), 1);
+    assert!(
+        crate::adopt_node(&keeper, "gone").await.is_err(),
+        "done once"
+    );
+    let store = Store::open(keeper).await.unwrap();
+    assert_eq!(store.gauges().segments, 1);
+    assert_eq!(store.gauges().other_segments, 0);
+    assert_eq!(stored_ids(&store).await, expected_ids(0..10));
+    // Retention of the adopted segment is the keeper's now.
+    assert_eq!(
+        store
+            .expire(Utc::now() + chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        1
+    );
+    let error = Store::open(on_bucket(&dir.path().join("gone"), &bucket, "gone"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("was adopted"), "{error}");
 }
