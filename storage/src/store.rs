@@ -252,6 +252,22 @@ enum DeriveMessage {
 /// it takes a checkpoint at the batch the deriver has reached.
 const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(1);
 
+/// The columns of the calls of other nodes' new segments that subscribers get: those the
+/// breakers and the service-graph series need, so a refresh decodes no more.
+const FOLLOWED_COLUMNS: [&str; 11] = [
+    crate::schema::START_TIME,
+    crate::schema::CLIENT,
+    crate::schema::SERVER,
+    crate::schema::CALL_TYPE,
+    crate::schema::SERVER_KIND,
+    crate::schema::CLIENT_DURATION_NS,
+    crate::schema::SERVER_DURATION_NS,
+    crate::schema::FAILED,
+    crate::schema::BREAKER_STATE,
+    crate::schema::BREAKER_NAME,
+    crate::schema::SERVER_SPAN_ID,
+];
+
 /// Readers may refresh at most this far apart: compaction leaves segments younger than twice
 /// this alone (see `StoreConfig::compaction_min_age`).
 pub const MOST_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -771,6 +787,7 @@ impl Store {
 
     /// A snapshot and every calls batch published after it, each exactly once: the calls of
     /// the snapshot's segments and hot batches and those the receiver gets are all calls.
+    /// Batches of other nodes' segments carry only `FOLLOWED_COLUMNS`.
     pub fn subscribe_calls(&self) -> (Snapshot, std::sync::mpsc::Receiver<RecordBatch>) {
         let mut tables = self.shared.tables.lock().expect("not poisoned");
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -1160,7 +1177,11 @@ impl Store {
         let mut calls = Vec::new();
         if subscribed {
             for meta in &new {
-                match shared.segments.read(meta).await {
+                let read = shared
+                    .segments
+                    .read_columns(meta, Some(&FOLLOWED_COLUMNS[..]))
+                    .await;
+                match read {
                     Ok(batches) => calls.extend(batches),
                     // Compacted and deleted since it was listed: its calls are missed.
                     Err(error) => tracing::warn!(%error, path = meta.path, "reading new calls"),
