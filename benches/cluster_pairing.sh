@@ -31,12 +31,14 @@ for n in ${COLLECTORS:-1 2 3}; do
     for i in $(seq "$n"); do
         start "c$n-$i" --role ingest --storage "file://$bucket" --node-id "collector-$i" \
             --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 \
-            --pairing-wait 1s --flush-interval 1s
+            --pairing-wait 1s --flush-interval 1s --refresh-interval 1s
         urls+=("http://$(address "c$n-$i" otlp-grpc)")
     done
     start "q$n" --role query --storage "file://$bucket" --refresh-interval 1s
     (IFS=,; "$BIN" replay "$RECORDING" --send-to "${urls[*]}" >/dev/null)
-    sleep 8
+    # The batch consumer's orphans: its wait, a flush, a refresh, then the producer's flush
+    # and the query node's refresh.
+    sleep 12
     now=$(date +%s%3N)
     curl -s "http://$(address "q$n" http)/api/v1/graph?from=$((now - 3600000))&to=$((now + 3600000))" |
         python3 -c '

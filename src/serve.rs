@@ -95,17 +95,24 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
     }
     let webhook = config.webhook()?;
     let graph_metrics = Arc::new(GraphMetrics::default());
-    let pairer: Option<Box<dyn CallDeriver>> = (ingests && !args.no_pairing).then(|| {
-        let config = PairingConfig {
-            wait: args.pairing_wait,
-            max_pending: args.pairing_max_pending,
-        };
-        Box::new(Pairer::new(config, graph_metrics.clone())) as Box<dyn CallDeriver>
-    });
     let segments = config
         .storage
         .location(args.storage.as_deref())
         .context("--storage")?;
+    // In a bucket other collectors may share, a producer waits for their consumers' orphans:
+    // their wait and flush, and this node's refresh (the same settings on every collector),
+    // and the time flushes and reads take.
+    let remote_wait = segments.is_some().then(|| {
+        args.pairing_wait + args.flush_interval + args.refresh_interval + Duration::from_secs(2)
+    });
+    let pairer: Option<Box<dyn CallDeriver>> = (ingests && !args.no_pairing).then(|| {
+        let config = PairingConfig {
+            wait: args.pairing_wait,
+            max_pending: args.pairing_max_pending,
+            remote_wait,
+        };
+        Box::new(Pairer::new(config, graph_metrics.clone())) as Box<dyn CallDeriver>
+    });
     let segments_at = segments.as_ref().map_or_else(
         || args.data_dir.display().to_string(),
         |location| location.url().to_string(),

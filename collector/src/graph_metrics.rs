@@ -132,6 +132,10 @@ pub struct GraphMetrics {
     pub series_dropped: Counter,
     /// Calls read from segments, on a node that follows stored calls.
     pub calls_stored: Counter,
+    /// Consumer halves left alone here, written to the bucket for the other collectors.
+    pub orphans_written: Counter,
+    /// Calls of a producer here and another collector's orphan consumer half.
+    pub calls_paired_remote: Counter,
     pending: AtomicU64,
 }
 
@@ -287,7 +291,17 @@ impl GraphMetrics {
     pub fn render(&self, out: &mut String) {
         self.render_edges(out);
         self.render_spans(out);
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 12] = [
+            (
+                "callwatch_pairer_orphans_written_total",
+                "Consumer halves no producer answered here, written to the bucket for the other collectors.",
+                self.orphans_written.get(),
+            ),
+            (
+                "callwatch_calls_paired_remote_total",
+                "Calls of a producer here and a consumer half another collector wrote to the bucket.",
+                self.calls_paired_remote.get(),
+            ),
             (
                 "callwatch_calls_stored_total",
                 "Calls read from the segments of the nodes that derived them (on a query node).",

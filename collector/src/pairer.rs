@@ -12,6 +12,13 @@
 //! unpaired otherwise. A producer stays for the whole wait, because several consumer groups
 //! may read one message.
 //!
+//! Where collectors share a bucket (`remote_wait`), spans are routed to them by trace id, so
+//! a batch consumer's message may have gone to another collector. Its halves still alone at
+//! the end of the wait are orphans: they go to the bucket with the next flush, and every other
+//! collector offers them to its producers ([`CallDeriver::remote_answers`]); the one holding
+//! the message pairs them. To be there, a producer no consumer answered waits `remote_wait`
+//! longer before it is settled.
+//!
 //! At most `max_pending` halves wait: at the bound, the half that has waited longest is
 //! settled at once, as if its wait were over, to make room. The waiting halves a flush saves
 //! keep their arrival, so after a restart each waits what it had left, but at least half a
@@ -37,6 +44,10 @@ pub struct PairingConfig {
     pub wait: Duration,
     /// Most halves kept waiting; at the bound, the longest waiting is settled early.
     pub max_pending: usize,
+    /// Where other collectors share the bucket: how much longer than `wait` a producer
+    /// waits for the orphans of another collector's consumers (that collector's wait and
+    /// flush interval, and this one's refresh interval). `None`: no other collector.
+    pub remote_wait: Option<Duration>,
 }
 
 impl Default for PairingConfig {
@@ -44,6 +55,7 @@ impl Default for PairingConfig {
         Self {
             wait: Duration::from_secs(10),
             max_pending: 1_000_000,
+            remote_wait: None,
         }
     }
 }
@@ -53,6 +65,8 @@ struct Waiting {
     since: Instant,
     /// A producer that already met a consumer is not a call to a virtual node.
     paired: bool,
+    /// A producer past its wait, waiting `remote_wait` more for other collectors' orphans.
+    held: bool,
 }
 
 pub struct Pairer {
@@ -69,6 +83,11 @@ pub struct Pairer {
     /// Keys in the order they started waiting, and whether a starter (not an answer) waits
     /// there: expiry walks it from the front.
     queue: VecDeque<(Instant, Key, bool)>,
+    /// Producers past their wait held for other collectors' orphans, by when they began to
+    /// wait, in that order.
+    held: VecDeque<(Instant, Key)>,
+    /// Consumer halves no producer answered here, for the other collectors.
+    orphans: Vec<(Key, Half)>,
     /// Client calls seen, by a hash of (trace, parent span, service, peer, operation): a
     /// second one under the same parent is a retry. A hash, so remembering one costs no
     /// copies; 64 bits make a false retry among a million waiting calls a 1 in 10^7 chance.
@@ -107,6 +126,8 @@ impl Pairer {
             answers: HashMap::default(),
             answer_count: 0,
             queue: VecDeque::new(),
+            held: VecDeque::new(),
+            orphans: Vec::new(),
             siblings: HashMap::default(),
             sibling_generation: 0,
             siblings_since: Instant::now(),
@@ -128,10 +149,14 @@ impl Pairer {
     /// room for).
     fn make_room(&mut self) {
         while self.pending_count() >= self.config.max_pending.max(1) {
-            let Some((since, key, starter)) = self.queue.pop_front() else {
+            // Held producers first: they have waited longest.
+            let settled = if let Some((since, key)) = self.held.pop_front() {
+                self.settle_held(since, key)
+            } else if let Some((since, key, starter)) = self.queue.pop_front() {
+                self.settle(since, key, starter, since)
+            } else {
                 break;
             };
-            let settled = self.settle(since, key, starter, since);
             self.metrics.dropped.add(settled as u64);
         }
     }
@@ -204,6 +229,7 @@ impl Pairer {
                 half,
                 since,
                 paired,
+                held: false,
             }),
         );
     }
@@ -459,6 +485,19 @@ impl Pairer {
             self.queue.pop_front();
             self.settle(since, key, starter, cutoff);
         }
+        if let Some(held_cutoff) = self
+            .config
+            .remote_wait
+            .and_then(|more| cutoff.checked_sub(more))
+        {
+            while let Some(&(since, key)) = self.held.front() {
+                if since > held_cutoff {
+                    break;
+                }
+                self.held.pop_front();
+                self.settle_held(since, key);
+            }
+        }
         // A new generation starts, and the one before the last is forgotten.
         if now.duration_since(self.siblings_since) >= self.config.wait / 2 {
             self.sibling_generation += 1;
@@ -478,8 +517,14 @@ impl Pairer {
     /// began to wait by `cutoff`. Returns how many halves were settled.
     fn settle(&mut self, since: Instant, key: Key, starter: bool, cutoff: Instant) -> usize {
         if starter {
-            match self.starters.get(&key) {
+            match self.starters.get_mut(&key) {
                 Some(waiting) if waiting.since == since => {
+                    if self.config.remote_wait.is_some() && waiting.half.side == Side::Producer {
+                        // Another collector's consumer may still answer it.
+                        waiting.held = true;
+                        self.held.push_back((since, key));
+                        return 0;
+                    }
                     let waiting = self.starters.remove(&key).expect("just found");
                     if !waiting.paired {
                         self.settle_starter(&waiting.half);
@@ -489,17 +534,41 @@ impl Pairer {
                 _ => 0,
             }
         } else if let Some(answers) = self.answers.get_mut(&key) {
-            let before = answers.len();
-            answers.retain(|(_, at)| *at > cutoff);
-            let expired = before - answers.len();
-            self.answer_count -= expired;
-            self.metrics.unpaired_server.add(expired as u64);
+            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(answers)
+                .into_iter()
+                .partition(|(_, at)| *at <= cutoff);
+            *answers = kept;
             if answers.is_empty() {
                 self.answers.remove(&key);
             }
-            expired
+            self.answer_count -= expired.len();
+            let settled = expired.len();
+            for (half, _) in expired {
+                // A link to another trace's message: another collector may hold it.
+                if self.config.remote_wait.is_some() && key.0 != half.trace_id {
+                    self.metrics.orphans_written.add(1);
+                    self.orphans.push((key, half));
+                } else {
+                    self.metrics.unpaired_server.add(1);
+                }
+            }
+            settled
         } else {
             0
+        }
+    }
+
+    /// Settles a producer held for other collectors' orphans, if it still waits.
+    fn settle_held(&mut self, since: Instant, key: Key) -> usize {
+        match self.starters.get(&key) {
+            Some(waiting) if waiting.since == since && waiting.held => {
+                let waiting = self.starters.remove(&key).expect("just found");
+                if !waiting.paired {
+                    self.settle_starter(&waiting.half);
+                }
+                1
+            }
+            _ => 0,
         }
     }
 
@@ -655,6 +724,7 @@ impl CallDeriver for Pairer {
                     half,
                     since: now,
                     paired: false,
+                    held: false,
                 })
             })
             .collect();
@@ -671,6 +741,39 @@ impl CallDeriver for Pairer {
 
     fn take_calls(&mut self) -> Option<RecordBatch> {
         self.calls.finish()
+    }
+
+    fn take_orphans(&mut self) -> Vec<u8> {
+        if self.orphans.is_empty() {
+            return Vec::new();
+        }
+        let wall = unix_ms();
+        let mut encoder = crate::pending::Encoder::with_capacity(self.orphans.len());
+        for (key, half) in &self.orphans {
+            encoder.answer(*key, half, wall);
+        }
+        let orphans = encoder.finish(0, self.orphans.len());
+        self.orphans.clear();
+        orphans
+    }
+
+    fn remote_answers(&mut self, orphans: &[u8], _now: Instant) -> Result<(), String> {
+        let orphans = crate::pending::decode(orphans, &mut self.names)?;
+        for (key, half, _) in orphans.answers {
+            let starter = match self.starters.get_mut(&key) {
+                Some(waiting) if waiting.half.side == Side::Producer => {
+                    waiting.paired = true;
+                    waiting.half.clone()
+                }
+                // A client, or nothing: not this collector's message.
+                _ => continue,
+            };
+            self.metrics.calls_paired_remote.add(1);
+            let call = self.paired(&starter, &half);
+            self.emit(call);
+        }
+        self.metrics.merge_edges(std::mem::take(&mut self.edges));
+        Ok(())
     }
 
     fn pending(&self) -> Vec<u8> {
@@ -700,7 +803,9 @@ impl CallDeriver for Pairer {
         let answers = self.answers.capacity()
             * (size_of::<Key>() + size_of::<Vec<(Half, Instant)>>() + 1)
             + self.answer_count * size_of::<(Half, Instant)>();
-        let queue = self.queue.capacity() * size_of::<(Instant, Key, bool)>();
+        let queue = self.queue.capacity() * size_of::<(Instant, Key, bool)>()
+            + self.held.capacity() * size_of::<(Instant, Key)>()
+            + self.orphans.capacity() * size_of::<(Key, Half)>();
         let siblings = self.siblings.capacity() * (size_of::<u64>() + size_of::<u32>() + 1);
         let names = self.names.len() * NAME_BYTES;
         starters + answers + queue + siblings + names

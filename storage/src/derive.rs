@@ -26,6 +26,19 @@ pub trait CallDeriver: Send + 'static {
     /// The halves still waiting, encoded for [`CallDeriver::restore`].
     fn pending(&self) -> Vec<u8>;
 
+    /// Halves left alone here whose partner another node sharing the bucket may hold, taken
+    /// since the last take, encoded for [`CallDeriver::remote_answers`]. Taken with each
+    /// checkpoint, so that they reach the bucket with the flush that drops them.
+    fn take_orphans(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Takes the orphans another node wrote: those whose partner waits here are calls; the
+    /// rest are for other nodes.
+    fn remote_answers(&mut self, _orphans: &[u8], _now: Instant) -> Result<(), String> {
+        Ok(())
+    }
+
     /// About how much memory the deriver holds (waiting halves and what it remembers), for
     /// the memory budget. Asked after every batch: it must be cheap.
     fn memory_bytes(&self) -> usize {

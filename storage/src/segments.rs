@@ -12,6 +12,7 @@
 //! of a crash and is deleted on start. A bucket written before node ids had one manifest,
 //! `_callwatch/manifest.json`: the first node to start on it takes it over, with its files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +80,14 @@ impl Table {
     }
 }
 
+/// What the other nodes' manifests list.
+#[derive(Debug, Default)]
+pub struct OtherNodes {
+    pub segments: Vec<SegmentMeta>,
+    /// Their orphan files, by node, oldest first.
+    pub orphans: BTreeMap<String, Vec<String>>,
+}
+
 /// One committed Parquet file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMeta {
@@ -132,6 +141,13 @@ pub struct Manifest {
     /// The call pairer's waiting halves as of `flushed_through_seq` (see `CallDeriver`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
+    /// Files of halves this node's pairer left alone for the other nodes sharing the bucket
+    /// (`CallDeriver::take_orphans`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<String>,
+    /// The last orphan file of each other node whose halves this node's calls include.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote_through: BTreeMap<String, String>,
 }
 
 /// Where segments and the manifest live (any `object_store`), and the pairer's waiting
@@ -262,20 +278,54 @@ impl SegmentStore {
     /// The segments in the manifests of every other node writing this bucket, each once
     /// (while a node is being adopted, two manifests list its segments).
     pub async fn other_nodes_segments(&self) -> Result<Vec<SegmentMeta>> {
-        let mut segments = Vec::new();
+        Ok(self.other_nodes_manifests().await?.segments)
+    }
+
+    /// What the manifests of every other node writing this bucket list.
+    pub async fn other_nodes_manifests(&self) -> Result<OtherNodes> {
+        let mut others = OtherNodes::default();
         let mut seen = std::collections::HashSet::new();
         for node in self.other_nodes().await? {
             let path = format!("{NODES_PREFIX}/{node}/manifest.json");
             if let Some(manifest) = self.read_manifest(&path).await? {
-                segments.extend(
+                others.segments.extend(
                     manifest
                         .segments
                         .into_iter()
                         .filter(|s| seen.insert(s.path.clone())),
                 );
+                if !manifest.orphans.is_empty() {
+                    others.orphans.insert(node, manifest.orphans);
+                }
             }
         }
-        Ok(segments)
+        Ok(others)
+    }
+
+    /// Writes halves this node's pairer left alone, for the other nodes; returns the path.
+    pub async fn write_orphans(&self, bytes: Vec<u8>) -> Result<String> {
+        let path = format!(
+            "{NODES_PREFIX}/{}/orphans/{}.bin",
+            self.node,
+            file_id(&self.node)
+        );
+        put_durable(
+            &self.objects,
+            self.local_root.as_deref(),
+            &path,
+            Bytes::from(bytes),
+        )
+        .await?;
+        Ok(path)
+    }
+
+    /// Another node's orphans, or `None` when they are gone (kept a while only).
+    pub async fn read_orphans(&self, path: &str) -> Result<Option<Bytes>> {
+        self.read_object(path).await
+    }
+
+    pub async fn delete_orphans(&self, path: &str) -> Result<()> {
+        delete_quietly(&self.objects, path).await
     }
 
     /// The nodes other than this one that have written this bucket.
@@ -422,10 +472,15 @@ impl SegmentStore {
         listed.extend(manifest.pending.as_deref());
         let owns_unnamed = manifest.segments.iter().any(|s| node_of(&s.path).is_none());
         let mut removed = 0;
+        listed.extend(manifest.orphans.iter().map(String::as_str));
+        let orphans = format!("{NODES_PREFIX}/{}/orphans", self.node);
         let places = Table::ALL
             .map(|table| (&self.objects, table.name(), self.in_data_dir))
             .into_iter()
-            .chain([(&self.local, PENDING_PREFIX, true)]);
+            .chain([
+                (&self.local, PENDING_PREFIX, true),
+                (&self.objects, orphans.as_str(), true),
+            ]);
         for (objects, prefix, all_mine) in places {
             let prefix = ObjectPath::from(prefix);
             let found: Vec<_> = objects.list(Some(&prefix)).try_collect().await?;

@@ -233,6 +233,12 @@ struct Shared {
     checkpoints: Mutex<Checkpoints>,
     /// Held while the data directory is this process's; `None` on a reader.
     _dir_lock: Option<File>,
+    /// The last orphan file of each other node sent to the deriver.
+    remote_sent: Mutex<BTreeMap<String, String>>,
+    /// Orphans of checkpoints whose flush failed, for the next flush to write...
+    orphans_unwritten: Mutex<Vec<Vec<u8>>>,
+    /// ...and files of them written but not yet listed by a manifest.
+    orphans_unlisted: Mutex<Vec<String>>,
 }
 
 /// What the deriver thread is sent, in WAL order.
@@ -246,6 +252,12 @@ enum DeriveMessage {
     Checkpoint,
     /// Publish what has been derived so far, then answer.
     Publish(oneshot::Sender<()>),
+    /// Orphans another node wrote to the bucket (`file`, of `node`).
+    Remote {
+        node: String,
+        file: String,
+        orphans: Vec<u8>,
+    },
 }
 
 /// How long a flush waits for the deriver to take every batch acknowledged before it; then
@@ -267,6 +279,10 @@ const FOLLOWED_COLUMNS: [&str; 11] = [
     crate::schema::BREAKER_NAME,
     crate::schema::SERVER_SPAN_ID,
 ];
+
+/// How long a node's orphans stay in the bucket for the other nodes to read: past it, a node
+/// that was down misses them (it reads every `refresh_interval`).
+const ORPHANS_KEPT: Duration = Duration::from_secs(600);
 
 /// Readers may refresh at most this far apart: compaction leaves segments younger than twice
 /// this alone (see `StoreConfig::compaction_min_age`).
@@ -296,6 +312,10 @@ struct Checkpoint {
     /// The last batch the deriver had taken: the flush writes the spans through it.
     through: u64,
     pending: Vec<u8>,
+    /// Halves for the other nodes, settled here since the last checkpoint.
+    orphans: Vec<u8>,
+    /// The last orphan file of each other node the deriver had taken.
+    remote_through: BTreeMap<String, String>,
 }
 
 /// The ways into the WAL writer and deriver threads. The threads hold `Shared` but not this,
@@ -545,6 +565,7 @@ impl Store {
         });
         let replayed_flush_due = tables.hot_rows >= config.flush_rows;
         let flushed_through = manifest.flushed_through_seq;
+        let remote_through = manifest.remote_through.clone();
 
         let (sender, receiver) = mpsc::channel(config.queue_depth.max(1));
         let unflushed = tables.hot_bytes;
@@ -568,6 +589,9 @@ impl Store {
             derive_bytes: AtomicUsize::new(0),
             accounts: Mutex::new(Vec::new()),
             _dir_lock: Some(dir_lock),
+            remote_sent: Mutex::new(remote_through.clone()),
+            orphans_unwritten: Mutex::new(Vec::new()),
+            orphans_unlisted: Mutex::new(Vec::new()),
         });
         let (derive, derive_thread) = match derive_channel {
             Some((derive, derive_receiver, deriver)) => {
@@ -575,7 +599,13 @@ impl Store {
                 let thread = std::thread::Builder::new()
                     .name("callwatch-calls".into())
                     .spawn(move || {
-                        run_deriver(&thread_shared, deriver, derive_receiver, flushed_through)
+                        run_deriver(
+                            &thread_shared,
+                            deriver,
+                            derive_receiver,
+                            flushed_through,
+                            remote_through,
+                        )
                     })?;
                 (Some(derive), Some(thread))
             }
@@ -633,6 +663,9 @@ impl Store {
             derive_bytes: AtomicUsize::new(0),
             accounts: Mutex::new(Vec::new()),
             _dir_lock: None,
+            remote_sent: Mutex::default(),
+            orphans_unwritten: Mutex::default(),
+            orphans_unlisted: Mutex::default(),
         });
         let writer = Arc::new(Writer {
             sender: Mutex::new(None),
@@ -866,10 +899,77 @@ impl Store {
             // `last_seq` was sent to the deriver before the request.
             (last_seq, self.writer.checkpoint(shared, last_seq))
         };
-        let checkpoint = match checkpoint {
+        let mut checkpoint = match checkpoint {
             Some(answer) => Some(answer.await.map_err(|_| StoreError::ShuttingDown)?),
             None => None,
         };
+        // Written first: a checkpoint's orphans are no longer among its waiting halves, so
+        // they are kept in memory until a manifest lists them.
+        let new_orphans = checkpoint.as_mut().map(|c| std::mem::take(&mut c.orphans));
+        let orphans = self.write_orphans(new_orphans).await?;
+        let remote_through = checkpoint.as_ref().map(|c| c.remote_through.clone());
+        let result = self
+            .flush_with(
+                &mut manifest,
+                checkpoint,
+                last_seq,
+                &orphans,
+                remote_through,
+            )
+            .await;
+        if result.is_err() {
+            // Listed by the next flush that succeeds.
+            self.shared
+                .orphans_unlisted
+                .lock()
+                .expect("not poisoned")
+                .extend(orphans);
+        }
+        result
+    }
+
+    /// Writes the orphans of earlier checkpoints whose flush failed and `new`; returns the
+    /// files to list: those and the ones written before but not yet listed.
+    async fn write_orphans(&self, new: Option<Vec<u8>>) -> Result<Vec<String>> {
+        let shared = &self.shared;
+        let mut unwritten =
+            std::mem::take(&mut *shared.orphans_unwritten.lock().expect("not poisoned"));
+        unwritten.extend(new.filter(|orphans| !orphans.is_empty()));
+        let mut files = std::mem::take(&mut *shared.orphans_unlisted.lock().expect("not poisoned"));
+        while let Some(orphans) = unwritten.first() {
+            match shared.segments.write_orphans(orphans.clone()).await {
+                Ok(path) => {
+                    files.push(path);
+                    unwritten.remove(0);
+                }
+                Err(error) => {
+                    shared
+                        .orphans_unwritten
+                        .lock()
+                        .expect("not poisoned")
+                        .extend(unwritten);
+                    shared
+                        .orphans_unlisted
+                        .lock()
+                        .expect("not poisoned")
+                        .extend(files);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// [`Store::flush`] once the checkpoint is taken and its orphans written.
+    async fn flush_with(
+        &self,
+        manifest: &mut Manifest,
+        checkpoint: Option<Checkpoint>,
+        last_seq: u64,
+        orphans: &[String],
+        remote_through: Option<BTreeMap<String, String>>,
+    ) -> Result<FlushReport> {
+        let shared = &self.shared;
         // Without a deriver every hot batch is flushed; with one, those it has taken.
         let through = checkpoint.as_ref().map_or(last_seq, |c| c.through);
         debug_assert!(
@@ -901,7 +1001,12 @@ impl Store {
             }
             None => (Vec::new(), 0, Vec::new()),
         };
-        if batches.is_empty() && calls.is_empty() {
+        let remote_through = remote_through.unwrap_or_else(|| manifest.remote_through.clone());
+        if batches.is_empty()
+            && calls.is_empty()
+            && orphans.is_empty()
+            && remote_through == manifest.remote_through
+        {
             return Ok(FlushReport::default());
         }
         let started = Instant::now();
@@ -916,6 +1021,14 @@ impl Store {
         let mut next = manifest.clone();
         next.flushed_through_seq = through;
         next.segments.extend(written.iter().cloned());
+        next.remote_through = remote_through;
+        next.orphans.extend(orphans.iter().cloned());
+        // Orphans the other nodes have had time to read leave the manifest, then the bucket.
+        let read_before = Utc::now() - chrono::Duration::from_std(ORPHANS_KEPT).unwrap_or_default();
+        let (old_orphans, kept): (Vec<String>, Vec<String>) = std::mem::take(&mut next.orphans)
+            .into_iter()
+            .partition(|path| crate::segments::written_at(path).is_some_and(|at| at < read_before));
+        next.orphans = kept;
         let previous_pending = manifest.pending.clone();
         if let Some(checkpoint) = checkpoint.as_ref() {
             let pending = shared
@@ -949,14 +1062,14 @@ impl Store {
                 origins.insert(meta.path.clone(), flushed_calls.clone());
             }
         };
-        if let Err(error) = self
-            .commit(&mut manifest, next.clone(), &written, flushed)
-            .await
-        {
+        if let Err(error) = self.commit(manifest, next.clone(), &written, flushed).await {
             if let Some(path) = &next.pending {
                 let _ = shared.segments.delete_pending(path).await;
             }
             return Err(error);
+        }
+        for path in &old_orphans {
+            shared.segments.delete_orphans(path).await?;
         }
         if next.pending != previous_pending
             && let Some(path) = previous_pending
@@ -1145,6 +1258,50 @@ impl Store {
         });
     }
 
+    /// Gives the deriver the orphan files of other nodes it has not been given yet, oldest
+    /// first (file names start with the time they were written).
+    async fn send_remote_orphans(&self, orphans: BTreeMap<String, Vec<String>>) -> Result<()> {
+        let shared = &self.shared;
+        if self.writer.derive.lock().expect("not poisoned").is_none() {
+            return Ok(());
+        }
+        for (node, mut files) in orphans {
+            let name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+            let sent = shared
+                .remote_sent
+                .lock()
+                .expect("not poisoned")
+                .get(&node)
+                .cloned();
+            files.retain(|path| sent.as_ref().is_none_or(|sent| name(path) > *sent));
+            files.sort_by_key(|path| name(path));
+            for path in files {
+                let Some(bytes) = shared.segments.read_orphans(&path).await? else {
+                    continue;
+                };
+                let file = name(&path);
+                let message = DeriveMessage::Remote {
+                    node: node.clone(),
+                    file: file.clone(),
+                    orphans: bytes.to_vec(),
+                };
+                let derive = self.writer.derive.lock().expect("not poisoned");
+                let Some(derive) = derive.as_ref() else {
+                    return Ok(());
+                };
+                if derive.send(message).is_err() {
+                    return Ok(());
+                }
+                shared
+                    .remote_sent
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(node.clone(), file);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes what was learned of services to the data directory and the bucket.
     async fn persist_catalog(&self) -> Result<()> {
         if let Some(json) = self.shared.catalog.persist()? {
@@ -1159,7 +1316,11 @@ impl Store {
     /// query that listed one just before still reads it.
     pub async fn read_other_nodes(&self) -> Result<()> {
         let shared = &self.shared;
-        let others = shared.segments.other_nodes_segments().await?;
+        let crate::segments::OtherNodes {
+            segments: others,
+            orphans,
+        } = shared.segments.other_nodes_manifests().await?;
+        self.send_remote_orphans(orphans).await?;
         shared
             .catalog
             .set_others(&shared.segments.other_nodes_catalogs().await?);
@@ -1397,6 +1558,8 @@ struct DeriverPosition {
     reached: u64,
     /// Rows taken since the last checkpoint.
     rows: usize,
+    /// The last orphan file of each other node taken.
+    remote_through: BTreeMap<String, String>,
 }
 
 /// Feeds the deriver in WAL order, settles waiting halves every `derive_interval`,
@@ -1407,12 +1570,14 @@ fn run_deriver(
     mut deriver: Box<dyn CallDeriver>,
     receiver: std::sync::mpsc::Receiver<DeriveMessage>,
     reached: u64,
+    remote_through: BTreeMap<String, String>,
 ) {
     let interval = shared.config.derive_interval;
     let mut at = DeriverPosition {
         epoch: 0,
         reached,
         rows: 0,
+        remote_through,
     };
     let mut last_expiry = Instant::now();
     loop {
@@ -1444,6 +1609,19 @@ fn run_deriver(
             Some(DeriveMessage::Checkpoint) => {
                 checkpoint_if_due(shared, deriver.as_mut(), &mut at, now);
                 continue;
+            }
+            Some(DeriveMessage::Remote {
+                node,
+                file,
+                orphans,
+            }) => {
+                if let Err(error) = deriver.remote_answers(&orphans, now) {
+                    tracing::warn!(%error, node, file, "skipping another node's unreadable orphans");
+                }
+                at.remote_through.insert(node, file);
+                if now.duration_since(last_expiry) < interval {
+                    continue;
+                }
             }
             None => {}
         }
@@ -1491,6 +1669,8 @@ fn checkpoint_if_due(
         epoch: at.epoch,
         through: at.reached,
         pending: deriver.pending(),
+        orphans: deriver.take_orphans(),
+        remote_through: at.remote_through.clone(),
     };
     at.epoch += 1;
     at.rows = 0;

@@ -316,3 +316,84 @@ fn restored_halves_wait_what_they_had_left_but_at_least_half_a_wait() {
     assert_eq!(metrics.calls_virtual.get(), 2);
     assert_eq!(metrics.pending(), 0);
 }
+
+/// Producers of traces 1 and 2 publish to `notifications`; a batch consumer reads both in a
+/// trace of its own, 3, linked to them.
+fn batch_consumer() -> (&'static str, Span) {
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+    let mut consumer = span(3, 20, None, SpanKind::Consumer, &[]);
+    consumer.links = [1u8, 2]
+        .iter()
+        .map(|message| Link {
+            trace_id: vec![*message; 16],
+            span_id: vec![7; 8],
+            ..Link::default()
+        })
+        .collect();
+    ("mailer", consumer)
+}
+
+fn message(trace: u8) -> (&'static str, Span) {
+    let attributes = [("messaging.destination.name", "notifications")];
+    (
+        "orders",
+        span(trace, 7, None, SpanKind::Producer, &attributes),
+    )
+}
+
+/// The calls of `batches`, one line each, sorted.
+fn lines(batches: &[RecordBatch]) -> Vec<String> {
+    let mut names = Interner::default();
+    let mut lines: Vec<String> = batches
+        .iter()
+        .flat_map(|batch| call_rows(batch, &mut names).expect("a calls batch"))
+        .map(|call| format!("{call:?}"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_message() {
+    let wait = Duration::from_secs(10);
+    let shared = PairingConfig {
+        remote_wait: Some(wait),
+        ..PairingConfig::default()
+    };
+    let start = Instant::now();
+    // Routed by trace id: trace 2's message went to the second collector.
+    let (first_metrics, second_metrics) = (Arc::default(), Arc::default());
+    let mut first = Pairer::new(shared.clone(), Arc::clone(&first_metrics));
+    let mut second = Pairer::new(shared, Arc::clone(&second_metrics));
+    first.spans(&batch(&[message(1), batch_consumer()]), start);
+    second.spans(&batch(&[message(2)]), start);
+    let mut calls: Vec<RecordBatch> = first.take_calls().into_iter().collect();
+    first.expire(start + wait + Duration::from_secs(1));
+    second.expire(start + wait + Duration::from_secs(1));
+    let orphans = first.take_orphans();
+    assert!(!orphans.is_empty());
+    assert!(first.take_orphans().is_empty(), "taken once");
+    // Every collector is offered them; only the one holding the message pairs.
+    first.remote_answers(&orphans, start).unwrap();
+    second.remote_answers(&orphans, start).unwrap();
+    let after_all = start + 2 * wait + Duration::from_secs(2);
+    first.expire(after_all);
+    second.expire(after_all);
+    calls.extend(first.take_calls());
+    calls.extend(second.take_calls());
+
+    // One collector that received everything derives the same calls.
+    let mut alone = Pairer::new(PairingConfig::default(), Arc::default());
+    alone.spans(&batch(&[message(1), message(2), batch_consumer()]), start);
+    alone.expire(after_all);
+    let expected: Vec<RecordBatch> = alone.take_calls().into_iter().collect();
+    assert_eq!(lines(&calls), lines(&expected));
+    assert_eq!(lines(&calls).len(), 2);
+    let metrics: [&GraphMetrics; 2] = [&first_metrics, &second_metrics];
+    assert_eq!(metrics.map(|m| m.orphans_written.get()), [1, 0]);
+    assert_eq!(metrics.map(|m| m.calls_paired_remote.get()), [0, 1]);
+    assert_eq!(
+        metrics.map(|m| m.unconsumed.get() + m.unpaired_server.get()),
+        [0, 0]
+    );
+}

@@ -753,3 +753,91 @@ async fn a_node_gone_for_good_is_adopted_once_and_cannot_come_back() {
         .unwrap_err();
     assert!(error.to_string().contains("was adopted"), "{error}");
 }
+
+/// A deriver that leaves one orphan per batch of spans and keeps the orphans it is offered.
+struct Orphaning {
+    left: Vec<u8>,
+    offered: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl CallDeriver for Orphaning {
+    fn restore(&mut self, _pending: &[u8]) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
+        self.left = format!("{} spans", batch.num_rows()).into_bytes();
+    }
+    fn expire(&mut self, _now: Instant) {}
+    fn take_calls(&mut self) -> Option<RecordBatch> {
+        None
+    }
+    fn pending(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn take_orphans(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.left)
+    }
+    fn remote_answers(&mut self, orphans: &[u8], _now: Instant) -> std::result::Result<(), String> {
+        self.offered.lock().unwrap().push(orphans.to_vec());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn orphans_reach_the_other_nodes_once_their_calls_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let open = |node: &'static str, offered: &Arc<Mutex<Vec<Vec<u8>>>>| {
+        let deriver = Orphaning {
+            left: Vec::new(),
+            offered: offered.clone(),
+        };
+        Store::open_with(
+            on_bucket(&dir.path().join(node), &bucket, node),
+            Some(Box::new(deriver)),
+        )
+    };
+    let ignored = Arc::default();
+    let a = open("a", &ignored).await.unwrap();
+    a.append(spans(0, 3, now_ns())).await.unwrap();
+    a.calls_caught_up().await;
+    a.flush().await.unwrap();
+
+    // b is offered a's orphans; a crash before b flushes offers them again after it.
+    let offered = Arc::new(Mutex::new(Vec::new()));
+    let b = open("b", &offered).await.unwrap();
+    b.read_other_nodes().await.unwrap();
+    b.calls_caught_up().await;
+    assert_eq!(*offered.lock().unwrap(), vec![b"3 spans".to_vec()]);
+    b.read_other_nodes().await.unwrap();
+    b.calls_caught_up().await;
+    assert_eq!(offered.lock().unwrap().len(), 1, "each file once");
+    drop(b);
+    let b = open("b", &offered).await.unwrap();
+    b.read_other_nodes().await.unwrap();
+    b.calls_caught_up().await;
+    assert_eq!(offered.lock().unwrap().len(), 2, "again after a crash");
+    // Flushed: the manifest says how far b has taken a's orphans.
+    b.flush().await.unwrap();
+    drop(b);
+    let b = open("b", &offered).await.unwrap();
+    b.read_other_nodes().await.unwrap();
+    b.calls_caught_up().await;
+    assert_eq!(offered.lock().unwrap().len(), 2, "not after a flush");
+
+    // a's next orphans come after; an orphan file no manifest lists is removed on start.
+    a.append(spans(10, 4, now_ns())).await.unwrap();
+    a.calls_caught_up().await;
+    a.flush().await.unwrap();
+    b.read_other_nodes().await.unwrap();
+    b.calls_caught_up().await;
+    assert_eq!(offered.lock().unwrap()[2], b"4 spans".to_vec());
+    a.close().await.unwrap();
+    drop(a);
+    let stray =
+        bucket.join("_callwatch/nodes/a/orphans/20260101T000000.000000-a-00000001-000001.bin");
+    std::fs::write(&stray, b"left by a crash").unwrap();
+    let _a = open("a", &ignored).await.unwrap();
+    assert!(!stray.exists());
+    b.close().await.unwrap();
+}
