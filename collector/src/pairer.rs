@@ -16,8 +16,9 @@
 //! a batch consumer's message may have gone to another collector. Its halves still alone at
 //! the end of the wait are orphans: they go to the bucket with the next flush, and every other
 //! collector offers them to its producers ([`CallDeriver::remote_answers`]); the one holding
-//! the message pairs them. To be there, a producer no consumer answered waits `remote_wait`
-//! longer before it is settled.
+//! the message pairs them. To be there, a producer to a destination that batch consumers read
+//! (learned from the consumers seen here and the orphans offered) waits `remote_wait` longer
+//! before it is settled; other producers do not.
 //!
 //! At most `max_pending` halves wait: at the bound, the half that has waited longest is
 //! settled at once, as if its wait were over, to make room. The waiting halves a flush saves
@@ -88,6 +89,11 @@ pub struct Pairer {
     held: VecDeque<(Instant, Key)>,
     /// Consumer halves no producer answered here, for the other collectors.
     orphans: Vec<(Key, Half)>,
+    /// Destinations batch consumers read (here or on other collectors): their producers
+    /// are held for other collectors' orphans.
+    batch_destinations: HashSet<Arc<str>>,
+    /// A batch consumer that names no destination was seen: every producer is held.
+    batch_consumer_anywhere: bool,
     /// Client calls seen, by a hash of (trace, parent span, service, peer, operation): a
     /// second one under the same parent is a retry. A hash, so remembering one costs no
     /// copies; 64 bits make a false retry among a million waiting calls a 1 in 10^7 chance.
@@ -128,6 +134,8 @@ impl Pairer {
             queue: VecDeque::new(),
             held: VecDeque::new(),
             orphans: Vec::new(),
+            batch_destinations: HashSet::default(),
+            batch_consumer_anywhere: false,
             siblings: HashMap::default(),
             sibling_generation: 0,
             siblings_since: Instant::now(),
@@ -242,6 +250,7 @@ impl Pairer {
 
     fn take_answer(&mut self, mut half: Half, batch: &mut [Option<Waiting>], now: Instant) {
         if half.side == Side::Consumer && !half.links.is_empty() {
+            self.learn_batch_destination(&half);
             // A batch consumer answers each message it links to.
             for key in std::mem::take(&mut half.links) {
                 self.answer(key, &half, batch, now);
@@ -519,7 +528,13 @@ impl Pairer {
         if starter {
             match self.starters.get_mut(&key) {
                 Some(waiting) if waiting.since == since => {
-                    if self.config.remote_wait.is_some() && waiting.half.side == Side::Producer {
+                    let batch_consumed = self.batch_consumer_anywhere
+                        || (waiting.half.destination.as_ref())
+                            .is_some_and(|d| self.batch_destinations.contains(d));
+                    if self.config.remote_wait.is_some()
+                        && waiting.half.side == Side::Producer
+                        && batch_consumed
+                    {
                         // Another collector's consumer may still answer it.
                         waiting.held = true;
                         self.held.push_back((since, key));
@@ -555,6 +570,21 @@ impl Pairer {
             settled
         } else {
             0
+        }
+    }
+
+    /// Remembers that batch consumers read `consumer`'s destination.
+    fn learn_batch_destination(&mut self, consumer: &Half) {
+        match &consumer.destination {
+            Some(destination) if !self.batch_destinations.contains(destination) => {
+                if self.batch_destinations.len() < MAX_NAMES {
+                    self.batch_destinations.insert(destination.clone());
+                } else {
+                    self.batch_consumer_anywhere = true;
+                }
+            }
+            Some(_) => {}
+            None => self.batch_consumer_anywhere = true,
         }
     }
 
@@ -681,7 +711,15 @@ impl CallDeriver for Pairer {
         restored.sort_by_key(|(since, _)| *since);
         for (since, restored) in restored {
             match restored {
-                Restored::Starter(half, paired) => self.wait_for_answer(half, paired, since),
+                Restored::Starter(half, paired) => {
+                    // What was known of its destination before the restart: it has
+                    // consumers, who may read it in batches.
+                    if paired && let Some(destination) = &half.destination {
+                        self.consumed.insert(destination.clone());
+                        self.batch_destinations.insert(destination.clone());
+                    }
+                    self.wait_for_answer(half, paired, since)
+                }
                 Restored::Answer(key, half) => self.wait_for_starter(key, half, since),
             }
         }
@@ -760,6 +798,7 @@ impl CallDeriver for Pairer {
     fn remote_answers(&mut self, orphans: &[u8], _now: Instant) -> Result<(), String> {
         let orphans = crate::pending::decode(orphans, &mut self.names)?;
         for (key, half, _) in orphans.answers {
+            self.learn_batch_destination(&half);
             let starter = match self.starters.get_mut(&key) {
                 Some(waiting) if waiting.half.side == Side::Producer => {
                     waiting.paired = true;

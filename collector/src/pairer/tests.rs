@@ -317,12 +317,12 @@ fn restored_halves_wait_what_they_had_left_but_at_least_half_a_wait() {
     assert_eq!(metrics.pending(), 0);
 }
 
-/// Producers of traces 1 and 2 publish to `notifications`; a batch consumer reads both in a
-/// trace of its own, 3, linked to them.
-fn batch_consumer() -> (&'static str, Span) {
+/// A batch consumer of `notifications`, in trace `trace`, reading the messages of `messages`.
+fn batch_consumer(trace: u8, messages: &[u8]) -> (&'static str, Span) {
     use opentelemetry_proto::tonic::trace::v1::span::Link;
-    let mut consumer = span(3, 20, None, SpanKind::Consumer, &[]);
-    consumer.links = [1u8, 2]
+    let attributes = [("messaging.destination.name", "notifications")];
+    let mut consumer = span(trace, 20, None, SpanKind::Consumer, &attributes);
+    consumer.links = messages
         .iter()
         .map(|message| Link {
             trace_id: vec![*message; 16],
@@ -333,8 +333,9 @@ fn batch_consumer() -> (&'static str, Span) {
     ("mailer", consumer)
 }
 
-fn message(trace: u8) -> (&'static str, Span) {
-    let attributes = [("messaging.destination.name", "notifications")];
+/// A message of trace `trace` to `destination`.
+fn message(trace: u8, destination: &str) -> (&'static str, Span) {
+    let attributes = [("messaging.destination.name", destination)];
     (
         "orders",
         span(trace, 7, None, SpanKind::Producer, &attributes),
@@ -361,15 +362,30 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
         ..PairingConfig::default()
     };
     let start = Instant::now();
-    // Routed by trace id: trace 2's message went to the second collector.
+    // Routed by trace id: trace 2's message went to the second collector, with a batch
+    // consumer of its own; the first also has a message nobody reads in batches.
+    let first_spans = [
+        message(1, "notifications"),
+        batch_consumer(3, &[1, 2]),
+        message(5, "order-events"),
+    ];
+    let second_spans = [message(2, "notifications"), batch_consumer(4, &[2])];
     let (first_metrics, second_metrics) = (Arc::default(), Arc::default());
     let mut first = Pairer::new(shared.clone(), Arc::clone(&first_metrics));
     let mut second = Pairer::new(shared, Arc::clone(&second_metrics));
-    first.spans(&batch(&[message(1), batch_consumer()]), start);
-    second.spans(&batch(&[message(2)]), start);
-    let mut calls: Vec<RecordBatch> = first.take_calls().into_iter().collect();
+    first.spans(&batch(&first_spans), start);
+    second.spans(&batch(&second_spans), start);
+    let mut calls: Vec<RecordBatch> = Vec::new();
     first.expire(start + wait + Duration::from_secs(1));
     second.expire(start + wait + Duration::from_secs(1));
+    calls.extend(first.take_calls());
+    calls.extend(second.take_calls());
+    // A producer no batch consumer reads is settled at its wait, not held.
+    assert!(
+        lines(&calls)
+            .iter()
+            .any(|call| call.contains("order-events"))
+    );
     let orphans = first.take_orphans();
     assert!(!orphans.is_empty());
     assert!(first.take_orphans().is_empty(), "taken once");
@@ -384,11 +400,12 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
 
     // One collector that received everything derives the same calls.
     let mut alone = Pairer::new(PairingConfig::default(), Arc::default());
-    alone.spans(&batch(&[message(1), message(2), batch_consumer()]), start);
+    let all: Vec<_> = first_spans.iter().chain(&second_spans).cloned().collect();
+    alone.spans(&batch(&all), start);
     alone.expire(after_all);
     let expected: Vec<RecordBatch> = alone.take_calls().into_iter().collect();
     assert_eq!(lines(&calls), lines(&expected));
-    assert_eq!(lines(&calls).len(), 2);
+    assert_eq!(lines(&calls).len(), 4);
     let metrics: [&GraphMetrics; 2] = [&first_metrics, &second_metrics];
     assert_eq!(metrics.map(|m| m.orphans_written.get()), [1, 0]);
     assert_eq!(metrics.map(|m| m.calls_paired_remote.get()), [0, 1]);
