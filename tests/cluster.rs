@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::breakers::write_config;
 use crate::common::samples::sample;
-use crate::common::{Server, callwatch, metric, sql};
+use crate::common::{Server, callwatch, metric, pg_client, sql};
 use crate::graph::{edge_rows, get, window};
 use crate::object_storage::S3;
 
@@ -208,9 +208,23 @@ async fn two_collectors_and_two_query_nodes_answer_as_one_server() {
     let [first, second] = collectors;
     assert!(first.stop().success());
     assert!(second.stop().success());
-    let late = start("query-3", &config, &["--role", "query"]);
+    let late = start(
+        "query-3",
+        &config,
+        &["--role", "query", "--pg", "127.0.0.1:0"],
+    );
     let before = settled_answers(&queries[0], spans).await;
     assert_eq!(settled_answers(&late, spans).await, before, "{before:#}");
+    // Its Postgres listener and `callwatch sql --server` answer from the bucket too.
+    let (client, _connection) = pg_client(late.announced("postgres")).await;
+    let row = client
+        .query_one("SELECT count(*) FROM spans", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), spans as i64);
+    let url = format!("http://{}", late.http);
+    let printed = callwatch(&["sql", "SELECT count(*) AS n FROM spans", "--server", &url]);
+    assert!(printed.contains(&spans.to_string()), "{printed}");
 
     // collector-2 is gone for good: collector-1's node adopts its segments. Readers see each
     // segment once all along, and collector-2 can no longer start under its name.
