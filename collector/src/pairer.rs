@@ -288,11 +288,13 @@ impl Pairer {
             Some(waiting) if waiting.half.side == Side::Client => {
                 self.starters.remove(&key).expect("just found").half
             }
-            Some(waiting) => {
+            // Past its wait, a producer held for other collectors' orphans answers only
+            // those: a late consumer here is what it is with one collector.
+            Some(waiting) if !waiting.held => {
                 waiting.paired = true;
                 waiting.half.clone()
             }
-            None => {
+            _ => {
                 self.make_room();
                 self.wait_for_starter(key, half.clone(), now);
                 return;

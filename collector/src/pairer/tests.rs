@@ -386,6 +386,10 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
             .iter()
             .any(|call| call.contains("order-events"))
     );
+    // A consumer of message 2 past its wait is no call, as with one collector.
+    let late = [("mailer", span(2, 30, Some(7), SpanKind::Consumer, &[]))];
+    let late_at = start + wait + Duration::from_secs(2);
+    second.spans(&batch(&late), late_at);
     let orphans = first.take_orphans();
     assert!(!orphans.is_empty());
     assert!(first.take_orphans().is_empty(), "taken once");
@@ -402,6 +406,8 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
     let mut alone = Pairer::new(PairingConfig::default(), Arc::default());
     let all: Vec<_> = first_spans.iter().chain(&second_spans).cloned().collect();
     alone.spans(&batch(&all), start);
+    alone.expire(start + wait + Duration::from_secs(1));
+    alone.spans(&batch(&late), late_at);
     alone.expire(after_all);
     let expected: Vec<RecordBatch> = alone.take_calls().into_iter().collect();
     assert_eq!(lines(&calls), lines(&expected));
@@ -411,6 +417,7 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
     assert_eq!(metrics.map(|m| m.calls_paired_remote.get()), [0, 1]);
     assert_eq!(
         metrics.map(|m| m.unconsumed.get() + m.unpaired_server.get()),
-        [0, 0]
+        [0, 1],
+        "the late consumer"
     );
 }
