@@ -1336,6 +1336,7 @@ impl Store {
             (own, new, !tables.calls_subscribers.is_empty())
         };
         let mut calls = Vec::new();
+        let mut unread = HashSet::new();
         if subscribed {
             for meta in &new {
                 let read = shared
@@ -1344,8 +1345,11 @@ impl Store {
                     .await;
                 match read {
                     Ok(batches) => calls.extend(batches),
-                    // Compacted and deleted since it was listed: its calls are missed.
-                    Err(error) => tracing::warn!(%error, path = meta.path, "reading new calls"),
+                    // Tried again at the next refresh, while it is listed.
+                    Err(error) => {
+                        tracing::warn!(%error, path = meta.path, "reading another node's new calls");
+                        unread.insert(meta.path.clone());
+                    }
                 }
             }
         }
@@ -1356,6 +1360,7 @@ impl Store {
             .filter(|s| !own.contains(&s.path))
             .collect();
         tables.followed = followed(&tables.others);
+        tables.followed.retain(|path| !unread.contains(path));
         shared.metrics.refreshes.add(1);
         tables.calls_subscribers.retain(|subscriber| {
             calls
