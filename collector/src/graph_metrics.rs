@@ -443,32 +443,13 @@ impl GraphMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callwatch_storage::{CallType, NodeKind};
 
     fn call(client: &str, seconds: f64) -> CallRow {
         CallRow {
-            start_ns: 0,
             trace_id: 1,
-            client: client.into(),
-            server: "c".into(),
-            call_type: CallType::Sync,
-            server_kind: NodeKind::Service,
-            operation: None,
-            destination: None,
-            client_instance: None,
-            server_instance: None,
-            api_version: None,
             client_duration_ns: Some((seconds * 1e9) as i64),
-            server_duration_ns: None,
-            queue_ns: None,
             failed: seconds > 1.0,
-            status: None,
-            retry: false,
-            timeout: false,
-            breaker_state: None,
-            breaker_name: None,
-            client_span_id: None,
-            server_span_id: None,
+            ..CallRow::between(0, client, "c")
         }
     }
 

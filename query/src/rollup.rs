@@ -411,28 +411,16 @@ pub(crate) mod tests {
     pub(crate) fn call(start_ns: i64, client_ms: i64) -> CallRow {
         let failed = client_ms % 10 == 0;
         CallRow {
-            start_ns,
             trace_id: start_ns as u128,
-            client: "a".into(),
-            server: "b".into(),
-            call_type: CallType::Sync,
-            server_kind: NodeKind::Service,
             operation: Some(["GET /a", "POST /b"][(start_ns % 2) as usize].into()),
-            destination: None,
             client_instance: Some(format!("a-{}", start_ns % 3).into()),
             server_instance: (start_ns % 5 != 0).then(|| format!("b-{}", start_ns % 4).into()),
             api_version: Some(["v1", "v2"][(client_ms % 2) as usize].into()),
             client_duration_ns: Some(client_ms * 1_000_000),
             server_duration_ns: Some(client_ms * 900_000),
-            queue_ns: None,
             failed,
             status: failed.then(|| ["500", "503"][(start_ns % 2) as usize].into()),
-            retry: false,
-            timeout: false,
-            breaker_state: None,
-            breaker_name: None,
-            client_span_id: None,
-            server_span_id: None,
+            ..CallRow::between(start_ns, "a", "b")
         }
     }
 }

@@ -100,6 +100,37 @@ pub struct CallRow {
     pub server_span_id: Option<u64>,
 }
 
+impl CallRow {
+    /// A sync call from `client` to the service `server` at `start_ns`, nothing else known:
+    /// the start of a row whose other fields a caller sets.
+    pub fn between(start_ns: i64, client: &str, server: &str) -> Self {
+        Self {
+            start_ns,
+            trace_id: 0,
+            client: client.into(),
+            server: server.into(),
+            call_type: CallType::Sync,
+            server_kind: NodeKind::Service,
+            operation: None,
+            destination: None,
+            client_instance: None,
+            server_instance: None,
+            api_version: None,
+            client_duration_ns: None,
+            server_duration_ns: None,
+            queue_ns: None,
+            failed: false,
+            status: None,
+            retry: false,
+            timeout: false,
+            breaker_state: None,
+            breaker_name: None,
+            client_span_id: None,
+            server_span_id: None,
+        }
+    }
+}
+
 /// Collects calls into `calls` batches.
 #[derive(Debug, Default)]
 pub struct CallsBuilder {

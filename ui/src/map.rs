@@ -842,32 +842,14 @@ mod tests {
     use callwatch_query::graph::{Recent, Window};
     use callwatch_query::rollup::Rollup;
     use callwatch_query::stats::HealthThresholds;
-    use callwatch_storage::{CallRow, CallType, NodeKind};
+    use callwatch_storage::{CallRow, NodeKind};
 
     fn call(client: &str, server: &str, kind: NodeKind) -> CallRow {
         CallRow {
-            start_ns: 1_000,
             trace_id: 1,
-            client: client.into(),
-            server: server.into(),
-            call_type: CallType::Sync,
             server_kind: kind,
-            operation: None,
-            destination: None,
-            client_instance: None,
-            server_instance: None,
-            api_version: None,
             client_duration_ns: Some(1_000_000),
-            server_duration_ns: None,
-            queue_ns: None,
-            failed: false,
-            status: None,
-            retry: false,
-            timeout: false,
-            breaker_state: None,
-            breaker_name: None,
-            client_span_id: None,
-            server_span_id: None,
+            ..CallRow::between(1_000, client, server)
         }
     }
 

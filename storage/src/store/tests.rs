@@ -613,28 +613,9 @@ impl CallDeriver for CallPerSpan {
             .clone();
         for start in starts.values() {
             self.calls.push(crate::CallRow {
-                start_ns: *start,
                 trace_id: 1,
-                client: "a".into(),
-                server: "b".into(),
-                call_type: crate::CallType::Sync,
-                server_kind: crate::NodeKind::Service,
-                operation: None,
-                destination: None,
-                client_instance: None,
-                server_instance: None,
-                api_version: None,
                 client_duration_ns: Some(1),
-                server_duration_ns: None,
-                queue_ns: None,
-                failed: false,
-                status: None,
-                retry: false,
-                timeout: false,
-                breaker_state: None,
-                breaker_name: None,
-                client_span_id: None,
-                server_span_id: None,
+                ..crate::CallRow::between(*start, "a", "b")
             });
         }
     }
