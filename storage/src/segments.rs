@@ -86,6 +86,8 @@ pub struct OtherNodes {
     pub segments: Vec<SegmentMeta>,
     /// Their orphan files, by node, oldest first.
     pub orphans: BTreeMap<String, Vec<String>>,
+    /// Their catalogs of services, as JSON.
+    pub catalogs: Vec<Bytes>,
 }
 
 /// One committed Parquet file.
@@ -275,17 +277,15 @@ impl SegmentStore {
         Ok(manifest)
     }
 
-    /// The segments in the manifests of every other node writing this bucket, each once
-    /// (while a node is being adopted, two manifests list its segments).
-    pub async fn other_nodes_segments(&self) -> Result<Vec<SegmentMeta>> {
-        Ok(self.other_nodes_manifests().await?.segments)
-    }
-
-    /// What the manifests of every other node writing this bucket list.
-    pub async fn other_nodes_manifests(&self) -> Result<OtherNodes> {
+    /// What the manifests of every other node writing this bucket list, each segment once
+    /// (while a node is being adopted, two manifests list its segments), and their catalogs
+    /// (see [`SegmentStore::save_catalog`]).
+    pub async fn other_nodes(&self) -> Result<OtherNodes> {
         let mut others = OtherNodes::default();
         let mut seen = std::collections::HashSet::new();
-        for node in self.other_nodes().await? {
+        for node in self.other_node_names().await? {
+            let catalog = format!("{NODES_PREFIX}/{node}/{CATALOG_FILE}");
+            others.catalogs.extend(self.read_object(&catalog).await?);
             let path = format!("{NODES_PREFIX}/{node}/manifest.json");
             if let Some(manifest) = self.read_manifest(&path).await? {
                 others.segments.extend(
@@ -329,7 +329,7 @@ impl SegmentStore {
     }
 
     /// The nodes other than this one that have written this bucket.
-    async fn other_nodes(&self) -> Result<Vec<String>> {
+    async fn other_node_names(&self) -> Result<Vec<String>> {
         let listed = self
             .objects
             .list_with_delimiter(Some(&ObjectPath::from(NODES_PREFIX)))
@@ -341,16 +341,6 @@ impl SegmentStore {
             .filter(|node| *node != self.node)
             .map(str::to_string)
             .collect())
-    }
-
-    /// The catalog each other node keeps in the bucket (see [`SegmentStore::save_catalog`]).
-    pub async fn other_nodes_catalogs(&self) -> Result<Vec<Bytes>> {
-        let mut catalogs = Vec::new();
-        for node in self.other_nodes().await? {
-            let path = format!("{NODES_PREFIX}/{node}/{CATALOG_FILE}");
-            catalogs.extend(self.read_object(&path).await?);
-        }
-        Ok(catalogs)
     }
 
     /// Keeps this node's catalog of services in the bucket, beside its manifest, for readers

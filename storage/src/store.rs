@@ -527,7 +527,11 @@ impl Store {
         let (wal, replay) =
             tokio::task::spawn_blocking(move || Wal::open(&wal_dir, skip)).await??;
 
-        let others = segments.other_nodes_segments().await?;
+        let crate::segments::OtherNodes {
+            segments: others,
+            catalogs: others_catalogs,
+            ..
+        } = segments.other_nodes().await?;
         let mut tables = Tables {
             segments: manifest.segments.clone(),
             followed: followed(&others),
@@ -572,7 +576,7 @@ impl Store {
         let catalog = Catalog::open(&config.data_dir);
         // Kept in the bucket too, for the readers of other machines.
         segments.save_catalog(catalog.own_json()).await?;
-        catalog.set_others(&segments.other_nodes_catalogs().await?);
+        catalog.set_others(&others_catalogs);
         let shared = Arc::new(Shared {
             config,
             catalog,
@@ -639,9 +643,13 @@ impl Store {
             None => SegmentLocation::local(&config.data_dir)?,
         };
         let segments = SegmentStore::reader(location);
-        let others = segments.other_nodes_segments().await?;
+        let crate::segments::OtherNodes {
+            segments: others,
+            catalogs,
+            ..
+        } = segments.other_nodes().await?;
         let catalog = Catalog::reader();
-        catalog.set_others(&segments.other_nodes_catalogs().await?);
+        catalog.set_others(&catalogs);
         let tables = Tables {
             followed: followed(&others),
             others,
@@ -1319,11 +1327,10 @@ impl Store {
         let crate::segments::OtherNodes {
             segments: others,
             orphans,
-        } = shared.segments.other_nodes_manifests().await?;
+            catalogs,
+        } = shared.segments.other_nodes().await?;
         self.send_remote_orphans(orphans).await?;
-        shared
-            .catalog
-            .set_others(&shared.segments.other_nodes_catalogs().await?);
+        shared.catalog.set_others(&catalogs);
         let (own, new, subscribed) = {
             let tables = shared.tables.lock().expect("not poisoned");
             let own: HashSet<String> = tables.segments.iter().map(|s| s.path.clone()).collect();
