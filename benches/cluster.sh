@@ -22,42 +22,7 @@ WORK=$(mktemp -d)
 PIDS=()
 trap 'kill -9 "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 
-# The S3 server, its buckets made; its stdin stays open on fd 3.
-mkfifo "$WORK/s3-in"
-python3 tests/s3/server.py bench <"$WORK/s3-in" >"$WORK/s3-out" &
-PIDS+=($!)
-exec 3>"$WORK/s3-in"
-for _ in $(seq 100); do [ -s "$WORK/s3-out" ] && break; sleep 0.1; done
-S3_PORT=$(head -1 "$WORK/s3-out")
-export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-
-# `serve` named $1 with its data in $WORK/$1 and the further flags; sets PID, GRPC, OTLP_HTTP
-# and HTTP.
-start() {
-  local name=$1
-  shift
-  "$BIN" serve --data-dir "$WORK/$name" --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 \
-    --http 127.0.0.1:0 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  PID=$!
-  PIDS+=($PID)
-  for _ in $(seq 600); do
-    grep -q '^listening http ' "$WORK/$name.out" 2>/dev/null && break
-    sleep 0.05
-  done
-  GRPC=$(awk '/^listening otlp-grpc /{print $3}' "$WORK/$name.out")
-  OTLP_HTTP=$(awk '/^listening otlp-http /{print $3}' "$WORK/$name.out")
-  HTTP=$(awk '/^listening http /{print $3}' "$WORK/$name.out")
-}
-
-# SIGTERM (a graceful stop flushes everything); sets STOPPED to the seconds it took.
-stop() {
-  local started
-  started=$(date +%s%N)
-  kill -TERM "$1"
-  wait "$1" || true
-  STOPPED=$(python3 -c "print(round(($(date +%s%N) - $started) / 1e9, 1))")
-}
+start_s3 bench
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 echo "## 1. ingest, ${SECONDS_EACH} s per run"
@@ -97,18 +62,7 @@ while [ "$(curl -s "http://$HTTP/api/v1/sql" -d 'SELECT count(*) FROM spans' |
 done
 stop "$PID"
 # The same files, into the bucket.
-python3 - "$WORK/big" "$S3_PORT" <<'EOF'
-import os, sys, boto3
-root, port = sys.argv[1], sys.argv[2]
-s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-for top in ("spans", "calls", "_callwatch"):
-    for directory, _, files in os.walk(os.path.join(root, top)):
-        for name in files:
-            path = os.path.join(directory, name)
-            if "/_callwatch/pending" not in path:
-                s3.upload_file(path, "bench", "big/" + os.path.relpath(path, root))
-EOF
+upload "$WORK/big" bench/big
 start query-s3 --role query --storage s3://bench/big
 S3_HTTP=$HTTP
 start query-disk --role query --storage "file://$WORK/big"

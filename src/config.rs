@@ -81,10 +81,42 @@ pub struct SqlArgs {
     pub data_dir: Option<PathBuf>,
     /// With --data-dir: the segments are at this URL (as `serve --storage`; options from the
     /// environment).
-    #[arg(long, env = "CALLWATCH_STORAGE", requires = "data_dir")]
+    #[arg(long, env = "CALLWATCH_STORAGE")]
     pub storage: Option<String>,
     #[command(flatten)]
+    pub ballista: BallistaArgs,
+    #[command(flatten)]
     pub token: TokenFile,
+}
+
+/// Where SQL runs distributed: an Apache DataFusion Ballista cluster reading --storage.
+#[derive(Debug, Clone, Args)]
+pub struct BallistaArgs {
+    /// The Ballista scheduler, df://HOST:PORT: SQL (HTTP, --pg, `callwatch sql`) and graph
+    /// windows of at least --ballista-over run there, over the flushed segments.
+    #[arg(long = "ballista", env = "CALLWATCH_BALLISTA")]
+    pub url: Option<String>,
+    /// With --ballista: graph windows at least this long are aggregated on the cluster.
+    #[arg(long = "ballista-over", env = "CALLWATCH_BALLISTA_OVER", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub over: Duration,
+    /// With --ballista: the tasks each stage of a query is cut into (files are grouped
+    /// into this many scans).
+    #[arg(
+        long = "ballista-partitions",
+        env = "CALLWATCH_BALLISTA_PARTITIONS",
+        default_value_t = 8
+    )]
+    pub partitions: usize,
+}
+
+impl BallistaArgs {
+    pub fn cluster(&self) -> anyhow::Result<Option<callwatch_query::Cluster>> {
+        self.url
+            .as_deref()
+            .map(|url| callwatch_query::Cluster::new(url, self.over, self.partitions))
+            .transpose()
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 /// The token a client command sends, when the server asks for one.
@@ -286,6 +318,8 @@ pub struct ServeArgs {
     /// Streams one HTTP/2 connection may have open at once, on the OTLP and HTTP listeners.
     #[arg(long, env = "CALLWATCH_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
     pub max_concurrent_streams: u32,
+    #[command(flatten)]
+    pub ballista: BallistaArgs,
     /// Postgres wire protocol listen address, e.g. 127.0.0.1:5432 (off unless given).
     #[arg(long, env = "CALLWATCH_PG")]
     pub pg: Option<SocketAddr>,

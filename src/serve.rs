@@ -62,6 +62,10 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         queries || args.pg.is_none(),
         "--pg serves queries: not with --role ingest"
     );
+    anyhow::ensure!(
+        queries || args.ballista.url.is_none(),
+        "--ballista runs queries: not with --role ingest"
+    );
     let tls = ListenerTls::load(&args.tls)?;
     let tokens = Arc::new(tokens(args, &config)?);
     let exposed = tls.exposed(args);
@@ -200,6 +204,13 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
         BreakerTracker::new(breaker_options, events)
             .with_memory_account(store.memory_account("breakers")),
     );
+    let query = match args.ballista.cluster()? {
+        Some(cluster) => {
+            tracing::info!(scheduler = cluster.url(), "queries run on Ballista");
+            query.with_cluster(cluster)
+        }
+        None => query,
+    };
     if queries {
         spawn_followers(&query, &tracker, &cancel);
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use callwatch_collector::{GraphMetrics, Pairer, PairingConfig};
-use callwatch_query::{QueryEngine, QueryLimits};
+use callwatch_query::{Cluster, QueryEngine, QueryLimits};
 use callwatch_storage::{SegmentLocation, Store, StoreConfig};
 
 use crate::config::SqlArgs;
@@ -16,9 +16,17 @@ use crate::config::SqlArgs;
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
-    let (schema, batches) = match &args.data_dir {
-        Some(dir) => from_data_dir(dir, args.storage.as_deref(), &args.sql).await?,
-        None => from_server(&args.server, &args.sql, args.token.read()?).await?,
+    let (schema, batches) = match (args.ballista.cluster()?, &args.data_dir) {
+        (Some(cluster), dir) => {
+            on_cluster(cluster, dir.as_deref(), args.storage.as_deref(), &args.sql).await?
+        }
+        (None, Some(dir)) => from_data_dir(dir, args.storage.as_deref(), &args.sql).await?,
+        (None, None) => {
+            if args.storage.is_some() {
+                bail!("--storage needs --data-dir or --ballista");
+            }
+            from_server(&args.server, &args.sql, args.token.read()?).await?
+        }
     };
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let table = arrow::util::pretty::pretty_format_batches_with_schema(schema, &batches)?;
@@ -94,5 +102,39 @@ async fn from_data_dir(
     let output = QueryEngine::new(store, QueryLimits::default())
         .sql(sql)
         .await?;
+    Ok((output.schema, output.batches))
+}
+
+/// Runs the query on a Ballista cluster over the segments at `--storage` (or in the data
+/// directory), as a query node would: read-only, nothing written.
+async fn on_cluster(
+    cluster: Cluster,
+    dir: Option<&Path>,
+    storage: Option<&str>,
+    sql: &str,
+) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let segments = storage
+        .map(|url| SegmentLocation::parse(url, &[]))
+        .transpose()
+        .context("--storage")?;
+    let data_dir = match (dir, &segments) {
+        (Some(dir), _) => dir.to_path_buf(),
+        // A reader of a bucket keeps nothing in its data directory.
+        (None, Some(_)) => std::env::temp_dir(),
+        (None, None) => bail!("--ballista needs --storage (or --data-dir) to list the segments"),
+    };
+    let config = StoreConfig {
+        segments,
+        ..StoreConfig::new(data_dir)
+    };
+    let store = Store::open_reader(config)
+        .await
+        .context("reading the manifests")?;
+    let engine = QueryEngine::new(store.clone(), QueryLimits::default()).with_cluster(cluster);
+    if callwatch_query::reads_table(sql, callwatch_query::breakers::BREAKER_TRANSITIONS_TABLE) {
+        // The transitions come from replaying the stored calls, as on a query node.
+        engine.breakers().start(&store).await?;
+    }
+    let output = engine.sql(sql).await?;
     Ok((output.schema, output.batches))
 }

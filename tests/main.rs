@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod bad_input;
+mod ballista;
 mod breakers;
 mod cluster;
 mod crash_recovery;

@@ -69,6 +69,18 @@ impl S3 {
         })
     }
 
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The environment that gives a process this server's endpoint and credentials.
+    pub(crate) fn environment(&self) -> Vec<(String, String)> {
+        self.options()
+            .into_iter()
+            .map(|(key, value)| (key.to_ascii_uppercase(), value))
+            .collect()
+    }
+
     /// `down` or `up`, once the server has done it.
     fn command(&mut self, command: &str) {
         writeln!(self.stdin, "{command}").unwrap();

@@ -18,6 +18,7 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::breakers::{BREAKER_TRANSITIONS_TABLE, BreakerTracker};
+use crate::cluster::Cluster;
 use crate::error::QueryError;
 use crate::guard;
 use crate::pieces::{DetailCaches, RollupCache};
@@ -63,6 +64,8 @@ pub struct QueryEngine {
     breakers: Arc<BreakerTracker>,
     /// The runtime that read requests run on, and its admission.
     reads: Reads,
+    /// The Ballista cluster that SQL runs on, if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -100,7 +103,18 @@ impl QueryEngine {
             details: Arc::new(DetailCaches::default()),
             breakers: Arc::new(BreakerTracker::default()),
             reads,
+            cluster: None,
         }
+    }
+
+    /// The engine with SQL (and long graph windows) run on this Ballista cluster.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(Arc::new(cluster));
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
     }
 
     /// The engine with this breaker tracker (its settings and webhook) instead of one with
@@ -203,9 +217,24 @@ impl QueryEngine {
         Ok(context)
     }
 
-    /// Runs one read-only statement within the limits.
+    /// Runs one read-only statement within the limits: on the cluster if there is one.
     pub async fn sql(&self, sql: &str) -> Result<QueryOutput, QueryError> {
         guard::check(sql)?;
+        if let Some(cluster) = &self.cluster {
+            let frame = self
+                .planning_context()?
+                .sql_with_options(sql, read_only())
+                .await?;
+            let snapshot = self.store.snapshot();
+            return cluster
+                .run(
+                    self,
+                    &snapshot,
+                    frame.into_unoptimized_plan(),
+                    Some(self.limits.max_rows),
+                )
+                .await;
+        }
         let context = self.context()?;
         let limits = self.limits;
         bounded(limits, async {
@@ -219,6 +248,12 @@ impl QueryEngine {
     /// limits, in a session of its own.
     pub async fn run_plan(&self, plan: LogicalPlan) -> Result<QueryOutput, QueryError> {
         read_only().verify_plan(&plan)?;
+        if let Some(cluster) = &self.cluster {
+            let snapshot = self.store.snapshot();
+            return cluster
+                .run(self, &snapshot, plan, Some(self.limits.max_rows))
+                .await;
+        }
         let context = self.context()?;
         let limits = self.limits;
         bounded(limits, async {

@@ -13,6 +13,11 @@ pub enum QueryError {
     Invalid(String),
     #[error("the query ran longer than its time limit of {0:?}")]
     Timeout(Duration),
+    /// Over the time limit on a Ballista cluster; the job was cancelled there.
+    #[error(
+        "the query ran longer than its time limit of {limit:?}: Ballista job {job} was cancelled"
+    )]
+    StoppedOnCluster { limit: Duration, job: String },
     #[error("the query returns more than the limit of {0} rows: add a LIMIT or aggregate")]
     TooManyRows(usize),
     #[error("the query needs more memory than its limit: {0}")]

@@ -174,19 +174,85 @@ impl Recent {
     }
 }
 
+/// Where a graph window's statistics are aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphEngine {
+    /// On the cluster for windows at least `--ballista-over` long, here otherwise.
+    Auto,
+    /// Here, from the rollup cache.
+    Local,
+    /// On the Ballista cluster.
+    Cluster,
+}
+
 /// The graph of a window from the rollup cache: whole pieces where they cover the window,
-/// calls read one by one where they do not. Without calls of its own: for the graph's
-/// nodes and edges, not for breakdowns.
+/// calls read one by one where they do not; or, for a long window on a server with a
+/// cluster, aggregated there. Without calls of its own: for the graph's nodes and edges,
+/// not for breakdowns.
 pub async fn graph_of(
     engine: &QueryEngine,
     window: Window,
     thresholds: HealthThresholds,
 ) -> Result<Graph, QueryError> {
-    let stats = engine
+    graph_on(engine, window, thresholds, GraphEngine::Auto).await
+}
+
+/// [`graph_of`], aggregated where `on` says.
+pub async fn graph_on(
+    engine: &QueryEngine,
+    window: Window,
+    thresholds: HealthThresholds,
+    on: GraphEngine,
+) -> Result<Graph, QueryError> {
+    let cluster = match (on, engine.cluster()) {
+        (GraphEngine::Local, _) => None,
+        (GraphEngine::Cluster, None) => {
+            return Err(QueryError::Invalid(
+                "engine=ballista needs a server started with --ballista".into(),
+            ));
+        }
+        (GraphEngine::Cluster, Some(cluster)) => Some(cluster),
+        (GraphEngine::Auto, cluster) => {
+            cluster.filter(|c| c.takes_window(window.to_ns.saturating_sub(window.from_ns)))
+        }
+    };
+    let Some(cluster) = cluster else {
+        let stats = engine
+            .rollups()
+            .windows(engine.store(), &graph_windows(window), |_| true)
+            .await?;
+        return graph_from(engine, window, thresholds, stats).await;
+    };
+    // The last minute, for the rate "now", is short: read here as the local graph does.
+    let recent_from = Recent::start(window);
+    let mut stats = engine
         .rollups()
-        .windows(engine.store(), &graph_windows(window), |_| true)
+        .windows(engine.store(), &[(recent_from, window.to_ns)], |_| true)
         .await?;
-    graph_from(engine, window, thresholds, stats).await
+    let (mut recent, uncovered) = stats.pop().expect("one window asked");
+    for (from_ns, to_ns) in uncovered {
+        for call in calls_in(engine, Window { from_ns, to_ns }).await? {
+            recent.add(&call);
+        }
+    }
+    let rollup = crate::cluster_graph::edge_stats(cluster, engine, window).await?;
+    let recent = Recent {
+        from_ns: recent_from,
+        rollup: recent,
+    };
+    Ok(attach_known(
+        engine,
+        Graph::build(rollup, recent, window, thresholds),
+    ))
+}
+
+/// The graph with what is known beside its calls: breakers, namespaces, consumer groups.
+fn attach_known(engine: &QueryEngine, mut graph: Graph) -> Graph {
+    graph.attach_breakers(engine.breakers());
+    let known = engine.store().catalog().known();
+    graph.attach_namespaces(&known.namespaces);
+    graph.attach_consumer_groups(&known.consumer_groups);
+    graph
 }
 
 /// The graph of a window and the breakdowns and series of a service's or an edge's calls,
@@ -253,12 +319,10 @@ async fn graph_from(
         from_ns: recent_from,
         rollup: recent,
     };
-    let mut graph = Graph::build(rollup, recent, window, thresholds);
-    graph.attach_breakers(engine.breakers());
-    let known = engine.store().catalog().known();
-    graph.attach_namespaces(&known.namespaces);
-    graph.attach_consumer_groups(&known.consumer_groups);
-    Ok(graph)
+    Ok(attach_known(
+        engine,
+        Graph::build(rollup, recent, window, thresholds),
+    ))
 }
 
 /// Intervals of `step_ns` covering `window`, in order. Aligned ones start on multiples of

@@ -67,6 +67,27 @@ fn kind(statement: &Statement) -> String {
     words
 }
 
+/// Whether `sql` (one statement that parses) reads the table `table`.
+pub fn reads_table(sql: &str, table: &str) -> bool {
+    let Ok(statements) = DFParser::parse_sql(sql) else {
+        return false;
+    };
+    statements.iter().any(|statement| {
+        let DfStatement::Statement(statement) = statement else {
+            return false;
+        };
+        visit_relations(statement.as_ref(), |name| {
+            let last = name.0.last().map(|part| part.to_string());
+            if last.is_some_and(|part| part.trim_matches('"').eq_ignore_ascii_case(table)) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .is_break()
+    })
+}
+
 /// Tables are named, never read by path or URL (DataFusion's dynamic file catalog).
 fn check_relations(statement: &Statement) -> Result<(), QueryError> {
     let found = visit_relations(statement, |name| {

@@ -5,6 +5,8 @@
 
 pub mod breaker;
 pub mod breakers;
+mod cluster;
+mod cluster_graph;
 mod engine;
 mod error;
 pub mod graph;
@@ -20,8 +22,10 @@ mod watchdog;
 use arrow::record_batch::RecordBatch;
 use callwatch_storage::{Result, SpanRecord, Store, span_records};
 
+pub use cluster::Cluster;
 pub use engine::{QueryEngine, QueryLimits, QueryOutput};
 pub use error::QueryError;
+pub use guard::reads_table;
 pub use postgres::{PasswordOf, PgAuth, serve_postgres};
 pub use reads::{Priority, ReadSettings, Reads};
 

@@ -252,7 +252,9 @@ fn pg_error(error: QueryError) -> PgWireError {
     let code = match &error {
         QueryError::Refused(_) => "42501",
         QueryError::Invalid(_) => "42601",
-        QueryError::Timeout(_) | QueryError::Cancelled => "57014",
+        QueryError::Timeout(_) | QueryError::StoppedOnCluster { .. } | QueryError::Cancelled => {
+            "57014"
+        }
         QueryError::Busy { .. } => "53300",
         QueryError::TooManyRows(_) => "54000",
         QueryError::OutOfMemory(_) => "53200",

@@ -68,6 +68,30 @@ impl Accumulator {
         self.first_seen(Some(call.start_ns));
     }
 
+    /// Counts that an aggregation elsewhere (a cluster's) made of a set of calls: what
+    /// [`Accumulator::add`] would have counted of them. Durations follow with
+    /// [`Accumulator::durations_mut`].
+    pub fn counted(counts: Counted) -> Self {
+        Self {
+            calls: counts.calls,
+            errors: counts.errors,
+            retries: counts.retries,
+            timeouts: counts.timeouts,
+            breaker: counts.breaker,
+            first_ns: counts.first_ns,
+            ..Self::default()
+        }
+    }
+
+    /// The histogram of one kind of duration, to fill from buckets counted elsewhere.
+    pub fn durations_mut(&mut self, kind: DurationKind) -> &mut Histogram {
+        match kind {
+            DurationKind::Client => &mut self.client,
+            DurationKind::Server => &mut self.server,
+            DurationKind::Queue => &mut self.queue,
+        }
+    }
+
     fn first_seen(&mut self, at_ns: Option<i64>) {
         self.first_ns = match (self.first_ns, at_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -169,6 +193,39 @@ impl Accumulator {
     }
 }
 
+/// What [`Accumulator::counted`] takes.
+#[derive(Debug, Default)]
+pub struct Counted {
+    pub calls: u64,
+    pub errors: u64,
+    pub retries: u64,
+    pub timeouts: u64,
+    /// When the latest call that reported a breaker state started, and the state.
+    pub breaker: Option<(i64, std::sync::Arc<str>)>,
+    pub first_ns: Option<i64>,
+}
+
+/// The durations an accumulator keeps a histogram of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationKind {
+    Client,
+    Server,
+    Queue,
+}
+
+impl DurationKind {
+    pub const ALL: [DurationKind; 3] = [Self::Client, Self::Server, Self::Queue];
+
+    /// The `calls` column it is read from.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Client => callwatch_storage::schema::CLIENT_DURATION_NS,
+            Self::Server => callwatch_storage::schema::SERVER_DURATION_NS,
+            Self::Queue => callwatch_storage::schema::QUEUE_NS,
+        }
+    }
+}
+
 /// Seconds of [from_ns, to_ns) from `first_ns` on (the whole window if it is earlier or
 /// unknown).
 pub fn observed_seconds(first_ns: Option<i64>, from_ns: i64, to_ns: i64) -> f64 {
@@ -223,6 +280,21 @@ impl Histogram {
             }
             self.total += 1;
         }
+    }
+
+    /// Adds `count` values to bucket `bucket` (as [`bucket_sql`] numbers it).
+    pub fn add_bucket(&mut self, bucket: u32, count: u64) {
+        if count == 0 {
+            return;
+        }
+        match self.buckets.binary_search(&bucket) {
+            Ok(at) => self.counts[at] += count,
+            Err(at) => {
+                self.buckets.insert(at, bucket);
+                self.counts.insert(at, count);
+            }
+        }
+        self.total += count;
     }
 
     pub fn merge(&mut self, other: &Histogram) {
@@ -351,6 +423,30 @@ fn bucket_of(ns: i64) -> u32 {
     1000 + (power - 1) * 900 + (leading - 100)
 }
 
+/// [`bucket_of`] as a SQL expression over an integer column of nanoseconds, for
+/// aggregations that run elsewhere: integer arithmetic only, so it numbers every value
+/// exactly as `bucket_of` does.
+pub fn bucket_sql(column: &str) -> String {
+    let value = format!("greatest({column}, 0)");
+    let mut sql = format!("CASE WHEN {value} < 1000 THEN {value}");
+    // A value below 10^(power + 3) has `power` digits after its three leading ones.
+    // The last, 16, is every value from 10^18 to i64::MAX (10^19 is no i64 literal).
+    for power in 1..=15u32 {
+        let below = 10u64.pow(power + 3);
+        let divisor = 10u64.pow(power);
+        let base = 1000 + (power - 1) * 900;
+        sql.push_str(&format!(
+            " WHEN {value} < {below} THEN {base} + {value} / {divisor} - 100"
+        ));
+    }
+    sql.push_str(&format!(
+        " ELSE {} + {value} / {} - 100 END",
+        1000 + 15 * 900,
+        10u64.pow(16)
+    ));
+    sql
+}
+
 fn lower_bound(bucket: u32) -> i64 {
     if bucket < 1000 {
         return i64::from(bucket);
@@ -470,6 +566,46 @@ mod tests {
         assert_eq!(lower_bound(bucket_of(123_456)), 123_000);
         assert_eq!(lower_bound(bucket_of(49_800_000)), 49_800_000);
         assert_eq!(bucket_of(-5), 0);
+    }
+
+    #[tokio::test]
+    async fn the_sql_bucket_is_the_bucket() {
+        let mut values: Vec<i64> = vec![-5, 0, 1, 999, 1_000, 1_009, 9_999, 10_000, i64::MAX];
+        for power in 3..=18 {
+            let at = 10i64.pow(power);
+            values.extend([at - 1, at, at + 1, at / 1000 * 123 + 7]);
+        }
+        let list = values
+            .iter()
+            .map(|v| format!("(CAST({v} AS BIGINT))"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT v, {} AS bucket FROM (VALUES {list}) AS t(v)",
+            bucket_sql("v")
+        );
+        let context = datafusion::prelude::SessionContext::new();
+        let batches = context.sql(&sql).await.unwrap().collect().await.unwrap();
+        let mut checked = 0;
+        for batch in &batches {
+            let value = arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(
+                batch.column(0),
+            );
+            let bucket =
+                arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Int64).unwrap();
+            let bucket =
+                arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(&bucket);
+            for row in 0..batch.num_rows() {
+                assert_eq!(
+                    bucket.value(row),
+                    i64::from(bucket_of(value.value(row))),
+                    "{}",
+                    value.value(row)
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, values.len());
     }
 
     #[test]

@@ -135,13 +135,13 @@ impl TableProvider for StoreTable {
 
 /// Bounds on `start_time` that the filters imply, in nanoseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct TimeWindow {
+pub(crate) struct TimeWindow {
     from: i64,
     to: i64,
 }
 
 impl TimeWindow {
-    fn from_filters(filters: &[Expr]) -> Self {
+    pub(crate) fn from_filters(filters: &[Expr]) -> Self {
         let mut window = Self {
             from: i64::MIN,
             to: i64::MAX,
@@ -185,7 +185,7 @@ impl TimeWindow {
         }
     }
 
-    fn overlaps(&self, min_ns: i64, max_ns: i64) -> bool {
+    pub(crate) fn overlaps(&self, min_ns: i64, max_ns: i64) -> bool {
         min_ns <= self.to && max_ns >= self.from
     }
 }

@@ -74,10 +74,27 @@ impl SegmentLocation {
         })
     }
 
+    /// The URL that other processes (a query cluster's executors) read the objects by:
+    /// the storage URL, or the local directory's absolute `file://` URL.
+    pub fn absolute_url(&self) -> Result<String> {
+        match &self.local_root {
+            Some(dir) => directory_url(dir),
+            None => Ok(self.url.trim_end_matches('/').to_string()),
+        }
+    }
+
     /// The URL, for logs (it holds no secrets: options and credentials are apart).
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// `dir` as an absolute `file://` URL, without the trailing slash.
+pub(crate) fn directory_url(dir: &Path) -> Result<String> {
+    let absolute = std::fs::canonicalize(dir)?;
+    let url = url::Url::from_directory_path(&absolute)
+        .map_err(|()| StoreError::Config(format!("{} has no file:// URL", absolute.display())))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]

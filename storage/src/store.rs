@@ -693,6 +693,15 @@ impl Store {
         &self.shared.config
     }
 
+    /// The URL that segment paths ([`SegmentMeta::path`]) are relative to, as another
+    /// process names it.
+    pub fn segments_url(&self) -> Result<String> {
+        match &self.shared.config.segments {
+            Some(location) => location.absolute_url(),
+            None => crate::location::directory_url(&self.shared.config.data_dir),
+        }
+    }
+
     /// This node's name among those writing one bucket.
     pub fn node_id(&self) -> &str {
         &self.shared.node

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use callwatch_query::QueryError;
 use callwatch_query::graph::{
-    self as graph_query, CallsOf, Focus, Graph, Window as GraphWindow, graph_of,
+    self as graph_query, CallsOf, Focus, Graph, GraphEngine, Window as GraphWindow,
 };
 use callwatch_query::rollup::Dimension;
 use petgraph::Direction;
@@ -36,12 +37,27 @@ fn bad_request(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, &message)
 }
 
-/// The graph of the window, from stored pieces: nodes and edges, no breakdowns.
+/// The graph of the window, from stored pieces or on the cluster (`engine=ballista`,
+/// `engine=local`; long windows go to the cluster by default): nodes and edges, no
+/// breakdowns.
 async fn load(state: &AppState, params: &HashMap<String, String>) -> Result<Graph, Response> {
     let window = window_of(params).map_err(bad_request)?;
-    graph_of(&state.query, window, state.health)
+    let on = match params.get("engine").map(String::as_str) {
+        None | Some("") => GraphEngine::Auto,
+        Some("local") => GraphEngine::Local,
+        Some("ballista") => GraphEngine::Cluster,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "engine={other:?}: use engine=local or engine=ballista"
+            )));
+        }
+    };
+    graph_query::graph_on(&state.query, window, state.health, on)
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
+        .map_err(|e| match e {
+            QueryError::Invalid(message) => bad_request(message),
+            e => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        })
 }
 
 /// The graph of the window, and the breakdowns of a service's or an edge's calls by

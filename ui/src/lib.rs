@@ -247,6 +247,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.query.breakers().render(&mut out);
         state.query.reads().render(&mut out);
         state.query.render_pieces(&mut out);
+        if let Some(cluster) = state.query.cluster() {
+            cluster.render(&mut out);
+        }
     }
     state.auth.tokens().render(&mut out);
     (

@@ -1,0 +1,379 @@
+//! Distributed SQL on Apache DataFusion Ballista. Its scheduler and two executors run in this
+//! process (Ballista's standalone mode) and read the S3 bucket (moto's server) that a
+//! collector flushed the full demo recording into. A query node with `--ballista` answers a
+//! fixed list of queries, over HTTP, Postgres and `callwatch sql`, and the long-window graph
+//! exactly as a query node without it; statements it refuses never reach the scheduler; a
+//! query over its time limit is cancelled on the cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{GetJobStatusParams, job_status};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::SessionConfig;
+use object_store::aws::AmazonS3Builder;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::breakers::write_config;
+use crate::common::samples::sample;
+use crate::common::{Server, metric, pg_client, sql};
+use crate::graph::get;
+use crate::object_storage::S3;
+
+/// The fixed list: counts by service, exact and approximate percentiles per edge, calls
+/// joined with spans, map access to attributes, a window function, breaker transitions,
+/// and a time filter that prunes segments.
+const QUERIES: &str = include_str!("sql/distributed.sql");
+
+fn queries() -> Vec<String> {
+    let text: Vec<&str> = QUERIES
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect();
+    let list: Vec<String> = text
+        .join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|query| !query.is_empty())
+        .map(String::from)
+        .collect();
+    assert_eq!(list.len(), 8, "{list:#?}");
+    list
+}
+
+/// Ballista's scheduler and executors in this process, reading the S3 bucket.
+struct Cluster {
+    scheduler: SocketAddr,
+}
+
+impl Cluster {
+    async fn start(s3: &S3, bucket: &str, executors: usize) -> Self {
+        let store = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(format!("http://127.0.0.1:{}", s3.port()))
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap();
+        let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
+        let url = ObjectStoreUrl::parse(format!("s3://{bucket}")).unwrap();
+        runtime.register_object_store(url.as_ref(), Arc::new(store));
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new_with_ballista())
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let scheduler = ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state)
+            .await
+            .unwrap();
+        let client = SchedulerGrpcClient::connect(format!("http://127.0.0.1:{}", scheduler.port()))
+            .await
+            .unwrap();
+        for _ in 0..executors {
+            ballista_executor::new_standalone_executor_from_state(client.clone(), 2, &state)
+                .await
+                .unwrap();
+        }
+        Self { scheduler }
+    }
+
+    async fn job_status(&self, job: &str) -> Option<job_status::Status> {
+        let mut client =
+            SchedulerGrpcClient::connect(format!("http://127.0.0.1:{}", self.scheduler.port()))
+                .await
+                .unwrap();
+        let result = client
+            .get_job_status(GetJobStatusParams {
+                job_id: job.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        result.status.and_then(|status| status.status)
+    }
+}
+
+/// A TCP relay in front of the scheduler that counts the connections made through it:
+/// every job a client submits opens one.
+struct Relay {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let target = SocketAddr::from(([127, 0, 0, 1], target.port()));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, connections }
+    }
+
+    fn url(&self) -> String {
+        format!("df://{}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn rows(server: &Server, query: &str) -> Value {
+    let response = sql(server, "application/json", query).await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{query}: {body}");
+    body["rows"].clone()
+}
+
+/// The number of spans the node reads, once it reads `spans` of them.
+async fn wait_for_spans(server: &Server, spans: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = rows(server, "SELECT count(*) FROM spans").await[0][0]
+            .as_u64()
+            .unwrap_or(0);
+        if stored == spans {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{stored} of {spans} spans");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ballista_answers_as_the_local_engine() {
+    let Some(s3) = S3::start(&["ballista"]) else {
+        return;
+    };
+    let file = sample("full");
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(file.with_extension("truth.json")).unwrap())
+            .unwrap();
+    let spans = truth["spans"].as_u64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let breakers = write_config(dir.path(), &truth["breakers"][0]["config"], None);
+    let bucket = s3.config(dir.path(), "ballista/callwatch");
+    let config = dir.path().join("ballista.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&bucket).unwrap() + &std::fs::read_to_string(&breakers).unwrap(),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // One collector takes the recording; stopping it flushes every span into the bucket.
+    let collector = Server::start(
+        &dir.path().join("collector"),
+        &["--config", config, "--pairing-wait", "1s"],
+    );
+    collector.replay(&file);
+    wait_for_spans(&collector, spans).await;
+    assert!(collector.stop().success());
+
+    let cluster = Cluster::start(&s3, "ballista", 2).await;
+    let relay = Relay::start(cluster.scheduler).await;
+    let local = Server::start(
+        &dir.path().join("local"),
+        &["--config", config, "--role", "query"],
+    );
+    let distributed = Server::start(
+        &dir.path().join("distributed"),
+        &[
+            "--config",
+            config,
+            "--role",
+            "query",
+            "--ballista",
+            &relay.url(),
+            "--ballista-over",
+            "30m",
+            "--pg",
+            "127.0.0.1:0",
+        ],
+    );
+    wait_for_spans(&local, spans).await;
+    wait_for_spans(&distributed, spans).await;
+    let submitted = relay.connections();
+    assert!(submitted > 0, "the count ran on the cluster");
+
+    // Every query of the list answers the same, row for row.
+    for query in &queries() {
+        let expected = rows(&local, query).await;
+        assert!(
+            !expected.as_array().unwrap().is_empty(),
+            "{query} has rows to compare"
+        );
+        let before = relay.connections();
+        assert_eq!(rows(&distributed, query).await, expected, "{query}");
+        assert!(relay.connections() > before, "{query} ran on the cluster");
+    }
+    // Also over Postgres and `callwatch sql --ballista`.
+    let (client, _connection) = pg_client(distributed.announced("postgres")).await;
+    let pg_rows = client
+        .query(
+            "SELECT service_name, count(*) FROM spans WHERE service_name = $1 GROUP BY 1",
+            &[&"order-service"],
+        )
+        .await
+        .unwrap();
+    let local_count = rows(
+        &local,
+        "SELECT count(*) FROM spans WHERE service_name = 'order-service'",
+    )
+    .await[0][0]
+        .as_i64()
+        .unwrap();
+    assert_eq!(pg_rows[0].get::<_, i64>(1), local_count);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .args([
+            "sql",
+            "--ballista",
+            &relay.url(),
+            "--storage",
+            "s3://ballista/callwatch",
+            "SELECT count(*) AS every_span FROM spans",
+        ])
+        .envs(s3.environment())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains(&format!("| {spans}")), "{printed}");
+
+    // The graph of a window: the same edges, calls, errors and percentiles. An hour is
+    // over --ballista-over, so the map asks the cluster without being told.
+    let now = chrono::Utc::now();
+    let window = format!(
+        "from={}&to={}",
+        (now - chrono::Duration::hours(1)).to_rfc3339(),
+        now.to_rfc3339()
+    )
+    .replace('+', "%2B");
+    let local_graph = get(&local, &format!("/api/v1/graph?{window}")).await;
+    let before = relay.connections();
+    let auto_graph = get(&distributed, &format!("/api/v1/graph?{window}")).await;
+    assert!(
+        relay.connections() > before,
+        "an hour's graph ran on the cluster"
+    );
+    let forced = get(
+        &distributed,
+        &format!("/api/v1/graph?{window}&engine=ballista"),
+    )
+    .await;
+    assert!(!local_graph["edges"].as_array().unwrap().is_empty());
+    for graph in [&auto_graph, &forced] {
+        assert_eq!(graph["edges"], local_graph["edges"]);
+        assert_eq!(graph["nodes"], local_graph["nodes"]);
+    }
+    let refused = reqwest::get(format!(
+        "http://{}/api/v1/graph?{window}&engine=ballista",
+        local.http
+    ))
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("--ballista"));
+
+    // Refused statements never reach the scheduler.
+    let before = relay.connections();
+    for refused in [
+        "DROP TABLE spans",
+        "INSERT INTO spans (trace_id) VALUES ('x')",
+        "COPY (SELECT * FROM spans) TO '/tmp/spans.parquet'",
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://ballista/'",
+        "SELECT * FROM 's3://ballista/callwatch/segments'",
+        "SET datafusion.execution.target_partitions = 1",
+    ] {
+        let response = sql(&distributed, "application/json", refused).await;
+        assert_eq!(response.status(), 403, "{refused}");
+    }
+    assert_eq!(
+        relay.connections(),
+        before,
+        "nothing refused reached the scheduler"
+    );
+    assert!(
+        metric(
+            &distributed,
+            r#"callwatch_ballista_jobs_total{outcome="submitted"}"#
+        )
+        .await
+            > 0.0
+    );
+
+    // A query over its time limit is cancelled on the cluster, which then answers again.
+    let limited = Server::start(
+        &dir.path().join("limited"),
+        &[
+            "--config",
+            config,
+            "--role",
+            "query",
+            "--ballista",
+            &relay.url(),
+            "--query-timeout",
+            "2s",
+        ],
+    );
+    let started = Instant::now();
+    let response = sql(
+        &limited,
+        "application/json",
+        "SELECT count(*) FROM spans a, spans b, spans c \
+         WHERE a.duration_ns + b.duration_ns + c.duration_ns < 0",
+    )
+    .await;
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("time limit of 2s"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let job = message
+        .split("Ballista job ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no job id in {message}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match cluster.job_status(job).await {
+            Some(job_status::Status::Failed(_)) => break,
+            status => {
+                assert!(Instant::now() < deadline, "job {job} is still {status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert_eq!(
+        rows(&limited, "SELECT count(*) FROM calls").await,
+        rows(&local, "SELECT count(*) FROM calls").await
+    );
+}
