@@ -3,10 +3,10 @@
     python3 ballista.py same LOCAL_HTTP BALLISTA_HTTP
         Runs every query of tests/sql/distributed.sql on both query nodes; prints whether
         the answers are equal and how long each took. Exits non-zero if one differs.
-    python3 ballista.py time NAME HTTP SCHEDULER EXECUTOR_PIDS REPEAT [WORK]
-        Times the two benchmark queries on a query node, medians of REPEAT runs. With a
-        scheduler: the CPU seconds each executor process spent and the bytes the job's stages
-        wrote to shuffle files (from the scheduler's REST API). Prints one JSON line.
+    python3 ballista.py time NAME HTTP EXECUTOR_PIDS WORK_DIRS REPEAT
+        Times the two benchmark queries on a query node, medians of REPEAT runs. With
+        executors (comma-separated pids and work directories): the CPU seconds each spent
+        and the bytes it wrote to shuffle files in the median run. Prints one JSON line.
     python3 ballista.py duckdb DATA_DIR REPEAT
         The same two queries in DuckDB over the segment files the manifests list.
 """
@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 
@@ -87,64 +88,61 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=60) as response:
-        return json.load(response)
-
-
-def job_ids(scheduler):
-    jobs = get_json(f"http://{scheduler}/api/jobs")
-    return {job.get("job_id") or job.get("id") for job in jobs}
-
-
-def shuffle_bytes(scheduler, job):
-    """Bytes the job's stages wrote to shuffle files, from the stages' metrics."""
-    stages = get_json(f"http://{scheduler}/api/job/{job}/stages")
+def tree_bytes(root):
     total = 0
-
-    def walk(value, key=""):
-        nonlocal total
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, k)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v, key)
-        elif isinstance(value, str) and "write_bytes" in value or "shuffle" in key:
-            pass
-        if isinstance(value, (int, float)) and "bytes" in key and "shuffle" in key:
-            total += value
-        if isinstance(value, str) and key == "metrics":
-            pass
-
-    walk(stages)
-    for text in json.dumps(stages).split('"'):
-        if text.startswith("output_bytes=") or text.startswith("shuffle_write_bytes="):
-            total += int(text.split("=")[1].split()[0])
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(directory, name))
+            except OSError:
+                pass
     return total
 
 
-def timed(name, http, scheduler, executors, repeat):
+class ShuffleWatch:
+    """The bytes each executor's work directory grew by during a job (its shuffle files,
+    the last stage's output among them), sampled every 0.2 s."""
+
+    def __init__(self, work_dirs):
+        self.dirs = work_dirs
+        self.base = [tree_bytes(d) for d in work_dirs]
+        self.peak = list(self.base)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample)
+        self.thread.start()
+
+    def sample(self):
+        while not self.done.wait(0.2):
+            self.peak = [max(p, tree_bytes(d)) for p, d in zip(self.peak, self.dirs)]
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self.peak = [max(p, tree_bytes(d)) for p, d in zip(self.peak, self.dirs)]
+        return [p - b for p, b in zip(self.peak, self.base)]
+
+
+def timed(name, http, executors, work_dirs, repeat):
     pids = [int(p) for p in executors.split(",") if p]
+    dirs = [d for d in work_dirs.split(",") if d]
     result = {"engine": name}
     for label, query in QUERIES.items():
         walls, cpus, shuffles = [], [], []
         for _ in range(repeat):
             before = [cpu_seconds(pid) for pid in pids]
-            seen = job_ids(scheduler) if scheduler else set()
+            watch = ShuffleWatch(dirs)
             _, wall = sql(http, query)
+            shuffles.append(watch.stop())
             walls.append(wall)
             cpus.append([round(cpu_seconds(pid) - b, 2) for pid, b in zip(pids, before)])
-            if scheduler:
-                new = job_ids(scheduler) - seen
-                shuffles.append(sum(shuffle_bytes(scheduler, job) for job in new))
+        middle = sorted(range(repeat), key=lambda i: walls[i])[repeat // 2]
         result[label] = {
-            "median_s": round(statistics.median(walls), 2),
+            "median_s": round(walls[middle], 2),
             "runs_s": [round(w, 2) for w in walls],
         }
         if pids:
-            result[label]["executor_cpu_s"] = cpus[len(cpus) // 2]
-            result[label]["shuffle_bytes"] = shuffles[len(shuffles) // 2]
+            result[label]["executor_cpu_s"] = cpus[middle]
+            result[label]["shuffle_bytes"] = shuffles[middle]
     print(json.dumps(result))
 
 

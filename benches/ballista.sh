@@ -94,11 +94,12 @@ python3 benches/ballista.py same "$LOCAL" "$HTTP"
 
 echo "## 2. per-edge percentiles and spans by service and hour, medians of $REPEAT runs"
 python3 benches/ballista.py time "one node" "$LOCAL" "" "" "$REPEAT"
-python3 benches/ballista.py time "ballista, 2 executors" "$HTTP" "$SCHEDULER" \
-  "$(IFS=,; echo "${EXECUTORS[*]}")" "$REPEAT" "$WORK"
+python3 benches/ballista.py time "ballista, 2 executors" "$HTTP" \
+  "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1,$WORK/executor-2" "$REPEAT"
 kill -9 "$PID" "$SCHEDULER_PID" "${EXECUTORS[@]}"
+rm -rf "$WORK"/executor-*
 cluster 1 2
 start distributed-1 "${flags[@]}" --ballista "df://$SCHEDULER"
-python3 benches/ballista.py time "ballista, 1 executor" "$HTTP" "$SCHEDULER" \
-  "$(IFS=,; echo "${EXECUTORS[*]}")" "$REPEAT" "$WORK"
+python3 benches/ballista.py time "ballista, 1 executor" "$HTTP" \
+  "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1" "$REPEAT"
 python3 benches/ballista.py duckdb "$DATA" "$REPEAT"

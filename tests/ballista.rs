@@ -228,6 +228,22 @@ async fn ballista_answers_as_the_local_engine() {
         assert_eq!(rows(&distributed, query).await, expected, "{query}");
         assert!(relay.connections() > before, "{query} ran on the cluster");
     }
+    // Statements about the tables are answered too.
+    assert_eq!(
+        rows(&distributed, "DESCRIBE calls").await,
+        rows(&local, "DESCRIBE calls").await
+    );
+    let tables = |rows: Value| {
+        let mut rows = rows.as_array().unwrap().clone();
+        rows.sort_by_key(|row| row.to_string());
+        rows
+    };
+    assert_eq!(
+        tables(rows(&distributed, "SHOW TABLES").await),
+        tables(rows(&local, "SHOW TABLES").await)
+    );
+    let plan = rows(&distributed, "EXPLAIN SELECT count(*) FROM calls").await;
+    assert!(!plan.as_array().unwrap().is_empty());
     // Also over Postgres and `callwatch sql --ballista`.
     let (client, _connection) = pg_client(distributed.announced("postgres")).await;
     let pg_rows = client

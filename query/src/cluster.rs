@@ -107,6 +107,15 @@ impl Cluster {
         max_rows: Option<usize>,
     ) -> Result<QueryOutput, QueryError> {
         let limits = engine.limits();
+        if let LogicalPlan::DescribeTable(_) = plan {
+            // The answer is in the plan (the table's schema): nothing to run anywhere.
+            let frame = SessionContext::new().execute_logical_plan(plan).await?;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            return Ok(QueryOutput {
+                schema,
+                batches: frame.collect().await?,
+            });
+        }
         let context = self.context(engine)?;
         // Optimized first, so that the time filters are on the scans and prune the files.
         let plan = context.state().optimize(&plan)?;
@@ -127,7 +136,10 @@ impl Cluster {
                 job.ended();
                 Ok(output)
             }
+            // Past the row limit the job may still run: dropping it cancels it.
+            Ok(Err(error @ QueryError::TooManyRows(_))) => Err(error),
             Ok(Err(error)) => {
+                job.ended();
                 self.jobs.failed.fetch_add(1, Ordering::Relaxed);
                 Err(error)
             }
