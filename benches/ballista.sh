@@ -10,7 +10,8 @@
 #
 #   bash benches/ballista.sh
 #   BIN=… SPANS=5000000 REPEAT=3 DATA=/var/tmp/ballista-data bash benches/ballista.sh
-# DATA keeps the generated spans for a later run; BALLISTA is where the binaries go.
+# DATA keeps the generated spans for a later run; BALLISTA is where the binaries go;
+# LIST=0 skips step 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
@@ -51,10 +52,14 @@ start_s3 bench
 upload "$DATA" bench/big
 echo "segments: $(du -sh "$DATA/spans" | cut -f1) of spans, $(du -sh "$DATA/calls" | cut -f1) of calls"
 
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # A Ballista scheduler and $1 executors of $2 vcores each; sets SCHEDULER and EXECUTORS.
 cluster() {
   local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   "$BALLISTA/bin/ballista-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 \
     --bind-port "$port" >"$WORK/scheduler.log" 2>&1 &
   PIDS+=($!)
@@ -64,17 +69,31 @@ cluster() {
   EXECUTORS=()
   for n in $(seq "$1"); do
     mkdir -p "$WORK/executor-$n"
-    local base=$((port + 10 * n))
     "$BALLISTA/bin/ballista-executor" --bind-host 127.0.0.1 --external-host 127.0.0.1 \
-      --bind-port "$base" --bind-grpc-port "$((base + 1))" --bind-health-port "$((base + 2))" \
+      --bind-port "$(free_port)" --bind-grpc-port "$(free_port)" --bind-health-port "$(free_port)" \
       --scheduler-host 127.0.0.1 --scheduler-port "$port" --vcores "$2" \
       --memory-pool-size 2GiB --work-dir "$WORK/executor-$n" >"$WORK/executor-$n.log" 2>&1 &
     PIDS+=($!)
     EXECUTORS+=($!)
   done
   for _ in $(seq 100); do
-    [ "$(curl -s "http://$SCHEDULER/api/executors" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = "$1" ] && break
+    [ "$(curl -s "http://$SCHEDULER/api/executors" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = "$1" ] && return
     sleep 0.2
+  done
+  tail -5 "$WORK"/executor-*.log
+  echo "the executors did not register" >&2
+  exit 1
+}
+
+# Waits until process $1 has used less than 0.2 s of CPU over 5 s: a query node makes the
+# graph's pieces of every segment in the background after it starts.
+quiet() {
+  local ticks before
+  ticks=$(getconf CLK_TCK)
+  for _ in $(seq 120); do
+    before=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    sleep 5
+    [ $(($(awk '{print $14 + $15}' "/proc/$1/stat") - before)) -lt $((ticks / 5)) ] && return
   done
 }
 
@@ -82,15 +101,16 @@ flags=(--role query --storage s3://bench/big --query-timeout 1200s --query-memor
   --query-threads 2)
 start local "${flags[@]}"
 LOCAL=$HTTP
-for _ in $(seq 600); do
-  curl -s "http://$LOCAL/metrics" | grep -q '^callwatch_pieces_hours{cache="graph"} [1-9]' && break
-  sleep 0.5
-done
+LOCAL_PID=$PID
 
-echo "## 1. the fixed list, Ballista (2 executors) against one node"
 cluster 2 1
 start distributed "${flags[@]}" --ballista "df://$SCHEDULER"
-python3 benches/ballista.py same "$LOCAL" "$HTTP"
+quiet "$LOCAL_PID"
+quiet "$PID"
+if [ "${LIST:-1}" = 1 ]; then
+  echo "## 1. the fixed list, Ballista (2 executors) against one node"
+  python3 benches/ballista.py same "$LOCAL" "$HTTP"
+fi
 
 echo "## 2. per-edge percentiles and spans by service and hour, medians of $REPEAT runs"
 python3 benches/ballista.py time "one node" "$LOCAL" "" "" "$REPEAT"
@@ -100,6 +120,8 @@ kill -9 "$PID" "$SCHEDULER_PID" "${EXECUTORS[@]}"
 rm -rf "$WORK"/executor-*
 cluster 1 2
 start distributed-1 "${flags[@]}" --ballista "df://$SCHEDULER"
+quiet "$PID"
 python3 benches/ballista.py time "ballista, 1 executor" "$HTTP" \
   "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1" "$REPEAT"
+kill -9 "$LOCAL_PID" "$PID"
 python3 benches/ballista.py duckdb "$DATA" "$REPEAT"
