@@ -39,7 +39,7 @@ DUCKDB = {
         "FROM read_parquet({calls}) GROUP BY 1, 2 ORDER BY 1, 2"
     ),
     "service by hour": (
-        "SELECT service_name, date_trunc('hour', CAST(start_time AS TIMESTAMP)) AS hour, "
+        "SELECT service_name, epoch_ns(start_time) // 3600000000000 AS hour, "
         "count(*) AS spans FROM read_parquet({spans}) GROUP BY 1, 2 ORDER BY 1, 2"
     ),
 }
