@@ -21,8 +21,6 @@ use object_store::aws::AmazonS3Builder;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::breakers::write_config;
-use crate::common::samples::sample;
 use crate::common::{Server, metric, pg_client, sql};
 use crate::graph::get;
 use crate::object_storage::S3;
@@ -166,44 +164,32 @@ async fn ballista_answers_as_the_local_engine() {
     let Some(s3) = S3::start(&["ballista"]) else {
         return;
     };
-    let file = sample("full");
-    let truth: Value =
-        serde_json::from_str(&std::fs::read_to_string(file.with_extension("truth.json")).unwrap())
-            .unwrap();
-    let spans = truth["spans"].as_u64().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let breakers = write_config(dir.path(), &truth["breakers"][0]["config"], None);
-    let bucket = s3.config(dir.path(), "ballista/callwatch");
-    let config = dir.path().join("ballista.toml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&bucket).unwrap() + &std::fs::read_to_string(&breakers).unwrap(),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
+    let demo = s3.demo_config(dir.path(), "ballista/callwatch");
+    let (file, spans) = (&demo.file, demo.spans);
+    let config = demo.config.to_str().unwrap();
+    // A query node over the bucket, with further flags.
+    let query_node = |name: &str, extra: &[&str]| {
+        let mut flags = vec!["--config", config, "--role", "query"];
+        flags.extend(extra);
+        Server::start(&dir.path().join(name), &flags)
+    };
 
     // One collector takes the recording; stopping it flushes every span into the bucket.
     let collector = Server::start(
         &dir.path().join("collector"),
         &["--config", config, "--pairing-wait", "1s"],
     );
-    collector.replay(&file);
+    collector.replay(file);
     wait_for_spans(&collector, spans).await;
     assert!(collector.stop().success());
 
     let cluster = Cluster::start(&s3, "ballista", 2).await;
     let relay = Relay::start(cluster.scheduler).await;
-    let local = Server::start(
-        &dir.path().join("local"),
-        &["--config", config, "--role", "query"],
-    );
-    let distributed = Server::start(
-        &dir.path().join("distributed"),
+    let local = query_node("local", &[]);
+    let distributed = query_node(
+        "distributed",
         &[
-            "--config",
-            config,
-            "--role",
-            "query",
             "--ballista",
             &relay.url(),
             "--ballista-over",
@@ -356,18 +342,9 @@ async fn ballista_answers_as_the_local_engine() {
     );
 
     // A query over its time limit is cancelled on the cluster, which then answers again.
-    let limited = Server::start(
-        &dir.path().join("limited"),
-        &[
-            "--config",
-            config,
-            "--role",
-            "query",
-            "--ballista",
-            &relay.url(),
-            "--query-timeout",
-            "2s",
-        ],
+    let limited = query_node(
+        "limited",
+        &["--ballista", &relay.url(), "--query-timeout", "2s"],
     );
     let started = Instant::now();
     let response = sql(

@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use serde_json::Value;
 
-use crate::breakers::write_config;
-use crate::common::samples::sample;
 use crate::common::{Server, callwatch, metric, pg_client, sql};
 use crate::graph::{edge_rows, get, window};
-use crate::object_storage::S3;
+use crate::object_storage::{DemoInBucket, S3};
 
 /// What a query node answers that must equal one server's: graph edges, spans and calls by
 /// service, the order → payment breaker's inferred transitions (as offsets from its first
@@ -104,14 +102,14 @@ async fn two_collectors_and_two_query_nodes_answer_as_one_server() {
     let Some(s3) = S3::start(&["cluster"]) else {
         return;
     };
-    let file = sample("full");
-    let truth: Value =
-        serde_json::from_str(&std::fs::read_to_string(file.with_extension("truth.json")).unwrap())
-            .unwrap();
-    let spans = truth["spans"].as_u64().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let breakers = write_config(dir.path(), &truth["breakers"][0]["config"], None);
-    let bucket = s3.config(dir.path(), "cluster/callwatch");
+    let DemoInBucket {
+        file,
+        truth,
+        spans,
+        breakers,
+        config,
+    } = s3.demo_config(dir.path(), "cluster/callwatch");
     let quick = [
         "--pairing-wait",
         "1s",
@@ -126,13 +124,6 @@ async fn two_collectors_and_two_query_nodes_answer_as_one_server() {
         flags.extend(extra);
         Server::start(&dir.path().join(data), &flags)
     };
-    // The bucket's config with the breaker settings of the recording's truth.
-    let config = dir.path().join("cluster.toml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&bucket).unwrap() + &std::fs::read_to_string(&breakers).unwrap(),
-    )
-    .unwrap();
 
     let reference = start("reference", &breakers, &[]);
     let collectors = [

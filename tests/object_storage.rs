@@ -15,6 +15,7 @@ use callwatch_storage::SegmentLocation;
 use prost::Message;
 use serde_json::Value;
 
+use crate::breakers::write_config;
 use crate::common::requests::{hex, numbered_span, request};
 use crate::common::samples::{recorded_spans, sample};
 use crate::common::{Server, metric, python_json, sql};
@@ -116,6 +117,32 @@ impl S3 {
         path
     }
 
+    /// The full demo recording with its truth, and a `--config` file that puts segments at
+    /// `s3://ROOT` with the truth's breaker settings.
+    pub(crate) fn demo_config(&self, dir: &Path, root: &str) -> DemoInBucket {
+        let file = sample("full");
+        let truth: Value = serde_json::from_str(
+            &std::fs::read_to_string(file.with_extension("truth.json")).unwrap(),
+        )
+        .unwrap();
+        let breakers = write_config(dir, &truth["breakers"][0]["config"], None);
+        let bucket = self.config(dir, root);
+        let config = dir.join(format!("{}-demo.toml", root.replace('/', "-")));
+        std::fs::write(
+            &config,
+            std::fs::read_to_string(&bucket).unwrap()
+                + &std::fs::read_to_string(&breakers).unwrap(),
+        )
+        .unwrap();
+        DemoInBucket {
+            spans: truth["spans"].as_u64().unwrap(),
+            file,
+            truth,
+            breakers,
+            config,
+        }
+    }
+
     fn location(&self, root: &str) -> SegmentLocation {
         SegmentLocation::parse(&format!("s3://{root}"), &self.options()).unwrap()
     }
@@ -125,6 +152,17 @@ impl S3 {
         let script = Path::new(SCRIPTS).join("read_bucket.py");
         python_json(&script, &[&self.port.to_string(), root])
     }
+}
+
+/// What [`S3::demo_config`] made.
+pub(crate) struct DemoInBucket {
+    pub file: PathBuf,
+    pub truth: Value,
+    pub spans: u64,
+    /// The truth's breaker settings alone (a server without the bucket).
+    pub breakers: PathBuf,
+    /// The bucket and the breaker settings.
+    pub config: PathBuf,
 }
 
 impl Drop for S3 {
@@ -217,11 +255,7 @@ async fn a_collector_on_s3_keeps_what_was_sent_where_pyarrow_reads_it() {
         .args(["sql", "SELECT count(*) AS spans FROM spans", "--data-dir"])
         .arg(&data)
         .args(["--storage", "s3://traces/callwatch"])
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", s3.port))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
+        .envs(s3.environment())
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);

@@ -236,18 +236,23 @@ pub async fn graph_on(
         }
     }
     let rollup = crate::cluster_graph::edge_stats(cluster, engine, window).await?;
-    let recent = Recent {
-        from_ns: recent_from,
-        rollup: recent,
-    };
-    Ok(attach_known(
-        engine,
-        Graph::build(rollup, recent, window, thresholds),
-    ))
+    Ok(finish(engine, window, thresholds, rollup, recent))
 }
 
-/// The graph with what is known beside its calls: breakers, namespaces, consumer groups.
-fn attach_known(engine: &QueryEngine, mut graph: Graph) -> Graph {
+/// The graph of the window's and its last minute's statistics, with what is known beside
+/// its calls: breakers, namespaces, consumer groups.
+fn finish(
+    engine: &QueryEngine,
+    window: Window,
+    thresholds: HealthThresholds,
+    rollup: Rollup,
+    recent: Rollup,
+) -> Graph {
+    let recent = Recent {
+        from_ns: Recent::start(window),
+        rollup: recent,
+    };
+    let mut graph = Graph::build(rollup, recent, window, thresholds);
     graph.attach_breakers(engine.breakers());
     let known = engine.store().catalog().known();
     graph.attach_namespaces(&known.namespaces);
@@ -291,7 +296,6 @@ async fn graph_from(
     thresholds: HealthThresholds,
     mut stats: Windows<EdgeStats>,
 ) -> Result<Graph, QueryError> {
-    let recent_from = Recent::start(window);
     let (mut recent, recent_uncovered) = stats.pop().expect("two windows asked");
     let (mut rollup, uncovered) = stats.pop().expect("two windows asked");
     let mut read: Vec<(i64, i64)> = Vec::new();
@@ -315,14 +319,7 @@ async fn graph_from(
             }
         }
     }
-    let recent = Recent {
-        from_ns: recent_from,
-        rollup: recent,
-    };
-    Ok(attach_known(
-        engine,
-        Graph::build(rollup, recent, window, thresholds),
-    ))
+    Ok(finish(engine, window, thresholds, rollup, recent))
 }
 
 /// Intervals of `step_ns` covering `window`, in order. Aligned ones start on multiples of
