@@ -313,7 +313,8 @@ fn spawn_followers(
         if let Err(error) = breakers.breakers().start(breakers.store()).await {
             tracing::error!(%error, "replaying the stored calls through the breakers failed");
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Often, so that a reported state is shown within about a second of its span.
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 _ = breakers_cancel.cancelled() => break,

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use callwatch_collector::text_attribute as text;
+use callwatch_collector::{OtlpClient, encode_json_request, text_attribute as text};
 use chrono::DateTime;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use serde_json::{Value, json};
 
-use crate::common::requests::now_ns;
+use crate::common::requests::{self, now_ns};
 use crate::common::samples::{recorded_spans, sample};
 use crate::common::{Server, metric, stored_spans};
 use crate::graph::{CLIENT, MS, SERVER, edge, failed, get, span, window};
@@ -234,8 +235,9 @@ async fn the_demo_payment_incidents_give_the_ground_truth_transitions() {
         );
         server.stop();
 
-        // After a restart the stored calls are replayed to the same transitions, and the
-        // webhook is not told again of what it heard before.
+        // After a restart the stored calls (and the rejected calls' halves, saved still
+        // waiting for a server) are replayed to the same transitions, and the webhook is
+        // not told again of what it heard before.
         let heard_before = received.lock().unwrap().len();
         let args = ["--pairing-wait", "1s", "--config", config.to_str().unwrap()];
         let server = Server::start(&data, &args);
@@ -243,6 +245,7 @@ async fn the_demo_payment_incidents_give_the_ground_truth_transitions() {
             b["breakers"].as_array().unwrap().iter().any(|b| {
                 b["client"] == "order-service"
                     && b["inferred_transitions"].as_array().unwrap().len() == want
+                    && b["rejected_calls"] == rejected
             })
         })
         .await;
@@ -435,5 +438,208 @@ async fn every_way_of_reporting_a_breaker_is_read_and_disagreement_is_shown() {
     assert_eq!(edge_to_payments["breaker"]["state"], "open");
     assert_eq!(edge_to_payments["health"], "failing");
     assert_eq!(edge(&graph, "checkout", "stock")["health"], "degraded");
+    server.stop();
+}
+
+/// Sends spans of one service over OTLP gRPC or OTLP/HTTP JSON.
+async fn send(server: &Server, transport: &str, service: &str, spans: Vec<Span>) {
+    let request = requests::request(service, spans);
+    match transport {
+        "grpc" => {
+            let mut client = OtlpClient::connect(&server.grpc_url()).await.unwrap();
+            client.export(&request).await.unwrap();
+        }
+        _ => {
+            let response = reqwest::Client::new()
+                .post(server.traces_url())
+                .header("content-type", "application/json")
+                .body(encode_json_request(&request))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    }
+}
+
+/// The breaker of one edge, read every 100 ms until `done` says so; with how long it took.
+async fn watch_breaker(
+    server: &Server,
+    (client, peer): (&str, &str),
+    done: impl Fn(&Value) -> bool,
+) -> (Value, Duration) {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let breakers = get(server, &format!("/api/v1/breakers?{}", window())).await;
+        let found = breakers["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["client"] == client && b["server"] == peer)
+            .cloned();
+        if let Some(breaker) = found
+            && done(&breaker)
+        {
+            return (breaker, started.elapsed());
+        }
+        assert!(Instant::now() < deadline, "never got there: {breakers:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client reports its breaker open on a call the breaker turned away (no server span
+/// will come): the breaker is shown open while that call still waits to be paired, with
+/// `since` at the call's start. Over gRPC and over OTLP/JSON.
+#[tokio::test]
+async fn a_reported_open_is_shown_while_its_call_still_waits_to_pair() {
+    for (transport, trace) in [("grpc", 0xd1_u128 << 120), ("json", 0xd2_u128 << 120)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("data"), &["--pairing-wait", "60s"]);
+        let t0 = now_ns();
+        let peer = || text("peer.service", "payments");
+        // An answered call while the breaker is closed.
+        let closed = vec![peer(), text("circuit_breaker.state", "closed")];
+        send(
+            &server,
+            transport,
+            "checkout",
+            vec![span(trace + 1, 1, None, CLIENT, t0, 5 * MS, closed)],
+        )
+        .await;
+        send(
+            &server,
+            transport,
+            "payments",
+            vec![span(trace + 1, 2, Some(1), SERVER, t0 + MS, 3 * MS, vec![])],
+        )
+        .await;
+        watch_breaker(&server, ("checkout", "payments"), |b| {
+            b["reported_state"] == "closed"
+        })
+        .await;
+
+        // A call the open breaker rejected in 40 µs.
+        let open = vec![peer(), text("circuit_breaker.state", "open")];
+        let rejected_at = t0 + 10 * MS;
+        send(
+            &server,
+            transport,
+            "checkout",
+            vec![failed(span(
+                trace + 2,
+                1,
+                None,
+                CLIENT,
+                rejected_at,
+                40_000,
+                open,
+            ))],
+        )
+        .await;
+        let (payments, took) =
+            watch_breaker(&server, ("checkout", "payments"), |b| b["state"] == "open").await;
+        println!("{transport}: the reported open was shown after {took:?}");
+        assert_eq!(payments["source"], "reported", "{payments:#}");
+        assert_eq!(nanos(&payments["since"]), rejected_at as i64);
+        assert_eq!(
+            transitions(&payments["transitions"], t0 as i64),
+            [(10 * MS as i64, "closed".into(), "open".into())]
+        );
+        assert!(
+            metric(&server, "callwatch_pairer_pending_halves").await >= 1.0,
+            "{transport}: the rejected call still waits for a server half"
+        );
+        server.stop();
+    }
+}
+
+/// resilience4j's breaker (a window of 4 calls, open at half failed) opens at the call
+/// that decides it, at its start, and is shown open while that call's server half has not
+/// arrived. A call taken before its server half came is not taken again when it pairs.
+#[tokio::test]
+async fn an_inferred_open_is_shown_while_the_deciding_call_still_waits_to_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callwatch.toml");
+    std::fs::write(
+        &config,
+        "[breakers.default]\nsliding_window_size = 4\nminimum_number_of_calls = 4\n\
+         failure_rate_threshold = 50\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--pairing-wait",
+            "60s",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let trace = 0xd3_u128 << 120;
+    let t0 = now_ns();
+    let at = |n: u64| t0 + n * MS;
+    let client = |n: u64, fails: bool| {
+        let peer = vec![text("peer.service", "payments")];
+        let span = span(trace + u128::from(n), 1, None, CLIENT, at(n), 5 * MS, peer);
+        if fails { failed(span) } else { span }
+    };
+    let answer = |n: u64, fails: bool| {
+        let span = span(
+            trace + u128::from(n),
+            2,
+            Some(1),
+            SERVER,
+            at(n) + MS / 2,
+            3 * MS,
+            vec![],
+        );
+        if fails { failed(span) } else { span }
+    };
+    let pending = || metric(&server, "callwatch_pairer_pending_halves");
+    // Three answered calls and a failure whose server half comes later: 1 in 4 failed.
+    let outcomes = [false, false, false, true];
+    let clients = (0..4).map(|n| client(n, outcomes[n as usize])).collect();
+    send(&server, "grpc", "checkout", clients).await;
+    let answers = (0..3).map(|n| answer(n, outcomes[n as usize])).collect();
+    send(&server, "grpc", "payments", answers).await;
+    send(&server, "grpc", "payments", vec![answer(3, true)]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pending().await > 0.0 {
+        assert!(Instant::now() < deadline, "the calls never paired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A second failure at 10 ms decides it (2 in the last 4), before its server half.
+    send(&server, "grpc", "checkout", vec![client(10, true)]).await;
+    let (payments, took) = watch_breaker(&server, ("checkout", "payments"), |b| {
+        b["inferred_state"] == "open"
+    })
+    .await;
+    println!("the inferred open was shown after {took:?}");
+    // Had the failure at 3 ms been taken twice (unpaired, then paired), it would have
+    // opened the breaker there.
+    assert_eq!(
+        transitions(&payments["inferred_transitions"], t0 as i64),
+        [(10 * MS as i64, "closed".into(), "open".into())],
+        "{payments:#}"
+    );
+    assert!(
+        pending().await >= 1.0,
+        "the deciding call still waits for its server half"
+    );
+    assert_eq!(
+        metric(&server, "callwatch_breaker_late_calls_total").await,
+        0.0
+    );
+    send(&server, "grpc", "payments", vec![answer(10, true)]).await;
+    let stored = crate::common::sql(
+        &server,
+        "application/json",
+        "SELECT count(*) FROM calls WHERE client = 'checkout' AND server = 'payments'",
+    )
+    .await;
+    let stored: Value = stored.json().await.unwrap();
+    assert!(stored["rows"][0][0].as_u64().unwrap() >= 4, "{stored}");
     server.stop();
 }

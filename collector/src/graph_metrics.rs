@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use callwatch_storage::{
-    CallColumns, CallRow, CallType, Counter, Interner, NodeKind, Store, escape_label, schema,
+    CallColumns, CallRow, CallType, CallsUpdate, Counter, Interner, NodeKind, Store, escape_label,
+    schema,
 };
 
 /// Bucket bounds in seconds: Tempo's span-metrics defaults, fine enough for millisecond calls.
@@ -224,7 +225,10 @@ impl GraphMetrics {
                 () = &mut stop => return Ok(()),
                 _ = tick.tick() => {}
             }
-            let batches: Vec<RecordBatch> = receiver.try_iter().collect();
+            let batches: Vec<RecordBatch> = receiver
+                .try_iter()
+                .filter_map(CallsUpdate::derived)
+                .collect();
             self.merge_calls(&batches)?;
         }
     }

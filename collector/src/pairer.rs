@@ -115,7 +115,12 @@ pub struct Pairer {
     /// Destinations whose messages consumers have read: a message there that nobody read
     /// within the wait is still queued (or lost), not a call to the broker.
     consumed: HashSet<Arc<str>>,
+    /// The service a client's peer name turned out to be, where it is another name
+    /// (`server.address` of a load balancer, say), learned from paired calls.
+    servers_of_peers: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
     calls: CallsBuilder,
+    /// Client calls that began to wait since the last take, as their clients tell them.
+    unpaired: CallsBuilder,
 }
 
 /// Above this many distinct names the interner starts over (names in flight stay shared by
@@ -144,7 +149,9 @@ impl Pairer {
             edges: EdgeTally::default(),
             services: HashSet::default(),
             consumed: HashSet::default(),
+            servers_of_peers: HashMap::default(),
             calls: CallsBuilder::default(),
+            unpaired: CallsBuilder::default(),
         }
     }
 
@@ -223,8 +230,29 @@ impl Pairer {
                 return;
             }
         }
+        if half.side == Side::Client {
+            self.tell_unpaired(&half);
+        }
         self.make_room();
         self.wait_for_answer(half, paired, now);
+    }
+
+    /// A client half that waits for its server: its call as the client tells it, for the
+    /// breakers, which must not wait for pairing. Its server is named as the end of its
+    /// wait would name it, or as its peer name turned out to be before.
+    fn tell_unpaired(&mut self, client: &Half) {
+        let Some(peer) = &client.peer else { return };
+        let learned = self
+            .servers_of_peers
+            .get(&(client.service.clone(), peer.clone()))
+            .cloned();
+        let (server, kind) = match learned {
+            Some(server) => (server, NodeKind::Service),
+            None if self.services.contains(peer) => (peer.clone(), NodeKind::Service),
+            None => (peer.clone(), NodeKind::External),
+        };
+        let call = self.one_sided(client, server, kind);
+        self.unpaired.push(call);
     }
 
     /// `since` is never before that of the halves already waiting: the queue stays in order.
@@ -348,6 +376,16 @@ impl Pairer {
         } else {
             CallType::Sync
         };
+        if call_type == CallType::Sync
+            && let Some(peer) = &client.peer
+            && *peer != server.service
+            && self.servers_of_peers.len() < MAX_NAMES
+        {
+            self.servers_of_peers.insert(
+                (client.service.clone(), peer.clone()),
+                server.service.clone(),
+            );
+        }
         let client_failed = client.error || client_grpc_failure(client.grpc_code);
         let failed =
             client_failed || server.error || server.http_status.is_some_and(|status| status >= 500);
@@ -783,6 +821,10 @@ impl CallDeriver for Pairer {
         self.calls.finish()
     }
 
+    fn take_unpaired_calls(&mut self) -> Option<RecordBatch> {
+        self.unpaired.finish()
+    }
+
     fn take_orphans(&mut self) -> Vec<u8> {
         if self.orphans.is_empty() {
             return Vec::new();
@@ -849,7 +891,8 @@ impl CallDeriver for Pairer {
             + self.orphans.capacity() * size_of::<(Key, Half)>();
         let siblings = self.siblings.capacity() * (size_of::<u64>() + size_of::<u32>() + 1);
         let names = self.names.len() * NAME_BYTES;
-        starters + answers + queue + siblings + names
+        let peers = self.servers_of_peers.capacity() * (3 * size_of::<Arc<str>>() + 1);
+        starters + answers + queue + siblings + names + peers
     }
 }
 

@@ -4,7 +4,7 @@
 //! derives them (after those already stored), wait a little for earlier calls of their edge
 //! that are still on their way, and are then replayed once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{RecordBatch, StringBuilder, TimestampNanosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use callwatch_storage::{
-    CallColumns, CallRow, CallType, Interner, NodeKind, Store, escape_label, schema,
+    CallColumns, CallRow, CallType, CallsUpdate, Interner, NodeKind, Store, escape_label, schema,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
@@ -203,8 +203,12 @@ pub struct BreakersSection {
     /// A client failure at most this long with no server span is a call its breaker
     /// rejected (default 2ms).
     pub short_circuit_max_duration: Option<String>,
-    /// How long a call waits for earlier calls of its edge still on their way, beyond the
-    /// pairing wait (default 5s).
+    /// On a node that pairs spans: how long a client's call waits for earlier-starting
+    /// calls of its edge still on their way, beyond what its edge's longest call takes
+    /// (default 1s).
+    pub reorder_hold: Option<String>,
+    /// On a query node, which gets calls as other nodes flush them: how long a call waits
+    /// for earlier calls of its edge, beyond the pairing wait (default 5s).
     pub reorder_slack: Option<String>,
 }
 
@@ -214,8 +218,12 @@ pub struct BreakerOptions {
     default: BreakerSettings,
     edges: HashMap<(String, String), BreakerSettings>,
     short_circuit: Duration,
-    /// How long a call is held before it is replayed.
+    /// How long a call is held before it is replayed (beyond its edge's longest call).
     hold: Duration,
+    /// The hold of calls that come as other nodes flush them.
+    following_hold: Duration,
+    /// How long after its unpaired call a client's derived call may come.
+    pairing_wait: Duration,
     /// Live calls are held for the whole hold after they arrive, however far behind the
     /// newest call they start: on a query node calls come a segment at a time, and one
     /// collector's segment of earlier calls may come after another's of later ones.
@@ -260,18 +268,24 @@ impl BreakerOptions {
         .unwrap_or(Duration::from_millis(2));
         let slack = parse_duration("reorder_slack", &section.reorder_slack)?
             .unwrap_or(Duration::from_secs(5));
+        let hold = parse_duration("reorder_hold", &section.reorder_hold)?
+            .unwrap_or(Duration::from_secs(1));
         Ok(Self {
             default,
             edges,
             short_circuit,
-            hold: pairing_wait + slack,
+            hold,
+            following_hold: pairing_wait + slack,
+            pairing_wait,
             hold_by_arrival: false,
         })
     }
 
-    /// These options, holding each live call for the whole hold after it arrives (see
+    /// These options for calls that come as other nodes flush them: each live call is held
+    /// for the whole pairing wait and `reorder_slack` after it arrives (see
     /// `hold_by_arrival`).
     pub fn held_by_arrival(mut self) -> Self {
+        self.hold = self.following_hold;
         self.hold_by_arrival = true;
         self
     }
@@ -291,7 +305,14 @@ struct Waiting {
     duration: Duration,
     failed: bool,
     rejected: bool,
-    reported: Option<BreakerState>,
+    received: Instant,
+}
+
+/// A state a call reported, waiting to be taken in start order.
+#[derive(Debug, Clone, Copy)]
+struct WaitingReport {
+    start_ns: i64,
+    state: BreakerState,
     received: Instant,
 }
 
@@ -307,9 +328,14 @@ struct Report {
 struct EdgeTrack {
     breaker: Breaker,
     waiting: Vec<Waiting>,
+    /// Reported states wait apart: they need not wait for the edge's longest call.
+    waiting_reports: Vec<WaitingReport>,
     /// Start of the latest call replayed, and of the latest call seen.
     replayed_ns: i64,
     newest_ns: i64,
+    /// Start of the latest report taken, and of the latest report seen.
+    reports_taken_ns: i64,
+    newest_report_ns: i64,
     /// The longest call seen, up to [`MAX_HELD_DURATION`].
     longest: Duration,
     first_ns: i64,
@@ -330,6 +356,7 @@ impl EdgeTrack {
             + 2 * EDGE_NAME_BYTES
             + self.breaker.window_bytes()
             + self.waiting.capacity() * size_of::<Waiting>()
+            + self.waiting_reports.capacity() * size_of::<WaitingReport>()
             + self.inferred.capacity() * size_of::<Transition>()
             + self.reported.capacity() * size_of::<Report>()
             + self.rejected.len() * (2 * size_of::<i64>() + BTREE_ENTRY_OVERHEAD)
@@ -339,8 +366,11 @@ impl EdgeTrack {
         Self {
             breaker: Breaker::new(settings),
             waiting: Vec::new(),
+            waiting_reports: Vec::new(),
             replayed_ns: i64::MIN,
             newest_ns: start_ns,
+            reports_taken_ns: i64::MIN,
+            newest_report_ns: start_ns,
             longest: Duration::ZERO,
             first_ns: start_ns,
             last_ns: start_ns,
@@ -444,10 +474,18 @@ impl EdgeTrack {
 
 type EdgeName = (Arc<str>, Arc<str>);
 
+/// A call's client span: (trace id, span id).
+type ClientSpan = (u128, u64);
+
 #[derive(Debug, Default)]
 struct TrackerState {
     edges: HashMap<EdgeName, EdgeTrack>,
-    calls: Option<Receiver<RecordBatch>>,
+    calls: Option<Receiver<CallsUpdate>>,
+    /// Client spans whose unpaired call was taken, with its edge: their derived call, when
+    /// it comes, is the same call and is not taken again.
+    told: HashMap<ClientSpan, EdgeName>,
+    /// The same spans in the order they were told, to forget those never derived.
+    told_order: VecDeque<(Instant, ClientSpan)>,
     /// Transitions are announced once the stored calls have been replayed.
     live: bool,
     /// Transitions per (client, server, source, to), for Prometheus.
@@ -459,6 +497,12 @@ struct TrackerState {
 
 /// A service name's typical cost: its text and the `Arc`'s counts.
 const EDGE_NAME_BYTES: usize = 48;
+
+/// Client spans remembered as told; past it, calls are taken as they are derived.
+const MAX_TOLD: usize = 2_000_000;
+
+/// How long past the pairing wait a told span's derived call may still come.
+const TOLD_SLACK: Duration = Duration::from_secs(30);
 
 /// What a B-tree spends on an entry beyond the entry itself, about.
 const BTREE_ENTRY_OVERHEAD: usize = 16;
@@ -521,21 +565,28 @@ impl BreakerTracker {
                 held_rows = 0;
             }
             let batches = store
-                .read_segment_columns(segment, &BREAKER_COLUMNS)
+                .read_segment_columns(segment, &BREAKER_COLUMNS[2..])
                 .await
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
-            self.take(&batches, Instant::now())?;
+            let updates: Vec<CallsUpdate> = batches.into_iter().map(CallsUpdate::Derived).collect();
+            self.take(&updates, Instant::now())?;
             held_until_ns = held_until_ns.max(segment.max_start_ns);
             held_rows += segment.rows;
         }
-        self.observe(&snapshot.hot_calls, Instant::now())?;
+        let hot: Vec<CallsUpdate> = snapshot
+            .hot_calls
+            .iter()
+            .cloned()
+            .map(CallsUpdate::Derived)
+            .collect();
+        self.observe(&hot, Instant::now())?;
         self.state.lock().expect("not poisoned").live = true;
         Ok(())
     }
 
     /// Takes the calls derived since the last poll and replays those whose wait is over.
     pub fn poll(&self) -> Result<(), QueryError> {
-        let batches: Vec<RecordBatch> = {
+        let batches: Vec<CallsUpdate> = {
             let state = self.state.lock().expect("not poisoned");
             match &state.calls {
                 Some(receiver) => receiver.try_iter().collect(),
@@ -545,23 +596,36 @@ impl BreakerTracker {
         self.observe(&batches, Instant::now())
     }
 
-    /// Takes the calls of `batches` and replays those whose wait is over.
-    fn observe(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
-        self.take(batches, now)?;
+    /// Takes the calls of `updates` and replays those whose wait is over.
+    fn observe(&self, updates: &[CallsUpdate], now: Instant) -> Result<(), QueryError> {
+        self.take(updates, now)?;
         let mut state = self.state.lock().expect("not poisoned");
+        self.forget_told(&mut state, now);
         self.replay(&mut state, now);
         if let Some(account) = &self.memory {
-            let bytes = state.edges.values().map(EdgeTrack::memory_bytes).sum();
+            let told = state.told.capacity() * TOLD_ENTRY_BYTES
+                + state.told_order.capacity() * std::mem::size_of::<(Instant, ClientSpan)>();
+            let bytes = state
+                .edges
+                .values()
+                .map(EdgeTrack::memory_bytes)
+                .sum::<usize>()
+                + told;
             account.store(bytes, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Puts the calls of `batches` in their edges' queues.
-    fn take(&self, batches: &[RecordBatch], now: Instant) -> Result<(), QueryError> {
+    /// Puts the calls of `updates` in their edges' queues: a client's unpaired call at
+    /// once, and a derived call unless it is one already taken unpaired.
+    fn take(&self, updates: &[CallsUpdate], now: Instant) -> Result<(), QueryError> {
         // Names live on in the edges they key; the rest go with the batch.
         let mut names = Interner::default();
-        for batch in batches {
+        for update in updates {
+            let (batch, unpaired) = match update {
+                CallsUpdate::Derived(batch) => (batch, false),
+                CallsUpdate::Unpaired(batch) => (batch, true),
+            };
             let batch = breaker_columns(batch)?;
             let calls =
                 CallColumns::new(&batch).map_err(|e| QueryError::Execution(e.to_string()))?;
@@ -569,16 +633,50 @@ impl BreakerTracker {
             // is tens of megabytes of rows), and the API and /metrics wait one batch at most.
             let mut state = self.state.lock().expect("not poisoned");
             for row in 0..calls.len() {
-                self.wait(&mut state, &calls.row(row, &mut names), now);
+                let call = calls.row(row, &mut names);
+                if unpaired {
+                    self.take_unpaired(&mut state, &call, now);
+                } else if !was_told(&mut state, &call) {
+                    self.wait(&mut state, &call, now);
+                }
             }
         }
         Ok(())
     }
 
-    /// Puts a client's sync call in its edge's queue.
-    fn wait(&self, state: &mut TrackerState, call: &CallRow, now: Instant) {
-        if call.call_type != CallType::Sync || &*call.client == schema::USER_NODE {
+    /// A client's call still waiting for its server half: taken now, and remembered so
+    /// that its derived call is not taken again.
+    fn take_unpaired(&self, state: &mut TrackerState, call: &CallRow, now: Instant) {
+        let Some(span) = call.client_span_id else {
             return;
+        };
+        if state.told.len() >= MAX_TOLD || !self.wait(state, call, now) {
+            return;
+        }
+        let span = (call.trace_id, span);
+        state
+            .told
+            .insert(span, (call.client.clone(), call.server.clone()));
+        state.told_order.push_back((now, span));
+    }
+
+    /// Forgets told spans whose derived call can no longer come (no server answered and
+    /// their client named no server).
+    fn forget_told(&self, state: &mut TrackerState, now: Instant) {
+        let kept = self.options.pairing_wait + TOLD_SLACK;
+        while let Some(&(at, span)) = state.told_order.front() {
+            if now.duration_since(at) < kept {
+                break;
+            }
+            state.told_order.pop_front();
+            state.told.remove(&span);
+        }
+    }
+
+    /// Puts a client's sync call in its edge's queue; false if it is not followed.
+    fn wait(&self, state: &mut TrackerState, call: &CallRow, now: Instant) -> bool {
+        if call.call_type != CallType::Sync || &*call.client == schema::USER_NODE {
+            return false;
         }
         let edge_count = state.edges.len();
         let key = (call.client.clone(), call.server.clone());
@@ -586,7 +684,7 @@ impl BreakerTracker {
             Some(track) => track,
             None if edge_count >= MAX_EDGES => {
                 state.untracked_calls += 1;
-                return;
+                return false;
             }
             None => state.edges.entry(key).or_insert_with(|| {
                 EdgeTrack::new(
@@ -617,86 +715,48 @@ impl BreakerTracker {
             duration,
             failed: call.failed,
             rejected,
-            reported,
             received: now,
         });
+        if let Some(state) = reported {
+            track.newest_report_ns = track.newest_report_ns.max(call.start_ns);
+            track.waiting_reports.push(WaitingReport {
+                start_ns: call.start_ns,
+                state,
+                received: now,
+            });
+        }
+        true
     }
 
-    /// Replays, edge by edge in start order, the calls that have waited long enough: those
-    /// held for the whole hold, and those that much older than the newest call of the edge.
-    /// The hold is the pairing wait, a slack and the edge's longest call: how much later
-    /// than a call an earlier-starting one may still be derived.
+    /// Replays, edge by edge in start order, the calls that have waited long enough, and
+    /// takes the reported states likewise.
     fn replay(&self, state: &mut TrackerState, now: Instant) {
         let mut events = Vec::new();
+        let by_arrival = self.options.hold_by_arrival && state.live;
         for (key, track) in &mut state.edges {
-            if track.waiting.is_empty() {
-                continue;
-            }
-            let hold = self.options.hold + track.longest;
-            let hold_ns = i64::try_from(hold.as_nanos()).unwrap_or(i64::MAX);
-            track.waiting.sort_by_key(|w| w.start_ns);
-            let cutoff_ns = match self.options.hold_by_arrival && state.live {
-                true => i64::MIN,
-                false => track.newest_ns.saturating_sub(hold_ns),
-            };
-            let ready = track
-                .waiting
-                .iter()
-                .take_while(|w| w.start_ns <= cutoff_ns || now.duration_since(w.received) >= hold)
-                .count();
-            let waiting: Vec<Waiting> = track.waiting.drain(..ready).collect();
-            for call in waiting {
-                let late = call.start_ns < track.replayed_ns;
-                state.late_calls += u64::from(late);
-                // A late call counts where the replay is, so transitions stay in order.
-                let at_ns = call.start_ns.max(track.replayed_ns);
-                track.replayed_ns = at_ns;
-                track.first_ns = track.first_ns.min(call.start_ns);
-                track.last_ns = track.last_ns.max(call.start_ns);
-                let mut found: Vec<(Source, Transition)> = Vec::new();
-                if let Some(to) = call.reported
-                    && !late
-                    && track.reported_now() != Some(to)
-                {
-                    let from = track.reported_now();
-                    track.reported.push(Report { at_ns, from, to });
-                    if let Some(from) = from {
-                        found.push((Source::Reported, Transition { at_ns, from, to }));
-                    }
+            let mut found: Vec<(Source, Transition)> = Vec::new();
+            take_reports(track, self.options.hold, by_arrival, now, &mut found);
+            state.late_calls += replay_calls(track, self.options.hold, by_arrival, now, &mut found);
+            for (source, transition) in found {
+                if source == Source::Inferred {
+                    track.inferred.push(transition);
                 }
-                if call.rejected {
-                    *track
-                        .rejected
-                        .entry(call.start_ns.div_euclid(1_000_000_000))
-                        .or_default() += 1;
-                    if !late && let Some(t) = track.breaker.rejected(at_ns) {
-                        found.push((Source::Inferred, t));
-                    }
-                } else {
-                    let transitions = track.breaker.call(at_ns, call.failed, call.duration);
-                    found.extend(transitions.into_iter().map(|t| (Source::Inferred, t)));
-                }
-                for (source, transition) in found {
-                    if source == Source::Inferred {
-                        track.inferred.push(transition);
-                    }
-                    *state
-                        .transitions_total
-                        .entry((key.clone(), source, transition.to))
-                        .or_default() += 1;
-                    if state.live {
-                        events.push(BreakerEvent {
-                            client: key.0.to_string(),
-                            server: key.1.to_string(),
-                            name: track.name(),
-                            source,
-                            at: transition.at_ns,
-                            from: transition.from,
-                            to: transition.to,
-                            reported_state: track.reported_now(),
-                            inferred_state: track.breaker.state(),
-                        });
-                    }
+                *state
+                    .transitions_total
+                    .entry((key.clone(), source, transition.to))
+                    .or_default() += 1;
+                if state.live {
+                    events.push(BreakerEvent {
+                        client: key.0.to_string(),
+                        server: key.1.to_string(),
+                        name: track.name(),
+                        source,
+                        at: transition.at_ns,
+                        from: transition.from,
+                        to: transition.to,
+                        reported_state: track.reported_now(),
+                        inferred_state: track.breaker.state(),
+                    });
                 }
             }
             trim(&mut track.inferred, MAX_TRANSITIONS);
@@ -851,7 +911,10 @@ impl BreakerTracker {
 /// Most calls of overlapping segments held together when the stored calls are replayed.
 const MOST_HELD_AT_START: u64 = 2_000_000;
 
-const BREAKER_COLUMNS: [&str; 10] = [
+/// The ids first: only live calls need them, to know a derived call taken unpaired.
+const BREAKER_COLUMNS: [&str; 12] = [
+    schema::TRACE_ID,
+    schema::CLIENT_SPAN_ID,
     schema::START_TIME,
     schema::CLIENT,
     schema::SERVER,
@@ -868,6 +931,132 @@ fn breaker_columns(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
     callwatch_storage::project(batch, &BREAKER_COLUMNS)
         .map_err(|e| QueryError::Execution(e.to_string()))
 }
+
+/// The edge's calls that have waited long enough, replayed in start order; returns how
+/// many came late (after a later-starting call was replayed).
+///
+/// A call arrives when it ends, so an earlier-starting one may still come for as long as
+/// the edge's longest call takes beyond this one, plus `hold` for the way here: a call is
+/// replayed when it has waited that long, or when it starts that long before the newest
+/// call seen. Calls that come as other nodes flush them (`by_arrival`) wait the whole hold
+/// and the longest call after they arrive.
+fn replay_calls(
+    track: &mut EdgeTrack,
+    hold: Duration,
+    by_arrival: bool,
+    now: Instant,
+    found: &mut Vec<(Source, Transition)>,
+) -> u64 {
+    if track.waiting.is_empty() {
+        return 0;
+    }
+    let longest_hold = hold + track.longest;
+    track.waiting.sort_by_key(|w| w.start_ns);
+    let cutoff_ns = match by_arrival {
+        true => i64::MIN,
+        false => track.newest_ns.saturating_sub(nanos(longest_hold)),
+    };
+    let waited_enough = |w: &Waiting| match by_arrival {
+        true => now.duration_since(w.received) >= longest_hold,
+        false => now.duration_since(w.received) >= hold + track.longest.saturating_sub(w.duration),
+    };
+    let ready = track
+        .waiting
+        .iter()
+        .take_while(|w| w.start_ns <= cutoff_ns || waited_enough(w))
+        .count();
+    let mut late_calls = 0;
+    for call in track.waiting.drain(..ready) {
+        let late = call.start_ns < track.replayed_ns;
+        late_calls += u64::from(late);
+        // A late call counts where the replay is, so transitions stay in order.
+        let at_ns = call.start_ns.max(track.replayed_ns);
+        track.replayed_ns = at_ns;
+        track.first_ns = track.first_ns.min(call.start_ns);
+        track.last_ns = track.last_ns.max(call.start_ns);
+        if call.rejected {
+            *track
+                .rejected
+                .entry(call.start_ns.div_euclid(1_000_000_000))
+                .or_default() += 1;
+            if !late && let Some(t) = track.breaker.rejected(at_ns) {
+                found.push((Source::Inferred, t));
+            }
+        } else {
+            let transitions = track.breaker.call(at_ns, call.failed, call.duration);
+            found.extend(transitions.into_iter().map(|t| (Source::Inferred, t)));
+        }
+    }
+    late_calls
+}
+
+/// The edge's reported states that have waited `hold`, taken in start order: a report
+/// says the state at once, so it does not wait for the edge's longest call. One that
+/// starts before a report already taken is too late to say anything.
+fn take_reports(
+    track: &mut EdgeTrack,
+    hold: Duration,
+    by_arrival: bool,
+    now: Instant,
+    found: &mut Vec<(Source, Transition)>,
+) {
+    if track.waiting_reports.is_empty() {
+        return;
+    }
+    // Reports that come with other nodes' flushes wait as those calls do.
+    let hold = match by_arrival {
+        true => hold + track.longest,
+        false => hold,
+    };
+    track.waiting_reports.sort_by_key(|r| r.start_ns);
+    let cutoff_ns = match by_arrival {
+        true => i64::MIN,
+        false => track.newest_report_ns.saturating_sub(nanos(hold)),
+    };
+    let ready = track
+        .waiting_reports
+        .iter()
+        .take_while(|r| r.start_ns <= cutoff_ns || now.duration_since(r.received) >= hold)
+        .count();
+    for report in track.waiting_reports.drain(..ready) {
+        if report.start_ns < track.reports_taken_ns {
+            continue;
+        }
+        track.reports_taken_ns = report.start_ns;
+        let to = report.state;
+        let from = track.reported.last().map(|r| r.to);
+        if from == Some(to) {
+            continue;
+        }
+        let at_ns = report.start_ns;
+        track.reported.push(Report { at_ns, from, to });
+        if let Some(from) = from {
+            found.push((Source::Reported, Transition { at_ns, from, to }));
+        }
+    }
+}
+
+/// Whether `call` is the derived call of a client span taken before as unpaired (and
+/// forgets the span): if it turned out to be of another edge, it is taken as well.
+fn was_told(state: &mut TrackerState, call: &CallRow) -> bool {
+    if state.told.is_empty() {
+        return false;
+    }
+    let Some(span) = call.client_span_id else {
+        return false;
+    };
+    match state.told.remove(&(call.trace_id, span)) {
+        Some((client, server)) => client == call.client && server == call.server,
+        None => false,
+    }
+}
+
+fn nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// What a told span costs in its map: the key, the edge's two names and a control byte.
+const TOLD_ENTRY_BYTES: usize = 24 + 2 * 16 + 1;
 
 fn trim<T>(log: &mut Vec<T>, max: usize) {
     if log.len() > max {

@@ -23,6 +23,14 @@ pub trait CallDeriver: Send + 'static {
     /// Calls derived since the last take, as a `calls` batch.
     fn take_calls(&mut self) -> Option<RecordBatch>;
 
+    /// Client calls that began to wait for their server half since the last take, each as
+    /// its client alone tells it, as a `calls` batch: for followers that cannot wait for
+    /// pairing (the breakers). Never stored: each is derived again when it pairs or its
+    /// wait ends, in a later [`CallDeriver::take_calls`].
+    fn take_unpaired_calls(&mut self) -> Option<RecordBatch> {
+        None
+    }
+
     /// The halves still waiting, encoded for [`CallDeriver::restore`].
     fn pending(&self) -> Vec<u8>;
 

@@ -126,6 +126,26 @@ pub struct FlushReport {
     pub segments: Vec<SegmentMeta>,
 }
 
+/// What [`Store::subscribe_calls`] sends.
+#[derive(Debug, Clone)]
+pub enum CallsUpdate {
+    /// Calls derived (or of another node's new segment): in the store.
+    Derived(RecordBatch),
+    /// Client calls still waiting for their server half, as the client tells them
+    /// ([`CallDeriver::take_unpaired_calls`]): not in the store.
+    Unpaired(RecordBatch),
+}
+
+impl CallsUpdate {
+    /// The batch, if it holds stored calls.
+    pub fn derived(self) -> Option<RecordBatch> {
+        match self {
+            Self::Derived(batch) => Some(batch),
+            Self::Unpaired(_) => None,
+        }
+    }
+}
+
 /// A consistent view for readers: hot batches and the segments committed with them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -195,7 +215,7 @@ struct Tables {
     call_origins: Arc<HashMap<String, Vec<Origin>>>,
     /// Readers of every calls batch the deriver publishes, and of those of the other nodes'
     /// new segments.
-    calls_subscribers: Vec<std::sync::mpsc::Sender<RecordBatch>>,
+    calls_subscribers: Vec<std::sync::mpsc::Sender<CallsUpdate>>,
     /// The other nodes' flushed calls segments whose calls readers already have.
     followed: HashSet<String>,
 }
@@ -838,7 +858,8 @@ impl Store {
     /// A snapshot and every calls batch published after it, each exactly once: the calls of
     /// the snapshot's segments and hot batches and those the receiver gets are all calls.
     /// Batches of other nodes' segments carry only `FOLLOWED_COLUMNS`.
-    pub fn subscribe_calls(&self) -> (Snapshot, std::sync::mpsc::Receiver<RecordBatch>) {
+    /// Unpaired calls come before the derived call of the same client span.
+    pub fn subscribe_calls(&self) -> (Snapshot, std::sync::mpsc::Receiver<CallsUpdate>) {
         let mut tables = self.shared.tables.lock().expect("not poisoned");
         let (sender, receiver) = std::sync::mpsc::channel();
         tables.calls_subscribers.push(sender);
@@ -1381,7 +1402,7 @@ impl Store {
         tables.calls_subscribers.retain(|subscriber| {
             calls
                 .iter()
-                .all(|batch| subscriber.send(batch.clone()).is_ok())
+                .all(|batch| subscriber.send(CallsUpdate::Derived(batch.clone())).is_ok())
         });
         Ok(())
     }
@@ -1713,6 +1734,15 @@ fn checkpoint_if_due(
 }
 
 fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
+    // First: the derived call of a client span comes after its unpaired call.
+    if let Some(batch) = deriver.take_unpaired_calls() {
+        let mut tables = shared.tables.lock().expect("not poisoned");
+        tables.calls_subscribers.retain(|subscriber| {
+            subscriber
+                .send(CallsUpdate::Unpaired(batch.clone()))
+                .is_ok()
+        });
+    }
     let Some(batch) = deriver.take_calls() else {
         return;
     };
@@ -1722,7 +1752,7 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     // Sent under the lock that snapshots take, so a subscriber gets each batch once.
     tables
         .calls_subscribers
-        .retain(|subscriber| subscriber.send(batch.clone()).is_ok());
+        .retain(|subscriber| subscriber.send(CallsUpdate::Derived(batch.clone())).is_ok());
     let id = tables.next_hot_calls_id;
     tables.next_hot_calls_id += 1;
     tables.hot_calls.push(HotCalls {
