@@ -9,6 +9,11 @@
         and the bytes it wrote to shuffle files in the median run. Prints one JSON line.
     python3 ballista.py duckdb DATA_DIR REPEAT
         The same two queries in DuckDB over the segment files the manifests list.
+    python3 ballista.py graph HTTP FROM_MS TO_MS EXECUTOR_PIDS REPEAT
+        /api/v1/graph of the window on a query node with --ballista, alternately with
+        engine=local and engine=ballista, REPEAT times each (the first local one makes the
+        graph's pieces of every hour; the later ones use them); whether the edges agree
+        and the time, query node and executor CPU of each. Exits non-zero if they differ.
 """
 
 import glob
@@ -191,6 +196,33 @@ def duckdb_times(data, repeat):
     print(json.dumps(result))
 
 
+def graph(http, from_ms, to_ms, executors, repeat):
+    pids = [int(p) for p in executors.split(",") if p]
+    node = int(os.environ["NODE_PID"])
+    path = f"/api/v1/graph?from={from_ms}&to={to_ms}"
+    runs = {"local": [], "ballista": []}
+    answers = {}
+    for _ in range(repeat):
+        for engine in runs:
+            before = [cpu_seconds(pid) for pid in [node] + pids]
+            started = time.monotonic()
+            with urllib.request.urlopen(f"http://{http}{path}&engine={engine}",
+                                        timeout=3600) as response:
+                answer = json.load(response)
+            wall = time.monotonic() - started
+            cpu = [round(cpu_seconds(pid) - b, 2) for pid, b in zip([node] + pids, before)]
+            runs[engine].append({"wall_s": round(wall, 2), "node_cpu_s": cpu[0],
+                                 "executor_cpu_s": cpu[1:]})
+            # The last minute's rate moves with the clock: compared without it.
+            answers[engine] = [{k: v for k, v in edge.items() if k != "rate_last_minute_per_s"}
+                               for edge in answer["edges"]]
+    same = answers["local"] == answers["ballista"]
+    calls = sum(edge["calls"] for edge in answers["local"])
+    print(json.dumps({"edges": len(answers["local"]), "calls": calls, "same": same, **runs}))
+    if not same:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "same":
@@ -199,5 +231,7 @@ if __name__ == "__main__":
         timed(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
     elif mode == "duckdb":
         duckdb_times(sys.argv[2], int(sys.argv[3]))
+    elif mode == "graph":
+        graph(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
     else:
         raise SystemExit(__doc__)

@@ -10,8 +10,10 @@
 #
 #   bash benches/ballista.sh
 #   BIN=… SPANS=5000000 REPEAT=3 DATA=/var/tmp/ballista-data bash benches/ballista.sh
+#  3. the graph of the last 6 hours (all of it) on a query node with --ballista, with
+#     engine=local and engine=ballista: whether the edges agree, and the time and CPU of each.
 # DATA keeps the generated spans for a later run; BALLISTA is where the binaries go;
-# LIST=0 skips step 1.
+# LIST=0 skips step 1; GRAPH_ONLY=1 runs step 3 alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
@@ -99,29 +101,40 @@ quiet() {
 
 flags=(--role query --storage s3://bench/big --query-timeout 1200s --query-memory 4GiB
   --query-threads 2)
-start local "${flags[@]}"
-LOCAL=$HTTP
-LOCAL_PID=$PID
+if [ "${GRAPH_ONLY:-0}" = 0 ]; then
+  start local "${flags[@]}"
+  LOCAL=$HTTP
+  LOCAL_PID=$PID
 
-cluster 2 1
-start distributed "${flags[@]}" --ballista "df://$SCHEDULER"
-quiet "$LOCAL_PID"
-quiet "$PID"
-if [ "${LIST:-1}" = 1 ]; then
-  echo "## 1. the fixed list, Ballista (2 executors) against one node"
-  python3 benches/ballista.py same "$LOCAL" "$HTTP"
+  cluster 2 1
+  start distributed "${flags[@]}" --ballista "df://$SCHEDULER"
+  quiet "$LOCAL_PID"
+  quiet "$PID"
+  if [ "${LIST:-1}" = 1 ]; then
+    echo "## 1. the fixed list, Ballista (2 executors) against one node"
+    python3 benches/ballista.py same "$LOCAL" "$HTTP"
+  fi
+
+  echo "## 2. per-edge percentiles and spans by service and hour, medians of $REPEAT runs"
+  python3 benches/ballista.py time "one node" "$LOCAL" "" "" "$REPEAT"
+  python3 benches/ballista.py time "ballista, 2 executors" "$HTTP" \
+    "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1,$WORK/executor-2" "$REPEAT"
+  kill -9 "$PID" "$SCHEDULER_PID" "${EXECUTORS[@]}"
+  rm -rf "$WORK"/executor-*
+  cluster 1 2
+  start distributed-1 "${flags[@]}" --ballista "df://$SCHEDULER"
+  quiet "$PID"
+  python3 benches/ballista.py time "ballista, 1 executor" "$HTTP" \
+    "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1" "$REPEAT"
+  kill -9 "$LOCAL_PID" "$PID" "$SCHEDULER_PID" "${EXECUTORS[@]}"
+  python3 benches/ballista.py duckdb "$DATA" "$REPEAT"
 fi
 
-echo "## 2. per-edge percentiles and spans by service and hour, medians of $REPEAT runs"
-python3 benches/ballista.py time "one node" "$LOCAL" "" "" "$REPEAT"
-python3 benches/ballista.py time "ballista, 2 executors" "$HTTP" \
-  "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1,$WORK/executor-2" "$REPEAT"
-kill -9 "$PID" "$SCHEDULER_PID" "${EXECUTORS[@]}"
+echo "## 3. the graph of the whole window, engine=local against engine=ballista (2 executors)"
 rm -rf "$WORK"/executor-*
-cluster 1 2
-start distributed-1 "${flags[@]}" --ballista "df://$SCHEDULER"
+cluster 2 1
+start graph "${flags[@]}" --ballista "df://$SCHEDULER"
 quiet "$PID"
-python3 benches/ballista.py time "ballista, 1 executor" "$HTTP" \
-  "$(IFS=,; echo "${EXECUTORS[*]}")" "$WORK/executor-1" "$REPEAT"
-kill -9 "$LOCAL_PID" "$PID"
-python3 benches/ballista.py duckdb "$DATA" "$REPEAT"
+to_ms=$(($(date +%s) * 1000 + 60000))
+NODE_PID=$PID python3 benches/ballista.py graph "$HTTP" $((to_ms - 6 * 3600 * 1000)) "$to_ms" \
+  "$(IFS=,; echo "${EXECUTORS[*]}")" "$REPEAT"

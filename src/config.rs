@@ -476,7 +476,8 @@ pub struct LoadArgs {
     /// OTLP/gRPC endpoint of the collector, e.g. http://127.0.0.1:4317. Several (repeated or
     /// comma-separated): each request is split by trace id over them, as the OpenTelemetry
     /// Collector's loadbalancing exporter routes (which costs the generator a decode and
-    /// encode per request).
+    /// encode per request). With `--protocol http/…`, one OTLP/HTTP address, e.g.
+    /// http://127.0.0.1:4318 (requests go to its /v1/traces).
     #[arg(
         long,
         env = "CALLWATCH_SEND_TO",
@@ -503,6 +504,15 @@ pub struct LoadArgs {
     /// three others, about 3 edges per service) instead of the demo's.
     #[arg(long, env = "CALLWATCH_LOAD_SERVICES")]
     pub services: Option<usize>,
+    /// How requests are sent, as OTEL_EXPORTER_OTLP_PROTOCOL names it: `grpc`, or OTLP/HTTP
+    /// with `http/protobuf` or `http/json` bodies. The same spans whichever it is.
+    #[arg(
+        long,
+        env = "CALLWATCH_LOAD_PROTOCOL",
+        value_enum,
+        default_value = "grpc"
+    )]
+    pub protocol: LoadProtocol,
     /// Spread the requests' timestamps evenly over this much of the past (e.g. `50m`), so
     /// that a short run fills a long window; 0 puts every span at the moment it is sent.
     #[arg(long, env = "CALLWATCH_LOAD_BACKDATE", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -521,6 +531,17 @@ pub struct LoadArgs {
     pub resend: Option<PathBuf>,
     #[command(flatten)]
     pub token: TokenFile,
+}
+
+/// How `callwatch load` sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadProtocol {
+    #[value(name = "grpc")]
+    Grpc,
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "http/json")]
+    HttpJson,
 }
 
 /// `512`, `64KiB`, `16MiB`, `2GiB` (also KB/MB/GB as powers of 1000).

@@ -6,6 +6,8 @@
 //! every trace id and span id is XORed with a per-send salt (parent and link references get
 //! the same salt, so trees stay intact) and every timestamp is moved to now. The collector
 //! thus receives unique, current spans at the cost of a memcpy, not of protobuf encoding.
+//! Over OTLP/HTTP (`--protocol`) the same requests go as protobuf or as JSON text, patched
+//! alike.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,11 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tonic::transport::Endpoint;
 
-use crate::config::LoadArgs;
+use crate::config::{LoadArgs, LoadProtocol};
 use crate::demo::{BreakerConfig, Scenario, Simulator, SimulatorConfig};
 use crate::split::Collectors;
 use callwatch_collector::OtlpClient;
@@ -33,8 +37,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     if let Some(log) = &args.resend {
+        anyhow::ensure!(
+            args.protocol == LoadProtocol::Grpc,
+            "--resend sends over gRPC only"
+        );
         return resend(&args, log).await;
     }
+    anyhow::ensure!(
+        args.protocol == LoadProtocol::Grpc || args.send_to.len() == 1,
+        "--protocol {:?} sends to one collector: give one --send-to",
+        args.protocol
+    );
     let backdate = u64::try_from(args.backdate.as_nanos()).unwrap_or(u64::MAX);
     // Templates start early enough that moving a request back by up to `backdate` never
     // needs a negative shift.
@@ -67,19 +80,33 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let deadline = started + args.duration;
     let mut workers = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let mut clients = Vec::with_capacity(endpoints.len());
-        for (url, endpoint) in &endpoints {
-            let channel = endpoint
-                .connect()
-                .await
-                .with_context(|| format!("connecting to {url}"))?;
-            let mut client = OtlpClient::new(channel);
-            if let Some(token) = &token {
-                client = client.with_token(token).map_err(anyhow::Error::msg)?;
+        let client = match args.protocol {
+            LoadProtocol::Grpc => {
+                let mut clients = Vec::with_capacity(endpoints.len());
+                for (url, endpoint) in &endpoints {
+                    let channel = endpoint
+                        .connect()
+                        .await
+                        .with_context(|| format!("connecting to {url}"))?;
+                    let mut client = OtlpClient::new(channel);
+                    if let Some(token) = &token {
+                        client = client.with_token(token).map_err(anyhow::Error::msg)?;
+                    }
+                    clients.push(client);
+                }
+                Sender::Grpc(Collectors::new(clients))
             }
-            clients.push(client);
-        }
-        let client = Collectors::new(clients);
+            protocol => Sender::Http {
+                // Each connection its own client, so each has its own connection.
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .tcp_nodelay(true)
+                    .build()?,
+                url: format!("{}/v1/traces", args.send_to[0].trim_end_matches('/')),
+                json: protocol == LoadProtocol::HttpJson,
+                token: token.clone(),
+            },
+        };
         let (templates, counters, logs) = (templates.clone(), counters.clone(), logs.clone());
         // Each connection sends its share of --rate spans per second, or sends back to back.
         let pace = args
@@ -260,7 +287,7 @@ async fn resend(args: &LoadArgs, path: &std::path::Path) -> anyhow::Result<()> {
 /// Sends requests back to back until `deadline`; returns request latencies in microseconds.
 #[allow(clippy::too_many_arguments)]
 async fn send_until(
-    mut client: Collectors,
+    mut client: Sender,
     templates: Arc<Vec<Template>>,
     counters: Arc<Counters>,
     deadline: Instant,
@@ -286,9 +313,8 @@ async fn send_until(
         };
         let shift_ns = now_ns().saturating_sub(base_ns).saturating_sub(backdate_ns);
         let salt = splitmix(n + 1);
-        let body = template.instantiate(salt, shift_ns);
         let sent = Instant::now();
-        let result = client.export_bytes(body).await;
+        let result = client.send(template, salt, shift_ns).await;
         let elapsed = sent.elapsed();
         match result {
             Ok(rejected) => {
@@ -309,7 +335,7 @@ async fn send_until(
                     latencies.push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
                 }
             }
-            Err(status) => {
+            Err(error) => {
                 if let Some(log) = &logs.sent {
                     // The first span id tells whether the server stored it all the same.
                     let first = template.span_ids(salt).next().unwrap_or_default();
@@ -320,7 +346,7 @@ async fn send_until(
                     .fetch_add(template.spans as u64, Ordering::Relaxed);
                 let errors = counters.errors.fetch_add(1, Ordering::Relaxed);
                 if errors < 5 {
-                    eprintln!("export failed: {} {}", status.code(), status.message());
+                    eprintln!("export failed: {error}");
                 }
                 // Back off a little when the collector pushes back.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -351,9 +377,81 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Where a connection sends.
+enum Sender {
+    Grpc(Collectors),
+    Http {
+        client: reqwest::Client,
+        url: String,
+        json: bool,
+        token: Option<String>,
+    },
+}
+
+impl Sender {
+    /// Sends `template` made unique with `salt` and moved by `shift_ns`; how many of its
+    /// spans the collector rejected.
+    async fn send(&mut self, template: &Template, salt: u64, shift_ns: u64) -> Result<i64, String> {
+        let (client, url, json, token) = match self {
+            Self::Grpc(collectors) => {
+                return collectors
+                    .export_bytes(template.instantiate(salt, shift_ns))
+                    .await
+                    .map_err(|status| format!("{} {}", status.code(), status.message()));
+            }
+            Self::Http {
+                client,
+                url,
+                json,
+                token,
+            } => (client, url, *json, token),
+        };
+        let (body, content_type) = match json {
+            true => (
+                template.json.instantiate(salt, shift_ns),
+                "application/json",
+            ),
+            false => (
+                template.instantiate(salt, shift_ns),
+                "application/x-protobuf",
+            ),
+        };
+        let mut request = client
+            .post(url.as_str())
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status} {}", String::from_utf8_lossy(&body)));
+        }
+        let rejected = match json {
+            true => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|reply| {
+                    let rejected = &reply["partialSuccess"]["rejectedSpans"];
+                    rejected
+                        .as_i64()
+                        .or_else(|| rejected.as_str()?.parse().ok())
+                }),
+            false => ExportTraceServiceResponse::decode(body)
+                .ok()
+                .and_then(|reply| reply.partial_success)
+                .map(|partial| partial.rejected_spans),
+        };
+        Ok(rejected.unwrap_or(0))
+    }
+}
+
 /// One encoded request and where its ids and timestamps sit in the bytes.
 struct Template {
     bytes: Vec<u8>,
+    /// The same request as OTLP/JSON.
+    json: JsonTemplate,
     spans: usize,
     /// Offsets of the first 8 bytes of every trace id (span and link).
     trace_ids: Vec<usize>,
@@ -365,7 +463,7 @@ struct Template {
     own_span_ids: Vec<u64>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Field {
     TraceId,
     SpanId,
@@ -400,6 +498,7 @@ impl Template {
             .collect();
         let bytes = request.encode_to_vec();
         let mut template = Self {
+            json: JsonTemplate::new(&request, &fields),
             own_span_ids,
             spans,
             trace_ids: Vec::new(),
@@ -455,6 +554,97 @@ impl Template {
         }
         Bytes::from(bytes)
     }
+}
+
+/// A request as OTLP/JSON text, and where the ids and times that its protobuf template
+/// patches sit in it, so that both send the same spans.
+struct JsonTemplate {
+    text: Vec<u8>,
+    /// Where each value's first character is, in text order.
+    values: Vec<(usize, Field)>,
+}
+
+impl JsonTemplate {
+    fn new(request: &ExportTraceServiceRequest, fields: &HashMap<[u8; 8], Field>) -> Self {
+        let text = callwatch_collector::encode_json_request(request).into_bytes();
+        // Keys are written without spaces, and a string value cannot hold them unescaped.
+        let keys = [
+            ("\"traceId\":\"", Field::TraceId),
+            ("\"spanId\":\"", Field::SpanId),
+            ("\"parentSpanId\":\"", Field::SpanId),
+            ("\"startTimeUnixNano\":\"", Field::Time),
+            ("\"endTimeUnixNano\":\"", Field::Time),
+            ("\"timeUnixNano\":\"", Field::Time),
+        ];
+        let mut values = Vec::new();
+        for (key, field) in keys {
+            let key = key.as_bytes();
+            for at in (0..text.len()).filter(|&at| text[at..].starts_with(key)) {
+                let value = at + key.len();
+                // Ids as the protobuf template finds them: the first 8 bytes of the id of a
+                // span of the request.
+                let known = match field {
+                    Field::Time => true,
+                    _ => {
+                        eight_hex(&text[value..]).is_some_and(|id| fields.get(&id) == Some(&field))
+                    }
+                };
+                if known {
+                    values.push((value, field));
+                }
+            }
+        }
+        values.sort_unstable_by_key(|(at, _)| *at);
+        Self { text, values }
+    }
+
+    fn instantiate(&self, salt: u64, shift_ns: u64) -> Bytes {
+        let span_salt = splitmix(salt);
+        let mut out = Vec::with_capacity(self.text.len() + 64);
+        let mut copied = 0;
+        for &(at, field) in &self.values {
+            out.extend_from_slice(&self.text[copied..at]);
+            match field {
+                Field::Time => {
+                    let digits = self.text[at..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
+                    let time: u64 = std::str::from_utf8(&self.text[at..at + digits])
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    let _ = write!(out, "{}", time.saturating_add(shift_ns));
+                    copied = at + digits;
+                }
+                id => {
+                    let salt = if id == Field::TraceId {
+                        salt
+                    } else {
+                        span_salt
+                    };
+                    let bytes = eight_hex(&self.text[at..]).unwrap_or_default();
+                    let patched = (u64::from_le_bytes(bytes) ^ salt).to_le_bytes();
+                    for byte in patched {
+                        let _ = write!(out, "{byte:02x}");
+                    }
+                    copied = at + 16;
+                }
+            }
+        }
+        out.extend_from_slice(&self.text[copied..]);
+        Bytes::from(out)
+    }
+}
+
+/// The 8 bytes the first 16 hex digits of `text` spell.
+fn eight_hex(text: &[u8]) -> Option<[u8; 8]> {
+    let digits = text.get(..16)?;
+    let mut bytes = [0; 8];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 /// At least `batch` spans of the demo platform's steady traffic, in one request.

@@ -274,3 +274,72 @@ async fn spans_from_the_otlp_exporter_are_stored_exactly_as_sent() {
         check(span, matches[0], service);
     }
 }
+
+/// A stored span as it would be sent again: its times kept only as its duration, which
+/// moves with the clock of the run.
+fn shape(span: &SpanRecord) -> String {
+    let mut span = span.clone();
+    for event in &mut span.events {
+        event.time_ns -= span.start_ns;
+    }
+    span.start_ns = 0;
+    span.end_ns = 0;
+    format!("{span:?}")
+}
+
+/// `callwatch load` sends the same requests over gRPC, OTLP/HTTP protobuf and OTLP/HTTP
+/// JSON (the n-th request of a run carries the same ids whichever way it goes): every
+/// field of every span is stored the same.
+#[tokio::test]
+async fn the_same_spans_are_stored_the_same_from_json_protobuf_and_grpc() {
+    let mut runs = Vec::new();
+    for protocol in ["grpc", "http/protobuf", "http/json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = Server::start(&data, &[]);
+        let to = match protocol {
+            "grpc" => server.grpc_url(),
+            _ => format!("http://{}", server.otlp_http),
+        };
+        let output = crate::common::callwatch(&[
+            "load",
+            "--send-to",
+            &to,
+            "--protocol",
+            protocol,
+            "--services",
+            "20",
+            "--batch",
+            "100",
+            "--connections",
+            "1",
+            "--duration",
+            "1s",
+        ]);
+        server.stop();
+        assert!(output.contains("\"errors\":0"), "{protocol}: {output}");
+        let (spans, _) = crate::common::stored_spans(&data).await;
+        let by_id: std::collections::BTreeMap<String, String> = spans
+            .iter()
+            .map(|span| (span.span_id.clone(), shape(span)))
+            .collect();
+        assert_eq!(by_id.len(), spans.len(), "{protocol}: span ids are unique");
+        runs.push((protocol, by_id));
+    }
+    // The requests every run got to send.
+    let (_, first) = &runs[0];
+    let common: Vec<&String> = first
+        .keys()
+        .filter(|id| runs.iter().all(|(_, run)| run.contains_key(*id)))
+        .collect();
+    assert!(
+        common.len() >= 1000,
+        "only {} spans in common",
+        common.len()
+    );
+    for (protocol, run) in &runs[1..] {
+        for id in &common {
+            assert_eq!(run[*id], first[*id], "{protocol}: span {id}");
+        }
+    }
+}

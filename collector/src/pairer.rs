@@ -10,7 +10,8 @@
 //! Halves still alone after `wait` become calls to a virtual node when the client names its
 //! server (`peer.service`, `server.address`, the messaging destination), and are counted as
 //! unpaired otherwise. A producer stays for the whole wait, because several consumer groups
-//! may read one message.
+//! may read one message, unless every group known to read its destination has read it and
+//! no new group has appeared there for a whole wait.
 //!
 //! Where collectors share a bucket (`remote_wait`), spans are routed to them by trace id, so
 //! a batch consumer's message may have gone to another collector. Its halves still alone at
@@ -68,7 +69,20 @@ struct Waiting {
     paired: bool,
     /// A producer past its wait, waiting `remote_wait` more for other collectors' orphans.
     held: bool,
+    /// A producer: the consumer groups that read its message, as bits of its destination's
+    /// [`Groups`].
+    read_by: u64,
 }
+
+/// The consumer groups (consumer services) seen reading one destination, and when the last
+/// new one appeared.
+struct Groups {
+    services: Vec<Arc<str>>,
+    changed: Instant,
+}
+
+/// Most groups followed per destination: a producer to one with more waits the whole wait.
+const MAX_GROUPS: usize = 64;
 
 pub struct Pairer {
     config: PairingConfig,
@@ -115,6 +129,8 @@ pub struct Pairer {
     /// Destinations whose messages consumers have read: a message there that nobody read
     /// within the wait is still queued (or lost), not a call to the broker.
     consumed: HashSet<Arc<str>>,
+    /// The consumer groups of each destination, learned from the consumers seen.
+    consumer_groups: HashMap<Arc<str>, Groups>,
     /// The service a client's peer name turned out to be, where it is another name
     /// (`server.address` of a load balancer, say), learned from paired calls.
     servers_of_peers: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
@@ -149,6 +165,7 @@ impl Pairer {
             edges: EdgeTally::default(),
             services: HashSet::default(),
             consumed: HashSet::default(),
+            consumer_groups: HashMap::default(),
             servers_of_peers: HashMap::default(),
             calls: CallsBuilder::default(),
             unpaired: CallsBuilder::default(),
@@ -203,6 +220,11 @@ impl Pairer {
         }
         for index in 0..arrived.len() {
             if let Some(answer) = arrived[index].take_if(|w| !w.half.side.starts_call()) {
+                if answer.half.side == Side::Consumer
+                    && let Some(destination) = &answer.half.destination
+                {
+                    self.learn_group(destination, &answer.half.service, now);
+                }
                 self.take_answer(answer.half, &mut arrived, now);
             }
         }
@@ -215,13 +237,17 @@ impl Pairer {
 
     fn take_starter(&mut self, waiting: Waiting, now: Instant) {
         let Waiting {
-            half, mut paired, ..
+            half,
+            mut paired,
+            mut read_by,
+            ..
         } = waiting;
         let key = (half.trace_id, half.span_id);
         if let Some(answers) = self.answers.remove(&key) {
             self.answer_count -= answers.len();
             for (answer, _) in answers {
                 let call = self.paired(&half, &answer);
+                read_by |= self.read_by(&half, &answer, now);
                 self.emit(call);
                 paired = true;
             }
@@ -230,11 +256,96 @@ impl Pairer {
                 return;
             }
         }
-        if half.side == Side::Client {
-            self.tell_unpaired(&half);
+        match half.side {
+            Side::Client => self.tell_unpaired(&half),
+            // Read in its own batch, or by answers that waited for it.
+            _ if self.read_by_all(&half, read_by, now) => return,
+            _ => {}
         }
         self.make_room();
-        self.wait_for_answer(half, paired, now);
+        self.wait_for_answer(half, paired, read_by, now);
+    }
+
+    /// Learns that `service` reads `destination`; the bit of its group there (0 past
+    /// [`MAX_GROUPS`]).
+    fn learn_group(&mut self, destination: &Arc<str>, service: &Arc<str>, now: Instant) -> u64 {
+        if !self.consumer_groups.contains_key(destination) {
+            if self.consumer_groups.len() >= MAX_NAMES {
+                return 0;
+            }
+            let groups = Groups {
+                services: Vec::new(),
+                changed: now,
+            };
+            self.consumer_groups.insert(destination.clone(), groups);
+        }
+        let groups = self
+            .consumer_groups
+            .get_mut(destination)
+            .expect("just made");
+        let index = match groups.services.iter().position(|s| s == service) {
+            Some(index) => index,
+            None if groups.services.len() < MAX_GROUPS => {
+                groups.services.push(service.clone());
+                groups.changed = now;
+                groups.services.len() - 1
+            }
+            None => return 0,
+        };
+        1 << index
+    }
+
+    /// The bit of the group of `consumer`, which read `producer`'s message.
+    fn read_by(&mut self, producer: &Half, consumer: &Half, now: Instant) -> u64 {
+        if producer.side != Side::Producer {
+            return 0;
+        }
+        match producer
+            .destination
+            .as_ref()
+            .or(consumer.destination.as_ref())
+        {
+            Some(destination) => {
+                let destination = destination.clone();
+                self.learn_group(&destination, &consumer.service, now)
+            }
+            None => 0,
+        }
+    }
+
+    /// Whether a producer whose message the groups `read_by` have read is done: every group
+    /// known to read its destination has, and none has been new there for a whole wait (a
+    /// group not yet seen may still be on its way).
+    fn read_by_all(&self, producer: &Half, read_by: u64, now: Instant) -> bool {
+        let groups = match &producer.destination {
+            Some(destination) if producer.side == Side::Producer => {
+                self.consumer_groups.get(destination)
+            }
+            _ => None,
+        };
+        let Some(groups) = groups else {
+            return false;
+        };
+        let all = match groups.services.len() {
+            0 | MAX_GROUPS => return false,
+            known => (1_u64 << known) - 1,
+        };
+        read_by & all == all && now.duration_since(groups.changed) >= self.config.wait
+    }
+
+    /// The producer waiting under `key` was read by `consumer`'s group: done if that was
+    /// the last of them.
+    fn producer_read(&mut self, key: Key, consumer: &Half, now: Instant) {
+        let Some(waiting) = self.starters.get(&key) else {
+            return;
+        };
+        let producer = waiting.half.clone();
+        let read_by = waiting.read_by | self.read_by(&producer, consumer, now);
+        if self.read_by_all(&producer, read_by, now) {
+            self.starters.remove(&key);
+        } else if let Some(waiting) = self.starters.get_mut(&key) {
+            waiting.read_by = read_by;
+        }
     }
 
     /// A client half that waits for its server: its call as the client tells it, for the
@@ -256,7 +367,7 @@ impl Pairer {
     }
 
     /// `since` is never before that of the halves already waiting: the queue stays in order.
-    fn wait_for_answer(&mut self, half: Half, paired: bool, since: Instant) {
+    fn wait_for_answer(&mut self, half: Half, paired: bool, read_by: u64, since: Instant) {
         let key = (half.trace_id, half.span_id);
         self.queue.push_back((since, key, true));
         self.starters.insert(
@@ -266,6 +377,7 @@ impl Pairer {
                 since,
                 paired,
                 held: false,
+                read_by,
             }),
         );
     }
@@ -307,7 +419,11 @@ impl Pairer {
                 self.paired(&client, half)
             } else {
                 arrived.paired = true;
-                self.paired(&arrived.half, half)
+                let producer = arrived.half.clone();
+                let read_by = self.read_by(&producer, half, now);
+                let arrived = batch[index].as_mut().expect("just seen");
+                arrived.read_by |= read_by;
+                self.paired(&producer, half)
             };
             self.emit(call);
             return;
@@ -330,6 +446,9 @@ impl Pairer {
         };
         let call = self.paired(&starter, half);
         self.emit(call);
+        if starter.side == Side::Producer {
+            self.producer_read(key, half, now);
+        }
     }
 
     fn is_sibling_retry(&mut self, half: &Half) -> bool {
@@ -758,7 +877,7 @@ impl CallDeriver for Pairer {
                         self.consumed.insert(destination.clone());
                         self.batch_destinations.insert(destination.clone());
                     }
-                    self.wait_for_answer(half, paired, since)
+                    self.wait_for_answer(half, paired, 0, since)
                 }
                 Restored::Answer(key, half) => self.wait_for_starter(key, half, since),
             }
@@ -803,6 +922,7 @@ impl CallDeriver for Pairer {
                     since: now,
                     paired: false,
                     held: false,
+                    read_by: 0,
                 })
             })
             .collect();
@@ -839,7 +959,7 @@ impl CallDeriver for Pairer {
         orphans
     }
 
-    fn remote_answers(&mut self, orphans: &[u8], _now: Instant) -> Result<(), String> {
+    fn remote_answers(&mut self, orphans: &[u8], now: Instant) -> Result<(), String> {
         let orphans = crate::pending::decode(orphans, &mut self.names)?;
         for (key, half, _) in orphans.answers {
             self.learn_batch_destination(&half);
@@ -854,6 +974,7 @@ impl CallDeriver for Pairer {
             self.metrics.calls_paired_remote.add(1);
             let call = self.paired(&starter, &half);
             self.emit(call);
+            self.producer_read(key, &half, now);
         }
         self.metrics.merge_edges(std::mem::take(&mut self.edges));
         Ok(())
@@ -892,7 +1013,14 @@ impl CallDeriver for Pairer {
         let siblings = self.siblings.capacity() * (size_of::<u64>() + size_of::<u32>() + 1);
         let names = self.names.len() * NAME_BYTES;
         let peers = self.servers_of_peers.capacity() * (3 * size_of::<Arc<str>>() + 1);
-        starters + answers + queue + siblings + names + peers
+        let groups: usize = self
+            .consumer_groups
+            .values()
+            .map(|g| {
+                size_of::<(Arc<str>, Groups)>() + 1 + g.services.capacity() * size_of::<Arc<str>>()
+            })
+            .sum();
+        starters + answers + queue + siblings + names + peers + groups
     }
 }
 

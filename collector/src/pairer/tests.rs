@@ -421,3 +421,44 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
         "the late consumer"
     );
 }
+
+/// A message of trace `trace` to `order-events` and the consumers of `groups` reading it.
+fn read_message(trace: u8, groups: &[&'static str]) -> RecordBatch {
+    let mut spans = vec![message(trace, "order-events")];
+    for (index, group) in groups.iter().enumerate() {
+        let consumer = span(trace, 30 + index as u8, Some(7), SpanKind::Consumer, &[]);
+        spans.push((group, consumer));
+    }
+    batch(&spans)
+}
+
+#[test]
+fn a_message_every_known_group_read_stops_waiting_once_the_groups_are_settled() {
+    let metrics = Arc::new(GraphMetrics::default());
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let mut pairer = Pairer::new(config, metrics.clone());
+    let start = Instant::now();
+    // While the groups are new, a message read by both waits for a third.
+    pairer.spans(&read_message(1, &["inventory", "billing"]), start);
+    assert_eq!(metrics.pending(), 1);
+    // A whole wait later with no new group: one read by both is done at once; one read by
+    // one of them waits for the other.
+    let later = start + wait + Duration::from_secs(1);
+    pairer.spans(&read_message(2, &["inventory", "billing"]), later);
+    pairer.spans(&read_message(3, &["billing"]), later);
+    assert_eq!(metrics.pending(), 2, "the first message and the third");
+    // The other group reads the third: it is done too.
+    let inventory = span(3, 40, Some(7), SpanKind::Consumer, &[]);
+    pairer.spans(&batch(&[("inventory", inventory)]), later);
+    assert_eq!(metrics.pending(), 1);
+    // A new group: messages wait again for a whole wait.
+    pairer.spans(&read_message(4, &["inventory", "billing", "audit"]), later);
+    assert_eq!(metrics.pending(), 2);
+    pairer.expire(later + wait + Duration::from_secs(1));
+    assert_eq!(metrics.pending(), 0);
+    // Every read is a call, and no message was taken for unread.
+    assert_eq!(metrics.calls_paired.get(), 2 + 2 + 2 + 3);
+    assert_eq!(metrics.calls_virtual.get(), 0);
+    assert_eq!(metrics.unpaired_server.get(), 0);
+}
