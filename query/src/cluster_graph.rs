@@ -34,13 +34,25 @@ pub(crate) async fn edge_stats(
 ) -> Result<Rollup, QueryError> {
     let snapshot = engine.store().snapshot();
     let edges = run(cluster, engine, &snapshot, window, &edges_sql()).await?;
-    let buckets = run(cluster, engine, &snapshot, window, &buckets_sql()).await?;
     let mut rollup = Rollup::default();
     for batch in &edges.batches {
         add_edges(&mut rollup, batch)?;
     }
-    for batch in &buckets.batches {
-        add_buckets(&mut rollup, batch)?;
+    // One job per kind, not one UNION ALL: Ballista 55's scheduler cannot take the task
+    // statuses of a stage whose partitions run different plans (the union's inputs), and
+    // such a job never ends.
+    for (kind, duration) in DurationKind::ALL.iter().enumerate() {
+        let buckets = run(
+            cluster,
+            engine,
+            &snapshot,
+            window,
+            &buckets_sql(kind, *duration),
+        )
+        .await?;
+        for batch in &buckets.batches {
+            add_buckets(&mut rollup, batch)?;
+        }
     }
     let mut names = Interner::default();
     for batch in &snapshot.hot_calls {
@@ -99,20 +111,14 @@ fn edges_sql() -> String {
     )
 }
 
-fn buckets_sql() -> String {
-    DurationKind::ALL
-        .iter()
-        .enumerate()
-        .map(|(kind, duration)| {
-            let column = duration.column();
-            format!(
-                "SELECT {EDGE_COLUMNS}, {kind} AS kind, CAST({} AS BIGINT) AS bucket, count(*) AS n \
-                 FROM {WINDOW_CALLS} WHERE {column} IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6",
-                bucket_sql(column)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+/// The calls of each edge per bucket of the `duration` kind (number `kind`).
+fn buckets_sql(kind: usize, duration: DurationKind) -> String {
+    let column = duration.column();
+    format!(
+        "SELECT {EDGE_COLUMNS}, {kind} AS kind, CAST({} AS BIGINT) AS bucket, count(*) AS n \
+         FROM {WINDOW_CALLS} WHERE {column} IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6",
+        bucket_sql(column)
+    )
 }
 
 /// A column of the cluster's answer, cast to `to` (strings may come back as views).
