@@ -51,13 +51,10 @@ fn describe(error: serde_json::Error) -> String {
 
 /// A protobuf message read from a JSON object, one field at a time.
 trait Message: Default {
-    /// What the message is once read (an `AnyValue` is read through its candidates).
-    type Decoded;
     /// Each field's (JSON name, proto name); a field is its index here.
     const FIELDS: &'static [(&'static str, &'static str)];
     /// Reads field `field` from the value `map` is at.
     fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error>;
-    fn finish(self) -> Self::Decoded;
 }
 
 /// A message, or `None` for `null`; `what` names it in errors.
@@ -76,7 +73,7 @@ impl<T> Object<T> {
 }
 
 impl<'de, T: Message> DeserializeSeed<'de> for Object<T> {
-    type Value = Option<T::Decoded>;
+    type Value = Option<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
@@ -84,7 +81,7 @@ impl<'de, T: Message> DeserializeSeed<'de> for Object<T> {
 }
 
 impl<'de, T: Message> Visitor<'de> for Object<T> {
-    type Value = Option<T::Decoded>;
+    type Value = Option<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "{}: expected a JSON object", self.what)
@@ -118,7 +115,7 @@ impl<'de, T: Message> Visitor<'de> for Object<T> {
                 _ => map.next_value_seed(Skip)?,
             }
         }
-        Ok(Some(message.finish()))
+        Ok(Some(message))
     }
 }
 
@@ -213,7 +210,7 @@ struct List<T> {
 }
 
 impl<'de, T: Message> DeserializeSeed<'de> for List<T> {
-    type Value = Vec<T::Decoded>;
+    type Value = Vec<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
@@ -221,7 +218,7 @@ impl<'de, T: Message> DeserializeSeed<'de> for List<T> {
 }
 
 impl<'de, T: Message> Visitor<'de> for List<T> {
-    type Value = Vec<T::Decoded>;
+    type Value = Vec<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "{}: expected an array", self.name)
@@ -547,7 +544,7 @@ fn list<'de, T: Message, A: MapAccess<'de>>(
     map: &mut A,
     name: &'static str,
     item: &'static str,
-) -> Result<Vec<T::Decoded>, A::Error> {
+) -> Result<Vec<T>, A::Error> {
     map.next_value_seed(List::<T> {
         name,
         item,
@@ -560,21 +557,15 @@ fn attributes<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Vec<KeyValue>, A::E
 }
 
 impl Message for ExportTraceServiceRequest {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[("resourceSpans", "resource_spans")];
 
     fn read<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
         self.resource_spans = list::<ResourceSpans, A>(map, "resourceSpans", "resourceSpans[]")?;
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for ResourceSpans {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("resource", "resource"),
         ("scopeSpans", "scope_spans"),
@@ -589,14 +580,9 @@ impl Message for ResourceSpans {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for Resource {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("attributes", "attributes"),
         ("droppedAttributesCount", "dropped_attributes_count"),
@@ -612,14 +598,9 @@ impl Message for Resource {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for ScopeSpans {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("scope", "scope"),
         ("spans", "spans"),
@@ -634,14 +615,9 @@ impl Message for ScopeSpans {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for InstrumentationScope {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("name", "name"),
         ("version", "version"),
@@ -661,14 +637,9 @@ impl Message for InstrumentationScope {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for Span {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("traceId", "trace_id"),
         ("spanId", "span_id"),
@@ -718,14 +689,9 @@ impl Message for Span {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for Status {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] =
         &[("message", "message"), ("code", "code")];
 
@@ -742,14 +708,9 @@ impl Message for Status {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for Event {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("timeUnixNano", "time_unix_nano"),
         ("name", "name"),
@@ -769,14 +730,9 @@ impl Message for Event {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for Link {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("traceId", "trace_id"),
         ("spanId", "span_id"),
@@ -800,26 +756,20 @@ impl Message for Link {
         }
         Ok(())
     }
-
-    fn finish(self) -> Self {
-        self
-    }
 }
 
 impl Message for KeyValue {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[("key", "key"), ("value", "value")];
 
     fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
         match field {
             0 => self.key = map.next_value_seed(Text("key"))?,
-            _ => self.value = map.next_value_seed(Object::<Candidates>::new("value"))?,
+            _ => {
+                let value = map.next_value_seed(Object::<Candidates>::new("value"))?;
+                self.value = value.map(Candidates::into_value);
+            }
         }
         Ok(())
-    }
-
-    fn finish(self) -> Self {
-        self
     }
 }
 
@@ -837,7 +787,6 @@ struct Candidates {
 }
 
 impl Message for Candidates {
-    type Decoded = AnyValue;
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("stringValue", "string_value"),
         ("boolValue", "bool_value"),
@@ -872,8 +821,10 @@ impl Message for Candidates {
         }
         Ok(())
     }
+}
 
-    fn finish(self) -> AnyValue {
+impl Candidates {
+    fn into_value(self) -> AnyValue {
         use any_value::Value as V;
         let value = if let Some(text) = self.string {
             Some(V::StringValue(text))
@@ -895,29 +846,20 @@ impl Message for Candidates {
 }
 
 impl Message for ArrayValue {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[("values", "values")];
 
     fn read<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
-        self.values = list::<Candidates, A>(map, "values", "value")?;
+        let values = list::<Candidates, A>(map, "values", "value")?;
+        self.values = values.into_iter().map(Candidates::into_value).collect();
         Ok(())
-    }
-
-    fn finish(self) -> Self {
-        self
     }
 }
 
 impl Message for KeyValueList {
-    type Decoded = Self;
     const FIELDS: &'static [(&'static str, &'static str)] = &[("values", "values")];
 
     fn read<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
         self.values = list::<KeyValue, A>(map, "values", "attributes[]")?;
         Ok(())
-    }
-
-    fn finish(self) -> Self {
-        self
     }
 }
