@@ -936,10 +936,9 @@ fn breaker_columns(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
 /// many came late (after a later-starting call was replayed).
 ///
 /// A call arrives when it ends, so an earlier-starting one may still come for as long as
-/// the edge's longest call takes beyond this one, plus `hold` for the way here: a call is
-/// replayed when it has waited that long, or when it starts that long before the newest
-/// call seen. Calls that come as other nodes flush them (`by_arrival`) wait the whole hold
-/// and the longest call after they arrive.
+/// the edge's longest call takes, plus `hold` for the way here: a call is replayed when it
+/// has waited that long after it arrived, or when it starts that long before the newest
+/// call seen (only the first on a node that pairs spans, whose calls come as they arrive).
 fn replay_calls(
     track: &mut EdgeTrack,
     hold: Duration,
@@ -956,14 +955,10 @@ fn replay_calls(
         true => i64::MIN,
         false => track.newest_ns.saturating_sub(nanos(longest_hold)),
     };
-    let waited_enough = |w: &Waiting| match by_arrival {
-        true => now.duration_since(w.received) >= longest_hold,
-        false => now.duration_since(w.received) >= hold + track.longest.saturating_sub(w.duration),
-    };
     let ready = track
         .waiting
         .iter()
-        .take_while(|w| w.start_ns <= cutoff_ns || waited_enough(w))
+        .take_while(|w| w.start_ns <= cutoff_ns || now.duration_since(w.received) >= longest_hold)
         .count();
     let mut late_calls = 0;
     for call in track.waiting.drain(..ready) {
