@@ -885,6 +885,18 @@ impl BreakerTracker {
                 to.as_str()
             );
         }
+        let waiting: usize = state
+            .edges
+            .values()
+            .map(|track| track.waiting.len() + track.waiting_reports.len())
+            .sum();
+        callwatch_storage::write_metric(
+            out,
+            "callwatch_breaker_waiting_calls",
+            "gauge",
+            "Calls and reported states held for earlier ones of their edge before they are replayed.",
+            waiting as f64,
+        );
         for (name, help, value) in [
             (
                 "callwatch_breaker_late_calls_total",
