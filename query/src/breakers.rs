@@ -961,17 +961,15 @@ fn replay_calls(
     if track.waiting.is_empty() {
         return 0;
     }
-    let longest_hold = hold + track.longest;
-    track.waiting.sort_by_key(|w| w.start_ns);
-    let cutoff_ns = match by_arrival {
-        true => i64::MIN,
-        false => track.newest_ns.saturating_sub(nanos(longest_hold)),
-    };
-    let ready = track
-        .waiting
-        .iter()
-        .take_while(|w| w.start_ns <= cutoff_ns || now.duration_since(w.received) >= longest_hold)
-        .count();
+    let hold = hold + track.longest;
+    let ready = ready(
+        &mut track.waiting,
+        |w| (w.start_ns, w.received),
+        track.newest_ns,
+        hold,
+        by_arrival,
+        now,
+    );
     let mut late_calls = 0;
     for call in track.waiting.drain(..ready) {
         let late = call.start_ns < track.replayed_ns;
@@ -1015,16 +1013,15 @@ fn take_reports(
         true => hold + track.longest,
         false => hold,
     };
-    track.waiting_reports.sort_by_key(|r| r.start_ns);
-    let cutoff_ns = match by_arrival {
-        true => i64::MIN,
-        false => track.newest_report_ns.saturating_sub(nanos(hold)),
-    };
-    let ready = track
-        .waiting_reports
-        .iter()
-        .take_while(|r| r.start_ns <= cutoff_ns || now.duration_since(r.received) >= hold)
-        .count();
+    let newest_ns = track.newest_report_ns;
+    let ready = ready(
+        &mut track.waiting_reports,
+        |r| (r.start_ns, r.received),
+        newest_ns,
+        hold,
+        by_arrival,
+        now,
+    );
     for report in track.waiting_reports.drain(..ready) {
         if report.start_ns < track.reports_taken_ns {
             continue;
@@ -1041,6 +1038,31 @@ fn take_reports(
             found.push((Source::Reported, Transition { at_ns, from, to }));
         }
     }
+}
+
+/// How many of `waiting` (sorted here by start; `times` gives an item's start and arrival)
+/// are ready to be taken, in order: those that waited `hold` since they arrived, or (unless
+/// they come as other nodes flush them) start `hold` before the newest start seen.
+fn ready<T>(
+    waiting: &mut [T],
+    times: impl Fn(&T) -> (i64, Instant),
+    newest_ns: i64,
+    hold: Duration,
+    by_arrival: bool,
+    now: Instant,
+) -> usize {
+    waiting.sort_by_key(|item| times(item).0);
+    let cutoff_ns = match by_arrival {
+        true => i64::MIN,
+        false => newest_ns.saturating_sub(nanos(hold)),
+    };
+    waiting
+        .iter()
+        .map(times)
+        .take_while(|&(start_ns, received)| {
+            start_ns <= cutoff_ns || now.duration_since(received) >= hold
+        })
+        .count()
 }
 
 /// Whether `call` is the derived call of a client span taken before as unpaired (and
