@@ -7,6 +7,9 @@
 #   RUNS="fsync paced" BELOW_RATE=100000 bash benches/ingest.sh
 #   RUNS="fsync nopairing fsync nopairing fsync nopairing" bash benches/ingest.sh
 #     (interleaved repeats: this machine's speed drifts between runs)
+#   BIN=/path/to/callwatch BASELINE=/path/to/older/callwatch RUNS="baseline fsync baseline fsync" \
+#     bash benches/ingest.sh
+#     (a given build instead of this tree's, and an older build with every default on)
 #
 # Prints one Markdown table row per run, ready for BENCHMARKS.md.
 set -euo pipefail
@@ -14,8 +17,11 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60s}
 CONNECTIONS=${CONNECTIONS:-4}
 BATCH=${BATCH:-1000}
-cargo build --release --locked --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/callwatch
+fi
+SERVE_BIN=$BIN
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 
@@ -58,7 +64,7 @@ run_serve() {
   # A run may be repeated (RUNS="fsync nopairing fsync nopairing"): each gets its own data.
   RUN_COUNT=$((${RUN_COUNT:-0} + 1))
   local data=$WORK/data-$id-$RUN_COUNT
-  start "serve-$id-$RUN_COUNT" "$BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
+  start "serve-$id-$RUN_COUNT" "$SERVE_BIN" serve --data-dir "$data" --otlp-grpc 127.0.0.1:0 \
     --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 "$@"
   local result
   result=$(load ${RATE:+--rate $RATE})
@@ -94,6 +100,10 @@ for run in $RUNS; do
     nopairing) run_serve nopairing "serve, WAL fsync always, no call pairing" --no-pairing ;;
     nofsync) run_serve nofsync "serve, WAL fsync never" --wal-fsync never ;;
     paced) RATE=$BELOW_RATE run_serve paced "serve, paced at $BELOW_RATE spans/s (below saturation)" ;;
-    *) echo "unknown run $run: use fsync, nopairing, nofsync, paced" >&2; exit 2 ;;
+    baseline)
+      SERVE_BIN=${BASELINE:?BASELINE=/path/to/older/callwatch} run_serve baseline "older build, every default on"
+      SERVE_BIN=$BIN
+      ;;
+    *) echo "unknown run $run: use fsync, nopairing, nofsync, paced, baseline" >&2; exit 2 ;;
   esac
 done

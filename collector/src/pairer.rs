@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use callwatch_storage::{CallDeriver, CallRow, CallType, CallsBuilder, Interner, NodeKind};
+use callwatch_storage::{CallDeriver, CallRow, CallType, Interner, NodeKind};
 use foldhash::{HashMap, HashSet};
 
 use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally, connection_type};
@@ -134,9 +134,9 @@ pub struct Pairer {
     /// The service a client's peer name turned out to be, where it is another name
     /// (`server.address` of a load balancer, say), learned from paired calls.
     servers_of_peers: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
-    calls: CallsBuilder,
+    calls: Vec<CallRow>,
     /// Client calls that began to wait since the last take, as their clients tell them.
-    unpaired: CallsBuilder,
+    unpaired: Vec<CallRow>,
 }
 
 /// Above this many distinct names the interner starts over (names in flight stay shared by
@@ -167,8 +167,8 @@ impl Pairer {
             consumed: HashSet::default(),
             consumer_groups: HashMap::default(),
             servers_of_peers: HashMap::default(),
-            calls: CallsBuilder::default(),
-            unpaired: CallsBuilder::default(),
+            calls: Vec::new(),
+            unpaired: Vec::new(),
         }
     }
 
@@ -937,12 +937,12 @@ impl CallDeriver for Pairer {
         }
     }
 
-    fn take_calls(&mut self) -> Option<RecordBatch> {
-        self.calls.finish()
+    fn take_calls(&mut self) -> Vec<CallRow> {
+        std::mem::take(&mut self.calls)
     }
 
-    fn take_unpaired_calls(&mut self) -> Option<RecordBatch> {
-        self.unpaired.finish()
+    fn take_unpaired_calls(&mut self) -> Vec<CallRow> {
+        std::mem::take(&mut self.unpaired)
     }
 
     fn take_orphans(&mut self) -> Vec<u8> {

@@ -568,7 +568,10 @@ impl BreakerTracker {
                 .read_segment_columns(segment, &BREAKER_COLUMNS[2..])
                 .await
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
-            let updates: Vec<CallsUpdate> = batches.into_iter().map(CallsUpdate::Derived).collect();
+            let updates: Vec<CallsUpdate> = batches
+                .into_iter()
+                .map(|batch| CallsUpdate::Derived(batch, None))
+                .collect();
             self.take(&updates, Instant::now())?;
             held_until_ns = held_until_ns.max(segment.max_start_ns);
             held_rows += segment.rows;
@@ -576,8 +579,7 @@ impl BreakerTracker {
         let hot: Vec<CallsUpdate> = snapshot
             .hot_calls
             .iter()
-            .cloned()
-            .map(CallsUpdate::Derived)
+            .map(|batch| CallsUpdate::Derived(batch.clone(), None))
             .collect();
         self.observe(&hot, Instant::now())?;
         self.state.lock().expect("not poisoned").live = true;
@@ -622,26 +624,42 @@ impl BreakerTracker {
         // Names live on in the edges they key; the rest go with the batch.
         let mut names = Interner::default();
         for update in updates {
-            let (batch, unpaired) = match update {
-                CallsUpdate::Derived(batch) => (batch, false),
-                CallsUpdate::Unpaired(batch) => (batch, true),
+            // A batch at a time, a call at a time: the API and /metrics wait one batch at
+            // most.
+            let batch = match update {
+                CallsUpdate::Derived(_, Some(calls)) => {
+                    let mut state = self.state.lock().expect("not poisoned");
+                    for call in calls.iter() {
+                        self.take_derived(&mut state, call, now);
+                    }
+                    continue;
+                }
+                CallsUpdate::Unpaired(calls) => {
+                    let mut state = self.state.lock().expect("not poisoned");
+                    for call in calls.iter() {
+                        self.take_unpaired(&mut state, call, now);
+                    }
+                    continue;
+                }
+                // Read back from the batch, a call at a time: no vector of every call (a
+                // segment's calls are tens of megabytes of rows).
+                CallsUpdate::Derived(batch, None) => breaker_columns(batch)?,
             };
-            let batch = breaker_columns(batch)?;
             let calls =
                 CallColumns::new(&batch).map_err(|e| QueryError::Execution(e.to_string()))?;
-            // A batch at a time, a call at a time: no vector of every call (a second of calls
-            // is tens of megabytes of rows), and the API and /metrics wait one batch at most.
             let mut state = self.state.lock().expect("not poisoned");
             for row in 0..calls.len() {
-                let call = calls.row(row, &mut names);
-                if unpaired {
-                    self.take_unpaired(&mut state, &call, now);
-                } else if !was_told(&mut state, &call) {
-                    self.wait(&mut state, &call, now);
-                }
+                self.take_derived(&mut state, &calls.row(row, &mut names), now);
             }
         }
         Ok(())
+    }
+
+    /// A derived call, unless it is one already taken unpaired.
+    fn take_derived(&self, state: &mut TrackerState, call: &CallRow, now: Instant) {
+        if !was_told(state, call) {
+            self.wait(state, call, now);
+        }
     }
 
     /// A client's call still waiting for its server half: taken now, and remembered so

@@ -74,9 +74,8 @@ impl CallDeriver for VariedCalls {
 
     fn expire(&mut self, _: std::time::Instant) {}
 
-    fn take_calls(&mut self) -> Option<RecordBatch> {
-        let calls = std::mem::take(&mut self.calls);
-        (!calls.is_empty()).then(|| callwatch_storage::calls_batch(&calls))
+    fn take_calls(&mut self) -> Vec<CallRow> {
+        std::mem::take(&mut self.calls)
     }
 
     fn pending(&self) -> Vec<u8> {

@@ -131,36 +131,6 @@ impl CallRow {
     }
 }
 
-/// Collects calls into `calls` batches.
-#[derive(Debug, Default)]
-pub struct CallsBuilder {
-    rows: Vec<CallRow>,
-}
-
-impl CallsBuilder {
-    pub fn push(&mut self, row: CallRow) {
-        self.rows.push(row);
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// The calls pushed since the last finish, as one batch (`None` when there are none).
-    pub fn finish(&mut self) -> Option<RecordBatch> {
-        if self.rows.is_empty() {
-            return None;
-        }
-        let batch = calls_batch(&self.rows);
-        self.rows.clear();
-        Some(batch)
-    }
-}
-
 /// Builds a `calls` batch.
 pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
     let n = rows.len();

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::CallRow;
+
 pub trait CallDeriver: Send + 'static {
     /// Restores the waiting halves that [`CallDeriver::pending`] encoded.
     fn restore(&mut self, pending: &[u8]) -> Result<(), String>;
@@ -20,15 +22,16 @@ pub trait CallDeriver: Send + 'static {
     /// Settles halves that have waited long enough at `now`.
     fn expire(&mut self, now: Instant);
 
-    /// Calls derived since the last take, as a `calls` batch.
-    fn take_calls(&mut self) -> Option<RecordBatch>;
+    /// Calls derived since the last take. The store makes them a `calls` batch and gives
+    /// its followers the rows as well, so that they need not read them back from the batch.
+    fn take_calls(&mut self) -> Vec<CallRow>;
 
     /// Client calls that began to wait for their server half since the last take, each as
-    /// its client alone tells it, as a `calls` batch: for followers that cannot wait for
-    /// pairing (the breakers). Never stored: each is derived again when it pairs or its
-    /// wait ends, in a later [`CallDeriver::take_calls`].
-    fn take_unpaired_calls(&mut self) -> Option<RecordBatch> {
-        None
+    /// its client alone tells it: for followers that cannot wait for pairing (the
+    /// breakers). Never stored: each is derived again when it pairs or its wait ends, in a
+    /// later [`CallDeriver::take_calls`].
+    fn take_unpaired_calls(&mut self) -> Vec<CallRow> {
+        Vec::new()
     }
 
     /// The halves still waiting, encoded for [`CallDeriver::restore`].

@@ -19,8 +19,8 @@ mod wal;
 
 pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, SpansBuilder};
 pub use calls::{
-    CallColumns, CallRow, CallType, CallsBuilder, Interner, NodeKind, call_rows, calls_batch,
-    parse_span_id, parse_trace_id, project,
+    CallColumns, CallRow, CallType, Interner, NodeKind, call_rows, calls_batch, parse_span_id,
+    parse_trace_id, project,
 };
 pub use catalog::{Catalog, ConsumerGroups, Known};
 pub use derive::CallDeriver;

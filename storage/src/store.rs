@@ -37,6 +37,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calls::{CallRow, calls_batch};
 use crate::catalog::Catalog;
 use crate::derive::CallDeriver;
 use crate::error::{Result, StoreError};
@@ -129,18 +130,19 @@ pub struct FlushReport {
 /// What [`Store::subscribe_calls`] sends.
 #[derive(Debug, Clone)]
 pub enum CallsUpdate {
-    /// Calls derived (or of another node's new segment): in the store.
-    Derived(RecordBatch),
+    /// Calls in the store: derived here, with the rows the batch was made of, or of another
+    /// node's new segment, without them.
+    Derived(RecordBatch, Option<Arc<Vec<CallRow>>>),
     /// Client calls still waiting for their server half, as the client tells them
     /// ([`CallDeriver::take_unpaired_calls`]): not in the store.
-    Unpaired(RecordBatch),
+    Unpaired(Arc<Vec<CallRow>>),
 }
 
 impl CallsUpdate {
     /// The batch, if it holds stored calls.
     pub fn derived(self) -> Option<RecordBatch> {
         match self {
-            Self::Derived(batch) => Some(batch),
+            Self::Derived(batch, _) => Some(batch),
             Self::Unpaired(_) => None,
         }
     }
@@ -1400,9 +1402,11 @@ impl Store {
         tables.followed.retain(|path| !unread.contains(path));
         shared.metrics.refreshes.add(1);
         tables.calls_subscribers.retain(|subscriber| {
-            calls
-                .iter()
-                .all(|batch| subscriber.send(CallsUpdate::Derived(batch.clone())).is_ok())
+            calls.iter().all(|batch| {
+                subscriber
+                    .send(CallsUpdate::Derived(batch.clone(), None))
+                    .is_ok()
+            })
         });
         Ok(())
     }
@@ -1735,24 +1739,31 @@ fn checkpoint_if_due(
 
 fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     // First: the derived call of a client span comes after its unpaired call.
-    if let Some(batch) = deriver.take_unpaired_calls() {
+    let unpaired = deriver.take_unpaired_calls();
+    if !unpaired.is_empty() {
+        let unpaired = Arc::new(unpaired);
         let mut tables = shared.tables.lock().expect("not poisoned");
         tables.calls_subscribers.retain(|subscriber| {
             subscriber
-                .send(CallsUpdate::Unpaired(batch.clone()))
+                .send(CallsUpdate::Unpaired(unpaired.clone()))
                 .is_ok()
         });
     }
-    let Some(batch) = deriver.take_calls() else {
+    let rows = deriver.take_calls();
+    if rows.is_empty() {
         return;
-    };
+    }
+    let batch = calls_batch(&rows);
+    let rows = Arc::new(rows);
     let bytes = batch.get_array_memory_size();
     shared.unflushed_bytes.fetch_add(bytes, Ordering::Relaxed);
     let mut tables = shared.tables.lock().expect("not poisoned");
     // Sent under the lock that snapshots take, so a subscriber gets each batch once.
-    tables
-        .calls_subscribers
-        .retain(|subscriber| subscriber.send(CallsUpdate::Derived(batch.clone())).is_ok());
+    tables.calls_subscribers.retain(|subscriber| {
+        subscriber
+            .send(CallsUpdate::Derived(batch.clone(), Some(rows.clone())))
+            .is_ok()
+    });
     let id = tables.next_hot_calls_id;
     tables.next_hot_calls_id += 1;
     tables.hot_calls.push(HotCalls {

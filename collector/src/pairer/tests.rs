@@ -1,6 +1,5 @@
 use std::time::{Duration, Instant};
 
-use callwatch_storage::call_rows;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -117,10 +116,8 @@ fn derived(batches: &[RecordBatch]) -> Vec<String> {
     }
     pairer.expire(start + wait + Duration::from_secs(1));
     calls.extend(pairer.take_calls());
-    let mut names = Interner::default();
     let mut lines: Vec<String> = calls
         .iter()
-        .flat_map(|batch| call_rows(batch, &mut names).expect("a calls batch"))
         .map(|call| {
             format!(
                 "{} -> {} ({}, {}) {} retry={} spans={:?}/{:?}",
@@ -242,11 +239,9 @@ fn waiting_halves_are_counted_in_the_memory_the_pairer_reports() {
 
 /// The client span ids of the calls `pairer` derived since it was last asked.
 fn called_from(pairer: &mut Pairer) -> Vec<u64> {
-    let mut names = Interner::default();
     let mut ids: Vec<u64> = pairer
         .take_calls()
         .iter()
-        .flat_map(|batch| call_rows(batch, &mut names).expect("a calls batch"))
         .filter_map(|call| call.client_span_id)
         .collect();
     ids.sort_unstable();
@@ -342,14 +337,9 @@ fn message(trace: u8, destination: &str) -> (&'static str, Span) {
     )
 }
 
-/// The calls of `batches`, one line each, sorted.
-fn lines(batches: &[RecordBatch]) -> Vec<String> {
-    let mut names = Interner::default();
-    let mut lines: Vec<String> = batches
-        .iter()
-        .flat_map(|batch| call_rows(batch, &mut names).expect("a calls batch"))
-        .map(|call| format!("{call:?}"))
-        .collect();
+/// The calls, one line each, sorted.
+fn lines(calls: &[CallRow]) -> Vec<String> {
+    let mut lines: Vec<String> = calls.iter().map(|call| format!("{call:?}")).collect();
     lines.sort();
     lines
 }
@@ -375,7 +365,7 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
     let mut second = Pairer::new(shared, Arc::clone(&second_metrics));
     first.spans(&batch(&first_spans), start);
     second.spans(&batch(&second_spans), start);
-    let mut calls: Vec<RecordBatch> = Vec::new();
+    let mut calls: Vec<CallRow> = Vec::new();
     first.expire(start + wait + Duration::from_secs(1));
     second.expire(start + wait + Duration::from_secs(1));
     calls.extend(first.take_calls());
@@ -409,7 +399,7 @@ fn a_batch_consumers_halves_left_alone_are_paired_by_the_collector_holding_the_m
     alone.expire(start + wait + Duration::from_secs(1));
     alone.spans(&batch(&late), late_at);
     alone.expire(after_all);
-    let expected: Vec<RecordBatch> = alone.take_calls().into_iter().collect();
+    let expected = alone.take_calls();
     assert_eq!(lines(&calls), lines(&expected));
     assert_eq!(lines(&calls).len(), 4);
     let metrics: [&GraphMetrics; 2] = [&first_metrics, &second_metrics];

@@ -419,8 +419,8 @@ impl CallDeriver for SlowDeriver {
         self.spans.fetch_add(batch.num_rows(), Ordering::Relaxed);
     }
     fn expire(&mut self, _now: Instant) {}
-    fn take_calls(&mut self) -> Option<RecordBatch> {
-        None
+    fn take_calls(&mut self) -> Vec<crate::CallRow> {
+        Vec::new()
     }
     fn pending(&self) -> Vec<u8> {
         Vec::new()
@@ -620,8 +620,8 @@ impl CallDeriver for CallPerSpan {
         }
     }
     fn expire(&mut self, _now: Instant) {}
-    fn take_calls(&mut self) -> Option<RecordBatch> {
-        (!self.calls.is_empty()).then(|| crate::calls_batch(&std::mem::take(&mut self.calls)))
+    fn take_calls(&mut self) -> Vec<crate::CallRow> {
+        std::mem::take(&mut self.calls)
     }
     fn pending(&self) -> Vec<u8> {
         Vec::new()
@@ -753,8 +753,8 @@ impl CallDeriver for Orphaning {
         self.left = format!("{} spans", batch.num_rows()).into_bytes();
     }
     fn expire(&mut self, _now: Instant) {}
-    fn take_calls(&mut self) -> Option<RecordBatch> {
-        None
+    fn take_calls(&mut self) -> Vec<crate::CallRow> {
+        Vec::new()
     }
     fn pending(&self) -> Vec<u8> {
         Vec::new()
