@@ -1,6 +1,7 @@
 """How long after its span is acknowledged a reported breaker state shows in
-/api/v1/breakers, and a paired call on /api/v1/graph: each probe is a new edge, its spans
-sent as OTLP/JSON, then the view read every 100 ms until the edge is there.
+/api/v1/breakers, an inferred one (the call that fills the default window, 100 calls at
+50 %), and a paired call on /api/v1/graph: each probe is a new edge, its spans sent as
+OTLP/JSON, then the view read every 100 ms until the edge is there.
 
   python3 benches/freshness.py HTTP_ADDR OTLP_HTTP_ADDR PROBES
 Prints one JSON line: p50/p99/max seconds of each view."""
@@ -60,6 +61,11 @@ def breaker_open(client):
     return any(b["client"] == client and b["state"] == "open" for b in breakers)
 
 
+def inferred_open(client):
+    breakers = get(f"/api/v1/breakers?{window()}")["breakers"]
+    return any(b["client"] == client and b["inferred_state"] == "open" for b in breakers)
+
+
 def edge_shown(client):
     edges = get(f"/api/v1/graph?{window()}")["edges"]
     return any(e["source"] == client for e in edges)
@@ -71,7 +77,7 @@ def percentiles(values):
     return {"p50_s": pick(0.5), "p99_s": pick(0.99), "max_s": round(values[-1], 2)}
 
 
-breaker, graph = [], []
+breaker, inferred, graph = [], [], []
 for probe in range(probes):
     now = time.time_ns()
     client = f"probe-{tag}-{probe}"
@@ -81,6 +87,13 @@ for probe in range(probes):
                              [("peer.service", "probe-payments"),
                               ("circuit_breaker.state", "open")], failed=True)])
     breaker.append(wait_for(lambda: breaker_open(client)))
+    # 100 failed calls its client saw, none reporting a state, still waiting for their
+    # server half: the last fills the window and opens the inferred breaker.
+    failing = f"probe-{tag}-failing-{probe}"
+    post_spans(failing, [span(os.urandom(16).hex(), os.urandom(8).hex(), None, 3,
+                              now + call * 50_000, 40_000, [("peer.service", "probe-orders")],
+                              failed=True) for call in range(100)])
+    inferred.append(wait_for(lambda: inferred_open(failing)))
     # A call both of whose halves arrive: the server's, then the client's.
     trace, client_span = os.urandom(16).hex(), os.urandom(8).hex()
     caller = f"probe-{tag}-caller-{probe}"
@@ -89,5 +102,8 @@ for probe in range(probes):
     post_spans(caller, [span(trace, client_span, None, 3, now, 5_000_000,
                              [("peer.service", "probe-orders")])])
     graph.append(wait_for(lambda: edge_shown(caller)))
+    # Each probe on stderr with the wall clock, to be matched with the server's log.
+    print(f"{time.strftime('%H:%M:%S')} probe {probe}: breaker {breaker[-1]:.2f} s, "
+          f"inferred {inferred[-1]:.2f} s, graph {graph[-1]:.2f} s", file=sys.stderr)
 print(json.dumps({"probes": probes, "breaker": percentiles(breaker),
-                  "graph": percentiles(graph)}))
+                  "inferred": percentiles(inferred), "graph": percentiles(graph)}))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Freshness under load: how long after its span is acknowledged a reported breaker state
-# is shown by /api/v1/breakers, and a paired call by /api/v1/graph, while `callwatch load`
+# and an inferred one are shown by /api/v1/breakers, and a paired call by /api/v1/graph, while `callwatch load`
 # sends a generated platform of SERVICES services at about half the rate the server takes
 # unpaced (measured first, in the same run).
 #
