@@ -46,11 +46,20 @@ def window():
     return f"from={now_ms - 300_000}&to={now_ms + 60_000}"
 
 
+longest_read = 0.0
+
+
 def wait_for(seen):
-    """Seconds from now until seen() is true, reading every 100 ms (at most 120 s)."""
+    """Seconds from now until seen() is true, reading every 100 ms (at most 120 s); the
+    longest single read goes to `longest_read`."""
+    global longest_read
     acked = time.monotonic()
+    longest_read = 0.0
     while time.monotonic() - acked < 120:
-        if seen():
+        asked = time.monotonic()
+        shown = seen()
+        longest_read = max(longest_read, time.monotonic() - asked)
+        if shown:
             return time.monotonic() - acked
         time.sleep(0.1)
     raise SystemExit("a probe never showed")
@@ -104,6 +113,7 @@ for probe in range(probes):
     graph.append(wait_for(lambda: edge_shown(caller)))
     # Each probe on stderr with the wall clock, to be matched with the server's log.
     print(f"{time.strftime('%H:%M:%S')} probe {probe}: breaker {breaker[-1]:.2f} s, "
-          f"inferred {inferred[-1]:.2f} s, graph {graph[-1]:.2f} s", file=sys.stderr)
+          f"inferred {inferred[-1]:.2f} s, graph {graph[-1]:.2f} s "
+          f"(its longest read {longest_read:.2f} s)", file=sys.stderr)
 print(json.dumps({"probes": probes, "breaker": percentiles(breaker),
                   "inferred": percentiles(inferred), "graph": percentiles(graph)}))
