@@ -163,11 +163,17 @@ impl QueryEngine {
              # HELP callwatch_pieces_hours Clock hours with statistics kept in pieces (every edge's), by what they serve.\n\
              # TYPE callwatch_pieces_hours gauge\n\
              callwatch_pieces_hours{{cache=\"graph\"}} {}\n\
-             callwatch_pieces_hours{{cache=\"breakdowns\"}} {}\n",
+             callwatch_pieces_hours{{cache=\"breakdowns\"}} {}\n\
+             # HELP callwatch_pieces_hours_remade_total Hours with pieces made again from all their calls (a new segment not made of batches they held), by what they serve.\n\
+             # TYPE callwatch_pieces_hours_remade_total counter\n\
+             callwatch_pieces_hours_remade_total{{cache=\"graph\"}} {}\n\
+             callwatch_pieces_hours_remade_total{{cache=\"breakdowns\"}} {}\n",
             self.rollups.bytes(),
             self.details.bytes(),
             self.rollups.hours(),
             self.details.hours(),
+            self.rollups.remade(),
+            self.details.remade(),
         );
     }
 

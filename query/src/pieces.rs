@@ -325,6 +325,8 @@ pub struct PieceCache<S> {
     widths: &'static [i64],
     columns: &'static [&'static str],
     only: Option<CallsOf>,
+    /// Hours made again from all their calls, having had pieces: what a window may wait for.
+    remade: std::sync::atomic::AtomicU64,
 }
 
 /// The graph's pieces: every edge.
@@ -384,7 +386,13 @@ impl<S: CallStats> PieceCache<S> {
             widths,
             columns,
             only,
+            remade: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many times an hour that had pieces was made again from all its calls.
+    pub fn remade(&self) -> u64 {
+        self.remade.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// About how much memory the pieces hold.
@@ -702,7 +710,7 @@ impl<S: CallStats> PieceCache<S> {
             .iter()
             .any(|(from, to)| cover(&widths, *from, *to).1.iter().any(minute_left))
         {
-            return Update::Make;
+            return self.remake();
         }
         let mut new = Vec::new();
         for source in present {
@@ -735,7 +743,7 @@ impl<S: CallStats> PieceCache<S> {
             } else if held == 0 {
                 new.push(source.clone());
             } else {
-                return Update::Make;
+                return self.remake();
             }
         }
         // A source gone without a segment taking its place: the hour lost calls.
@@ -745,13 +753,20 @@ impl<S: CallStats> PieceCache<S> {
             .iter()
             .any(|s| !present.contains(s) && !new.contains(s))
         {
-            return Update::Make;
+            return self.remake();
         }
         if new.is_empty() {
             Update::Current
         } else {
             Update::Add(new)
         }
+    }
+
+    /// An hour that had pieces is made again: counted, since windows over it wait.
+    fn remake(&self) -> Update {
+        self.remade
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Update::Make
     }
 
     /// The calls of a source (of `only`'s edges, if set): other edges' rows of a segment
@@ -952,6 +967,11 @@ impl DetailCaches {
     /// How many hours every edge's pieces cover.
     pub fn hours(&self) -> usize {
         self.all.hours()
+    }
+
+    /// How many times an hour of every edge's pieces was made again.
+    pub fn remade(&self) -> u64 {
+        self.all.remade()
     }
 
     /// The breakdowns of the calls `of` keeps over [from_ns, to_ns), from whole pieces,
@@ -1205,6 +1225,25 @@ pub(crate) mod tests {
         }
         store.flush().await.unwrap();
         assert_eq!(store.snapshot().call_segments.len(), 2);
+        cache_matches_the_files(dir.path(), &store, &cache).await;
+        assert_eq!(cache.remade(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_segment_made_partly_of_batches_never_seen_makes_its_hour_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        let cache = RollupCache::default();
+        store.append(spans_from(HOUR + 5 * S, 300)).await.unwrap();
+        store.calls_caught_up().await;
+        cache.warm(&store).await.unwrap();
+        // Published and flushed between two warms: the segment cannot take the place of
+        // batches the hour held, so the hour is made again from all its calls.
+        store.append(spans_from(HOUR + 65 * S, 300)).await.unwrap();
+        store.calls_caught_up().await;
+        store.flush().await.unwrap();
+        cache.warm(&store).await.unwrap();
+        assert_eq!(cache.remade(), 1);
         cache_matches_the_files(dir.path(), &store, &cache).await;
     }
 
