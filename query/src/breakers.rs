@@ -626,30 +626,28 @@ impl BreakerTracker {
         for update in updates {
             // A batch at a time, a call at a time: the API and /metrics wait one batch at
             // most.
-            let batch = match update {
-                CallsUpdate::Derived(_, Some(calls)) => {
-                    let mut state = self.state.lock().expect("not poisoned");
-                    for call in calls.iter() {
-                        self.take_derived(&mut state, call, now);
-                    }
-                    continue;
-                }
-                CallsUpdate::Unpaired(calls) => {
-                    let mut state = self.state.lock().expect("not poisoned");
-                    for call in calls.iter() {
-                        self.take_unpaired(&mut state, call, now);
-                    }
-                    continue;
-                }
+            let (calls, unpaired) = match update {
+                CallsUpdate::Derived(_, Some(calls)) => (calls, false),
+                CallsUpdate::Unpaired(calls) => (calls, true),
                 // Read back from the batch, a call at a time: no vector of every call (a
                 // segment's calls are tens of megabytes of rows).
-                CallsUpdate::Derived(batch, None) => breaker_columns(batch)?,
+                CallsUpdate::Derived(batch, None) => {
+                    let batch = breaker_columns(batch)?;
+                    let calls = CallColumns::new(&batch)
+                        .map_err(|e| QueryError::Execution(e.to_string()))?;
+                    let mut state = self.state.lock().expect("not poisoned");
+                    for row in 0..calls.len() {
+                        self.take_derived(&mut state, &calls.row(row, &mut names), now);
+                    }
+                    continue;
+                }
             };
-            let calls =
-                CallColumns::new(&batch).map_err(|e| QueryError::Execution(e.to_string()))?;
             let mut state = self.state.lock().expect("not poisoned");
-            for row in 0..calls.len() {
-                self.take_derived(&mut state, &calls.row(row, &mut names), now);
+            for call in calls.iter() {
+                match unpaired {
+                    true => self.take_unpaired(&mut state, call, now),
+                    false => self.take_derived(&mut state, call, now),
+                }
             }
         }
         Ok(())

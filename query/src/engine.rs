@@ -164,7 +164,7 @@ impl QueryEngine {
              # TYPE callwatch_pieces_hours gauge\n\
              callwatch_pieces_hours{{cache=\"graph\"}} {}\n\
              callwatch_pieces_hours{{cache=\"breakdowns\"}} {}\n\
-             # HELP callwatch_pieces_hours_remade_total Hours with pieces made again from all their calls (a new segment not made of batches they held), by what they serve.\n\
+             # HELP callwatch_pieces_hours_remade_total Hours with pieces made again from all their calls (a new segment not made only of batches they held, or a width dropped for room that a window needs), by what they serve.\n\
              # TYPE callwatch_pieces_hours_remade_total counter\n\
              callwatch_pieces_hours_remade_total{{cache=\"graph\"}} {}\n\
              callwatch_pieces_hours_remade_total{{cache=\"breakdowns\"}} {}\n",

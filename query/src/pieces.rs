@@ -12,6 +12,7 @@
 //! go first; an hour is read again only when a window needs a width it no longer has.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
@@ -326,7 +327,7 @@ pub struct PieceCache<S> {
     columns: &'static [&'static str],
     only: Option<CallsOf>,
     /// Hours made again from all their calls, having had pieces: what a window may wait for.
-    remade: std::sync::atomic::AtomicU64,
+    remade: AtomicU64,
 }
 
 /// The graph's pieces: every edge.
@@ -386,13 +387,13 @@ impl<S: CallStats> PieceCache<S> {
             widths,
             columns,
             only,
-            remade: std::sync::atomic::AtomicU64::new(0),
+            remade: AtomicU64::new(0),
         }
     }
 
     /// How many times an hour that had pieces was made again from all its calls.
     pub fn remade(&self) -> u64 {
-        self.remade.load(std::sync::atomic::Ordering::Relaxed)
+        self.remade.load(Ordering::Relaxed)
     }
 
     /// About how much memory the pieces hold.
@@ -764,8 +765,7 @@ impl<S: CallStats> PieceCache<S> {
 
     /// An hour that had pieces is made again: counted, since windows over it wait.
     fn remake(&self) -> Update {
-        self.remade
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.remade.fetch_add(1, Ordering::Relaxed);
         Update::Make
     }
 
