@@ -8,11 +8,13 @@
 //!
 //! An hour is kept up to date as calls arrive: a new hot batch's pieces are added to it,
 //! and a segment flushed from hot batches, or compacted from segments, takes their place
-//! without being read. To make room, the narrow widths of the hours looked at longest ago
+//! without being read. Warming takes every batch as it is published, so that one flushed
+//! before warming came to it is still added from memory, not read back with its segment. To make room, the narrow widths of the hours looked at longest ago
 //! go first; an hour is read again only when a window needs a width it no longer has.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
@@ -40,6 +42,10 @@ const DETAIL_WIDTHS_NS: &[i64] = &[HOUR_NS, MINUTE_NS];
 /// How many hours a window brings up to date at once: reading is CPU work, shared with
 /// ingest and the other readers.
 const PARALLEL_HOURS: usize = 2;
+
+/// Most memory the published batches kept after their flush may hold: what calls of a
+/// few seconds at full speed take.
+const MOST_PUBLISHED_BYTES: usize = 128 << 20;
 
 /// How many hours back warming keeps up to date in advance: older hours are made when a
 /// window first needs them.
@@ -288,8 +294,12 @@ impl<S: CallStats> Hour<S> {
 /// What bringing an hour up to date with a snapshot takes.
 enum Update {
     Current,
-    /// Adding the calls of these sources.
-    Add(Vec<Source>),
+    /// Adding the calls of the sources `read`; then each segment of `replacing` takes the
+    /// place of the sources it was made of (those it held, and those read now).
+    Add {
+        read: Vec<Source>,
+        replacing: Vec<(Source, Vec<Source>)>,
+    },
     /// Reading all its sources again.
     Make,
 }
@@ -302,6 +312,9 @@ struct CacheState<S> {
     /// The first and last hour each hot batch seen holds calls of: a segment flushed from
     /// batches takes the place of those that hold calls of its hour.
     hot_hours: HashMap<u64, (i64, i64)>,
+    /// Hot batches as published, by the store's number, kept while an hour may still need
+    /// one after it was flushed ([`PieceCache::follow`]).
+    published: HashMap<u64, RecordBatch>,
     clock: u64,
 }
 
@@ -311,6 +324,7 @@ impl<S> Default for CacheState<S> {
             hours: BTreeMap::new(),
             dropped: BTreeSet::new(),
             hot_hours: HashMap::new(),
+            published: HashMap::new(),
             clock: 0,
         }
     }
@@ -328,6 +342,8 @@ pub struct PieceCache<S> {
     only: Option<CallsOf>,
     /// Hours made again from all their calls, having had pieces: what a window may wait for.
     remade: AtomicU64,
+    /// Every hot batch the store publishes, once warming went over every hour once.
+    published: Mutex<Option<Receiver<(u64, RecordBatch)>>>,
 }
 
 /// The graph's pieces: every edge.
@@ -362,6 +378,38 @@ fn hour_parts(from_ns: i64, to_ns: i64) -> impl Iterator<Item = (i64, (i64, i64)
         .filter(|(_, (from, to))| from < to)
 }
 
+/// Forgets the oldest published batches no longer hot until the others hold at most
+/// `most` bytes: an hour that needs one is made again instead.
+fn keep_published_within(published: &mut HashMap<u64, RecordBatch>, hot: &[u64], most: usize) {
+    let hot: HashSet<&u64> = hot.iter().collect();
+    let mut flushed: Vec<(u64, usize)> = published
+        .iter()
+        .filter(|(id, _)| !hot.contains(id))
+        .map(|(id, batch)| (*id, batch.get_array_memory_size()))
+        .collect();
+    flushed.sort_unstable();
+    let mut bytes: usize = flushed.iter().map(|(_, b)| b).sum();
+    for (id, size) in flushed {
+        if bytes <= most {
+            break;
+        }
+        published.remove(&id);
+        bytes -= size;
+    }
+}
+
+/// The hot batches a snapshot's segments were flushed from.
+fn hot_origins(snapshot: &Snapshot) -> impl Iterator<Item = u64> + '_ {
+    snapshot
+        .call_origins
+        .values()
+        .flatten()
+        .filter_map(|origin| match origin {
+            Origin::HotCalls(id) => Some(*id),
+            Origin::Segment(_) => None,
+        })
+}
+
 /// The first and last hour a calls batch holds calls of.
 fn hours_of(batch: &RecordBatch) -> Option<(i64, i64)> {
     let starts = batch
@@ -388,6 +436,7 @@ impl<S: CallStats> PieceCache<S> {
             columns,
             only,
             remade: AtomicU64::new(0),
+            published: Mutex::default(),
         }
     }
 
@@ -410,8 +459,9 @@ impl<S: CallStats> PieceCache<S> {
     /// Adds the calls new since the last call to the hours of the last day, so that
     /// windows find them.
     pub async fn warm(&self, store: &Store) -> Result<(), QueryError> {
+        let first = store.snapshot();
         let hours: Vec<i64> = {
-            let by_hour = self.sources_by_hour(&store.snapshot());
+            let by_hour = self.sources_by_hour(&first);
             let newest = by_hour.keys().next_back().copied().unwrap_or(0);
             let state = self.state.lock().expect("not poisoned");
             by_hour
@@ -428,7 +478,36 @@ impl<S: CallStats> PieceCache<S> {
             self.update(store, &snapshot, &by_hour, hour, &[]).await?;
             self.make_room();
         }
+        self.forget_published(&first);
+        self.follow(store);
         Ok(())
+    }
+
+    /// Takes every hot batch the store publishes from now on. Warming runs every few
+    /// hundred milliseconds, and under load a batch may be flushed before it comes: its
+    /// segment would then be made partly of calls the hour never had, and the hour would be
+    /// made again from all its calls while windows over it wait. Not before a first
+    /// warming is done: making a day of hours after a start takes long, and what is
+    /// published meanwhile would wait in memory.
+    fn follow(&self, store: &Store) {
+        let mut published = self.published.lock().expect("not poisoned");
+        if published.is_none() {
+            *published = Some(store.subscribe_hot_calls());
+        }
+    }
+
+    /// Forgets the published batches no hour needs any more, once every warmed hour was
+    /// brought up to date after `snapshot`: those its segments took, and any older one no
+    /// longer hot (its segment already compacted). Those still hot are kept, in case they
+    /// are flushed before the next warming.
+    fn forget_published(&self, snapshot: &Snapshot) {
+        let flushed: HashSet<u64> = hot_origins(snapshot).collect();
+        let hot: HashSet<u64> = snapshot.hot_call_ids.iter().copied().collect();
+        let newest = flushed.iter().chain(&hot).max().copied();
+        let mut state = self.state.lock().expect("not poisoned");
+        state.published.retain(|id, _| {
+            hot.contains(id) || !(flushed.contains(id) || newest.is_some_and(|n| *id < n))
+        });
     }
 
     /// The statistics of each of `windows` ([from_ns, to_ns) each) of the edges `keep`
@@ -491,7 +570,9 @@ impl<S: CallStats> PieceCache<S> {
                     };
                     let hot_only = match self.plan(&snapshot, *hour, present, hour_parts) {
                         Update::Current => true,
-                        Update::Add(new) => new.iter().all(|s| matches!(s, Source::Hot(_))),
+                        Update::Add { read, .. } => {
+                            read.iter().all(|s| matches!(s, Source::Hot(_)))
+                        }
                         Update::Make => false,
                     };
                     if !hot_only {
@@ -579,7 +660,25 @@ impl<S: CallStats> PieceCache<S> {
                 .or_default()
                 .push(Source::Segment(segment.path.clone()));
         }
-        let mut state = self.state.lock().expect("not poisoned");
+        // After the snapshot: every batch a segment of it was made of has been published.
+        let published: Vec<(u64, RecordBatch)> =
+            match &*self.published.lock().expect("not poisoned") {
+                Some(receiver) => receiver.try_iter().collect(),
+                None => Vec::new(),
+            };
+        let mut guard = self.state.lock().expect("not poisoned");
+        let state = &mut *guard;
+        for (id, batch) in published {
+            state
+                .hot_hours
+                .insert(id, hours_of(&batch).unwrap_or((1, 0)));
+            state.published.insert(id, batch);
+        }
+        keep_published_within(
+            &mut state.published,
+            &snapshot.hot_call_ids,
+            MOST_PUBLISHED_BYTES,
+        );
         for (batch, id) in snapshot.hot_calls.iter().zip(&snapshot.hot_call_ids) {
             // An empty batch holds calls of no hour: (1, 0).
             let (first, last) = *state
@@ -591,21 +690,17 @@ impl<S: CallStats> PieceCache<S> {
             }
         }
         // Batches are remembered while a segment may name them as its origin.
-        let named: HashSet<u64> = snapshot
-            .call_origins
-            .values()
-            .flatten()
-            .filter_map(|origin| match origin {
-                Origin::HotCalls(id) => Some(*id),
-                Origin::Segment(_) => None,
-            })
+        let named: HashSet<u64> = hot_origins(snapshot)
             .chain(snapshot.hot_call_ids.iter().copied())
             .collect();
-        state.hot_hours.retain(|id, _| named.contains(id));
+        let published = &state.published;
+        state
+            .hot_hours
+            .retain(|id, _| named.contains(id) || published.contains_key(id));
         // Hours with nothing left (expired) are forgotten.
         state.hours.retain(|hour, _| by_hour.contains_key(hour));
         state.dropped.retain(|hour| by_hour.contains_key(hour));
-        drop(state);
+        drop(guard);
         self.updating
             .lock()
             .expect("not poisoned")
@@ -626,29 +721,34 @@ impl<S: CallStats> PieceCache<S> {
         let Some(present) = by_hour.get(&hour) else {
             return Ok(());
         };
-        let (sources, make) = match self.plan(snapshot, hour, present, parts) {
+        let (sources, replacing, make) = match self.plan(snapshot, hour, present, parts) {
             Update::Current => return Ok(()),
-            Update::Add(sources) => (sources, false),
-            Update::Make => (present.to_vec(), true),
+            Update::Add { read, replacing } => (read, replacing, false),
+            Update::Make => (present.to_vec(), Vec::new(), true),
         };
-        let mut builder = Builder::new();
-        for source in &sources {
-            let batches = self.read(store, snapshot, source).await?;
-            let (widths, columns, only) = (self.widths, self.columns, self.only.clone());
-            // Seconds of work for a large segment: off the async workers.
-            builder = tokio::task::spawn_blocking(move || {
-                builder.add(&batches, widths, columns, only.as_ref(), Some(hour))?;
-                Ok::<_, QueryError>(builder)
-            })
-            .await
-            .map_err(|e| QueryError::Execution(e.to_string()))??;
-        }
-        let pieces = builder.finish(self.widths);
+        let pieces = match self.pieces_of(store, snapshot, hour, &sources).await {
+            Ok(pieces) => pieces,
+            Err(error) => {
+                // Its sources may have changed places already: made again when next needed.
+                if !replacing.is_empty() {
+                    self.state.lock().expect("not poisoned").hours.remove(&hour);
+                }
+                return Err(error);
+            }
+        };
         let mut state = self.state.lock().expect("not poisoned");
         if !make {
             if let Some(kept) = state.hours.get_mut(&hour) {
                 kept.add(hour, &pieces);
-                kept.sources.extend(sources);
+                // A batch read as published is gone already: its segment takes its place.
+                kept.sources
+                    .extend(sources.into_iter().filter(|s| present.contains(s)));
+                for (segment, origins) in replacing {
+                    for origin in &origins {
+                        kept.sources.remove(origin);
+                    }
+                    kept.sources.insert(segment);
+                }
             }
             return Ok(());
         }
@@ -684,9 +784,33 @@ impl<S: CallStats> PieceCache<S> {
         Ok(())
     }
 
+    /// The pieces of the calls of `hour` in `sources`, at every width.
+    async fn pieces_of(
+        &self,
+        store: &Store,
+        snapshot: &Snapshot,
+        hour: i64,
+        sources: &[Source],
+    ) -> Result<Vec<ByStart<S>>, QueryError> {
+        let mut builder = Builder::new();
+        for source in sources {
+            let batches = self.read(store, snapshot, source).await?;
+            let (widths, columns, only) = (self.widths, self.columns, self.only.clone());
+            // Seconds of work for a large segment: off the async workers.
+            builder = tokio::task::spawn_blocking(move || {
+                builder.add(&batches, widths, columns, only.as_ref(), Some(hour))?;
+                Ok::<_, QueryError>(builder)
+            })
+            .await
+            .map_err(|e| QueryError::Execution(e.to_string()))??;
+        }
+        Ok(builder.finish(self.widths))
+    }
+
     /// What bringing `hour` up to date takes. A segment made of sources the hour already
-    /// holds takes their place; a width missing where `parts` need it (a whole minute no
-    /// wider piece covers) makes the hour again.
+    /// holds takes their place, and so does one made partly of batches it never had but
+    /// that were taken as published (those are read first); a width missing where `parts`
+    /// need it (a whole minute no wider piece covers) makes the hour again.
     fn plan(
         &self,
         snapshot: &Snapshot,
@@ -714,6 +838,7 @@ impl<S: CallStats> PieceCache<S> {
             return self.remake();
         }
         let mut new = Vec::new();
+        let mut replacing = Vec::new();
         for source in present {
             if kept.sources.contains(source) {
                 continue;
@@ -735,31 +860,41 @@ impl<S: CallStats> PieceCache<S> {
                 })
                 .map(Source::from)
                 .collect();
-            let held = holding.iter().filter(|s| kept.sources.contains(s)).count();
-            if held > 0 && held == holding.len() {
-                for origin in &holding {
+            let (held, unseen): (Vec<Source>, Vec<Source>) =
+                holding.into_iter().partition(|s| kept.sources.contains(s));
+            let published =
+                |s: &Source| matches!(s, Source::Hot(id) if state.published.contains_key(id));
+            if held.is_empty() {
+                new.push(source.clone());
+            } else if unseen.is_empty() {
+                for origin in &held {
                     kept.sources.remove(origin);
                 }
                 kept.sources.insert(source.clone());
-            } else if held == 0 {
-                new.push(source.clone());
+            } else if unseen.iter().all(published) {
+                new.extend(unseen);
+                replacing.push((source.clone(), held));
             } else {
                 return self.remake();
             }
         }
         // A source gone without a segment taking its place: the hour lost calls.
         let present: HashSet<&Source> = present.iter().collect();
+        let replaced: HashSet<&Source> = replacing.iter().flat_map(|(_, held)| held).collect();
         if kept
             .sources
             .iter()
-            .any(|s| !present.contains(s) && !new.contains(s))
+            .any(|s| !present.contains(s) && !new.contains(s) && !replaced.contains(s))
         {
             return self.remake();
         }
         if new.is_empty() {
             Update::Current
         } else {
-            Update::Add(new)
+            Update::Add {
+                read: new,
+                replacing,
+            }
         }
     }
 
@@ -782,8 +917,13 @@ impl<S: CallStats> PieceCache<S> {
                 .hot_call_ids
                 .iter()
                 .position(|hot| hot == id)
-                .map(|at| vec![snapshot.hot_calls[at].clone()])
-                .unwrap_or_default()),
+                .map(|at| snapshot.hot_calls[at].clone())
+                .or_else(|| {
+                    let state = self.state.lock().expect("not poisoned");
+                    state.published.get(id).cloned()
+                })
+                .into_iter()
+                .collect()),
             Source::Segment(path) => {
                 let Some(segment) = snapshot.call_segments.iter().find(|s| &s.path == path) else {
                     return Ok(Vec::new());
@@ -1230,19 +1370,71 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_segment_made_partly_of_batches_never_seen_makes_its_hour_again() {
+    async fn a_segment_made_partly_of_batches_published_between_warms_takes_their_place() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_a_call_per_span(dir.path()).await;
         let cache = RollupCache::default();
+        store.append(spans_from(HOUR - 5 * S, 300)).await.unwrap();
         store.append(spans_from(HOUR + 5 * S, 300)).await.unwrap();
         store.calls_caught_up().await;
         cache.warm(&store).await.unwrap();
-        // Published and flushed between two warms: the segment cannot take the place of
-        // batches the hour held, so the hour is made again from all its calls.
+        // Published and flushed between two warms, with calls of both hours: each hour
+        // adds the batch as it was published, and the segments take the place of both.
+        store
+            .append(spans_every(HOUR - S, 300, 10_000_000))
+            .await
+            .unwrap();
+        store.calls_caught_up().await;
+        store.flush().await.unwrap();
+        assert_eq!(store.snapshot().call_segments.len(), 2);
+        cache.warm(&store).await.unwrap();
+        assert_eq!(cache.remade(), 0);
+        // Nothing published is kept once its segments took it.
+        assert!(cache.state.lock().unwrap().published.is_empty());
         store.append(spans_from(HOUR + 65 * S, 300)).await.unwrap();
         store.calls_caught_up().await;
         store.flush().await.unwrap();
         cache.warm(&store).await.unwrap();
+        assert_eq!(cache.remade(), 0);
+        cache_matches_the_files(dir.path(), &store, &cache).await;
+    }
+
+    #[test]
+    fn published_batches_past_their_bound_go_oldest_first_and_hot_ones_stay() {
+        let batch = spans_from(HOUR, 1000);
+        let size = batch.get_array_memory_size();
+        let mut published: HashMap<u64, RecordBatch> =
+            (1..=5).map(|id| (id, batch.clone())).collect();
+        // 4 and 5 are still hot: only 1, 2 and 3 count, and two of them fit.
+        keep_published_within(&mut published, &[4, 5], 2 * size);
+        let mut kept: Vec<u64> = published.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [2, 3, 4, 5]);
+        keep_published_within(&mut published, &[], 0);
+        assert!(published.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_segment_made_partly_of_batches_a_window_never_saw_makes_its_hour_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_call_per_span(dir.path()).await;
+        // Never warmed, so not following what is published: only what windows saw.
+        let cache = RollupCache::default();
+        store.append(spans_from(HOUR + 5 * S, 300)).await.unwrap();
+        store.calls_caught_up().await;
+        cache
+            .windows(&store, &[(HOUR, HOUR + 3600 * S)], |_| true)
+            .await
+            .unwrap();
+        // Published and flushed between two windows: the segment cannot take the place of
+        // batches the hour held, so the hour is made again from all its calls.
+        store.append(spans_from(HOUR + 65 * S, 300)).await.unwrap();
+        store.calls_caught_up().await;
+        store.flush().await.unwrap();
+        cache
+            .windows(&store, &[(HOUR, HOUR + 3600 * S)], |_| true)
+            .await
+            .unwrap();
         assert_eq!(cache.remade(), 1);
         cache_matches_the_files(dir.path(), &store, &cache).await;
     }

@@ -218,6 +218,8 @@ struct Tables {
     /// Readers of every calls batch the deriver publishes, and of those of the other nodes'
     /// new segments.
     calls_subscribers: Vec<std::sync::mpsc::Sender<CallsUpdate>>,
+    /// Readers of every hot calls batch, with the store's number for it.
+    hot_calls_subscribers: Vec<std::sync::mpsc::Sender<(u64, RecordBatch)>>,
     /// The other nodes' flushed calls segments whose calls readers already have.
     followed: HashSet<String>,
 }
@@ -866,6 +868,16 @@ impl Store {
         let (sender, receiver) = std::sync::mpsc::channel();
         tables.calls_subscribers.push(sender);
         (snapshot_of(&tables), receiver)
+    }
+
+    /// Every hot calls batch published from now on, with the store's number for it (as in
+    /// [`Snapshot::hot_call_ids`] and [`Origin::HotCalls`]): a batch a snapshot's segment
+    /// was flushed from was sent before that snapshot was taken.
+    pub fn subscribe_hot_calls(&self) -> std::sync::mpsc::Receiver<(u64, RecordBatch)> {
+        let mut tables = self.shared.tables.lock().expect("not poisoned");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        tables.hot_calls_subscribers.push(sender);
+        receiver
     }
 
     /// Where segments live; `SegmentMeta::path` is relative to it.
@@ -1766,6 +1778,9 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     });
     let id = tables.next_hot_calls_id;
     tables.next_hot_calls_id += 1;
+    tables
+        .hot_calls_subscribers
+        .retain(|subscriber| subscriber.send((id, batch.clone())).is_ok());
     tables.hot_calls.push(HotCalls {
         id,
         epoch,
