@@ -10,8 +10,9 @@ use base64::Engine;
 use callwatch_storage::schema::{self, AttributeType};
 use callwatch_storage::{AttributesBuilder, SpanRow, SpansBuilder};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+
+use crate::wire::{Attribute, Request, Span, Value};
 
 /// Caps on what one span may carry. What goes over is dropped and added to the OTLP
 /// `dropped_*_count` of the span, as an SDK does; long strings are cut at a char boundary.
@@ -57,11 +58,11 @@ pub struct Converted {
 
 /// The namespace (`service.namespace`) each resource of `request` reports, with its
 /// service's name.
-pub fn reported_namespaces(
-    request: &ExportTraceServiceRequest,
-) -> impl Iterator<Item = (&str, &str)> {
-    request.resource_spans.iter().filter_map(|resource_spans| {
-        let attributes = &resource_spans.resource.as_ref()?.attributes;
+pub fn reported_namespaces<'a>(
+    request: &'a Request<'a>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    request.resources.iter().filter_map(|resource| {
+        let attributes = request.attributes(&resource.attributes);
         let namespace = string_attribute(attributes, "service.namespace")?;
         let service =
             string_attribute(attributes, "service.name").unwrap_or(schema::UNKNOWN_SERVICE);
@@ -71,28 +72,24 @@ pub fn reported_namespaces(
 
 /// The consumer group each consumer span of `request` reads its topic or queue as:
 /// `(topic, service, group)`.
-pub fn reported_consumer_groups(
-    request: &ExportTraceServiceRequest,
-) -> impl Iterator<Item = (&str, &str, &str)> {
+pub fn reported_consumer_groups<'a>(
+    request: &'a Request<'a>,
+) -> impl Iterator<Item = (&'a str, &'a str, &'a str)> {
     const CONSUMER: i32 = 5;
-    request.resource_spans.iter().flat_map(|resource_spans| {
-        let attributes = resource_spans
-            .resource
-            .as_ref()
-            .map_or(&[][..], |r| &r.attributes[..]);
+    request.resources.iter().flat_map(move |resource| {
+        let attributes = request.attributes(&resource.attributes);
         let service =
             string_attribute(attributes, "service.name").unwrap_or(schema::UNKNOWN_SERVICE);
-        resource_spans
-            .scope_spans
+        request
+            .scopes(resource)
             .iter()
-            .flat_map(|scope| &scope.spans)
+            .flat_map(move |scope| request.spans(scope))
             .filter(|span| span.kind == CONSUMER)
             .filter_map(move |span| {
-                let group = string_attribute(&span.attributes, "messaging.consumer.group.name")
-                    .or_else(|| {
-                        string_attribute(&span.attributes, "messaging.kafka.consumer.group")
-                    })?;
-                let topic = string_attribute(&span.attributes, "messaging.destination.name")?;
+                let attributes = request.attributes(&span.attributes);
+                let group = string_attribute(attributes, "messaging.consumer.group.name")
+                    .or_else(|| string_attribute(attributes, "messaging.kafka.consumer.group"))?;
+                let topic = string_attribute(attributes, "messaging.destination.name")?;
                 Some((topic, service, group))
             })
     })
@@ -107,13 +104,22 @@ pub fn count_spans(request: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
-/// Converts `request` to a `spans` batch. `now_ns` bounds how far in the future a span may be.
+/// Converts a decoded `request` to a `spans` batch (see [`convert_views`]).
 pub fn convert(
     request: &ExportTraceServiceRequest,
     now_ns: i64,
     limits: &Limits,
 ) -> Result<Converted, ArrowError> {
-    let total = count_spans(request);
+    convert_views(&Request::of(request), now_ns, limits)
+}
+
+/// Converts `request` to a `spans` batch. `now_ns` bounds how far in the future a span may be.
+pub fn convert_views(
+    request: &Request<'_>,
+    now_ns: i64,
+    limits: &Limits,
+) -> Result<Converted, ArrowError> {
+    let total = request.span_count();
     let mut builder = SpansBuilder::with_capacity(total);
     let mut out = Converted {
         batch: None,
@@ -127,22 +133,20 @@ pub fn convert(
         truncated: 0,
     };
     let mut index = 0;
-    for resource_spans in &request.resource_spans {
-        let resource = resource_spans.resource.as_ref();
-        let resource_attrs = resource.map_or(&[][..], |r| &r.attributes[..]);
+    for resource in &request.resources {
+        let resource_attrs = request.attributes(&resource.attributes);
         let service_name =
             string_attribute(resource_attrs, "service.name").unwrap_or(schema::UNKNOWN_SERVICE);
         let service_instance_id = string_attribute(resource_attrs, "service.instance.id");
         let service_version = string_attribute(resource_attrs, "service.version");
-        let resource_dropped = resource.map_or(0, |r| r.dropped_attributes_count);
+        let resource_dropped = resource.dropped_attributes_count;
 
-        for scope_spans in &resource_spans.scope_spans {
-            let scope = scope_spans.scope.as_ref();
-            let scope_attrs = scope.map_or(&[][..], |s| &s.attributes[..]);
-            let scope_name = scope.map(|s| s.name.as_str()).filter(|n| !n.is_empty());
-            let scope_version = scope.map(|s| s.version.as_str()).filter(|v| !v.is_empty());
+        for scope in request.scopes(resource) {
+            let scope_attrs = request.attributes(&scope.attributes);
+            let scope_name = non_empty(scope.name);
+            let scope_version = non_empty(scope.version);
 
-            for span in &scope_spans.spans {
+            for span in request.spans(scope) {
                 index += 1;
                 let times = match check(span, now_ns, limits) {
                     Ok(times) => times,
@@ -154,26 +158,28 @@ pub fn convert(
                         continue;
                     }
                 };
-                let dropped_attributes = values.attributes(builder.attributes(), &span.attributes);
+                let dropped_attributes =
+                    values.attributes(builder.attributes(), request.attributes(&span.attributes));
                 let mut dropped_events = span.dropped_events_count;
-                for (n, event) in span.events.iter().enumerate() {
+                for (n, event) in request.events(span).iter().enumerate() {
                     if n >= limits.max_events {
                         dropped_events = dropped_events.saturating_add(1);
                         continue;
                     }
                     let events = builder.events();
-                    let dropped = values.attributes(events.attributes(), &event.attributes);
+                    let dropped = values
+                        .attributes(events.attributes(), request.attributes(&event.attributes));
                     let time = i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX);
                     events.append(
                         time,
-                        &values.clip(&event.name),
+                        &values.clip(event.name),
                         event.dropped_attributes_count.saturating_add(dropped),
                     )?;
                 }
                 let mut dropped_links = span.dropped_links_count;
-                for (n, link) in span.links.iter().enumerate() {
+                for (n, link) in request.links(span).iter().enumerate() {
                     let (Some(trace_id), Some(span_id)) =
-                        (Hex::id(&link.trace_id, 16), Hex::id(&link.span_id, 8))
+                        (Hex::id(link.trace_id, 16), Hex::id(link.span_id, 8))
                     else {
                         // A link to an invalid context points nowhere: drop it, count it.
                         dropped_links = dropped_links.saturating_add(1);
@@ -184,11 +190,12 @@ pub fn convert(
                         continue;
                     }
                     let links = builder.links();
-                    let dropped = values.attributes(links.attributes(), &link.attributes);
+                    let dropped =
+                        values.attributes(links.attributes(), request.attributes(&link.attributes));
                     links.append(
                         trace_id.as_str(),
                         span_id.as_str(),
-                        non_empty(&link.trace_state),
+                        non_empty(link.trace_state),
                         link.flags,
                         link.dropped_attributes_count.saturating_add(dropped),
                     )?;
@@ -198,9 +205,9 @@ pub fn convert(
                 );
                 let _ = values.attributes(builder.scope_attributes(), scope_attrs);
 
-                let trace_id = Hex::encode(&span.trace_id);
-                let span_id = Hex::encode(&span.span_id);
-                let parent = Hex::id(&span.parent_span_id, 8);
+                let trace_id = Hex::encode(span.trace_id);
+                let span_id = Hex::encode(span.span_id);
+                let parent = Hex::id(span.parent_span_id, 8);
                 let status = span.status.as_ref();
                 let kind = usize::try_from(span.kind)
                     .ok()
@@ -210,13 +217,13 @@ pub fn convert(
                     .and_then(|s| usize::try_from(s.code).ok())
                     .and_then(|c| schema::STATUS_CODES.get(c))
                     .unwrap_or(&schema::STATUS_CODES[0]);
-                let name = values.clip(&span.name);
-                let status_message = status.map(|s| values.clip(&s.message));
+                let name = values.clip(span.name);
+                let status_message = status.map(|s| values.clip(s.message));
                 builder.append(&SpanRow {
                     trace_id: trace_id.as_str(),
                     span_id: span_id.as_str(),
                     parent_span_id: parent.as_ref().map(Hex::as_str),
-                    trace_state: non_empty(&span.trace_state),
+                    trace_state: non_empty(span.trace_state),
                     flags: span.flags,
                     service_name,
                     service_instance_id,
@@ -248,9 +255,9 @@ pub fn convert(
 }
 
 /// Checks a span; returns its start and end in nanoseconds.
-fn check(span: &Span, now_ns: i64, limits: &Limits) -> Result<(i64, i64), String> {
-    check_id(&span.trace_id, 16, "trace_id")?;
-    check_id(&span.span_id, 8, "span_id")?;
+fn check(span: &Span<'_>, now_ns: i64, limits: &Limits) -> Result<(i64, i64), String> {
+    check_id(span.trace_id, 16, "trace_id")?;
+    check_id(span.span_id, 8, "span_id")?;
     if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
         return Err(format!(
             "parent_span_id must be empty or 8 bytes, got {}",
@@ -288,13 +295,14 @@ fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
+fn string_attribute<'a>(attributes: &[Attribute<'a>], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value {
+            Value::Str(s) => Some(s),
             _ => None,
-        }
-    })
+        })
 }
 
 /// Lowercase hex of an id, on the stack.
@@ -336,43 +344,33 @@ struct ValueWriter<'a> {
 
 impl ValueWriter<'_> {
     /// Pushes `attributes` into `out`; returns how many were dropped over the count limit.
-    fn attributes(&mut self, out: &mut AttributesBuilder, attributes: &[KeyValue]) -> u32 {
+    fn attributes(&mut self, out: &mut AttributesBuilder, attributes: &[Attribute<'_>]) -> u32 {
         let mut dropped = 0u32;
         for kv in attributes {
             if out.row_len() >= self.limits.max_attributes {
                 dropped = dropped.saturating_add(1);
                 continue;
             }
-            let key = self.clip(&kv.key);
-            use any_value::Value as V;
-            // A string-table reference only means something in the profiles signal: the
-            // specification says to treat it as absent elsewhere.
-            let Some(value) = kv
-                .value
-                .as_ref()
-                .and_then(|v| v.value.as_ref())
-                .filter(|v| !matches!(v, V::StringValueStrindex(_)))
-            else {
-                out.push_empty(&key);
-                continue;
-            };
-            match value {
-                V::StringValue(s) => out.push(&key, &self.clip(s), AttributeType::String),
-                V::BoolValue(b) => {
+            let key = self.clip(kv.key);
+            match &kv.value {
+                // A string-table reference only means something in the profiles signal:
+                // the specification says to treat it as absent elsewhere.
+                Value::Absent => out.push_empty(&key),
+                Value::Str(s) => out.push(&key, &self.clip(s), AttributeType::String),
+                Value::Bool(b) => {
                     out.push(&key, if *b { "true" } else { "false" }, AttributeType::Bool)
                 }
-                V::IntValue(i) => out.push_with(&key, AttributeType::Int, |w| write!(w, "{i}")),
-                V::DoubleValue(d) => {
+                Value::Int(i) => out.push_with(&key, AttributeType::Int, |w| write!(w, "{i}")),
+                Value::Double(d) => {
                     out.push_with(&key, AttributeType::Double, |w| write!(w, "{d}"))
                 }
-                V::StringValueStrindex(_) => unreachable!("filtered out above"),
-                V::BytesValue(b) => {
+                Value::Bytes(b) => {
                     let b = &b[..b.len().min(self.limits.max_value_bytes)];
                     let text = base64::engine::general_purpose::STANDARD.encode(b);
                     out.push(&key, &text, AttributeType::Bytes);
                 }
-                V::ArrayValue(_) | V::KvlistValue(_) => {
-                    let kind = if matches!(value, V::ArrayValue(_)) {
+                Value::Nested(value) => {
+                    let kind = if matches!(**value, any_value::Value::ArrayValue(_)) {
                         AttributeType::Array
                     } else {
                         AttributeType::KeyValueList

@@ -1,7 +1,7 @@
 //! Property tests over what arrives from the network: OTLP protobuf and JSON bodies, and
 //! gzip. Inputs are valid requests, mutated, and raw bytes. Whatever arrives gets an answer
-//! (a converted request or an error) and never a panic, and a gzip body never inflates past
-//! its limit. `PROPTEST_CASES` sets how many cases each runs (256 by default);
+//! (a converted request or an error) and never a panic, a gzip body never inflates past
+//! its limit, and a protobuf body read in place gives what prost decodes. `PROPTEST_CASES` sets how many cases each runs (256 by default);
 //! `benches/fuzz.sh` runs each for minutes.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,7 +15,10 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use proptest::prelude::*;
 use prost::Message;
 
-use crate::convert::{Limits, convert};
+use crate::convert::{
+    Converted, Limits, convert, convert_views, reported_consumer_groups, reported_namespaces,
+};
+use crate::wire;
 
 /// Now, for conversions: fixed, so that a failing case replays the same.
 const NOW_NS: i64 = 1_795_000_000_000_000_000;
@@ -96,6 +99,7 @@ fn span() -> impl Strategy<Value = Span> {
         (time(), time(), attributes(), 0..5i32, text()),
         proptest::collection::vec((time(), text(), attributes()), 0..3),
         proptest::collection::vec((id(16), id(8), attributes()), 0..2),
+        (text(), any::<u32>(), 0..3u32, 0..3u32),
     )
         .prop_map(
             |(
@@ -103,7 +107,13 @@ fn span() -> impl Strategy<Value = Span> {
                 (start, end, attributes, code, message),
                 events,
                 links,
+                (trace_state, flags, dropped, dropped_of_each),
             )| Span {
+                trace_state: trace_state.clone(),
+                flags,
+                dropped_attributes_count: dropped,
+                dropped_events_count: dropped_of_each,
+                dropped_links_count: dropped,
                 trace_id,
                 span_id,
                 parent_span_id,
@@ -118,7 +128,7 @@ fn span() -> impl Strategy<Value = Span> {
                         time_unix_nano,
                         name,
                         attributes,
-                        ..Default::default()
+                        dropped_attributes_count: dropped_of_each,
                     })
                     .collect(),
                 links: links
@@ -127,11 +137,12 @@ fn span() -> impl Strategy<Value = Span> {
                         trace_id,
                         span_id,
                         attributes,
-                        ..Default::default()
+                        trace_state: trace_state.clone(),
+                        flags,
+                        dropped_attributes_count: dropped_of_each,
                     })
                     .collect(),
                 status: Some(Status { code, message }),
-                ..Default::default()
             },
         )
 }
@@ -142,33 +153,41 @@ fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
             attributes(),
             text(),
             proptest::collection::vec(span(), 0..4),
+            (text(), attributes()),
         ),
         0..3,
     )
     .prop_map(|resources| ExportTraceServiceRequest {
         resource_spans: resources
             .into_iter()
-            .map(|(mut attributes, service, spans)| {
-                attributes.push(KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue(service)),
-                    }),
-                    ..Default::default()
-                });
-                ResourceSpans {
-                    resource: Some(Resource {
-                        attributes,
+            .map(
+                |(mut attributes, service, spans, (scope_name, scope_attributes))| {
+                    attributes.push(KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(service)),
+                        }),
                         ..Default::default()
-                    }),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(InstrumentationScope::default()),
-                        spans,
+                    });
+                    ResourceSpans {
+                        resource: Some(Resource {
+                            attributes,
+                            ..Default::default()
+                        }),
+                        scope_spans: vec![ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                version: scope_name.clone(),
+                                name: scope_name,
+                                attributes: scope_attributes,
+                                ..Default::default()
+                            }),
+                            spans,
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }
-            })
+                    }
+                },
+            )
             .collect(),
     })
 }
@@ -214,26 +233,67 @@ fn same_as_reference(body: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Decodes and converts, as ingest does: it may fail, never panic.
-fn decode_and_convert(body: &[u8]) {
-    if let Ok(request) = ExportTraceServiceRequest::decode(body) {
+/// Decodes and converts, as ingest does: it may fail, never panic. Read in place, a body
+/// gives what prost decodes, or is left to prost; never one prost refuses.
+fn decode_and_convert(body: &[u8]) -> Result<(), TestCaseError> {
+    let decoded = ExportTraceServiceRequest::decode(body);
+    match (wire::read(body), &decoded) {
+        (Some(read), Ok(decoded)) => same_views(&read, &wire::Request::of(decoded))?,
+        (Some(_), Err(error)) => prop_assert!(false, "read a body prost refuses: {error}"),
+        (None, _) => {}
+    }
+    if let Ok(request) = decoded {
         let _ = convert(&request, NOW_NS, &Limits::default());
     }
+    Ok(())
+}
+
+/// Two views of a request store the same spans and report the same namespaces and groups.
+fn same_views(read: &wire::Request<'_>, decoded: &wire::Request<'_>) -> Result<(), TestCaseError> {
+    let summary = |converted: Result<Converted, _>| {
+        converted.map(|c| {
+            (
+                c.batch,
+                c.accepted,
+                c.rejected,
+                c.reasons,
+                c.truncated_values,
+            )
+        })
+    };
+    let ours = summary(convert_views(read, NOW_NS, &Limits::default()));
+    let theirs = summary(convert_views(decoded, NOW_NS, &Limits::default()));
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => prop_assert_eq!(ours, theirs),
+        (ours, theirs) => prop_assert_eq!(ours.is_ok(), theirs.is_ok()),
+    }
+    prop_assert_eq!(
+        reported_namespaces(read).collect::<Vec<_>>(),
+        reported_namespaces(decoded).collect::<Vec<_>>()
+    );
+    prop_assert_eq!(
+        reported_consumer_groups(read).collect::<Vec<_>>(),
+        reported_consumer_groups(decoded).collect::<Vec<_>>()
+    );
+    Ok(())
 }
 
 proptest! {
     #[test]
     fn protobuf_bodies_convert_or_are_refused(request in request(), changes in mutations()) {
-        // Unchanged, a request converts.
+        // Unchanged, a request converts, and is read in place.
         prop_assert!(convert(&request, NOW_NS, &Limits::default()).is_ok());
         let mut body = request.encode_to_vec();
+        let read = wire::read(&body);
+        prop_assert!(read.is_some(), "an exporter's body is left to prost");
+        same_views(&read.unwrap(), &wire::Request::of(&request))?;
         mutate(&mut body, &changes);
-        decode_and_convert(&body);
+        decode_and_convert(&body)?;
     }
 
     #[test]
     fn raw_protobuf_bytes_are_refused_or_converted(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-        decode_and_convert(&body);
+        decode_and_convert(&body)?;
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 //!
-//! Written out instead of generated so the codec can answer a body that does not decode with
-//! `INVALID_ARGUMENT` (tonic's prost codec says `INTERNAL`) and count the bytes received.
+//! Written out instead of generated so that the codec hands over the message still encoded,
+//! for ingest to read in place, answers a body that does not decode with `INVALID_ARGUMENT`
+//! (tonic's prost codec says `INTERNAL`), and counts the bytes received.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,10 +10,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Buf;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
@@ -106,14 +105,16 @@ where
 
 struct ExportMethod(Arc<Ingest>);
 
-impl UnaryService<ExportTraceServiceRequest> for ExportMethod {
+/// The request's message, still encoded: ingest reads it in place.
+impl UnaryService<Bytes> for ExportMethod {
     type Response = ExportTraceServiceResponse;
     type Future = BoxFuture<Result<tonic::Response<Self::Response>, Status>>;
 
-    fn call(&mut self, request: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.0.clone();
         Box::pin(async move {
-            match ingest.export(request.into_inner()).await {
+            let invalid = |error| format!("body is not an ExportTraceServiceRequest: {error}");
+            match ingest.export_protobuf(request.into_inner(), invalid).await {
                 Ok(response) => Ok(tonic::Response::new(response)),
                 Err(error) => Err(error.grpc_status()),
             }
@@ -128,7 +129,7 @@ struct ExportCodec {
 
 impl Codec for ExportCodec {
     type Encode = ExportTraceServiceResponse;
-    type Decode = ExportTraceServiceRequest;
+    type Decode = Bytes;
     type Encoder = ResponseEncoder;
     type Decoder = RequestDecoder;
 
@@ -162,7 +163,7 @@ struct RequestDecoder {
 }
 
 impl Decoder for RequestDecoder {
-    type Item = ExportTraceServiceRequest;
+    type Item = Bytes;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
@@ -175,13 +176,6 @@ impl Decoder for RequestDecoder {
             .expect("not poisoned")
             .set(src.remaining())
             .map_err(|error| error.grpc_status())?;
-        ExportTraceServiceRequest::decode(src)
-            .map(Some)
-            .map_err(|error| {
-                metrics.requests_invalid.add(1);
-                Status::invalid_argument(format!(
-                    "body is not an ExportTraceServiceRequest: {error}"
-                ))
-            })
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

@@ -104,8 +104,17 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
         Ok(body) => decode(&state, &headers, body, format, &mut charge),
         Err(error) => Err(error),
     };
-    match decoded {
-        Ok(request) => match state.ingest.export(request).await {
+    let exported = match decoded {
+        Ok(Decoded::Protobuf(body)) => {
+            let invalid =
+                |error| format!("body is not a protobuf ExportTraceServiceRequest: {error}");
+            Ok(state.ingest.export_protobuf(body, invalid).await)
+        }
+        Ok(Decoded::Json(request)) => Ok(state.ingest.export(request).await),
+        Err(error) => Err(error),
+    };
+    match exported {
+        Ok(exported) => match exported {
             Ok(response) => {
                 let (content_type, body) = match format {
                     Format::Protobuf => ("application/x-protobuf", response.encode_to_vec()),
@@ -166,13 +175,20 @@ async fn read_body(
     Ok(Bytes::from(buffer))
 }
 
+/// A body as the ingest core takes it: protobuf still encoded (read in place there), JSON
+/// decoded.
+enum Decoded {
+    Protobuf(Bytes),
+    Json(ExportTraceServiceRequest),
+}
+
 fn decode(
     state: &HttpState,
     headers: &HeaderMap,
     body: Bytes,
     format: Format,
     charge: &mut Charge,
-) -> Result<ExportTraceServiceRequest, IngestError> {
+) -> Result<Decoded, IngestError> {
     let limit = state.max_message_size;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -186,12 +202,10 @@ fn decode(
         other => return Err(IngestError::UnsupportedEncoding(other.to_string())),
     };
     match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|error| {
-            IngestError::InvalidRequest(format!(
-                "body is not a protobuf ExportTraceServiceRequest: {error}"
-            ))
-        }),
-        Format::Json => json::decode_request(&body).map_err(IngestError::InvalidRequest),
+        Format::Protobuf => Ok(Decoded::Protobuf(body)),
+        Format::Json => json::decode_request(&body)
+            .map(Decoded::Json)
+            .map_err(IngestError::InvalidRequest),
     }
 }
 

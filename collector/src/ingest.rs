@@ -8,10 +8,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use crate::convert::{Limits, convert, count_spans, reported_consumer_groups, reported_namespaces};
+use bytes::Bytes;
+use prost::Message;
+
+use crate::convert::{Limits, convert_views, reported_consumer_groups, reported_namespaces};
 use crate::error::IngestError;
 use crate::inflight::InflightBudget;
 use crate::metrics::IngestMetrics;
+use crate::wire;
 
 /// Validates, converts and stores export requests. Transports only decode and encode.
 #[derive(Debug)]
@@ -53,13 +57,41 @@ impl Ingest {
 
     /// Stores the valid spans of `request` and answers once they are in the WAL. Invalid
     /// spans are left out and reported as a partial success.
-    #[tracing::instrument(skip_all, fields(spans))]
     pub async fn export(
         &self,
         request: ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, IngestError> {
+        self.export_views(wire::Request::of(&request)).await
+    }
+
+    /// [`Self::export`] of a protobuf body, read in place. A body that does not decode is
+    /// counted as invalid and refused with `invalid`'s text for prost's error.
+    pub async fn export_protobuf(
+        &self,
+        body: Bytes,
+        invalid: impl FnOnce(prost::DecodeError) -> String,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let decoded;
+        let request = match wire::read(&body) {
+            Some(request) => request,
+            None => {
+                decoded = ExportTraceServiceRequest::decode(&body[..]).map_err(|error| {
+                    self.metrics.requests_invalid.add(1);
+                    IngestError::InvalidRequest(invalid(error))
+                })?;
+                wire::Request::of(&decoded)
+            }
+        };
+        self.export_views(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(spans))]
+    async fn export_views(
+        &self,
+        request: wire::Request<'_>,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
         let started = Instant::now();
-        let total = count_spans(&request);
+        let total = request.span_count();
         tracing::Span::current().record("spans", total);
         self.metrics.spans_received.add(total as u64);
         if total == 0 {
@@ -71,7 +103,7 @@ impl Ingest {
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let converted = convert(&request, now_ns, &self.limits).inspect_err(|_| {
+        let converted = convert_views(&request, now_ns, &self.limits).inspect_err(|_| {
             self.metrics.requests_failed.add(1);
         })?;
         if let Some(batch) = converted.batch {

@@ -20,6 +20,7 @@ mod metrics;
 mod pairer;
 mod pending;
 mod to_otlp;
+mod wire;
 
 pub use auth::{AuthListener, Denied, Scope, TokenSpec, Tokens, presented_token};
 pub use client::{OtlpClient, int_attribute, text_attribute};
