@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use crate::common::requests::{hex, numbered_span, request};
-use crate::common::{Server, grpc_export};
+use crate::common::{Server, grpc_export, metric};
 use bytes::Bytes;
 use callwatch_collector::RpcStatus;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -85,6 +85,11 @@ async fn http_refuses_bad_requests_with_the_right_status_and_keeps_serving() {
         "not a protobuf ExportTraceServiceRequest",
     )
     .await;
+    assert_eq!(
+        metric(&server, "callwatch_ingest_requests_invalid_total").await,
+        1.0,
+        "counted once"
+    );
     still_serving(&server, 1, &mut accepted).await;
 
     let response = post(&server, JSON, None, b"{\"resourceSpans\": [".to_vec()).await;
@@ -189,6 +194,11 @@ async fn grpc_refuses_bad_requests_with_the_right_code_and_keeps_serving() {
             .contains("not an ExportTraceServiceRequest"),
         "{}",
         status.message()
+    );
+    assert_eq!(
+        metric(&server, "callwatch_ingest_requests_invalid_total").await,
+        1.0,
+        "counted once"
     );
 
     let status = grpc_export(&url, Bytes::from(vec![0; 100 * 1024]))

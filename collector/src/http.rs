@@ -108,28 +108,25 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
         Ok(Decoded::Protobuf(body)) => {
             let invalid =
                 |error| format!("body is not a protobuf ExportTraceServiceRequest: {error}");
-            Ok(state.ingest.export_protobuf(body, invalid).await)
+            state.ingest.export_protobuf(body, invalid).await
         }
-        Ok(Decoded::Json(request)) => Ok(state.ingest.export(request).await),
-        Err(error) => Err(error),
-    };
-    match exported {
-        Ok(exported) => match exported {
-            Ok(response) => {
-                let (content_type, body) = match format {
-                    Format::Protobuf => ("application/x-protobuf", response.encode_to_vec()),
-                    Format::Json => ("application/json", json::encode_response(&response)),
-                };
-                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
-            }
-            Err(error) => reply_error(&error, format),
-        },
+        Ok(Decoded::Json(request)) => state.ingest.export(request).await,
         Err(error) => {
             if error.is_client_fault() {
                 metrics.requests_invalid.add(1);
             }
-            reply_error(&error, format)
+            return reply_error(&error, format);
         }
+    };
+    match exported {
+        Ok(response) => {
+            let (content_type, body) = match format {
+                Format::Protobuf => ("application/x-protobuf", response.encode_to_vec()),
+                Format::Json => ("application/json", json::encode_response(&response)),
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Err(error) => reply_error(&error, format),
     }
 }
 

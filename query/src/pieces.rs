@@ -9,8 +9,9 @@
 //! An hour is kept up to date as calls arrive: a new hot batch's pieces are added to it,
 //! and a segment flushed from hot batches, or compacted from segments, takes their place
 //! without being read. Warming takes every batch as it is published, so that one flushed
-//! before warming came to it is still added from memory, not read back with its segment. To make room, the narrow widths of the hours looked at longest ago
-//! go first; an hour is read again only when a window needs a width it no longer has.
+//! before warming came to it is still added from memory, not read back with its segment.
+//! To make room, the narrow widths of the hours looked at longest ago go first; an hour is
+//! read again only when a window needs a width it no longer has.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
