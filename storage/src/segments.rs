@@ -674,7 +674,20 @@ fn encode_segments(
             });
         }
     }
-    keys.sort_unstable_by_key(|k| (k.hour, k.trace, k.start));
+    match table {
+        // Each row group in trace-id order, the row groups in the order spans arrived:
+        // a look-up is pruned by each row group's bloom filter, then by its pages' min/max,
+        // and gathering a row group reads from the few batches it came from, not from all.
+        Table::Spans => {
+            keys.sort_by_key(|k| k.hour);
+            for hour in keys.chunk_by_mut(|a, b| a.hour == b.hour) {
+                for group in hour.chunks_mut(ROW_GROUP_ROWS) {
+                    group.sort_unstable_by_key(|k| (k.trace, k.start));
+                }
+            }
+        }
+        Table::Calls => keys.sort_unstable_by_key(|k| (k.hour, k.start)),
+    }
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     keys.chunk_by(|a, b| a.hour == b.hour)
         .map(|rows| encode_one(table, &sources, rows, zstd_level, node))
