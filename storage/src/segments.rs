@@ -2,7 +2,8 @@
 //!
 //! A segment holds the rows of one table for one UTC hour at
 //! `<table>/dt=YYYY-MM-DD/hr=HH/<id>.parquet` (Hive-style, so DuckDB and pyarrow read the tree
-//! as one table): spans sorted by trace id then start time, calls by start time.
+//! as one table): spans in row groups each sorted by trace id then start time, the row groups
+//! in the order the spans arrived; calls sorted by start time.
 //!
 //! Each node (a collector with its own data directory) writes files named with its node id
 //! and its own manifest, `_callwatch/nodes/<node>/manifest.json`, so that several nodes can
@@ -47,7 +48,8 @@ const ADOPTED_FILE: &str = "adopted";
 /// The one manifest of a bucket written before node ids.
 const LEGACY_MANIFEST_PATH: &str = "_callwatch/manifest.json";
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
-/// Rows per Parquet row group: small enough that min/max on the sorted `trace_id` prunes well.
+/// Rows per Parquet row group: small enough that a bloom filter and min/max on the sorted
+/// `trace_id` pages prune well.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// The tables kept in segments.
@@ -639,8 +641,9 @@ struct RowKey {
     row: u32,
 }
 
-/// Pure CPU work of a flush or compaction: order every row by (hour, trace id, start time)
-/// for spans, by (hour, start time) for calls, and encode one Parquet file per hour. Rows are
+/// Pure CPU work of a flush or compaction: order the rows of spans by hour, then each row
+/// group's by (trace id, start time); calls by (hour, start time); and encode one Parquet
+/// file per hour. Rows are
 /// gathered one row group at a time, so the extra memory is a row group, not a copy of
 /// everything.
 fn encode_segments(
@@ -821,6 +824,71 @@ fn encode_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spans `first..first + count` of one hour, with trace ids in no order.
+    fn spans(first: u64, count: u64) -> RecordBatch {
+        let mut builder = crate::SpansBuilder::with_capacity(count as usize);
+        for n in first..first + count {
+            let trace_id = format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            builder
+                .append(&crate::SpanRow {
+                    trace_id: &trace_id,
+                    span_id: &format!("{:016x}", n + 1),
+                    service_name: "a",
+                    span_name: "GET /",
+                    span_kind: "SERVER",
+                    start_ns: 1_795_000_000_000_000_000 + n as i64,
+                    end_ns: 1_795_000_000_000_000_000 + n as i64 + 1_000,
+                    status_code: "UNSET",
+                    ..crate::SpanRow::default()
+                })
+                .unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    fn trace_ids(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b
+                    .column_by_name(schema::TRACE_ID)
+                    .unwrap()
+                    .as_string::<i32>();
+                ids.iter()
+                    .map(|id| id.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_row_group_of_spans_is_in_trace_id_order_and_holds_the_spans_that_came_together() {
+        let per_batch = 1_000;
+        let batches: Vec<RecordBatch> = (0..70).map(|b| spans(b * per_batch, per_batch)).collect();
+        let written = encode_segments(Table::Spans, &batches, 1, "a").unwrap();
+        assert_eq!(written.len(), 1, "one hour");
+        let reader = |groups: Vec<usize>| {
+            ParquetRecordBatchReaderBuilder::try_new(written[0].1.clone())
+                .unwrap()
+                .with_row_groups(groups)
+                .build()
+                .unwrap()
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .unwrap()
+        };
+        let first = trace_ids(&reader(vec![0]));
+        let second = trace_ids(&reader(vec![1]));
+        assert_eq!(first.len(), ROW_GROUP_ROWS);
+        assert_eq!(first.len() + second.len(), 70_000);
+        assert!(first.is_sorted() && second.is_sorted());
+        // The first row group holds exactly the first spans to arrive.
+        let mut arrived = trace_ids(&batches);
+        let later = arrived.split_off(ROW_GROUP_ROWS);
+        arrived.sort();
+        assert_eq!(first, arrived);
+        assert!(later.iter().all(|id| second.contains(id)));
+    }
 
     #[test]
     fn a_file_name_tells_its_node() {
