@@ -33,12 +33,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use callwatch_storage::{CallDeriver, CallRow, CallType, Interner, NodeKind};
+use callwatch_storage::{CallDeriver, CallRow, CallType, Interner, NodeKind, PendingState};
 use foldhash::{HashMap, HashSet};
 
 use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally, connection_type};
 use crate::halves::{Half, LastResource, Side, SpanColumns};
-use crate::pending::Key;
+use crate::pending::{Key, Parts, Saved};
 
 #[derive(Debug, Clone)]
 pub struct PairingConfig {
@@ -72,6 +72,8 @@ struct Waiting {
     /// A producer: the consumer groups that read its message, as bits of its destination's
     /// [`Groups`].
     read_by: u64,
+    /// Where a checkpoint saved it; `None` until the next one does.
+    saved: Option<Saved>,
 }
 
 /// The consumer groups (consumer services) seen reading one destination, and when the last
@@ -92,8 +94,9 @@ pub struct Pairer {
     /// Boxed: the map moves its entries when it grows or sweeps removed ones, and a
     /// pointer moves faster than a half.
     starters: HashMap<Key, Box<Waiting>>,
-    /// Server and consumer halves by the key of the span they answer.
-    answers: HashMap<Key, Vec<(Half, Instant)>>,
+    /// Server and consumer halves by the key of the span they answer, with when they began
+    /// to wait and where a checkpoint saved them.
+    answers: HashMap<Key, Vec<(Half, Instant, Option<Saved>)>>,
     answer_count: usize,
     /// Keys in the order they started waiting, and whether a starter (not an answer) waits
     /// there: expiry walks it from the front.
@@ -137,6 +140,11 @@ pub struct Pairer {
     calls: Vec<CallRow>,
     /// Client calls that began to wait since the last take, as their clients tell them.
     unpaired: Vec<CallRow>,
+    /// The parts checkpoints saved waiting halves in, and which of those still wait.
+    parts: Parts,
+    /// Keys of halves that began to wait, or changed, since the last checkpoint, and whether
+    /// a starter waits there: the next part is written from them.
+    unsaved: Vec<(Key, bool)>,
 }
 
 /// Above this many distinct names the interner starts over (names in flight stay shared by
@@ -169,6 +177,8 @@ impl Pairer {
             servers_of_peers: HashMap::default(),
             calls: Vec::new(),
             unpaired: Vec::new(),
+            parts: Parts::default(),
+            unsaved: Vec::new(),
         }
     }
 
@@ -245,7 +255,8 @@ impl Pairer {
         let key = (half.trace_id, half.span_id);
         if let Some(answers) = self.answers.remove(&key) {
             self.answer_count -= answers.len();
-            for (answer, _) in answers {
+            for (answer, _, saved) in answers {
+                self.parts.forget(saved);
                 let call = self.paired(&half, &answer);
                 read_by |= self.read_by(&half, &answer, now);
                 self.emit(call);
@@ -263,7 +274,7 @@ impl Pairer {
             _ => {}
         }
         self.make_room();
-        self.wait_for_answer(half, paired, read_by, now);
+        self.wait_for_answer(half, paired, read_by, now, None);
     }
 
     /// Learns that `service` reads `destination`; the bit of its group there (0 past
@@ -342,7 +353,7 @@ impl Pairer {
         let producer = waiting.half.clone();
         let read_by = waiting.read_by | self.read_by(&producer, consumer, now);
         if self.read_by_all(&producer, read_by, now) {
-            self.starters.remove(&key);
+            self.remove_starter(&key);
         } else if let Some(waiting) = self.starters.get_mut(&key) {
             waiting.read_by = read_by;
         }
@@ -367,25 +378,71 @@ impl Pairer {
     }
 
     /// `since` is never before that of the halves already waiting: the queue stays in order.
-    fn wait_for_answer(&mut self, half: Half, paired: bool, read_by: u64, since: Instant) {
+    /// `saved`: where a checkpoint saved it, for a half restored from one.
+    fn wait_for_answer(
+        &mut self,
+        half: Half,
+        paired: bool,
+        read_by: u64,
+        since: Instant,
+        saved: Option<Saved>,
+    ) {
         let key = (half.trace_id, half.span_id);
         self.queue.push_back((since, key, true));
-        self.starters.insert(
-            key,
-            Box::new(Waiting {
-                half,
-                since,
-                paired,
-                held: false,
-                read_by,
-            }),
-        );
+        if saved.is_none() {
+            self.unsaved.push((key, true));
+        }
+        let waiting = Box::new(Waiting {
+            half,
+            since,
+            paired,
+            held: false,
+            read_by,
+            saved,
+        });
+        if let Some(replaced) = self.starters.insert(key, waiting) {
+            self.parts.forget(replaced.saved);
+        }
     }
 
-    fn wait_for_starter(&mut self, key: Key, half: Half, since: Instant) {
+    fn wait_for_starter(&mut self, key: Key, half: Half, since: Instant, saved: Option<Saved>) {
         self.queue.push_back((since, key, false));
-        self.answers.entry(key).or_default().push((half, since));
+        if saved.is_none() {
+            self.unsaved.push((key, false));
+        }
+        self.answers
+            .entry(key)
+            .or_default()
+            .push((half, since, saved));
         self.answer_count += 1;
+    }
+
+    /// Whether a half no part holds yet waits under `key`.
+    fn waits_unsaved(&self, key: Key, starter: bool) -> bool {
+        if starter {
+            self.starters.get(&key).is_some_and(|w| w.saved.is_none())
+        } else {
+            (self.answers.get(&key)).is_some_and(|answers| answers.iter().any(|a| a.2.is_none()))
+        }
+    }
+
+    /// Takes the starter waiting under `key` out of the waiting halves.
+    fn remove_starter(&mut self, key: &Key) -> Option<Box<Waiting>> {
+        let waiting = self.starters.remove(key)?;
+        self.parts.forget(waiting.saved);
+        Some(waiting)
+    }
+
+    /// A waiting producer met a consumer: saved again, since its end is no longer the same.
+    fn mark_paired(waiting: &mut Waiting, parts: &mut Parts, unsaved: &mut Vec<(Key, bool)>) {
+        if waiting.paired {
+            return;
+        }
+        waiting.paired = true;
+        if let Some(saved) = waiting.saved.take() {
+            parts.forget(Some(saved));
+            unsaved.push(((waiting.half.trace_id, waiting.half.span_id), true));
+        }
     }
 
     fn take_answer(&mut self, mut half: Half, batch: &mut [Option<Waiting>], now: Instant) {
@@ -430,17 +487,17 @@ impl Pairer {
         }
         let starter = match self.starters.get_mut(&key) {
             Some(waiting) if waiting.half.side == Side::Client => {
-                self.starters.remove(&key).expect("just found").half
+                self.remove_starter(&key).expect("just found").half
             }
             // Past its wait, a producer held for other collectors' orphans answers only
             // those: a late consumer here is what it is with one collector.
             Some(waiting) if !waiting.held => {
-                waiting.paired = true;
+                Self::mark_paired(waiting, &mut self.parts, &mut self.unsaved);
                 waiting.half.clone()
             }
             _ => {
                 self.make_room();
-                self.wait_for_starter(key, half.clone(), now);
+                self.wait_for_starter(key, half.clone(), now, None);
                 return;
             }
         };
@@ -674,6 +731,15 @@ impl Pairer {
             self.siblings_since = now;
         }
         self.metrics.merge_edges(std::mem::take(&mut self.edges));
+        // Without checkpoints (flushes failing), keys of halves long gone would pile up.
+        if self.unsaved.len() > 2 * self.pending_count() + 4096 {
+            let mut unsaved = std::mem::take(&mut self.unsaved);
+            // A key waited at again is there twice.
+            unsaved.sort_unstable();
+            unsaved.dedup();
+            unsaved.retain(|&(key, starter)| self.waits_unsaved(key, starter));
+            self.unsaved = unsaved;
+        }
         if self.names.len() > MAX_NAMES {
             self.names.clear();
         }
@@ -699,7 +765,7 @@ impl Pairer {
                         self.held.push_back((since, key));
                         return 0;
                     }
-                    let waiting = self.starters.remove(&key).expect("just found");
+                    let waiting = self.remove_starter(&key).expect("just found");
                     if !waiting.paired {
                         self.settle_starter(&waiting.half);
                     }
@@ -710,14 +776,15 @@ impl Pairer {
         } else if let Some(answers) = self.answers.get_mut(&key) {
             let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(answers)
                 .into_iter()
-                .partition(|(_, at)| *at <= cutoff);
+                .partition(|(_, at, _)| *at <= cutoff);
             *answers = kept;
             if answers.is_empty() {
                 self.answers.remove(&key);
             }
             self.answer_count -= expired.len();
             let settled = expired.len();
-            for (half, _) in expired {
+            for (half, _, saved) in expired {
+                self.parts.forget(saved);
                 // A link to another trace's message: another collector may hold it.
                 if self.config.remote_wait.is_some() && key.0 != half.trace_id {
                     self.metrics.orphans_written.add(1);
@@ -751,7 +818,7 @@ impl Pairer {
     fn settle_held(&mut self, since: Instant, key: Key) -> usize {
         match self.starters.get(&key) {
             Some(waiting) if waiting.since == since && waiting.held => {
-                let waiting = self.starters.remove(&key).expect("just found");
+                let waiting = self.remove_starter(&key).expect("just found");
                 if !waiting.paired {
                     self.settle_starter(&waiting.half);
                 }
@@ -841,8 +908,54 @@ fn grpc_code_name(code: i64) -> &'static str {
 }
 
 impl CallDeriver for Pairer {
-    fn restore(&mut self, pending: &[u8]) -> Result<(), String> {
-        let pending = crate::pending::decode(pending, &mut self.names)?;
+    fn restore(&mut self, index: &[u8], parts: &[(u64, Vec<u8>)]) -> Result<(), String> {
+        enum Restored {
+            Starter(Half, bool),
+            Answer(Key, Half),
+        }
+        // Each half with its arrival and where it is saved.
+        let mut halves: Vec<(Option<u64>, Restored, Option<Saved>)> = Vec::new();
+        if Parts::is_index(index) {
+            let waiting = Parts::decode(index)?;
+            for id in waiting.ids() {
+                let (_, bytes) = parts
+                    .iter()
+                    .find(|(part, _)| *part == id)
+                    .ok_or_else(|| format!("part {id} of the waiting halves is missing"))?;
+                let part = crate::pending::decode(bytes, &mut self.names)
+                    .map_err(|error| format!("part {id}: {error}"))?;
+                let starters = part.starters.len();
+                let saved = |index: usize| Saved {
+                    part: id,
+                    index: index as u32,
+                };
+                for (index, (half, paired, arrived)) in part.starters.into_iter().enumerate() {
+                    let saved = saved(index);
+                    if waiting.waits(saved) {
+                        halves.push((arrived, Restored::Starter(half, paired), Some(saved)));
+                    }
+                }
+                for (index, (key, half, arrived)) in part.answers.into_iter().enumerate() {
+                    let saved = saved(starters + index);
+                    if waiting.waits(saved) {
+                        halves.push((arrived, Restored::Answer(key, half), Some(saved)));
+                    }
+                }
+            }
+            self.parts = waiting;
+        } else {
+            // A whole file of halves, from before parts: the next checkpoint saves them anew.
+            let pending = crate::pending::decode(index, &mut self.names)?;
+            halves.extend(
+                (pending.starters.into_iter()).map(|(half, paired, arrived)| {
+                    (arrived, Restored::Starter(half, paired), None)
+                }),
+            );
+            halves.extend(
+                (pending.answers.into_iter())
+                    .map(|(key, half, arrived)| (arrived, Restored::Answer(key, half), None)),
+            );
+        }
         let (now, wall) = (Instant::now(), unix_ms());
         // A restored half waits what it had left, but at least half a wait after the
         // restart: its partner may have been retried while the server was down.
@@ -851,24 +964,13 @@ impl CallDeriver for Pairer {
             let waited = Duration::from_millis(arrived.map_or(0, |a| wall.saturating_sub(a)));
             now.checked_sub(waited.min(most_waited)).unwrap_or(now)
         };
-        enum Restored {
-            Starter(Half, bool),
-            Answer(Key, Half),
-        }
-        let mut restored: Vec<(Instant, Restored)> = pending
-            .starters
+        let mut restored: Vec<(Instant, Restored, Option<Saved>)> = halves
             .into_iter()
-            .map(|(half, paired, arrived)| (since(arrived), Restored::Starter(half, paired)))
-            .chain(
-                pending
-                    .answers
-                    .into_iter()
-                    .map(|(key, half, arrived)| (since(arrived), Restored::Answer(key, half))),
-            )
+            .map(|(arrived, half, saved)| (since(arrived), half, saved))
             .collect();
         // Into the queue in the order they began to wait, which expiry relies on.
-        restored.sort_by_key(|(since, _)| *since);
-        for (since, restored) in restored {
+        restored.sort_by_key(|(since, _, _)| *since);
+        for (since, restored, saved) in restored {
             match restored {
                 Restored::Starter(half, paired) => {
                     // What was known of its destination before the restart: it has
@@ -877,9 +979,9 @@ impl CallDeriver for Pairer {
                         self.consumed.insert(destination.clone());
                         self.batch_destinations.insert(destination.clone());
                     }
-                    self.wait_for_answer(half, paired, 0, since)
+                    self.wait_for_answer(half, paired, 0, since, saved)
                 }
-                Restored::Answer(key, half) => self.wait_for_starter(key, half, since),
+                Restored::Answer(key, half) => self.wait_for_starter(key, half, since, saved),
             }
         }
         self.metrics.set_pending(self.pending_count());
@@ -923,6 +1025,7 @@ impl CallDeriver for Pairer {
                     paired: false,
                     held: false,
                     read_by: 0,
+                    saved: None,
                 })
             })
             .collect();
@@ -965,7 +1068,7 @@ impl CallDeriver for Pairer {
             self.learn_batch_destination(&half);
             let starter = match self.starters.get_mut(&key) {
                 Some(waiting) if waiting.half.side == Side::Producer => {
-                    waiting.paired = true;
+                    Self::mark_paired(waiting, &mut self.parts, &mut self.unsaved);
                     waiting.half.clone()
                 }
                 // A client, or nothing: not this collector's message.
@@ -980,21 +1083,56 @@ impl CallDeriver for Pairer {
         Ok(())
     }
 
-    fn pending(&self) -> Vec<u8> {
+    fn pending(&mut self) -> PendingState {
         let (now, wall) = (Instant::now(), unix_ms());
         let arrived = |since: Instant| {
             wall.saturating_sub(u64::try_from(now.duration_since(since).as_millis()).unwrap_or(0))
         };
-        let mut encoder = crate::pending::Encoder::with_capacity(self.pending_count());
-        for waiting in self.starters.values() {
-            encoder.starter(&waiting.half, waiting.paired, arrived(waiting.since));
-        }
-        for (key, halves) in &self.answers {
-            for (half, since) in halves {
-                encoder.answer(*key, half, arrived(*since));
+        // Only the halves no part holds yet are written: starters first, then answers.
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let part = self.parts.next_id();
+        let mut encoder = crate::pending::Encoder::with_capacity(unsaved.len());
+        let mut written = 0;
+        for &(key, _) in unsaved.iter().filter(|(_, starter)| *starter) {
+            if let Some(waiting) = self.starters.get_mut(&key)
+                && waiting.saved.is_none()
+            {
+                encoder.starter(&waiting.half, waiting.paired, arrived(waiting.since));
+                waiting.saved = Some(Saved {
+                    part,
+                    index: written,
+                });
+                written += 1;
             }
         }
-        encoder.finish(self.starters.len(), self.answer_count)
+        let starters = written;
+        for &(key, _) in unsaved.iter().filter(|(_, starter)| !*starter) {
+            let Some(answers) = self.answers.get_mut(&key) else {
+                continue;
+            };
+            for (half, since, saved) in answers.iter_mut().filter(|(_, _, s)| s.is_none()) {
+                encoder.answer(key, half, arrived(*since));
+                *saved = Some(Saved {
+                    part,
+                    index: written,
+                });
+                written += 1;
+            }
+        }
+        let new_part = (written > 0).then(|| {
+            self.parts.add(written);
+            let bytes = encoder.finish(starters as usize, (written - starters) as usize);
+            (part, bytes)
+        });
+        // The list's room is kept for the next checkpoint, unless one burst made it large.
+        self.unsaved = unsaved;
+        self.unsaved.clear();
+        self.unsaved.shrink_to(1 << 16);
+        PendingState {
+            new_part,
+            index: self.parts.encode(),
+            parts: self.parts.ids(),
+        }
     }
 
     fn memory_bytes(&self) -> usize {
@@ -1005,12 +1143,13 @@ impl CallDeriver for Pairer {
             * (size_of::<Key>() + size_of::<Box<Waiting>>() + 1)
             + self.starters.len() * size_of::<Waiting>();
         let answers = self.answers.capacity()
-            * (size_of::<Key>() + size_of::<Vec<(Half, Instant)>>() + 1)
-            + self.answer_count * size_of::<(Half, Instant)>();
+            * (size_of::<Key>() + size_of::<Vec<(Half, Instant, Option<Saved>)>>() + 1)
+            + self.answer_count * size_of::<(Half, Instant, Option<Saved>)>();
         let queue = self.queue.capacity() * size_of::<(Instant, Key, bool)>()
             + self.held.capacity() * size_of::<(Instant, Key)>()
             + self.orphans.capacity() * size_of::<(Key, Half)>();
         let siblings = self.siblings.capacity() * (size_of::<u64>() + size_of::<u32>() + 1);
+        let saving = self.unsaved.capacity() * size_of::<(Key, bool)>() + self.parts.memory_bytes();
         let names = self.names.len() * NAME_BYTES;
         let peers = self.servers_of_peers.capacity() * (3 * size_of::<Arc<str>>() + 1);
         let groups: usize = self
@@ -1020,7 +1159,7 @@ impl CallDeriver for Pairer {
                 size_of::<(Arc<str>, Groups)>() + 1 + g.services.capacity() * size_of::<Arc<str>>()
             })
             .sum();
-        starters + answers + queue + siblings + names + peers + groups
+        starters + answers + queue + siblings + saving + names + peers + groups
     }
 }
 

@@ -1,12 +1,17 @@
 //! The waiting halves as a flush saves them: a compact binary form, since at full ingest
-//! rate hundreds of thousands of halves wait and every flush writes them all. Names are
-//! written once, in a table, and referred to by number.
+//! rate hundreds of thousands of halves wait. Names are written once, in a table, and
+//! referred to by number.
+//!
+//! A checkpoint writes a part, with the halves that began to wait since the one before, and
+//! an index ([`Parts`]) of which halves of which parts still wait: each half is written once,
+//! however many flushes it waits through.
 //!
 //! `CWP3`, names (count, then length-prefixed UTF-8), starters (count, then half, paired
 //! flag and arrival), answers (count, then key, half and arrival). An arrival is when the
 //! half began to wait, in Unix milliseconds. Integers are little-endian. `CWP2` files, without
 //! arrivals, and `CWP1` files, whose halves have no breaker name either, are still read.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use callwatch_storage::Interner;
@@ -328,6 +333,160 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Where a waiting half is saved: the part, and its place there (starters first, then
+/// answers, each in the order written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    pub part: u64,
+    pub index: u32,
+}
+
+const INDEX_MAGIC: &[u8; 4] = b"CWI1";
+
+/// The parts that still hold waiting halves, and which of their halves wait: one bit each.
+///
+/// `CWI1`, the part count, then each part's id, half count and bits (64 to a word).
+#[derive(Debug, Default)]
+pub struct Parts {
+    parts: BTreeMap<u64, Part>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct Part {
+    halves: u32,
+    bits: Vec<u64>,
+    waiting: u32,
+}
+
+impl Parts {
+    /// The id the next part gets.
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// A new part of `halves` halves, all waiting; its id.
+    pub fn add(&mut self, halves: u32) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        let mut bits = vec![u64::MAX; (halves as usize).div_ceil(64)];
+        if !halves.is_multiple_of(64)
+            && let Some(last) = bits.last_mut()
+        {
+            *last = (1 << (halves % 64)) - 1;
+        }
+        let part = Part {
+            halves,
+            bits,
+            waiting: halves,
+        };
+        if halves > 0 {
+            self.parts.insert(id, part);
+        }
+        id
+    }
+
+    /// The half saved at `saved` waits no more; a part with none left is dropped.
+    pub fn forget(&mut self, saved: Option<Saved>) {
+        let Some(saved) = saved else { return };
+        let Some(part) = self.parts.get_mut(&saved.part) else {
+            return;
+        };
+        let (word, bit) = (saved.index as usize / 64, saved.index % 64);
+        if let Some(word) = part.bits.get_mut(word)
+            && *word & (1 << bit) != 0
+        {
+            *word &= !(1 << bit);
+            part.waiting -= 1;
+            if part.waiting == 0 {
+                self.parts.remove(&saved.part);
+            }
+        }
+    }
+
+    pub fn waits(&self, saved: Saved) -> bool {
+        self.parts.get(&saved.part).is_some_and(|part| {
+            let (word, bit) = (saved.index as usize / 64, saved.index % 64);
+            part.bits.get(word).is_some_and(|w| w & (1 << bit) != 0)
+        })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.parts.keys().copied().collect()
+    }
+
+    /// Bytes of the bits, for the memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        self.parts.values().map(|p| p.bits.len() * 8 + 48).sum()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let words: usize = self.parts.values().map(|p| p.bits.len()).sum();
+        let mut out = Vec::with_capacity(8 + self.parts.len() * 12 + words * 8);
+        out.extend(INDEX_MAGIC);
+        out.extend((self.parts.len() as u32).to_le_bytes());
+        for (id, part) in &self.parts {
+            out.extend(id.to_le_bytes());
+            out.extend(part.halves.to_le_bytes());
+            for word in &part.bits {
+                out.extend(word.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Whether `bytes` is an index rather than a whole file of halves (from before parts).
+    pub fn is_index(bytes: &[u8]) -> bool {
+        bytes.starts_with(INDEX_MAGIC)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut reader = Reader {
+            bytes,
+            at: 0,
+            optional_names: 0,
+        };
+        if reader.take(4)? != INDEX_MAGIC {
+            return Err("not an index of waiting halves".into());
+        }
+        let count = reader.u32()?;
+        let mut parts = Self::default();
+        for _ in 0..count {
+            let id = reader.u64()?;
+            let halves = reader.u32()?;
+            let words = (halves as usize).div_ceil(64);
+            if words > (bytes.len() - reader.at) / 8 {
+                return Err(format!(
+                    "part {id}: {halves} halves cannot fit in what is left"
+                ));
+            }
+            let bits: Vec<u64> = (0..words).map(|_| reader.u64()).collect::<Result<_, _>>()?;
+            let waiting: u32 = bits.iter().map(|w| w.count_ones()).sum();
+            if waiting > halves {
+                return Err(format!("part {id}: more halves wait than it holds"));
+            }
+            parts.next = parts.next.max(id.saturating_add(1));
+            if waiting > 0 {
+                parts.parts.insert(
+                    id,
+                    Part {
+                        halves,
+                        bits,
+                        waiting,
+                    },
+                );
+            }
+        }
+        if reader.at != bytes.len() {
+            return Err(format!(
+                "{} bytes after the last part",
+                bytes.len() - reader.at
+            ));
+        }
+        Ok(parts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +542,40 @@ mod tests {
         let mut corrupt = bytes.clone();
         corrupt[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&corrupt, &mut names).is_err());
+    }
+
+    #[test]
+    fn an_index_says_which_halves_of_each_part_still_wait() {
+        let mut parts = Parts::default();
+        let first = parts.add(70);
+        let second = parts.add(3);
+        parts.forget(Some(Saved {
+            part: first,
+            index: 65,
+        }));
+        for index in 0..3 {
+            parts.forget(Some(Saved {
+                part: second,
+                index,
+            }));
+        }
+        let bytes = parts.encode();
+        let read = Parts::decode(&bytes).unwrap();
+        assert_eq!(
+            read.ids(),
+            vec![first],
+            "a part with nothing waiting is left out"
+        );
+        assert_eq!(read.next_id(), 1, "ids go on after the parts named");
+        let waits = |index| read.waits(Saved { part: first, index });
+        assert!(waits(0) && waits(64) && waits(69));
+        assert!(!waits(65) && !waits(70), "forgotten, and past the end");
+        for len in 0..bytes.len() {
+            assert!(Parts::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        let mut lying = bytes.clone();
+        lying[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Parts::decode(&lying).is_err(), "more halves than bytes");
     }
 
     #[test]

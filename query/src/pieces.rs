@@ -1258,7 +1258,7 @@ pub(crate) mod tests {
     }
 
     impl callwatch_storage::CallDeriver for CallPerSpan {
-        fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+        fn restore(&mut self, _: &[u8], _: &[(u64, Vec<u8>)]) -> Result<(), String> {
             Ok(())
         }
 
@@ -1274,8 +1274,8 @@ pub(crate) mod tests {
             std::mem::take(&mut self.calls)
         }
 
-        fn pending(&self) -> Vec<u8> {
-            Vec::new()
+        fn pending(&mut self) -> callwatch_storage::PendingState {
+            callwatch_storage::PendingState::default()
         }
     }
 

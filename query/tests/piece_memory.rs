@@ -62,7 +62,7 @@ fn varied_call(start_ns: i64) -> CallRow {
 }
 
 impl CallDeriver for VariedCalls {
-    fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, _: &[u8], _: &[(u64, Vec<u8>)]) -> Result<(), String> {
         Ok(())
     }
 
@@ -78,8 +78,8 @@ impl CallDeriver for VariedCalls {
         std::mem::take(&mut self.calls)
     }
 
-    fn pending(&self) -> Vec<u8> {
-        Vec::new()
+    fn pending(&mut self) -> callwatch_storage::PendingState {
+        callwatch_storage::PendingState::default()
     }
 }
 

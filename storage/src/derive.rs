@@ -5,6 +5,10 @@
 //! waiting for their partner and saves them with the segments, under the same manifest commit:
 //! on start the deriver is restored from that state and the WAL after it is fed again, so
 //! every call is derived once, whatever crashed when.
+//!
+//! The halves are saved a part at a time: each half is written once, in the part of the
+//! first checkpoint it waits at, and every checkpoint writes an index of which halves of
+//! which parts still wait. A flush writes the new part and the index, not every half.
 
 use std::time::Instant;
 
@@ -12,9 +16,21 @@ use arrow::record_batch::RecordBatch;
 
 use crate::CallRow;
 
+/// The waiting halves at a checkpoint.
+#[derive(Debug, Default)]
+pub struct PendingState {
+    /// The halves that began to wait since the last checkpoint and still wait, as a new part
+    /// (its id and bytes); `None` when there are none.
+    pub new_part: Option<(u64, Vec<u8>)>,
+    /// Which halves of which parts still wait.
+    pub index: Vec<u8>,
+    /// The parts the index names, the new one included.
+    pub parts: Vec<u64>,
+}
+
 pub trait CallDeriver: Send + 'static {
-    /// Restores the waiting halves that [`CallDeriver::pending`] encoded.
-    fn restore(&mut self, pending: &[u8]) -> Result<(), String>;
+    /// Restores the waiting halves of a [`PendingState`]: its index and the parts it names.
+    fn restore(&mut self, index: &[u8], parts: &[(u64, Vec<u8>)]) -> Result<(), String>;
 
     /// Takes a batch of spans (the `spans` schema).
     fn spans(&mut self, batch: &RecordBatch, now: Instant);
@@ -34,8 +50,9 @@ pub trait CallDeriver: Send + 'static {
         Vec::new()
     }
 
-    /// The halves still waiting, encoded for [`CallDeriver::restore`].
-    fn pending(&self) -> Vec<u8>;
+    /// The halves still waiting, for [`CallDeriver::restore`]. A part it returns is named by
+    /// the indexes that follow until its halves are gone, and is never returned again.
+    fn pending(&mut self) -> PendingState;
 
     /// Halves left alone here whose partner another node sharing the bucket may hold, taken
     /// since the last take, encoded for [`CallDeriver::remote_answers`]. Taken with each

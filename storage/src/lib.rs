@@ -23,7 +23,7 @@ pub use calls::{
     parse_trace_id, project,
 };
 pub use catalog::{Catalog, ConsumerGroups, Known};
-pub use derive::CallDeriver;
+pub use derive::{CallDeriver, PendingState};
 pub use error::{Result, StoreError};
 pub use location::SegmentLocation;
 pub use metrics::{

@@ -142,9 +142,13 @@ pub struct Manifest {
     /// Every WAL record up to this sequence number is in `segments`.
     pub flushed_through_seq: u64,
     pub segments: Vec<SegmentMeta>,
-    /// The call pairer's waiting halves as of `flushed_through_seq` (see `CallDeriver`).
+    /// The call pairer's waiting halves as of `flushed_through_seq` (see `CallDeriver`): the
+    /// index of which halves still wait...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
+    /// ...and the file of each part it names, by part id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_parts: BTreeMap<u64, String>,
     /// Files of halves this node's pairer left alone for the other nodes sharing the bucket
     /// (`CallDeriver::take_orphans`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -462,6 +466,7 @@ impl SegmentStore {
         let mut listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.path.as_str()).collect();
         listed.extend(manifest.pending.as_deref());
+        listed.extend(manifest.pending_parts.values().map(String::as_str));
         let owns_unnamed = manifest.segments.iter().any(|s| node_of(&s.path).is_none());
         let mut removed = 0;
         listed.extend(manifest.orphans.iter().map(String::as_str));
@@ -493,6 +498,20 @@ impl SegmentStore {
     /// manifest.
     pub async fn write_pending(&self, bytes: Vec<u8>) -> Result<String> {
         let path = format!("{PENDING_PREFIX}/{}.bin", file_id(&self.node));
+        put_durable(
+            &self.local,
+            Some(&self.local_dir),
+            &path,
+            Bytes::from(bytes),
+        )
+        .await?;
+        Ok(path)
+    }
+
+    /// Writes part `id` of the call pairer's waiting halves into the data directory; returns
+    /// its path for the manifest.
+    pub async fn write_pending_part(&self, id: u64, bytes: Vec<u8>) -> Result<String> {
+        let path = format!("{PENDING_PREFIX}/{}-part{id}.bin", file_id(&self.node));
         put_durable(
             &self.local,
             Some(&self.local_dir),

@@ -11,7 +11,8 @@
 //! order and publishes the calls it derives as hot `calls` batches, tagged with the flush
 //! epoch they belong to. A flush asks that thread for a checkpoint and writes the spans
 //! through the last batch the deriver had taken, the calls of the closed epochs and the
-//! deriver's waiting halves, under one manifest commit.
+//! deriver's waiting halves (a part with those new since the last checkpoint, and an index
+//! of those still waiting), under one manifest commit.
 //!
 //! A flush does not wait for a deriver far behind, as after a crash, when it takes the whole
 //! WAL again: it waits at most [`CHECKPOINT_PATIENCE`], and a checkpoint comes at the latest
@@ -263,6 +264,9 @@ struct Shared {
     orphans_unwritten: Mutex<Vec<Vec<u8>>>,
     /// ...and files of them written but not yet listed by a manifest.
     orphans_unlisted: Mutex<Vec<String>>,
+    /// Parts of waiting halves no manifest lists yet, by part id: kept from their checkpoint
+    /// until a flush commits them, whether or not that checkpoint's flush succeeds.
+    parts_unwritten: Mutex<BTreeMap<u64, Vec<u8>>>,
 }
 
 /// What the deriver thread is sent, in WAL order.
@@ -335,7 +339,10 @@ struct Checkpoint {
     epoch: u64,
     /// The last batch the deriver had taken: the flush writes the spans through it.
     through: u64,
-    pending: Vec<u8>,
+    /// The index of the waiting halves and the parts it names (the new part is in
+    /// `Shared::parts_unwritten`).
+    pending_index: Vec<u8>,
+    pending_parts: Vec<u64>,
     /// Halves for the other nodes, settled here since the last checkpoint.
     orphans: Vec<u8>,
     /// The last orphan file of each other node the deriver had taken.
@@ -534,9 +541,9 @@ impl Store {
         let manifest = segments.load_manifest().await?;
         segments.remove_orphans(&manifest).await?;
         if let (Some(deriver), Some(path)) = (deriver.as_mut(), manifest.pending.as_deref()) {
-            match segments.read_pending(path).await? {
-                Some(pending) => deriver
-                    .restore(&pending)
+            match read_pending(&segments, path, &manifest.pending_parts).await? {
+                Some((index, parts)) => deriver
+                    .restore(&index, &parts)
                     .map_err(|error| StoreError::Corrupt(format!("{path}: {error}")))?,
                 None => tracing::warn!(
                     path,
@@ -620,6 +627,7 @@ impl Store {
             remote_sent: Mutex::new(remote_through.clone()),
             orphans_unwritten: Mutex::new(Vec::new()),
             orphans_unlisted: Mutex::new(Vec::new()),
+            parts_unwritten: Mutex::default(),
         });
         let (derive, derive_thread) = match derive_channel {
             Some((derive, derive_receiver, deriver)) => {
@@ -698,6 +706,7 @@ impl Store {
             remote_sent: Mutex::default(),
             orphans_unwritten: Mutex::default(),
             orphans_unlisted: Mutex::default(),
+            parts_unwritten: Mutex::default(),
         });
         let writer = Arc::new(Writer {
             sender: Mutex::new(None),
@@ -1012,6 +1021,46 @@ impl Store {
         Ok(files)
     }
 
+    /// Writes the index of `checkpoint`'s waiting halves, and each part it names that no
+    /// manifest lists yet (`parts_written` gets them as they are written); returns the
+    /// index's path and the file of every part it names.
+    async fn write_pending(
+        &self,
+        checkpoint: &Checkpoint,
+        listed: &BTreeMap<u64, String>,
+        parts_written: &mut Vec<(u64, String)>,
+    ) -> Result<(String, BTreeMap<u64, String>)> {
+        let shared = &self.shared;
+        let mut parts = BTreeMap::new();
+        for &id in &checkpoint.pending_parts {
+            let unwritten = shared
+                .parts_unwritten
+                .lock()
+                .expect("not poisoned")
+                .get(&id)
+                .cloned();
+            let path = match (unwritten, listed.get(&id)) {
+                (Some(bytes), _) => {
+                    let path = shared.segments.write_pending_part(id, bytes).await?;
+                    parts_written.push((id, path.clone()));
+                    path
+                }
+                (None, Some(path)) => path.clone(),
+                (None, None) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the waiting halves name part {id}, which was never written"
+                    )));
+                }
+            };
+            parts.insert(id, path);
+        }
+        let index = shared
+            .segments
+            .write_pending(checkpoint.pending_index.clone())
+            .await?;
+        Ok((index, parts))
+    }
+
     /// [`Store::flush`] once the checkpoint is taken and its orphans written.
     async fn flush_with(
         &self,
@@ -1082,16 +1131,23 @@ impl Store {
             .partition(|path| crate::segments::written_at(path).is_some_and(|at| at < read_before));
         next.orphans = kept;
         let previous_pending = manifest.pending.clone();
+        let previous_parts = manifest.pending_parts.clone();
+        let mut parts_written = Vec::new();
         if let Some(checkpoint) = checkpoint.as_ref() {
-            let pending = shared
-                .segments
-                .write_pending(checkpoint.pending.clone())
+            let pending = self
+                .write_pending(checkpoint, &manifest.pending_parts, &mut parts_written)
                 .await;
             match pending {
-                Ok(path) => next.pending = Some(path),
+                Ok((path, parts)) => {
+                    next.pending = Some(path);
+                    next.pending_parts = parts;
+                }
                 Err(error) => {
                     for meta in &written {
                         let _ = shared.segments.delete(meta).await;
+                    }
+                    for (_, path) in &parts_written {
+                        let _ = shared.segments.delete_pending(path).await;
                     }
                     return Err(error);
                 }
@@ -1118,7 +1174,16 @@ impl Store {
             if let Some(path) = &next.pending {
                 let _ = shared.segments.delete_pending(path).await;
             }
+            for (_, path) in &parts_written {
+                let _ = shared.segments.delete_pending(path).await;
+            }
             return Err(error);
+        }
+        {
+            let mut unwritten = shared.parts_unwritten.lock().expect("not poisoned");
+            for (id, _) in &parts_written {
+                unwritten.remove(id);
+            }
         }
         for path in &old_orphans {
             shared.segments.delete_orphans(path).await?;
@@ -1127,6 +1192,12 @@ impl Store {
             && let Some(path) = previous_pending
         {
             shared.segments.delete_pending(&path).await?;
+        }
+        // Parts whose halves are all gone.
+        for (id, path) in &previous_parts {
+            if next.pending_parts.get(id) != Some(path) {
+                shared.segments.delete_pending(path).await?;
+            }
         }
         shared
             .unflushed_bytes
@@ -1693,6 +1764,26 @@ fn run_deriver(
     publish_calls(shared, deriver.as_mut(), at.epoch);
 }
 
+/// The index of the waiting halves at `path` and the parts it names, or `None` when this
+/// data directory does not hold them all.
+async fn read_pending(
+    segments: &SegmentStore,
+    path: &str,
+    parts: &BTreeMap<u64, String>,
+) -> Result<Option<(Vec<u8>, Vec<(u64, Vec<u8>)>)>> {
+    let Some(index) = segments.read_pending(path).await? else {
+        return Ok(None);
+    };
+    let mut read = Vec::with_capacity(parts.len());
+    for (&id, part) in parts {
+        match segments.read_pending(part).await? {
+            Some(bytes) => read.push((id, bytes)),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((index, read)))
+}
+
 /// Takes a checkpoint when one is due: for the flush waiting, once the deriver has reached
 /// the batch it asked for, or has taken [`MOST_ROWS_PER_FLUSH`] rows, or the flush has
 /// waited long enough; for the next flush, when that many rows were taken and none is ready.
@@ -1723,10 +1814,18 @@ fn checkpoint_if_due(
         }
     };
     publish_calls(shared, deriver, at.epoch);
+    let pending = deriver.pending();
+    {
+        let mut unwritten = shared.parts_unwritten.lock().expect("not poisoned");
+        unwritten.extend(pending.new_part);
+        // A part no longer named has no halves waiting: nothing needs it.
+        unwritten.retain(|id, _| pending.parts.contains(id));
+    }
     let checkpoint = Checkpoint {
         epoch: at.epoch,
         through: at.reached,
-        pending: deriver.pending(),
+        pending_index: pending.index,
+        pending_parts: pending.parts,
         orphans: deriver.take_orphans(),
         remote_through: at.remote_through.clone(),
     };

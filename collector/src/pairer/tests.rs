@@ -298,11 +298,12 @@ fn restored_halves_wait_what_they_had_left_but_at_least_half_a_wait() {
         .expect("the machine is up for a minute");
     before_crash.spans(&lone_client(1), long_ago);
     before_crash.spans(&lone_client(2), now);
-    let pending = before_crash.pending();
+    let mut saved = Saved::default();
+    saved.take(before_crash.pending());
 
     let metrics = Arc::new(GraphMetrics::default());
     let mut restarted = Pairer::new(config, metrics.clone());
-    restarted.restore(&pending).unwrap();
+    saved.restore(&mut restarted);
     let restored = Instant::now();
     // The half that had waited long enough gets half a wait more; the other its whole wait.
     restarted.expire(restored + wait / 2 + Duration::from_millis(100));
@@ -310,6 +311,150 @@ fn restored_halves_wait_what_they_had_left_but_at_least_half_a_wait() {
     restarted.expire(restored + wait + Duration::from_millis(100));
     assert_eq!(metrics.calls_virtual.get(), 2);
     assert_eq!(metrics.pending(), 0);
+}
+
+/// What the store keeps of the waiting halves: every part written, and the last index.
+#[derive(Default)]
+struct Saved {
+    parts: std::collections::BTreeMap<u64, Vec<u8>>,
+    index: Vec<u8>,
+    named: Vec<u64>,
+    /// The halves of each part taken.
+    halves_written: Vec<usize>,
+}
+
+impl Saved {
+    fn take(&mut self, state: PendingState) {
+        if let Some((id, bytes)) = state.new_part {
+            let mut names = Interner::default();
+            let part = crate::pending::decode(&bytes, &mut names).unwrap();
+            self.halves_written
+                .push(part.starters.len() + part.answers.len());
+            assert!(self.parts.insert(id, bytes).is_none(), "part {id} twice");
+        }
+        self.index = state.index;
+        self.named = state.parts;
+    }
+
+    fn restore(&self, pairer: &mut Pairer) {
+        let parts: Vec<(u64, Vec<u8>)> = (self.named.iter())
+            .map(|id| (*id, self.parts[id].clone()))
+            .collect();
+        pairer.restore(&self.index, &parts).unwrap();
+    }
+}
+
+/// A server of `orders` answering the lone client of trace `trace`.
+fn its_server(trace: u8) -> RecordBatch {
+    batch(&[("orders", span(trace, 2, Some(1), SpanKind::Server, &[]))])
+}
+
+#[test]
+fn each_waiting_half_is_written_once_and_a_restart_finds_those_still_waiting() {
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let mut pairer = Pairer::new(config.clone(), Arc::new(GraphMetrics::default()));
+    let mut saved = Saved::default();
+    let now = Instant::now();
+    pairer.spans(&lone_client(1), now);
+    pairer.spans(&lone_client(2), now);
+    saved.take(pairer.pending());
+    // Nothing new: no part, the same index.
+    saved.take(pairer.pending());
+    assert_eq!(saved.halves_written, vec![2]);
+    // One of them pairs, a third client comes, and a server waits for a client to come.
+    pairer.spans(&its_server(1), now);
+    pairer.spans(&lone_client(3), now);
+    pairer.spans(&its_server(4), now);
+    saved.take(pairer.pending());
+    assert_eq!(saved.halves_written, vec![2, 2], "each half once");
+    assert_eq!(saved.named.len(), 2);
+
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut restarted = Pairer::new(config.clone(), metrics.clone());
+    saved.restore(&mut restarted);
+    assert_eq!(
+        metrics.pending(),
+        3,
+        "clients 2 and 3 and the server of trace 4"
+    );
+    restarted.expire(Instant::now() + wait + Duration::from_millis(100));
+    assert_eq!(
+        metrics.calls_virtual.get(),
+        2,
+        "the paired client is not back"
+    );
+    assert_eq!(metrics.unpaired_server.get(), 1);
+
+    // Once every half is gone, the index names no part.
+    pairer.expire(now + wait + Duration::from_millis(100));
+    saved.take(pairer.pending());
+    assert!(saved.named.is_empty());
+    let mut empty = Pairer::new(config, metrics.clone());
+    saved.restore(&mut empty);
+    assert_eq!(metrics.pending(), 0);
+}
+
+#[test]
+fn a_saved_producer_that_meets_a_consumer_is_saved_again_as_read() {
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let mut pairer = Pairer::new(config.clone(), Arc::new(GraphMetrics::default()));
+    let mut saved = Saved::default();
+    let now = Instant::now();
+    pairer.spans(&batch(&[message(1, "order-events")]), now);
+    saved.take(pairer.pending());
+    let consumer = span(1, 8, Some(7), SpanKind::Consumer, &[]);
+    pairer.spans(&batch(&[("inventory", consumer)]), now);
+    saved.take(pairer.pending());
+    assert_eq!(saved.halves_written, vec![1, 1]);
+    assert_eq!(
+        saved.named,
+        vec![1],
+        "the first part holds nothing still waiting"
+    );
+
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut restarted = Pairer::new(config, metrics.clone());
+    saved.restore(&mut restarted);
+    assert_eq!(metrics.pending(), 1, "it may have other groups to come");
+    restarted.expire(Instant::now() + wait + Duration::from_millis(100));
+    // Read once: not a message to a broker nobody read.
+    assert_eq!(metrics.calls_virtual.get(), 0);
+    assert_eq!(metrics.pending(), 0);
+}
+
+#[test]
+fn a_whole_file_of_halves_from_before_parts_is_restored_and_saved_anew() {
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let mut pairer = Pairer::new(config.clone(), Arc::new(GraphMetrics::default()));
+    let now = Instant::now();
+    pairer.spans(&lone_client(1), now);
+    pairer.spans(&its_server(2), now);
+    // A part is written as whole files were.
+    let (_, whole) = pairer.pending().new_part.unwrap();
+
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut restarted = Pairer::new(config, metrics.clone());
+    restarted.restore(&whole, &[]).unwrap();
+    assert_eq!(metrics.pending(), 2);
+    let mut saved = Saved::default();
+    saved.take(restarted.pending());
+    assert_eq!(saved.halves_written, vec![2], "saved in the next part");
+    restarted.expire(Instant::now() + wait + Duration::from_millis(100));
+    assert_eq!(metrics.calls_virtual.get(), 1);
+    assert_eq!(metrics.unpaired_server.get(), 1);
+}
+
+#[test]
+fn an_index_naming_a_part_not_given_is_an_error() {
+    let mut pairer = Pairer::new(PairingConfig::default(), Arc::new(GraphMetrics::default()));
+    pairer.spans(&lone_client(1), Instant::now());
+    let state = pairer.pending();
+    let mut restarted = Pairer::new(PairingConfig::default(), Arc::new(GraphMetrics::default()));
+    let error = restarted.restore(&state.index, &[]).unwrap_err();
+    assert!(error.contains("part 0"), "{error}");
 }
 
 /// A batch consumer of `notifications`, in trace `trace`, reading the messages of `messages`.
@@ -451,4 +596,30 @@ fn a_message_every_known_group_read_stops_waiting_once_the_groups_are_settled() 
     assert_eq!(metrics.calls_paired.get(), 2 + 2 + 2 + 3);
     assert_eq!(metrics.calls_virtual.get(), 0);
     assert_eq!(metrics.unpaired_server.get(), 0);
+}
+
+#[test]
+fn without_checkpoints_the_keys_of_halves_to_save_do_not_outgrow_the_halves_waiting() {
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut pairer = Pairer::new(config, metrics.clone());
+    let start = Instant::now();
+    for round in 0..40u32 {
+        let now = start + wait * round;
+        for trace in 1..=255u8 {
+            pairer.spans(&lone_client(trace), now);
+        }
+        pairer.expire(now);
+    }
+    assert_eq!(metrics.pending(), 255);
+    assert!(
+        pairer.unsaved.len() <= 2 * 255 + 4096,
+        "{}",
+        pairer.unsaved.len()
+    );
+    // What is kept is still saved by the next checkpoint.
+    let (_, part) = pairer.pending().new_part.expect("a part");
+    let part = crate::pending::decode(&part, &mut Interner::default()).unwrap();
+    assert_eq!(part.starters.len(), 255);
 }

@@ -411,7 +411,11 @@ struct SlowDeriver {
 }
 
 impl CallDeriver for SlowDeriver {
-    fn restore(&mut self, _pending: &[u8]) -> std::result::Result<(), String> {
+    fn restore(
+        &mut self,
+        _index: &[u8],
+        _parts: &[(u64, Vec<u8>)],
+    ) -> std::result::Result<(), String> {
         Ok(())
     }
     fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
@@ -422,8 +426,8 @@ impl CallDeriver for SlowDeriver {
     fn take_calls(&mut self) -> Vec<crate::CallRow> {
         Vec::new()
     }
-    fn pending(&self) -> Vec<u8> {
-        Vec::new()
+    fn pending(&mut self) -> crate::PendingState {
+        crate::PendingState::default()
     }
 }
 
@@ -602,7 +606,11 @@ struct CallPerSpan {
 }
 
 impl CallDeriver for CallPerSpan {
-    fn restore(&mut self, _pending: &[u8]) -> std::result::Result<(), String> {
+    fn restore(
+        &mut self,
+        _index: &[u8],
+        _parts: &[(u64, Vec<u8>)],
+    ) -> std::result::Result<(), String> {
         Ok(())
     }
     fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
@@ -623,8 +631,8 @@ impl CallDeriver for CallPerSpan {
     fn take_calls(&mut self) -> Vec<crate::CallRow> {
         std::mem::take(&mut self.calls)
     }
-    fn pending(&self) -> Vec<u8> {
-        Vec::new()
+    fn pending(&mut self) -> crate::PendingState {
+        crate::PendingState::default()
     }
 }
 
@@ -746,7 +754,11 @@ struct Orphaning {
 }
 
 impl CallDeriver for Orphaning {
-    fn restore(&mut self, _pending: &[u8]) -> std::result::Result<(), String> {
+    fn restore(
+        &mut self,
+        _index: &[u8],
+        _parts: &[(u64, Vec<u8>)],
+    ) -> std::result::Result<(), String> {
         Ok(())
     }
     fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
@@ -756,8 +768,8 @@ impl CallDeriver for Orphaning {
     fn take_calls(&mut self) -> Vec<crate::CallRow> {
         Vec::new()
     }
-    fn pending(&self) -> Vec<u8> {
-        Vec::new()
+    fn pending(&mut self) -> crate::PendingState {
+        crate::PendingState::default()
     }
     fn take_orphans(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.left)
@@ -825,4 +837,123 @@ async fn orphans_reach_the_other_nodes_once_their_calls_are_flushed() {
     let _a = open("a", &ignored).await.unwrap();
     assert!(!stray.exists());
     b.close().await.unwrap();
+}
+
+/// An index and the parts it names, as a deriver is restored from them.
+type RestoredFrom = Option<(Vec<u8>, Vec<(u64, Vec<u8>)>)>;
+
+/// A deriver whose waiting halves are one part per checkpoint with spans, of which the two
+/// latest still wait; it records what it is restored from.
+#[derive(Default)]
+struct Parting {
+    new: Vec<u8>,
+    next: u64,
+    waiting: Vec<u64>,
+    restored: Arc<Mutex<RestoredFrom>>,
+}
+
+impl CallDeriver for Parting {
+    fn restore(
+        &mut self,
+        index: &[u8],
+        parts: &[(u64, Vec<u8>)],
+    ) -> std::result::Result<(), String> {
+        *self.restored.lock().unwrap() = Some((index.to_vec(), parts.to_vec()));
+        Ok(())
+    }
+    fn spans(&mut self, batch: &RecordBatch, _now: Instant) {
+        self.new = format!("{} spans", batch.num_rows()).into_bytes();
+    }
+    fn expire(&mut self, _now: Instant) {}
+    fn take_calls(&mut self) -> Vec<crate::CallRow> {
+        Vec::new()
+    }
+    fn pending(&mut self) -> crate::PendingState {
+        let new_part = (!self.new.is_empty()).then(|| {
+            let id = self.next;
+            self.next += 1;
+            self.waiting.push(id);
+            if self.waiting.len() > 2 {
+                self.waiting.remove(0);
+            }
+            (id, std::mem::take(&mut self.new))
+        });
+        crate::PendingState {
+            new_part,
+            index: format!("{:?}", self.waiting).into_bytes(),
+            parts: self.waiting.clone(),
+        }
+    }
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+}
+
+#[tokio::test]
+async fn each_part_of_waiting_halves_is_written_once_and_removed_when_none_of_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let pending_dir = dir.path().join("_callwatch/pending");
+    let store = Store::open_with(config(dir.path()), Some(Box::new(Parting::default())))
+        .await
+        .unwrap();
+    for (batch, rows) in [3, 4, 5].into_iter().enumerate() {
+        store
+            .append(spans(batch as u64 * 10, rows, now_ns()))
+            .await
+            .unwrap();
+        store.calls_caught_up().await;
+        store.flush().await.unwrap();
+    }
+    // The index and the two parts still waiting; the first part is gone.
+    assert_eq!(files_under(&pending_dir), 3);
+    let manifest = store.shared.manifest.lock().await.clone();
+    assert_eq!(
+        manifest.pending_parts.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Killed: the next start restores from the index and exactly the parts it names.
+    drop(store);
+    let restored = Arc::default();
+    let deriver = Parting {
+        restored: Arc::clone(&restored),
+        ..Parting::default()
+    };
+    let _store = Store::open_with(config(dir.path()), Some(Box::new(deriver)))
+        .await
+        .unwrap();
+    let (index, parts) = restored.lock().unwrap().clone().expect("restored");
+    assert_eq!(index, b"[1, 2]");
+    assert_eq!(
+        parts,
+        vec![(1, b"4 spans".to_vec()), (2, b"5 spans".to_vec())]
+    );
+}
+
+#[tokio::test]
+async fn a_part_whose_flush_wrote_nothing_is_written_by_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path()), Some(Box::new(Parting::default())))
+        .await
+        .unwrap();
+    store.append(spans(0, 3, now_ns())).await.unwrap();
+    store.calls_caught_up().await;
+    // The deriver's checkpoint holds the new part; the flush that takes it fails.
+    let pending_dir = dir.path().join("_callwatch/pending");
+    std::fs::create_dir_all(pending_dir.parent().unwrap()).unwrap();
+    std::fs::write(&pending_dir, b"a file where a directory must be").unwrap();
+    assert!(store.flush().await.is_err());
+    std::fs::remove_file(&pending_dir).unwrap();
+    store.append(spans(10, 4, now_ns())).await.unwrap();
+    store.calls_caught_up().await;
+    store.flush().await.unwrap();
+    let manifest = store.shared.manifest.lock().await.clone();
+    assert_eq!(
+        manifest.pending_parts.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1],
+        "the part of the failed flush too"
+    );
+    for path in manifest.pending_parts.values() {
+        assert!(dir.path().join(path).exists(), "{path}");
+    }
 }
