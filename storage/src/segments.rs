@@ -494,24 +494,21 @@ impl SegmentStore {
         Ok(removed)
     }
 
-    /// Writes the call pairer's state into the data directory; returns its path for the
-    /// manifest.
+    /// Writes the index of the call pairer's waiting halves into the data directory; returns
+    /// its path for the manifest.
     pub async fn write_pending(&self, bytes: Vec<u8>) -> Result<String> {
         let path = format!("{PENDING_PREFIX}/{}.bin", file_id(&self.node));
-        put_durable(
-            &self.local,
-            Some(&self.local_dir),
-            &path,
-            Bytes::from(bytes),
-        )
-        .await?;
-        Ok(path)
+        self.put_pending(path, bytes).await
     }
 
     /// Writes part `id` of the call pairer's waiting halves into the data directory; returns
     /// its path for the manifest.
     pub async fn write_pending_part(&self, id: u64, bytes: Vec<u8>) -> Result<String> {
         let path = format!("{PENDING_PREFIX}/{}-part{id}.bin", file_id(&self.node));
+        self.put_pending(path, bytes).await
+    }
+
+    async fn put_pending(&self, path: String, bytes: Vec<u8>) -> Result<String> {
         put_durable(
             &self.local,
             Some(&self.local_dir),
