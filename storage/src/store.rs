@@ -343,6 +343,9 @@ struct Checkpoint {
     /// `Shared::parts_unwritten`).
     pending_index: Vec<u8>,
     pending_parts: Vec<u64>,
+    /// The parts no manifest listed when it was taken: those it does not name are done with
+    /// once it is committed.
+    parts_unlisted: Vec<u64>,
     /// Halves for the other nodes, settled here since the last checkpoint.
     orphans: Vec<u8>,
     /// The last orphan file of each other node the deriver had taken.
@@ -1179,9 +1182,10 @@ impl Store {
             }
             return Err(error);
         }
-        {
+        if let Some(checkpoint) = &checkpoint {
+            // Listed now, or no longer waited for.
             let mut unwritten = shared.parts_unwritten.lock().expect("not poisoned");
-            for (id, _) in &parts_written {
+            for id in &checkpoint.parts_unlisted {
                 unwritten.remove(id);
             }
         }
@@ -1815,17 +1819,19 @@ fn checkpoint_if_due(
     };
     publish_calls(shared, deriver, at.epoch);
     let pending = deriver.pending();
-    {
+    // A part this checkpoint no longer names may still be named by one a flush is writing:
+    // it leaves only when a later checkpoint is committed.
+    let parts_unlisted = {
         let mut unwritten = shared.parts_unwritten.lock().expect("not poisoned");
         unwritten.extend(pending.new_part);
-        // A part no longer named has no halves waiting: nothing needs it.
-        unwritten.retain(|id, _| pending.parts.contains(id));
-    }
+        unwritten.keys().copied().collect()
+    };
     let checkpoint = Checkpoint {
         epoch: at.epoch,
         through: at.reached,
         pending_index: pending.index,
         pending_parts: pending.parts,
+        parts_unlisted,
         orphans: deriver.take_orphans(),
         remote_through: at.remote_through.clone(),
     };

@@ -956,4 +956,15 @@ async fn a_part_whose_flush_wrote_nothing_is_written_by_the_next_flush() {
     for path in manifest.pending_parts.values() {
         assert!(dir.path().join(path).exists(), "{path}");
     }
+    assert!(
+        store.shared.parts_unwritten.lock().unwrap().is_empty(),
+        "listed parts are not kept in memory too"
+    );
+    // A third part, and the first no longer waits: once committed, it is deleted.
+    store.append(spans(20, 5, now_ns())).await.unwrap();
+    store.calls_caught_up().await;
+    store.flush().await.unwrap();
+    let first = &manifest.pending_parts[&0];
+    assert!(!dir.path().join(first).exists(), "{first}");
+    assert!(store.shared.parts_unwritten.lock().unwrap().is_empty());
 }
