@@ -11,7 +11,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode, header};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::auth::{AuthListener, Denied, Scope, Tokens, presented_token};
@@ -100,18 +99,18 @@ async fn export_traces(State(state): State<HttpState>, headers: HeaderMap, body:
     };
     // Held until the spans are stored: the body and what it decodes to live that long.
     let mut charge = state.ingest.inflight().charge();
-    let decoded = match read_body(&state, &headers, body, &mut charge).await {
-        Ok(body) => decode(&state, &headers, body, format, &mut charge),
+    let body = match read_body(&state, &headers, body, &mut charge).await {
+        Ok(body) => inflate(&state, &headers, body, &mut charge),
         Err(error) => Err(error),
     };
-    let exported = match decoded {
-        Ok(Decoded::Protobuf(body)) => {
+    let exported = match (body, format) {
+        (Ok(body), Format::Protobuf) => {
             let invalid =
                 |error| format!("body is not a protobuf ExportTraceServiceRequest: {error}");
             state.ingest.export_protobuf(body, invalid).await
         }
-        Ok(Decoded::Json(request)) => state.ingest.export(request).await,
-        Err(error) => {
+        (Ok(body), Format::Json) => state.ingest.export_json(body).await,
+        (Err(error), _) => {
             if error.is_client_fault() {
                 metrics.requests_invalid.add(1);
             }
@@ -172,37 +171,23 @@ async fn read_body(
     Ok(Bytes::from(buffer))
 }
 
-/// A body as the ingest core takes it: protobuf still encoded (read in place there), JSON
-/// decoded.
-enum Decoded {
-    Protobuf(Bytes),
-    Json(ExportTraceServiceRequest),
-}
-
-fn decode(
+/// The body as sent, decompressed when `Content-Encoding` says gzip.
+fn inflate(
     state: &HttpState,
     headers: &HeaderMap,
     body: Bytes,
-    format: Format,
     charge: &mut Charge,
-) -> Result<Decoded, IngestError> {
-    let limit = state.max_message_size;
+) -> Result<Bytes, IngestError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let body = match encoding.as_str() {
-        "identity" | "" => body,
-        "gzip" => gunzip(&body, limit, charge)?,
-        other => return Err(IngestError::UnsupportedEncoding(other.to_string())),
-    };
-    match format {
-        Format::Protobuf => Ok(Decoded::Protobuf(body)),
-        Format::Json => json::decode_request(&body)
-            .map(Decoded::Json)
-            .map_err(IngestError::InvalidRequest),
+    match encoding.as_str() {
+        "identity" | "" => Ok(body),
+        "gzip" => gunzip(&body, state.max_message_size, charge),
+        other => Err(IngestError::UnsupportedEncoding(other.to_string())),
     }
 }
 

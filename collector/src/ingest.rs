@@ -8,12 +8,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
+use bumpalo::Bump;
 use bytes::Bytes;
 use prost::Message;
 
 use crate::convert::{Limits, convert_views, reported_consumer_groups, reported_namespaces};
 use crate::error::IngestError;
 use crate::inflight::InflightBudget;
+use crate::json::decode_views;
 use crate::metrics::IngestMetrics;
 use crate::wire;
 
@@ -82,6 +84,20 @@ impl Ingest {
                 wire::Request::of(&decoded)
             }
         };
+        self.export_views(request).await
+    }
+
+    /// [`Self::export`] of an OTLP/JSON body, decoded into views of it. A body that does
+    /// not decode is counted as invalid and refused with the decoder's error.
+    pub async fn export_json(
+        &self,
+        body: Bytes,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let arena = Bump::new();
+        let request = decode_views(&body, &arena).map_err(|error| {
+            self.metrics.requests_invalid.add(1);
+            IngestError::InvalidRequest(error)
+        })?;
         self.export_views(request).await
     }
 

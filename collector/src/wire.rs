@@ -1,6 +1,7 @@
 //! An export request as views of its spans, attributes, events and links that borrow their
 //! strings and ids: from a protobuf body read in place, so that nothing is copied or
-//! allocated per attribute before the Arrow builders, or from a decoded request (OTLP/JSON).
+//! allocated per attribute before the Arrow builders, from an OTLP/JSON body as it is
+//! decoded (`json::decode_views`), or from a decoded request.
 //!
 //! Reading in place takes the bodies OTLP exporters send. A body it does not take as it
 //! stands (malformed, a message field given twice, which protobuf merges, a value nested
@@ -19,28 +20,31 @@ use prost::Message;
 /// The views of one request. Each level holds ranges into the flat lists below it.
 #[derive(Debug, Default)]
 pub struct Request<'a> {
-    pub resources: Vec<Resource>,
-    scopes: Vec<Scope<'a>>,
-    spans: Vec<Span<'a>>,
-    events: Vec<Event<'a>>,
-    links: Vec<Link<'a>>,
-    attributes: Vec<Attribute<'a>>,
+    pub resources: Vec<Resource<'a>>,
+    pub(crate) scopes: Vec<Scope<'a>>,
+    pub(crate) spans: Vec<Span<'a>>,
+    pub(crate) events: Vec<Event<'a>>,
+    pub(crate) links: Vec<Link<'a>>,
+    pub(crate) attributes: Vec<Attribute<'a>>,
 }
 
-#[derive(Debug)]
-pub struct Resource {
+#[derive(Debug, Default)]
+pub struct Resource<'a> {
     pub attributes: Range<usize>,
     pub dropped_attributes_count: u32,
     pub scopes: Range<usize>,
+    pub schema_url: &'a str,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Scope<'a> {
     /// Empty when the scope is absent.
     pub name: &'a str,
     pub version: &'a str,
     pub attributes: Range<usize>,
+    pub dropped_attributes_count: u32,
     pub spans: Range<usize>,
+    pub schema_url: &'a str,
 }
 
 #[derive(Debug, Default)]
@@ -87,17 +91,18 @@ pub struct Link<'a> {
     pub flags: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Attribute<'a> {
     pub key: &'a str,
     pub value: Value<'a>,
 }
 
 /// An attribute's value.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub enum Value<'a> {
     /// No value, or a string-table reference (which only the profiles signal gives a
     /// meaning).
+    #[default]
     Absent,
     Str(&'a str),
     Bool(bool),
@@ -109,7 +114,7 @@ pub enum Value<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub fn scopes(&self, resource: &Resource) -> &[Scope<'a>] {
+    pub fn scopes(&self, resource: &Resource<'a>) -> &[Scope<'a>] {
         &self.scopes[resource.scopes.clone()]
     }
 
@@ -129,9 +134,14 @@ impl<'a> Request<'a> {
         &self.attributes[range.clone()]
     }
 
-    /// How many spans the request holds, valid or not.
+    /// How many spans the request holds, valid or not. (A JSON body that gives a list
+    /// twice leaves the first one's views unnamed: they are not counted.)
     pub fn span_count(&self) -> usize {
-        self.spans.len()
+        self.resources
+            .iter()
+            .flat_map(|resource| self.scopes(resource))
+            .map(|scope| scope.spans.len())
+            .sum()
     }
 
     /// Views of a decoded request.
@@ -197,16 +207,97 @@ impl<'a> Request<'a> {
                     name: scope.map_or("", |s| &s.name),
                     version: scope.map_or("", |s| &s.version),
                     attributes,
+                    dropped_attributes_count: scope.map_or(0, |s| s.dropped_attributes_count),
                     spans: first_span..out.spans.len(),
+                    schema_url: &scope_spans.schema_url,
                 });
             }
             out.resources.push(Resource {
                 attributes,
                 dropped_attributes_count: resource.map_or(0, |r| r.dropped_attributes_count),
                 scopes: first_scope..out.scopes.len(),
+                schema_url: &resource_spans.schema_url,
             });
         }
         out
+    }
+
+    /// The request the views show, owned. An attribute with no value has none (`Absent`
+    /// does not say whether an empty `AnyValue` was given, which means the same).
+    pub fn to_request(&self) -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::resource::v1;
+        use opentelemetry_proto::tonic::trace::v1 as trace;
+        let attributes = |range: &Range<usize>| -> Vec<KeyValue> {
+            self.attributes(range)
+                .iter()
+                .map(|attribute| KeyValue {
+                    key: attribute.key.to_string(),
+                    value: attribute.value.to_any_value(),
+                    ..KeyValue::default()
+                })
+                .collect()
+        };
+        let span = |span: &Span<'a>| trace::Span {
+            trace_id: span.trace_id.to_vec(),
+            span_id: span.span_id.to_vec(),
+            trace_state: span.trace_state.to_string(),
+            parent_span_id: span.parent_span_id.to_vec(),
+            flags: span.flags,
+            name: span.name.to_string(),
+            kind: span.kind,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            attributes: attributes(&span.attributes),
+            dropped_attributes_count: span.dropped_attributes_count,
+            events: (self.events(span).iter())
+                .map(|event| trace::span::Event {
+                    time_unix_nano: event.time_unix_nano,
+                    name: event.name.to_string(),
+                    attributes: attributes(&event.attributes),
+                    dropped_attributes_count: event.dropped_attributes_count,
+                })
+                .collect(),
+            dropped_events_count: span.dropped_events_count,
+            links: (self.links(span).iter())
+                .map(|link| trace::span::Link {
+                    trace_id: link.trace_id.to_vec(),
+                    span_id: link.span_id.to_vec(),
+                    trace_state: link.trace_state.to_string(),
+                    attributes: attributes(&link.attributes),
+                    dropped_attributes_count: link.dropped_attributes_count,
+                    flags: link.flags,
+                })
+                .collect(),
+            dropped_links_count: span.dropped_links_count,
+            status: span.status.as_ref().map(|status| trace::Status {
+                message: status.message.to_string(),
+                code: status.code,
+            }),
+        };
+        let resource_spans = (self.resources.iter())
+            .map(|resource| trace::ResourceSpans {
+                resource: Some(v1::Resource {
+                    attributes: attributes(&resource.attributes),
+                    dropped_attributes_count: resource.dropped_attributes_count,
+                    ..v1::Resource::default()
+                }),
+                scope_spans: (self.scopes(resource).iter())
+                    .map(|scope| trace::ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: scope.name.to_string(),
+                            version: scope.version.to_string(),
+                            attributes: attributes(&scope.attributes),
+                            dropped_attributes_count: scope.dropped_attributes_count,
+                        }),
+                        spans: self.spans(scope).iter().map(span).collect(),
+                        schema_url: scope.schema_url.to_string(),
+                    })
+                    .collect(),
+                schema_url: resource.schema_url.to_string(),
+            })
+            .collect();
+        ExportTraceServiceRequest { resource_spans }
     }
 
     fn add_attributes(&mut self, attributes: &'a [KeyValue]) -> Range<usize> {
@@ -233,6 +324,23 @@ impl<'a> Request<'a> {
     }
 }
 
+impl Value<'_> {
+    /// The value as OTLP's `AnyValue`; `None` when absent.
+    pub fn to_any_value(&self) -> Option<AnyValue> {
+        use any_value::Value as V;
+        let value = match self {
+            Value::Absent => return None,
+            Value::Str(text) => V::StringValue(text.to_string()),
+            Value::Bool(value) => V::BoolValue(*value),
+            Value::Int(value) => V::IntValue(*value),
+            Value::Double(value) => V::DoubleValue(*value),
+            Value::Bytes(bytes) => V::BytesValue(bytes.to_vec()),
+            Value::Nested(value) => value.clone().into_owned(),
+        };
+        Some(AnyValue { value: Some(value) })
+    }
+}
+
 /// Reads a protobuf `ExportTraceServiceRequest` in place; `None` for a body to leave to
 /// prost (see the module's comment).
 pub fn read(body: &[u8]) -> Option<Request<'_>> {
@@ -255,9 +363,8 @@ const MOST_NESTED: usize = 32;
 impl<'a> Request<'a> {
     fn read_resource_spans(&mut self, body: &'a [u8]) -> Option<()> {
         let mut resource = Resource {
-            attributes: 0..0,
-            dropped_attributes_count: 0,
             scopes: self.scopes.len()..self.scopes.len(),
+            ..Resource::default()
         };
         let mut seen_resource = false;
         let mut fields = Fields::new(body);
@@ -279,9 +386,7 @@ impl<'a> Request<'a> {
                     }
                 }
                 (2, Field::Len(bytes)) => self.read_scope_spans(bytes)?,
-                (3, Field::Len(bytes)) => {
-                    text(bytes)?;
-                }
+                (3, Field::Len(bytes)) => resource.schema_url = text(bytes)?,
                 (1..=3, _) => return None,
                 _ => {}
             }
@@ -293,10 +398,8 @@ impl<'a> Request<'a> {
 
     fn read_scope_spans(&mut self, body: &'a [u8]) -> Option<()> {
         let mut scope = Scope {
-            name: "",
-            version: "",
-            attributes: 0..0,
             spans: self.spans.len()..self.spans.len(),
+            ..Scope::default()
         };
         let mut seen_scope = false;
         let mut fields = Fields::new(body);
@@ -312,16 +415,14 @@ impl<'a> Request<'a> {
                             (3, Field::Len(kv)) => {
                                 self.read_attribute(&mut scope.attributes, kv)?
                             }
-                            (4, Field::Varint(_)) => {}
+                            (4, Field::Varint(n)) => scope.dropped_attributes_count = n as u32,
                             (1..=4, _) => return None,
                             _ => {}
                         }
                     }
                 }
                 (2, Field::Len(bytes)) => self.read_span(bytes)?,
-                (3, Field::Len(bytes)) => {
-                    text(bytes)?;
-                }
+                (3, Field::Len(bytes)) => scope.schema_url = text(bytes)?,
                 (1..=3, _) => return None,
                 _ => {}
             }

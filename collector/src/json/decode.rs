@@ -1,31 +1,50 @@
-//! Decoding OTLP/JSON as the parser reads the body: each field goes straight into the
-//! request's types, keys are looked at where they lie in the body, and no tree of JSON
-//! values is built. A field is read by its JSON name or its proto name (the JSON name
-//! wins when both are there); `null` is as if the field were absent; unknown fields are
-//! skipped. A value that is not of its field's type is an error naming the field.
+//! Decoding OTLP/JSON as the parser reads the body, straight into the views the converter
+//! reads (`wire::Request`): strings and keys are borrowed from the body where they lie,
+//! and only what the body does not hold as it stands (a string with escapes, an id in
+//! bytes, decoded base64) is copied, into an arena that lives as long as the views. No
+//! tree of JSON values and no owned request is built. A field is read by its JSON name or
+//! its proto name (the JSON name wins when both are there); `null` is as if the field were
+//! absent; unknown fields are skipped; a field given twice is the second. A value that is
+//! not of its field's type is an error naming the field.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::str::FromStr;
 
 use base64::Engine;
+use bumpalo::Bump;
 use callwatch_storage::schema::{SPAN_KINDS, STATUS_CODES};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// Decodes an OTLP/JSON request body.
-pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+use crate::wire::{Attribute, Event, Link, Request, Resource, Scope, Span, Status, Value};
+
+/// Decodes an OTLP/JSON request body into views of it; what they do not borrow from `body`
+/// is allocated in `arena`.
+pub fn decode_views<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Request<'a>, String> {
+    let mut out = Out {
+        request: Request::default(),
+        arena,
+    };
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request = Object::<ExportTraceServiceRequest>::new("request")
+    let found = Object::<Top>::new("request", &mut out)
         .deserialize(&mut deserializer)
-        .and_then(|request| deserializer.end().map(|()| request))
+        .and_then(|found| deserializer.end().map(|()| found))
         .map_err(describe)?;
-    request.ok_or_else(|| "request: expected a JSON object".to_string())
+    match found {
+        Some(Top) => Ok(out.request),
+        None => Err("request: expected a JSON object".to_string()),
+    }
+}
+
+/// Decodes an OTLP/JSON request body into an owned request.
+pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    let arena = Bump::new();
+    decode_views(body, &arena).map(|request| request.to_request())
 }
 
 /// The message of a field's error; "invalid JSON: …" when the body is not JSON.
@@ -49,38 +68,51 @@ fn describe(error: serde_json::Error) -> String {
     }
 }
 
+/// What decoding builds: the views, and the arena for what they do not borrow.
+struct Out<'a> {
+    request: Request<'a>,
+    arena: &'a Bump,
+}
+
 /// A protobuf message read from a JSON object, one field at a time.
-trait Message: Default {
+trait Message<'a>: Default {
     /// Each field's (JSON name, proto name); a field is its index here.
     const FIELDS: &'static [(&'static str, &'static str)];
-    /// Reads field `field` from the value `map` is at.
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error>;
+    /// Reads field `field` from the value `map` is at; views it holds go into `out`.
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error>;
 }
 
 /// A message, or `None` for `null`; `what` names it in errors.
-struct Object<T> {
+struct Object<'o, 'a, T> {
     what: &'static str,
+    out: &'o mut Out<'a>,
     message: PhantomData<T>,
 }
 
-impl<T> Object<T> {
-    fn new(what: &'static str) -> Self {
+impl<'o, 'a, T> Object<'o, 'a, T> {
+    fn new(what: &'static str, out: &'o mut Out<'a>) -> Self {
         Self {
             what,
+            out,
             message: PhantomData,
         }
     }
 }
 
-impl<'de, T: Message> DeserializeSeed<'de> for Object<T> {
+impl<'a, T: Message<'a>> DeserializeSeed<'a> for Object<'_, 'a, T> {
     type Value = Option<T>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Message> Visitor<'de> for Object<T> {
+impl<'a, T: Message<'a>> Visitor<'a> for Object<'_, 'a, T> {
     type Value = Option<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -91,7 +123,7 @@ impl<'de, T: Message> Visitor<'de> for Object<T> {
         Ok(None)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut message = T::default();
         // Fields read by their JSON name: their proto name is skipped after.
         let mut by_json_name = 0_u32;
@@ -107,10 +139,10 @@ impl<'de, T: Message> Visitor<'de> for Object<T> {
             match found {
                 Some((index, true)) => {
                     by_json_name |= 1 << index;
-                    message.read(index, &mut map)?;
+                    message.read(index, &mut map, self.out)?;
                 }
                 Some((index, false)) if by_json_name & (1 << index) == 0 => {
-                    message.read(index, &mut map)?;
+                    message.read(index, &mut map, self.out)?;
                 }
                 _ => map.next_value_seed(Skip)?,
             }
@@ -202,99 +234,181 @@ impl<'de> Visitor<'de> for Key {
     }
 }
 
-/// A repeated message field: `null` is empty, an item must be an object.
-struct List<T> {
+/// A repeated message field: `null` is empty, an item must be an object. Each item is
+/// handed to `each` as it is read.
+struct List<'o, 'a, T, F> {
     name: &'static str,
     item: &'static str,
+    out: &'o mut Out<'a>,
+    each: F,
     message: PhantomData<T>,
 }
 
-impl<'de, T: Message> DeserializeSeed<'de> for List<T> {
-    type Value = Vec<T>;
+impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T)> DeserializeSeed<'a> for List<'_, 'a, T, F> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Message> Visitor<'de> for List<T> {
-    type Value = Vec<T>;
+impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T)> Visitor<'a> for List<'_, 'a, T, F> {
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "{}: expected an array", self.name)
     }
 
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(Object::<T>::new(self.item))? {
+    fn visit_seq<A: SeqAccess<'a>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element_seed(Object::<T>::new(self.item, self.out))? {
             let item = item.ok_or_else(|| {
                 de::Error::custom(format!("{}: expected a JSON object", self.item))
             })?;
-            items.push(item);
+            (self.each)(self.out, item);
         }
-        Ok(items)
+        Ok(())
     }
 }
 
+/// Reads a repeated message field, handing each item to `each`.
+fn list<'a, T: Message<'a>, A: MapAccess<'a>>(
+    map: &mut A,
+    out: &mut Out<'a>,
+    name: &'static str,
+    item: &'static str,
+    each: impl FnMut(&mut Out<'a>, T),
+) -> Result<(), A::Error> {
+    map.next_value_seed(List {
+        name,
+        item,
+        out,
+        each,
+        message: PhantomData,
+    })
+}
+
+/// Reads a repeated message field into the views `views` picks; the range they take there.
+fn views<'a, T: Message<'a>, A: MapAccess<'a>>(
+    map: &mut A,
+    out: &mut Out<'a>,
+    name: &'static str,
+    item: &'static str,
+    views: for<'r> fn(&'r mut Request<'a>) -> &'r mut Vec<T>,
+) -> Result<Range<usize>, A::Error> {
+    let first = views(&mut out.request).len();
+    list(map, out, name, item, |out, view| {
+        views(&mut out.request).push(view)
+    })?;
+    Ok(first..views(&mut out.request).len())
+}
+
+fn attributes<'a, A: MapAccess<'a>>(
+    map: &mut A,
+    out: &mut Out<'a>,
+) -> Result<Range<usize>, A::Error> {
+    views(map, out, "attributes", "attributes[]", |r| {
+        &mut r.attributes
+    })
+}
+
+/// A string, or `None` for `null`: borrowed from the body unless it has escapes. `what`
+/// says what else the field is, in errors ("a string").
+struct Text<'a> {
+    name: &'static str,
+    what: &'static str,
+    arena: &'a Bump,
+}
+
 /// A string field: `null` is empty.
-struct Text(&'static str);
+fn text<'a, A: MapAccess<'a>>(
+    map: &mut A,
+    out: &Out<'a>,
+    name: &'static str,
+) -> Result<&'a str, A::Error> {
+    let text = map.next_value_seed(Text {
+        name,
+        what: "a string",
+        arena: out.arena,
+    })?;
+    Ok(text.unwrap_or(""))
+}
 
-impl<'de> DeserializeSeed<'de> for Text {
-    type Value = String;
+impl<'a> DeserializeSeed<'a> for Text<'a> {
+    type Value = Option<&'a str>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Text {
-    type Value = String;
+impl<'a> Visitor<'a> for Text<'a> {
+    type Value = Option<&'a str>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{}: expected a string", self.0)
+        write!(f, "{}: expected {}", self.name, self.what)
     }
 
-    fn visit_unit<E>(self) -> Result<String, E> {
-        Ok(String::new())
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    fn visit_str<E>(self, text: &str) -> Result<String, E> {
-        Ok(text.to_string())
+    fn visit_borrowed_str<E>(self, text: &'a str) -> Result<Self::Value, E> {
+        Ok(Some(text))
     }
 
-    fn visit_string<E>(self, text: String) -> Result<String, E> {
-        Ok(text)
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Some(self.arena.alloc_str(text)))
     }
 }
 
 /// A trace or span id in hex: `null` is empty.
-struct HexId(&'static str);
+struct HexId<'a> {
+    name: &'static str,
+    arena: &'a Bump,
+}
 
-impl<'de> DeserializeSeed<'de> for HexId {
-    type Value = Vec<u8>;
+fn hex_id<'a, A: MapAccess<'a>>(
+    map: &mut A,
+    out: &Out<'a>,
+    name: &'static str,
+) -> Result<&'a [u8], A::Error> {
+    map.next_value_seed(HexId {
+        name,
+        arena: out.arena,
+    })
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<u8>, D::Error> {
+impl<'a> DeserializeSeed<'a> for HexId<'a> {
+    type Value = &'a [u8];
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<&'a [u8], D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for HexId {
-    type Value = Vec<u8>;
+impl<'a> Visitor<'a> for HexId<'a> {
+    type Value = &'a [u8];
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{}: expected a string", self.0)
+        write!(f, "{}: expected a string", self.name)
     }
 
-    fn visit_unit<E>(self) -> Result<Vec<u8>, E> {
-        Ok(Vec::new())
+    fn visit_unit<E>(self) -> Result<&'a [u8], E> {
+        Ok(&[])
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
-        super::decode_hex(text).ok_or_else(|| E::custom(format!("{}: {text:?} is not hex", self.0)))
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<&'a [u8], E> {
+        let not_hex = || E::custom(format!("{}: {text:?} is not hex", self.name));
+        if !text.len().is_multiple_of(2) {
+            return Err(not_hex());
+        }
+        let bytes = self.arena.alloc_slice_fill_copy(text.len() / 2, 0_u8);
+        super::decode_hex_into(text, bytes).ok_or_else(not_hex)?;
+        Ok(bytes)
     }
 }
 
@@ -509,88 +623,81 @@ impl<'de> Visitor<'de> for Bool {
     }
 }
 
-/// `stringValue` (`None` for `null`).
-struct OptionalText(&'static str);
+/// The request's top: its resource spans.
+#[derive(Default)]
+struct Top;
 
-impl<'de> DeserializeSeed<'de> for OptionalText {
-    type Value = Option<String>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OptionalText {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-        Ok(Some(text.to_string()))
-    }
-
-    fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
-        Ok(Some(text))
-    }
-}
-
-fn list<'de, T: Message, A: MapAccess<'de>>(
-    map: &mut A,
-    name: &'static str,
-    item: &'static str,
-) -> Result<Vec<T>, A::Error> {
-    map.next_value_seed(List::<T> {
-        name,
-        item,
-        message: PhantomData,
-    })
-}
-
-fn attributes<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Vec<KeyValue>, A::Error> {
-    list::<KeyValue, A>(map, "attributes", "attributes[]")
-}
-
-impl Message for ExportTraceServiceRequest {
+impl<'a> Message<'a> for Top {
     const FIELDS: &'static [(&'static str, &'static str)] = &[("resourceSpans", "resource_spans")];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
-        self.resource_spans = list::<ResourceSpans, A>(map, "resourceSpans", "resourceSpans[]")?;
-        Ok(())
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        _: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
+        // Given twice, the second list is the request's.
+        out.request.resources.clear();
+        list(
+            map,
+            out,
+            "resourceSpans",
+            "resourceSpans[]",
+            |out, resource| out.request.resources.push(resource),
+        )
     }
 }
 
-impl Message for ResourceSpans {
+/// `ResourceSpans`, as the view of its resource.
+impl<'a> Message<'a> for Resource<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("resource", "resource"),
         ("scopeSpans", "scope_spans"),
         ("schemaUrl", "schema_url"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.resource = map.next_value_seed(Object::<Resource>::new("resource"))?,
-            1 => self.scope_spans = list::<ScopeSpans, A>(map, "scopeSpans", "scopeSpans[]")?,
-            _ => self.schema_url = map.next_value_seed(Text("schemaUrl"))?,
+            0 => {
+                let resource =
+                    map.next_value_seed(Object::<ResourceFields>::new("resource", out))?;
+                let resource = resource.unwrap_or_default();
+                self.attributes = resource.attributes;
+                self.dropped_attributes_count = resource.dropped_attributes_count;
+            }
+            1 => self.scopes = views(map, out, "scopeSpans", "scopeSpans[]", |r| &mut r.scopes)?,
+            _ => self.schema_url = text(map, out, "schemaUrl")?,
         }
         Ok(())
     }
 }
 
-impl Message for Resource {
+/// `Resource`.
+#[derive(Default)]
+struct ResourceFields {
+    attributes: Range<usize>,
+    dropped_attributes_count: u32,
+}
+
+impl<'a> Message<'a> for ResourceFields {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("attributes", "attributes"),
         ("droppedAttributesCount", "dropped_attributes_count"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.attributes = attributes(map)?,
+            0 => self.attributes = attributes(map, out)?,
             _ => {
                 self.dropped_attributes_count =
                     map.next_value_seed(integer("droppedAttributesCount"))?
@@ -600,24 +707,46 @@ impl Message for Resource {
     }
 }
 
-impl Message for ScopeSpans {
+/// `ScopeSpans`, as the view of its scope.
+impl<'a> Message<'a> for Scope<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("scope", "scope"),
         ("spans", "spans"),
         ("schemaUrl", "schema_url"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.scope = map.next_value_seed(Object::<InstrumentationScope>::new("scope"))?,
-            1 => self.spans = list::<Span, A>(map, "spans", "spans[]")?,
-            _ => self.schema_url = map.next_value_seed(Text("schemaUrl"))?,
+            0 => {
+                let scope = map.next_value_seed(Object::<ScopeFields>::new("scope", out))?;
+                let scope = scope.unwrap_or_default();
+                self.name = scope.name;
+                self.version = scope.version;
+                self.attributes = scope.attributes;
+                self.dropped_attributes_count = scope.dropped_attributes_count;
+            }
+            1 => self.spans = views(map, out, "spans", "spans[]", |r| &mut r.spans)?,
+            _ => self.schema_url = text(map, out, "schemaUrl")?,
         }
         Ok(())
     }
 }
 
-impl Message for InstrumentationScope {
+/// `InstrumentationScope`.
+#[derive(Default)]
+struct ScopeFields<'a> {
+    name: &'a str,
+    version: &'a str,
+    attributes: Range<usize>,
+    dropped_attributes_count: u32,
+}
+
+impl<'a> Message<'a> for ScopeFields<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("name", "name"),
         ("version", "version"),
@@ -625,11 +754,16 @@ impl Message for InstrumentationScope {
         ("droppedAttributesCount", "dropped_attributes_count"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.name = map.next_value_seed(Text("name"))?,
-            1 => self.version = map.next_value_seed(Text("version"))?,
-            2 => self.attributes = attributes(map)?,
+            0 => self.name = text(map, out, "name")?,
+            1 => self.version = text(map, out, "version")?,
+            2 => self.attributes = attributes(map, out)?,
             _ => {
                 self.dropped_attributes_count =
                     map.next_value_seed(integer("droppedAttributesCount"))?
@@ -639,7 +773,7 @@ impl Message for InstrumentationScope {
     }
 }
 
-impl Message for Span {
+impl<'a> Message<'a> for Span<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("traceId", "trace_id"),
         ("spanId", "span_id"),
@@ -659,14 +793,19 @@ impl Message for Span {
         ("status", "status"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.trace_id = map.next_value_seed(HexId("traceId"))?,
-            1 => self.span_id = map.next_value_seed(HexId("spanId"))?,
-            2 => self.trace_state = map.next_value_seed(Text("traceState"))?,
-            3 => self.parent_span_id = map.next_value_seed(HexId("parentSpanId"))?,
+            0 => self.trace_id = hex_id(map, out, "traceId")?,
+            1 => self.span_id = hex_id(map, out, "spanId")?,
+            2 => self.trace_state = text(map, out, "traceState")?,
+            3 => self.parent_span_id = hex_id(map, out, "parentSpanId")?,
             4 => self.flags = map.next_value_seed(integer("flags"))?,
-            5 => self.name = map.next_value_seed(Text("name"))?,
+            5 => self.name = text(map, out, "name")?,
             6 => {
                 self.kind = map.next_value_seed(Enumeration {
                     name: "kind",
@@ -676,28 +815,33 @@ impl Message for Span {
             }
             7 => self.start_time_unix_nano = map.next_value_seed(integer("startTimeUnixNano"))?,
             8 => self.end_time_unix_nano = map.next_value_seed(integer("endTimeUnixNano"))?,
-            9 => self.attributes = attributes(map)?,
+            9 => self.attributes = attributes(map, out)?,
             10 => {
                 self.dropped_attributes_count =
                     map.next_value_seed(integer("droppedAttributesCount"))?
             }
-            11 => self.events = list::<Event, A>(map, "events", "events[]")?,
+            11 => self.events = views(map, out, "events", "events[]", |r| &mut r.events)?,
             12 => self.dropped_events_count = map.next_value_seed(integer("droppedEventsCount"))?,
-            13 => self.links = list::<Link, A>(map, "links", "links[]")?,
+            13 => self.links = views(map, out, "links", "links[]", |r| &mut r.links)?,
             14 => self.dropped_links_count = map.next_value_seed(integer("droppedLinksCount"))?,
-            _ => self.status = map.next_value_seed(Object::<Status>::new("status"))?,
+            _ => self.status = map.next_value_seed(Object::<Status>::new("status", out))?,
         }
         Ok(())
     }
 }
 
-impl Message for Status {
+impl<'a> Message<'a> for Status<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] =
         &[("message", "message"), ("code", "code")];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.message = map.next_value_seed(Text("message"))?,
+            0 => self.message = text(map, out, "message")?,
             _ => {
                 self.code = map.next_value_seed(Enumeration {
                     name: "code",
@@ -710,7 +854,7 @@ impl Message for Status {
     }
 }
 
-impl Message for Event {
+impl<'a> Message<'a> for Event<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("timeUnixNano", "time_unix_nano"),
         ("name", "name"),
@@ -718,11 +862,16 @@ impl Message for Event {
         ("droppedAttributesCount", "dropped_attributes_count"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
             0 => self.time_unix_nano = map.next_value_seed(integer("timeUnixNano"))?,
-            1 => self.name = map.next_value_seed(Text("name"))?,
-            2 => self.attributes = attributes(map)?,
+            1 => self.name = text(map, out, "name")?,
+            2 => self.attributes = attributes(map, out)?,
             _ => {
                 self.dropped_attributes_count =
                     map.next_value_seed(integer("droppedAttributesCount"))?
@@ -732,7 +881,7 @@ impl Message for Event {
     }
 }
 
-impl Message for Link {
+impl<'a> Message<'a> for Link<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("traceId", "trace_id"),
         ("spanId", "span_id"),
@@ -742,12 +891,17 @@ impl Message for Link {
         ("flags", "flags"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.trace_id = map.next_value_seed(HexId("traceId"))?,
-            1 => self.span_id = map.next_value_seed(HexId("spanId"))?,
-            2 => self.trace_state = map.next_value_seed(Text("traceState"))?,
-            3 => self.attributes = attributes(map)?,
+            0 => self.trace_id = hex_id(map, out, "traceId")?,
+            1 => self.span_id = hex_id(map, out, "spanId")?,
+            2 => self.trace_state = text(map, out, "traceState")?,
+            3 => self.attributes = attributes(map, out)?,
             4 => {
                 self.dropped_attributes_count =
                     map.next_value_seed(integer("droppedAttributesCount"))?
@@ -758,15 +912,42 @@ impl Message for Link {
     }
 }
 
-impl Message for KeyValue {
+/// `KeyValue`, as the view of an attribute.
+impl<'a> Message<'a> for Attribute<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[("key", "key"), ("value", "value")];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
         match field {
-            0 => self.key = map.next_value_seed(Text("key"))?,
+            0 => self.key = text(map, out, "key")?,
             _ => {
-                let value = map.next_value_seed(Object::<Candidates>::new("value"))?;
-                self.value = value.map(Candidates::into_value);
+                let value = map.next_value_seed(Object::<Candidates>::new("value", out))?;
+                self.value = value.map_or(Value::Absent, |value| value.into_view(out.arena));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `KeyValue` in a nested list, owned as the whole nested value is.
+impl<'a> Message<'a> for KeyValue {
+    const FIELDS: &'static [(&'static str, &'static str)] = &[("key", "key"), ("value", "value")];
+
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
+        match field {
+            0 => self.key = text(map, out, "key")?.to_string(),
+            _ => {
+                let value = map.next_value_seed(Object::<Candidates>::new("value", out))?;
+                self.value = value.map(Candidates::into_any_value);
             }
         }
         Ok(())
@@ -776,8 +957,8 @@ impl Message for KeyValue {
 /// The values an `AnyValue` object gives (`null` ones as absent); the first of them in
 /// this order is its value.
 #[derive(Default)]
-struct Candidates {
-    string: Option<String>,
+struct Candidates<'a> {
+    string: Option<&'a str>,
     bool: Option<bool>,
     int: Option<i64>,
     double: Option<f64>,
@@ -786,7 +967,7 @@ struct Candidates {
     kvlist: Option<KeyValueList>,
 }
 
-impl Message for Candidates {
+impl<'a> Message<'a> for Candidates<'a> {
     const FIELDS: &'static [(&'static str, &'static str)] = &[
         ("stringValue", "string_value"),
         ("boolValue", "bool_value"),
@@ -797,17 +978,24 @@ impl Message for Candidates {
         ("kvlistValue", "kvlist_value"),
     ];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        field: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
+        let text = |name, what| Text {
+            name,
+            what,
+            arena: out.arena,
+        };
         match field {
-            0 => {
-                self.string = map.next_value_seed(OptionalText("stringValue: expected a string"))?
-            }
+            0 => self.string = map.next_value_seed(text("stringValue", "a string"))?,
             1 => self.bool = map.next_value_seed(Bool)?,
             2 => self.int = map.next_value_seed(Nullable(integer::<i64>("intValue")))?,
             3 => self.double = map.next_value_seed(Double)?,
             4 => {
-                let text =
-                    map.next_value_seed(OptionalText("bytesValue: expected a base64 string"))?;
+                let text = map.next_value_seed(text("bytesValue", "a base64 string"))?;
                 self.bytes = text
                     .map(|text| {
                         base64::engine::general_purpose::STANDARD
@@ -816,18 +1004,42 @@ impl Message for Candidates {
                     })
                     .transpose()?;
             }
-            5 => self.array = map.next_value_seed(Object::<ArrayValue>::new("arrayValue"))?,
-            _ => self.kvlist = map.next_value_seed(Object::<KeyValueList>::new("kvlistValue"))?,
+            5 => self.array = map.next_value_seed(Object::<ArrayValue>::new("arrayValue", out))?,
+            _ => {
+                self.kvlist =
+                    map.next_value_seed(Object::<KeyValueList>::new("kvlistValue", out))?
+            }
         }
         Ok(())
     }
 }
 
-impl Candidates {
-    fn into_value(self) -> AnyValue {
+impl<'a> Candidates<'a> {
+    fn into_view(self, arena: &'a Bump) -> Value<'a> {
+        use any_value::Value as V;
+        if let Some(text) = self.string {
+            Value::Str(text)
+        } else if let Some(value) = self.bool {
+            Value::Bool(value)
+        } else if let Some(value) = self.int {
+            Value::Int(value)
+        } else if let Some(value) = self.double {
+            Value::Double(value)
+        } else if let Some(bytes) = self.bytes {
+            Value::Bytes(arena.alloc_slice_copy(&bytes))
+        } else if let Some(array) = self.array {
+            Value::Nested(Cow::Owned(V::ArrayValue(array)))
+        } else if let Some(list) = self.kvlist {
+            Value::Nested(Cow::Owned(V::KvlistValue(list)))
+        } else {
+            Value::Absent
+        }
+    }
+
+    fn into_any_value(self) -> AnyValue {
         use any_value::Value as V;
         let value = if let Some(text) = self.string {
-            Some(V::StringValue(text))
+            Some(V::StringValue(text.to_string()))
         } else if let Some(value) = self.bool {
             Some(V::BoolValue(value))
         } else if let Some(value) = self.int {
@@ -845,21 +1057,38 @@ impl Candidates {
     }
 }
 
-impl Message for ArrayValue {
+impl<'a> Message<'a> for ArrayValue {
     const FIELDS: &'static [(&'static str, &'static str)] = &[("values", "values")];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
-        let values = list::<Candidates, A>(map, "values", "value")?;
-        self.values = values.into_iter().map(Candidates::into_value).collect();
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        _: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
+        let mut values = Vec::new();
+        list(map, out, "values", "value", |_, value: Candidates| {
+            values.push(value.into_any_value())
+        })?;
+        self.values = values;
         Ok(())
     }
 }
 
-impl Message for KeyValueList {
+impl<'a> Message<'a> for KeyValueList {
     const FIELDS: &'static [(&'static str, &'static str)] = &[("values", "values")];
 
-    fn read<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
-        self.values = list::<KeyValue, A>(map, "values", "attributes[]")?;
+    fn read<A: MapAccess<'a>>(
+        &mut self,
+        _: usize,
+        map: &mut A,
+        out: &mut Out<'a>,
+    ) -> Result<(), A::Error> {
+        let mut values = Vec::new();
+        list(map, out, "values", "attributes[]", |_, value: KeyValue| {
+            values.push(value)
+        })?;
+        self.values = values;
         Ok(())
     }
 }

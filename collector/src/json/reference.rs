@@ -14,13 +14,16 @@ use serde_json::{Map, Value};
 
 type Result<T> = std::result::Result<T, String>;
 
-/// Decodes an OTLP/JSON request body.
+/// Decodes an OTLP/JSON request body, as its views show it: as the decoder gives it.
+/// (Through the views, an absent resource or scope is an empty one, and an empty `AnyValue`
+/// none.)
 pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let root = object(&value, "request")?;
-    Ok(ExportTraceServiceRequest {
+    let request = ExportTraceServiceRequest {
         resource_spans: list(root, "resourceSpans", "resource_spans", resource_spans)?,
-    })
+    };
+    Ok(crate::wire::Request::of(&request).to_request())
 }
 
 fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
