@@ -297,8 +297,12 @@ mod tests {
 
     #[test]
     fn says_what_is_wrong() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 6] = [
             (b"{", "invalid JSON"),
+            (
+                b"{\"resourceSpans\":[{\"schemaUrl\":\"\xff\"}]}",
+                "invalid JSON: invalid unicode code point at line 1 column 33",
+            ),
             (
                 br#"{"resourceSpans":{}}"#,
                 "resourceSpans: expected an array",

@@ -30,15 +30,26 @@ pub fn decode_views<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Request<'a>, 
         request: Request::default(),
         arena,
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let found = Object::<Top>::new("request", &mut out)
-        .deserialize(&mut deserializer)
-        .and_then(|found| deserializer.end().map(|()| found))
-        .map_err(describe)?;
-    match found {
+    // A body checked as UTF-8 once is parsed without checking each string again. One that
+    // is not is parsed as bytes, which gives the error and the place it always gave.
+    let found = match std::str::from_utf8(body) {
+        Ok(text) => read_top(serde_json::Deserializer::from_str(text), &mut out),
+        Err(_) => read_top(serde_json::Deserializer::from_slice(body), &mut out),
+    };
+    match found.map_err(describe)? {
         Some(Top) => Ok(out.request),
         None => Err("request: expected a JSON object".to_string()),
     }
+}
+
+/// Reads the whole body as the request's object, or `None` for `null`.
+fn read_top<'a, R: serde_json::de::Read<'a>>(
+    mut deserializer: serde_json::Deserializer<R>,
+    out: &mut Out<'a>,
+) -> Result<Option<Top>, serde_json::Error> {
+    let found = Object::<Top>::new("request", out).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(found)
 }
 
 /// Decodes an OTLP/JSON request body into an owned request.
