@@ -231,22 +231,38 @@ pub fn parse_span_id(hex: &str) -> Option<u64> {
     hex_number(hex.as_bytes())
 }
 
-/// Up to 16 hex digits. A plain loop: the standard parser checks for overflow at every
-/// digit.
+/// Up to 16 hex digits. Each digit is looked up in a table and any that is not one is
+/// found once at the end, so the loop has no branch per digit (ids are parsed for every
+/// span pairing reads).
 fn hex_number(hex: &[u8]) -> Option<u64> {
     if hex.is_empty() || hex.len() > 16 {
         return None;
     }
-    hex.iter().try_fold(0u64, |value, &byte| {
-        let digit = match byte {
-            b'0'..=b'9' => byte - b'0',
-            b'a'..=b'f' => byte - b'a' + 10,
-            b'A'..=b'F' => byte - b'A' + 10,
-            _ => return None,
-        };
-        Some(value << 4 | u64::from(digit))
-    })
+    let mut value = 0_u64;
+    let mut not_digit = 0_u8;
+    for &byte in hex {
+        let digit = HEX_DIGITS[usize::from(byte)];
+        not_digit |= digit;
+        value = value << 4 | u64::from(digit & 0x0f);
+    }
+    (not_digit & 0xf0 == 0).then_some(value)
 }
+
+/// Each byte's value as a hex digit, or 0xff when it is none.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xff_u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = match byte as u8 {
+            b @ b'0'..=b'9' => b - b'0',
+            b @ b'a'..=b'f' => b - b'a' + 10,
+            b @ b'A'..=b'F' => b - b'A' + 10,
+            _ => 0xff,
+        };
+        byte += 1;
+    }
+    table
+};
 
 fn column<'a, T: 'static>(
     batch: &'a RecordBatch,
@@ -501,6 +517,11 @@ mod tests {
             "é0af7651916cd43dd",
         ] {
             assert_eq!(trace(bad), None, "{bad:?}");
+        }
+        // Every byte: a digit where it is one in base 16, in either case, and no id otherwise.
+        for byte in 0..=u8::MAX {
+            let expected = (byte as char).to_digit(16).map(|d| 0x10 | u64::from(d));
+            assert_eq!(hex_number(&[b'1', byte]), expected, "{byte:#x}");
         }
     }
 
