@@ -958,7 +958,7 @@ impl<'a> Message<'a> for KeyValue {
             0 => self.key = text(map, out, "key")?.to_string(),
             _ => {
                 let value = map.next_value_seed(Object::<Candidates>::new("value", out))?;
-                self.value = value.map(Candidates::into_any_value);
+                self.value = value.map(|value| value.into_any_value(out.arena));
             }
         }
         Ok(())
@@ -1047,24 +1047,12 @@ impl<'a> Candidates<'a> {
         }
     }
 
-    fn into_any_value(self) -> AnyValue {
-        use any_value::Value as V;
-        let value = if let Some(text) = self.string {
-            Some(V::StringValue(text.to_string()))
-        } else if let Some(value) = self.bool {
-            Some(V::BoolValue(value))
-        } else if let Some(value) = self.int {
-            Some(V::IntValue(value))
-        } else if let Some(value) = self.double {
-            Some(V::DoubleValue(value))
-        } else if let Some(bytes) = self.bytes {
-            Some(V::BytesValue(bytes))
-        } else if let Some(array) = self.array {
-            Some(V::ArrayValue(array))
-        } else {
-            self.kvlist.map(V::KvlistValue)
-        };
-        AnyValue { value }
+    /// The value of a nested array or list, owned as the whole nested value is.
+    fn into_any_value(self, arena: &'a Bump) -> AnyValue {
+        let value = self.into_view(arena).to_any_value();
+        AnyValue {
+            value: value.and_then(|value| value.value),
+        }
     }
 }
 
@@ -1078,8 +1066,8 @@ impl<'a> Message<'a> for ArrayValue {
         out: &mut Out<'a>,
     ) -> Result<(), A::Error> {
         let mut values = Vec::new();
-        list(map, out, "values", "value", |_, value: Candidates| {
-            values.push(value.into_any_value())
+        list(map, out, "values", "value", |out, value: Candidates| {
+            values.push(value.into_any_value(out.arena))
         })?;
         self.values = values;
         Ok(())
