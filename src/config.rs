@@ -268,7 +268,9 @@ pub struct ServeArgs {
     /// Export requests that may wait for the WAL before new ones get 429 / RESOURCE_EXHAUSTED.
     #[arg(long, env = "CALLWATCH_INGEST_QUEUE", default_value_t = 256)]
     pub ingest_queue: usize,
-    /// Memory for spans not yet in Parquet before new requests get 503 / UNAVAILABLE (e.g. 2GiB).
+    /// Memory for spans not yet in Parquet, halves waiting to be paired and breakers, before
+    /// new requests get 503 / UNAVAILABLE (e.g. 2GiB). The process's resident size is held to
+    /// it too: once it reaches it, requests get 503 while a quarter of it waits to be flushed.
     #[arg(long, env = "CALLWATCH_MEMORY_LIMIT", default_value = "2GiB", value_parser = parse_bytes)]
     pub memory_limit: usize,
     /// Largest export request body, after decompression (e.g. 16MiB).

@@ -66,6 +66,7 @@ impl IngestError {
             Self::Store(
                 StoreError::QueueFull { .. }
                 | StoreError::MemoryFull { .. }
+                | StoreError::ResidentFull { .. }
                 | StoreError::ShuttingDown,
             ) => self.to_string(),
             Self::Store(_) | Self::Convert(_) => {
@@ -89,9 +90,11 @@ impl IngestError {
             Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
                 Code::ResourceExhausted
             }
-            Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
-                Code::Unavailable
-            }
+            Self::Store(
+                StoreError::MemoryFull { .. }
+                | StoreError::ResidentFull { .. }
+                | StoreError::ShuttingDown,
+            ) => Code::Unavailable,
             Self::Store(_) | Self::Convert(_) => Code::Internal,
         };
         let message = self.public_message();
@@ -118,9 +121,11 @@ impl IngestError {
             Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Store(StoreError::MemoryFull { .. } | StoreError::ShuttingDown) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Store(
+                StoreError::MemoryFull { .. }
+                | StoreError::ResidentFull { .. }
+                | StoreError::ShuttingDown,
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) | Self::Convert(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -161,7 +161,9 @@ impl Ingest {
     fn refused(&self, error: StoreError) -> IngestError {
         match &error {
             StoreError::QueueFull { .. } => self.metrics.requests_refused_queue.add(1),
-            StoreError::MemoryFull { .. } => self.metrics.requests_refused_memory.add(1),
+            StoreError::MemoryFull { .. } | StoreError::ResidentFull { .. } => {
+                self.metrics.requests_refused_memory.add(1)
+            }
             _ => self.metrics.requests_failed.add(1),
         }
         IngestError::Store(error)

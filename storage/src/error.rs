@@ -15,6 +15,16 @@ pub enum StoreError {
         limit_bytes: usize,
         retry_after: Duration,
     },
+    /// The process's resident memory has reached the memory limit while spans wait to be
+    /// flushed: the allocator's and the uncounted parts' memory counts too.
+    #[error(
+        "resident memory of {resident_bytes} bytes has reached the memory limit of {limit_bytes} bytes; spans are being flushed to free it"
+    )]
+    ResidentFull {
+        resident_bytes: usize,
+        limit_bytes: usize,
+        retry_after: Duration,
+    },
     #[error("storage is shutting down")]
     ShuttingDown,
     #[error("batch does not match the spans schema: {0}")]
@@ -42,9 +52,9 @@ impl StoreError {
     /// How long a client should wait before trying again, when trying again can help.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::QueueFull { retry_after, .. } | Self::MemoryFull { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::QueueFull { retry_after, .. }
+            | Self::MemoryFull { retry_after, .. }
+            | Self::ResidentFull { retry_after, .. } => Some(*retry_after),
             Self::ShuttingDown => Some(Duration::from_secs(5)),
             _ => None,
         }

@@ -12,6 +12,7 @@ mod error;
 mod location;
 mod metrics;
 mod records;
+mod resident;
 pub mod schema;
 mod segments;
 mod store;

@@ -111,12 +111,15 @@ pub struct StoreGauges {
     /// What the memory budget counts, by part, and the budget.
     pub memory: Vec<(&'static str, usize)>,
     pub memory_limit: usize,
+    /// The process's resident bytes; `None` where the kernel does not say.
+    pub resident: Option<usize>,
 }
 
 impl StoreMetrics {
     pub fn render(&self, gauges: &StoreGauges, out: &mut String) {
         self.render_refresh(gauges, out);
-        let (memory, memory_limit) = (&gauges.memory, gauges.memory_limit);
+        let (memory, memory_limit, resident) =
+            (&gauges.memory, gauges.memory_limit, gauges.resident);
         let seconds = |c: &Counter| c.get() as f64 / 1e9;
         let counters = [
             (
@@ -244,6 +247,15 @@ impl StoreMetrics {
             "The memory budget: past it, export requests get 503 / UNAVAILABLE.",
             memory_limit as f64,
         );
+        if let Some(resident) = resident {
+            write_metric(
+                out,
+                "callwatch_memory_resident_bytes",
+                "gauge",
+                "The process's resident memory: at the memory limit, export requests get 503 / UNAVAILABLE while spans wait to be flushed.",
+                resident as f64,
+            );
+        }
     }
 
     /// The series of reading the other nodes' manifests: all a reader has.

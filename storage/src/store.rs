@@ -44,6 +44,7 @@ use crate::derive::CallDeriver;
 use crate::error::{Result, StoreError};
 use crate::location::SegmentLocation;
 use crate::metrics::{StoreGauges, StoreMetrics};
+use crate::resident::Resident;
 use crate::schema::spans_schema;
 use crate::segments::{Manifest, RowKeep, SegmentMeta, SegmentStore, Table};
 use crate::wal::{self, Wal};
@@ -64,7 +65,9 @@ pub struct StoreConfig {
     pub fsync: FsyncPolicy,
     /// Batches that may wait for the WAL writer before appends are refused.
     pub queue_depth: usize,
-    /// Bytes of spans not yet in segments (queued and hot) before appends are refused.
+    /// Bytes of spans not yet in segments (queued and hot), with the other parts' accounts,
+    /// before appends are refused; also the resident size past which appends are refused
+    /// while a quarter of it is unflushed.
     pub memory_limit: usize,
     /// Hot batches are flushed at least this often...
     pub flush_interval: Duration,
@@ -240,6 +243,8 @@ struct Shared {
     unflushed_bytes: AtomicUsize,
     /// What the call deriver holds: waiting halves and what it remembers.
     derive_bytes: AtomicUsize,
+    /// The process's resident size, which the memory limit bounds too.
+    resident: Resident,
     /// Memory of other parts that live as long as the store (e.g. breaker state).
     accounts: Mutex<Vec<(&'static str, Arc<AtomicUsize>)>>,
     /// `None` on a reader.
@@ -315,6 +320,11 @@ const ORPHANS_KEPT: Duration = Duration::from_secs(600);
 /// Readers may refresh at most this far apart: compaction leaves segments younger than twice
 /// this alone (see `StoreConfig::compaction_min_age`).
 pub const MOST_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// With the process's resident size at the memory limit, appends are refused while this
+/// share of the limit (a quarter) is unflushed: enough for ingest to go on while a flush
+/// writes the rest.
+const RESIDENT_UNFLUSHED_SHARE: usize = 4;
 
 /// At most this many rows (or `flush_rows`, if more) between two checkpoints.
 const MOST_ROWS_PER_FLUSH: usize = 500_000;
@@ -620,6 +630,7 @@ impl Store {
             segments,
             manifest: tokio::sync::Mutex::new(manifest),
             flush_wanted: Notify::new(),
+            resident: Resident::new(),
             retired: Mutex::new(Vec::new()),
             metrics: StoreMetrics::default(),
             checkpoints: Mutex::new(Checkpoints::default()),
@@ -699,6 +710,7 @@ impl Store {
             segments,
             manifest: tokio::sync::Mutex::new(Manifest::default()),
             flush_wanted: Notify::new(),
+            resident: Resident::new(),
             retired: Mutex::new(Vec::new()),
             metrics: StoreMetrics::default(),
             checkpoints: Mutex::new(Checkpoints::default()),
@@ -794,6 +806,11 @@ impl Store {
             + accounts
     }
 
+    /// The process's resident bytes, at most 100 ms old; `None` where the kernel does not say.
+    pub fn resident_bytes(&self) -> Option<usize> {
+        self.shared.resident.bytes()
+    }
+
     /// Refuses early, before the caller spends work on a batch that cannot be taken.
     pub fn admit(&self) -> Result<()> {
         let config = &self.shared.config;
@@ -802,6 +819,21 @@ impl Store {
             return Err(StoreError::MemoryFull {
                 limit_bytes: config.memory_limit,
                 retry_after: Duration::from_secs(5),
+            });
+        }
+        // Past the limit, the resident size refuses appends while flushing can bring it down;
+        // with little unflushed, refusing would not (the allocator keeps what it was given,
+        // and pairing and queries hold theirs), so appends go on.
+        let unflushed = self.shared.unflushed_bytes.load(Ordering::Relaxed);
+        if unflushed >= (config.memory_limit / RESIDENT_UNFLUSHED_SHARE).max(1)
+            && let Some(resident) = self.resident_bytes()
+            && resident >= config.memory_limit
+        {
+            self.shared.flush_wanted.notify_one();
+            return Err(StoreError::ResidentFull {
+                resident_bytes: resident,
+                limit_bytes: config.memory_limit,
+                retry_after: Duration::from_secs(1),
             });
         }
         let sender = self.sender()?;
@@ -944,6 +976,7 @@ impl Store {
             other_segments: tables.others.len(),
             memory: self.memory_parts(),
             memory_limit: self.shared.config.memory_limit,
+            resident: self.resident_bytes(),
         }
     }
 

@@ -201,6 +201,51 @@ async fn memory_held_by_other_parts_counts_against_the_budget() {
     assert_eq!(store.gauges().memory_limit, 1 << 20);
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn past_the_limit_the_resident_size_refuses_appends_while_a_quarter_is_unflushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 4 << 20;
+    let store = Store::open(StoreConfig {
+        memory_limit: limit,
+        ..config(dir.path())
+    })
+    .await
+    .unwrap();
+    // A test process holds more than 4 MiB: the resident size is past the limit throughout.
+    assert!(store.resident_bytes().unwrap() >= limit);
+    let unflushed = |store: &Store| {
+        let parts = store.memory_parts();
+        parts
+            .iter()
+            .find(|(part, _)| *part == "unflushed")
+            .unwrap()
+            .1
+    };
+    let mut appended = 0;
+    let refused = loop {
+        match store.append(spans(appended, 100, now_ns())).await {
+            Ok(_) => appended += 100,
+            Err(error) => break error,
+        }
+        assert!(appended < 100_000, "never refused");
+    };
+    assert!(
+        matches!(refused, StoreError::ResidentFull { limit_bytes, .. } if limit_bytes == limit),
+        "{refused}"
+    );
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(1)));
+    // Refused at a quarter of the limit unflushed, long before the budget itself is used up.
+    let held = unflushed(&store);
+    assert!((limit / 4..limit / 2).contains(&held), "{held}");
+    assert!(store.gauges().resident.is_some());
+    // Flushing frees what waited: appends go on although the resident size has not fallen.
+    store.flush().await.unwrap();
+    assert_eq!(unflushed(&store), 0);
+    store.append(spans(appended, 100, now_ns())).await.unwrap();
+    assert_eq!(stored_ids(&store).await, expected_ids(0..appended + 100));
+}
+
 /// Waits (bounded) until `condition` holds.
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
     for _ in 0..5000 {
