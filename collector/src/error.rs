@@ -197,6 +197,23 @@ mod tests {
         let response = memory_full.http_response(true);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+
+        let resident_full = IngestError::Store(StoreError::ResidentFull {
+            resident_bytes: 3 << 30,
+            limit_bytes: 2 << 30,
+            retry_after: Duration::from_secs(1),
+        });
+        let status = resident_full.grpc_status();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(retry_delay(&status), Some(Duration::from_secs(1)));
+        assert!(
+            status
+                .message()
+                .contains("resident memory of 3221225472 bytes")
+        );
+        let response = resident_full.http_response(true);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
     }
 
     #[test]
