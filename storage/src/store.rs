@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::buffer::Buffer;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -230,7 +231,7 @@ struct Tables {
 
 struct Append {
     batch: RecordBatch,
-    payload: Vec<u8>,
+    payload: Buffer,
     bytes: usize,
     ack: oneshot::Sender<std::result::Result<u64, String>>,
 }
@@ -863,10 +864,10 @@ impl Store {
             },
             mpsc::error::TrySendError::Closed(()) => StoreError::ShuttingDown,
         })?;
-        let payload = wal::encode_batch(&batch)?;
-        // Keep the decoded WAL record rather than the builder's arrays: the same data in one
-        // exact-size allocation, and its size is what the memory budget counts.
-        let batch = wal::decode_batch(&payload)?;
+        let payload = Buffer::from_vec(wal::encode_batch(&batch)?);
+        // Keep the WAL record, decoded in place, rather than the builder's arrays: the same
+        // data in one exact-size allocation, and its size is what the memory budget counts.
+        let batch = wal::decode_batch(payload.clone())?;
         let bytes = payload.len();
         self.shared
             .unflushed_bytes

@@ -7,10 +7,11 @@
 //! was never acknowledged, because acknowledgement waits for the write (and the fsync).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Cursor, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
@@ -29,14 +30,23 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
     writer.write(batch)?;
     writer.finish()?;
     drop(writer);
+    // The payload becomes the hot batch's memory: it keeps no spare capacity.
+    payload.shrink_to_fit();
     Ok(payload)
 }
 
-/// Decodes a WAL record's payload. The batch's buffers are slices of one allocation the
-/// size of the payload: a compact copy, with none of a builder's spare capacity.
-pub fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
-    let reader = StreamReader::try_new(Cursor::new(payload), None)?;
-    let mut batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+/// Decodes a WAL record's payload into a batch whose buffers are slices of the payload
+/// itself (a buffer not aligned for its type is copied): a hot batch and its record share one
+/// exact-size allocation, with none of a builder's spare capacity.
+pub fn decode_batch(mut payload: Buffer) -> Result<RecordBatch> {
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::with_capacity(1);
+    while !payload.is_empty() {
+        if let Some(batch) = decoder.decode(&mut payload)? {
+            batches.push(batch);
+        }
+    }
+    decoder.finish()?;
     match (batches.pop(), batches.is_empty()) {
         (Some(batch), true) => Ok(batch),
         _ => Err(StoreError::Corrupt(
@@ -274,7 +284,7 @@ fn read_records(bytes: &[u8], skip_through: u64, replay: &mut Replay) -> Result<
         if seq > skip_through {
             replay.batches.push(Replayed {
                 seq,
-                batch: decode_batch(payload)?,
+                batch: decode_batch(Buffer::from(payload))?,
                 bytes: payload.len(),
             });
         }
@@ -307,6 +317,35 @@ mod tests {
     fn append(wal: &mut Wal, seq: u64, values: &[i64]) {
         let payload = encode_batch(&batch(values)).unwrap();
         wal.append([(seq, payload.as_slice())]).unwrap();
+    }
+
+    #[test]
+    fn a_decoded_payload_is_the_batch_in_place() {
+        let values: Vec<i64> = (0..1000).collect();
+        let payload = Buffer::from_vec(encode_batch(&batch(&values)).unwrap());
+        let decoded = decode_batch(payload.clone()).unwrap();
+        assert_eq!(decoded, batch(&values));
+        let data = decoded.column(0).to_data();
+        let values_at = data.buffers()[0].as_ptr() as usize;
+        let payload_at = payload.as_ptr() as usize;
+        assert!(
+            (payload_at..payload_at + payload.len()).contains(&values_at),
+            "the values were copied out of the payload"
+        );
+        assert_eq!(payload.capacity(), payload.len());
+
+        let mut two = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut two, &batch(&[1]).schema()).unwrap();
+        writer.write(&batch(&[1])).unwrap();
+        writer.write(&batch(&[2])).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let refused = decode_batch(Buffer::from_vec(two)).unwrap_err();
+        assert!(
+            refused.to_string().contains("exactly one batch"),
+            "{refused}"
+        );
+        assert!(decode_batch(Buffer::from(&b"not arrow"[..])).is_err());
     }
 
     #[test]
