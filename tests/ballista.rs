@@ -1,6 +1,6 @@
 //! Distributed SQL on Apache DataFusion Ballista. Its scheduler and two executors run in this
-//! process (Ballista's standalone mode) and read the S3 bucket (moto's server) that a
-//! collector flushed the full demo recording into. A query node with `--ballista` answers a
+//! process, as the `ballista-scheduler` and `ballista-executor` binaries run them, and read
+//! the S3 bucket (moto's server) that a collector flushed the full demo recording into. A query node with `--ballista` answers a
 //! fixed list of queries, over HTTP, Postgres and `callwatch sql`, and the long-window graph
 //! exactly as a query node without it; statements it refuses never reach the scheduler; a
 //! query over its time limit is cancelled on the cluster.
@@ -10,13 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{GetJobStatusParams, job_status};
+use ballista_executor::executor_process::{self, ExecutorProcessConfig};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use object_store::aws::AmazonS3Builder;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -46,9 +52,23 @@ fn queries() -> Vec<String> {
     list
 }
 
-/// Ballista's scheduler and executors in this process, reading the S3 bucket.
+/// Ballista's scheduler and executors in this process, reading the S3 bucket. They run
+/// as the `ballista-scheduler` and `ballista-executor` binaries do by default, with tasks
+/// pushed to the executors' gRPC services: that is the path on which a cancelled job's
+/// running tasks are stopped (executors that poll for work are never told).
 struct Cluster {
     scheduler: SocketAddr,
+    _work: tempfile::TempDir,
+}
+
+/// A port free on the loopback interface, for the servers whose port Ballista takes as a
+/// number rather than as a bound listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Cluster {
@@ -65,30 +85,87 @@ impl Cluster {
         let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
         let url = ObjectStoreUrl::parse(format!("s3://{bucket}")).unwrap();
         runtime.register_object_store(url.as_ref(), Arc::new(store));
+        let config = SessionConfig::new_with_ballista();
         let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new_with_ballista())
-            .with_runtime_env(runtime)
+            .with_config(config.clone())
+            .with_runtime_env(runtime.clone())
             .with_default_features()
             .build();
-        let scheduler = ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state)
-            .await
-            .unwrap();
-        let client = SchedulerGrpcClient::connect(format!("http://127.0.0.1:{}", scheduler.port()))
-            .await
-            .unwrap();
-        for _ in 0..executors {
-            ballista_executor::new_standalone_executor_from_state(client.clone(), 2, &state)
-                .await
-                .unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scheduler = listener.local_addr().unwrap();
+        let scheduler_config = SchedulerConfig::default()
+            .with_hostname("127.0.0.1")
+            .with_port(scheduler.port())
+            .with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
+        let session_config = config.clone();
+        let cluster = BallistaCluster::new_memory(
+            scheduler.to_string(),
+            Arc::new(move |_| Ok(state.clone())),
+            Arc::new(move || session_config.clone()),
+        );
+        let server = scheduler_process::create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(
+            cluster,
+            Arc::new(scheduler_config),
+        )
+        .await
+        .unwrap();
+        let state = server.state.clone();
+        tokio::spawn(scheduler_process::start_grpc_service_with_listener(
+            listener, server,
+        ));
+
+        let work = tempfile::tempdir().unwrap();
+        for n in 0..executors {
+            let work_dir = work.path().join(format!("executor-{n}"));
+            std::fs::create_dir_all(&work_dir).unwrap();
+            let runtime = runtime.clone();
+            let config = config.clone();
+            let process = ExecutorProcessConfig {
+                bind_host: "127.0.0.1".into(),
+                external_host: Some("127.0.0.1".into()),
+                port: free_port(),
+                grpc_port: free_port(),
+                scheduler_host: "127.0.0.1".into(),
+                scheduler_port: scheduler.port(),
+                scheduler_connect_timeout_seconds: 30,
+                vcores: 2,
+                task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+                work_dir: Some(work_dir.to_str().unwrap().to_string()),
+                memory_pool_size: Some(1 << 30),
+                override_runtime_producer: Some(Arc::new(move |_| Ok(runtime.clone()))),
+                override_config_producer: Some(Arc::new(move || config.clone())),
+                ..Default::default()
+            };
+            tokio::spawn(executor_process::start_executor_process(Arc::new(process)));
         }
-        Self { scheduler }
+        // Until every executor has registered with the scheduler.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while state
+            .executor_manager
+            .get_executors_state()
+            .await
+            .unwrap()
+            .len()
+            < executors
+        {
+            assert!(Instant::now() < deadline, "the executors did not register");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            scheduler,
+            _work: work,
+        }
+    }
+
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.scheduler.port())
     }
 
     async fn job_status(&self, job: &str) -> Option<job_status::Status> {
-        let mut client =
-            SchedulerGrpcClient::connect(format!("http://127.0.0.1:{}", self.scheduler.port()))
-                .await
-                .unwrap();
+        let mut client = SchedulerGrpcClient::connect(self.client_url())
+            .await
+            .unwrap();
         let result = client
             .get_job_status(GetJobStatusParams {
                 job_id: job.to_string(),
@@ -161,6 +238,11 @@ async fn wait_for_spans(server: &Server, spans: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ballista_answers_as_the_local_engine() {
+    // Ballista's own log (jobs, tasks, cancellations), shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("ballista_executor=info,ballista_scheduler=info,ballista_core=warn")
+        .with_test_writer()
+        .try_init();
     let Some(s3) = S3::start(&["ballista"]) else {
         return;
     };
