@@ -444,6 +444,98 @@ async fn bodies_past_the_inflight_budget_get_429_and_memory_stays_bounded() {
     );
 }
 
+/// A length-delimited protobuf field.
+fn field(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag << 3 | 2];
+    let mut length = payload.len();
+    while length >= 0x80 {
+        out.push(length as u8 | 0x80);
+        length >>= 7;
+    }
+    out.push(length as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Bodies whose elements are as small as their encoding allows decode to far more than
+/// they weigh (an empty span is 2 bytes, and ~200 decoded): the decoded views and messages
+/// are charged to the in-flight budget as they are made. One that alone would pass the
+/// budget is refused for good (413 / `OUT_OF_RANGE`) before it takes the memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_of_tiny_elements_are_charged_as_they_decode() {
+    const BUDGET_MIB: u64 = 128;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--ingest-inflight-bytes",
+            "128MiB",
+            "--max-message-size",
+            "16MiB",
+        ],
+    );
+    let spans = 5_000_000;
+    let json = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec!["{}"; spans].join(",")
+    );
+    let empty_spans = [0x12, 0x00].repeat(spans);
+    let in_place = field(1, &field(2, &empty_spans));
+    let in_place_copy = in_place.clone();
+    // A status given twice is merged by prost: the in-place reader leaves the body to it.
+    let mut merged_spans = field(2, &[0x7a, 0x00, 0x7a, 0x00]);
+    merged_spans.extend_from_slice(&empty_spans);
+    let for_prost = field(1, &merged_spans);
+    let rss_before = status_kib(&server, "VmRSS");
+    let client = reqwest::Client::new();
+    for (content_type, body) in [
+        ("application/json", json.into_bytes()),
+        ("application/x-protobuf", in_place),
+        ("application/x-protobuf", for_prost),
+    ] {
+        let response = client
+            .post(server.traces_url())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 413, "{content_type}: {text}");
+        assert!(text.contains("in-flight budget"), "{text}");
+    }
+    let mut grpc = callwatch_collector::OtlpClient::connect(&server.grpc_url())
+        .await
+        .unwrap();
+    let refused = grpc
+        .export_bytes(bytes::Bytes::from(in_place_copy))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    // Nothing was charged for good, and nothing counted as refused for load.
+    assert_eq!(
+        metric(&server, "callwatch_ingest_inflight_bytes").await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "callwatch_ingest_requests_refused_total{reason=\"inflight_full\"}"
+        )
+        .await,
+        0.0
+    );
+    // Each body decoded whole would have taken about a gigabyte.
+    let peak_mib = status_kib(&server, "VmHWM").saturating_sub(rss_before) / 1024;
+    let bound = BUDGET_MIB + 2 * 16 + 128;
+    assert!(
+        peak_mib < bound,
+        "peak RSS grew by {peak_mib} MiB; bound {bound} MiB"
+    );
+    println!("peak RSS growth {peak_mib} MiB");
+}
+
 /// Sends `head` a byte at a time, a byte a second; returns how long the server kept the
 /// connection open.
 async fn slowloris(addr: std::net::SocketAddr, head: &[u8]) -> Duration {

@@ -17,6 +17,12 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// Decoded, the request alone would take more than the whole in-flight budget: it can
+    /// never be taken as it is.
+    #[error(
+        "decoded, the request takes more than the in-flight budget of {limit} bytes: send fewer spans per request"
+    )]
+    DecodedTooLarge { limit: usize },
     /// Request bodies being decoded at once already fill the in-flight byte budget.
     #[error("request bodies being decoded fill the in-flight budget of {limit} bytes; retry later")]
     InflightFull { limit: usize, retry_after: Duration },
@@ -48,6 +54,7 @@ impl IngestError {
                 | Self::UnsupportedContentType(_)
                 | Self::UnsupportedEncoding(_)
                 | Self::TooLarge { .. }
+                | Self::DecodedTooLarge { .. }
         )
     }
 
@@ -84,7 +91,7 @@ impl IngestError {
             Self::InvalidRequest(_)
             | Self::UnsupportedContentType(_)
             | Self::UnsupportedEncoding(_) => Code::InvalidArgument,
-            Self::TooLarge { .. } => Code::OutOfRange,
+            Self::TooLarge { .. } | Self::DecodedTooLarge { .. } => Code::OutOfRange,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::Forbidden => Code::PermissionDenied,
             Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {
@@ -115,7 +122,7 @@ impl IngestError {
             Self::UnsupportedContentType(_) | Self::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::DecodedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::InflightFull { .. } | Self::Store(StoreError::QueueFull { .. }) => {

@@ -82,6 +82,17 @@ pub struct Charge {
 }
 
 impl Charge {
+    /// Whether `more` bytes, with `alongside` charged elsewhere for the same request, could
+    /// ever fit the budget, however many other requests give back theirs.
+    pub fn could_fit(&self, more: usize, alongside: usize) -> bool {
+        (self.bytes.saturating_add(more)).saturating_add(alongside) <= self.budget.limit
+    }
+
+    /// The budget's limit.
+    pub fn limit(&self) -> usize {
+        self.budget.limit
+    }
+
     /// Charges `more` bytes, or refuses them if the budget has no room.
     pub fn grow(&mut self, more: usize) -> Result<(), IngestError> {
         self.budget.take(more)?;

@@ -15,9 +15,9 @@ use prost::Message;
 use crate::convert::{Limits, convert_views, reported_consumer_groups, reported_namespaces};
 use crate::error::IngestError;
 use crate::inflight::InflightBudget;
-use crate::json::decode_views;
+use crate::json::decode_views_within;
 use crate::metrics::IngestMetrics;
-use crate::wire;
+use crate::wire::{self, Room};
 
 /// Validates, converts and stores export requests. Transports only decode and encode.
 #[derive(Debug)]
@@ -74,14 +74,22 @@ impl Ingest {
         invalid: impl FnOnce(prost::DecodeError) -> String,
     ) -> Result<ExportTraceServiceResponse, IngestError> {
         let decoded;
-        let request = match wire::read(&body) {
+        let room = Room::charged(self.inflight.charge(), body.len());
+        let request = match wire::read_within(&body, room)? {
             Some(request) => request,
             None => {
+                // What prost and the views will take, charged before they take it.
+                let mut room = Room::charged(self.inflight.charge(), body.len());
+                if !room.take(wire::decoded_bound(&body)) {
+                    return Err(room.refused().expect("a refused charge is kept"));
+                }
                 decoded = ExportTraceServiceRequest::decode(&body[..]).map_err(|error| {
                     self.metrics.requests_invalid.add(1);
                     IngestError::InvalidRequest(invalid(error))
                 })?;
-                wire::Request::of(&decoded)
+                let mut request = wire::Request::of(&decoded);
+                request.room = room;
+                request
             }
         };
         self.export_views(request).await
@@ -94,9 +102,11 @@ impl Ingest {
         body: Bytes,
     ) -> Result<ExportTraceServiceResponse, IngestError> {
         let arena = Bump::new();
-        let request = decode_views(&body, &arena).map_err(|error| {
-            self.metrics.requests_invalid.add(1);
-            IngestError::InvalidRequest(error)
+        let room = Room::charged(self.inflight.charge(), body.len());
+        let request = decode_views_within(&body, &arena, room).inspect_err(|error| {
+            if matches!(error, IngestError::InvalidRequest(_)) {
+                self.metrics.requests_invalid.add(1);
+            }
         })?;
         self.export_views(request).await
     }

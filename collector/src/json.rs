@@ -15,7 +15,9 @@ mod decode;
 #[cfg(test)]
 pub(crate) mod reference;
 
-pub use decode::{decode_request, decode_views};
+#[cfg(test)]
+pub use decode::decode_views;
+pub use decode::{decode_request, decode_views_within};
 
 /// Encodes a response the way OTLP/JSON clients read it.
 pub fn encode_response(response: &ExportTraceServiceResponse) -> Vec<u8> {

@@ -17,6 +17,9 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use prost::Message;
 
+use crate::error::IngestError;
+use crate::inflight::Charge;
+
 /// The views of one request. Each level holds ranges into the flat lists below it.
 #[derive(Debug, Default)]
 pub struct Request<'a> {
@@ -26,6 +29,73 @@ pub struct Request<'a> {
     pub(crate) events: Vec<Event<'a>>,
     pub(crate) links: Vec<Link<'a>>,
     pub(crate) attributes: Vec<Attribute<'a>>,
+    /// What the lists above take, in the in-flight budget while the views live.
+    pub(crate) room: Room,
+}
+
+/// The memory a request's views take, charged to the in-flight budget as their lists grow.
+/// A body of many tiny elements decodes to far more than it weighs (an empty span is 2
+/// bytes of protobuf or JSON and 192 of view): charged, it is refused once the budget is
+/// full, before it allocates more.
+#[derive(Debug, Default)]
+pub struct Room {
+    /// `None`: not charged (views of a request decoded and charged before).
+    charge: Option<Charge>,
+    /// Bytes charged elsewhere for the same request (its body).
+    alongside: usize,
+    refused: Option<IngestError>,
+}
+
+impl Room {
+    /// Charges to `charge`, for a request that holds `alongside` bytes charged elsewhere.
+    pub fn charged(charge: Charge, alongside: usize) -> Self {
+        Self {
+            charge: Some(charge),
+            alongside,
+            refused: None,
+        }
+    }
+
+    /// Charges `bytes`; false, from then on, once the budget has no room for them.
+    pub fn take(&mut self, bytes: usize) -> bool {
+        if self.refused.is_some() {
+            return false;
+        }
+        let Some(charge) = &mut self.charge else {
+            return true;
+        };
+        // A request that alone would pass the budget is refused for good, not for now.
+        if !charge.could_fit(bytes, self.alongside) {
+            let limit = charge.limit();
+            self.refused = Some(IngestError::DecodedTooLarge { limit });
+            return false;
+        }
+        match charge.grow(bytes) {
+            Ok(()) => true,
+            Err(error) => {
+                self.refused = Some(error);
+                false
+            }
+        }
+    }
+
+    /// Pushes `item` onto `list`, charging first what the list grows by when it is full.
+    pub fn push<T>(&mut self, list: &mut Vec<T>, item: T) -> bool {
+        if list.len() == list.capacity() {
+            let more = list.capacity().max(4);
+            if !self.take(more * size_of::<T>()) {
+                return false;
+            }
+            list.reserve_exact(more);
+        }
+        list.push(item);
+        true
+    }
+
+    /// The budget's refusal, once a charge was refused.
+    pub fn refused(&mut self) -> Option<IngestError> {
+        self.refused.take()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -343,17 +413,83 @@ impl Value<'_> {
 
 /// Reads a protobuf `ExportTraceServiceRequest` in place; `None` for a body to leave to
 /// prost (see the module's comment).
+#[cfg(test)]
 pub fn read(body: &[u8]) -> Option<Request<'_>> {
-    let mut request = Request::default();
-    let mut fields = Fields::new(body);
-    while let Some((tag, field)) = fields.next()? {
-        match (tag, field) {
-            (1, Field::Len(bytes)) => request.read_resource_spans(bytes)?,
-            (1, _) => return None,
-            _ => {}
+    read_within(body, Room::default()).ok().flatten()
+}
+
+/// [`read`], with the views charged to `room`: the budget's refusal when it has no room
+/// for them.
+pub fn read_within(body: &[u8], room: Room) -> Result<Option<Request<'_>>, IngestError> {
+    let mut request = Request {
+        room,
+        ..Request::default()
+    };
+    let read = request.read_request(body);
+    match request.room.refused() {
+        Some(refused) => Err(refused),
+        None => Ok(read.map(|()| request)),
+    }
+}
+
+/// What prost allocates to decode `body`, an `ExportTraceServiceRequest`, and to view it,
+/// at most: its messages counted as they are nested, each at its size, twice for the
+/// growth of the lists that hold them, and a `KeyValue` per two bytes of a nested array or
+/// list. Charged before a body the in-place reader left is decoded.
+pub fn decoded_bound(body: &[u8]) -> usize {
+    use opentelemetry_proto::tonic::trace::v1::Span as DecodedSpan;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, span};
+    // A message and its view, each with room to grow.
+    let size = |decoded: usize, view: usize| 2 * (decoded + view);
+    let key_value = size(size_of::<KeyValue>(), size_of::<Attribute>());
+    // The messages whose fields hold further messages, by the field numbers that do, and
+    // what those hold; `KeyValue` payloads are bounded by their length.
+    fn walk(body: &[u8], each: &mut impl FnMut(u32, &[u8])) {
+        let mut fields = Fields::new(body);
+        while let Some(Some((tag, field))) = fields.next() {
+            if let Field::Len(bytes) = field {
+                each(tag, bytes);
+            }
         }
     }
-    Some(request)
+    let attributes = |body: &[u8], tag: u32, total: &mut usize| {
+        walk(body, &mut |field, bytes| {
+            if field == tag {
+                *total += key_value + bytes.len() / 2 * key_value;
+            }
+        })
+    };
+    let mut total = 0;
+    walk(body, &mut |_, resource_spans| {
+        total += size(size_of::<ResourceSpans>(), size_of::<Resource>());
+        walk(resource_spans, &mut |field, bytes| match field {
+            1 => attributes(bytes, 1, &mut total),
+            2 => {
+                total += size(size_of::<ScopeSpans>(), size_of::<Scope>());
+                walk(bytes, &mut |field, bytes| match field {
+                    1 => attributes(bytes, 3, &mut total),
+                    2 => {
+                        total += size(size_of::<DecodedSpan>(), size_of::<Span>());
+                        walk(bytes, &mut |field, bytes| match field {
+                            9 => total += key_value + bytes.len() / 2 * key_value,
+                            11 => {
+                                total += size(size_of::<span::Event>(), size_of::<Event>());
+                                attributes(bytes, 3, &mut total);
+                            }
+                            13 => {
+                                total += size(size_of::<span::Link>(), size_of::<Link>());
+                                attributes(bytes, 4, &mut total);
+                            }
+                            _ => {}
+                        });
+                    }
+                    _ => {}
+                });
+            }
+            _ => {}
+        });
+    });
+    total
 }
 
 /// Nested arrays and lists deeper than this are left to prost, which counts its recursion
@@ -361,6 +497,18 @@ pub fn read(body: &[u8]) -> Option<Request<'_>> {
 const MOST_NESTED: usize = 32;
 
 impl<'a> Request<'a> {
+    fn read_request(&mut self, body: &'a [u8]) -> Option<()> {
+        let mut fields = Fields::new(body);
+        while let Some((tag, field)) = fields.next()? {
+            match (tag, field) {
+                (1, Field::Len(bytes)) => self.read_resource_spans(bytes)?,
+                (1, _) => return None,
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
     fn read_resource_spans(&mut self, body: &'a [u8]) -> Option<()> {
         let mut resource = Resource {
             scopes: self.scopes.len()..self.scopes.len(),
@@ -392,8 +540,7 @@ impl<'a> Request<'a> {
             }
         }
         resource.scopes.end = self.scopes.len();
-        self.resources.push(resource);
-        Some(())
+        self.room.push(&mut self.resources, resource).then_some(())
     }
 
     fn read_scope_spans(&mut self, body: &'a [u8]) -> Option<()> {
@@ -428,8 +575,7 @@ impl<'a> Request<'a> {
             }
         }
         scope.spans.end = self.spans.len();
-        self.scopes.push(scope);
-        Some(())
+        self.room.push(&mut self.scopes, scope).then_some(())
     }
 
     fn read_span(&mut self, body: &'a [u8]) -> Option<()> {
@@ -475,8 +621,7 @@ impl<'a> Request<'a> {
         }
         span.events.end = self.events.len();
         span.links.end = self.links.len();
-        self.spans.push(span);
-        Some(())
+        self.room.push(&mut self.spans, span).then_some(())
     }
 
     fn read_event(&mut self, body: &'a [u8]) -> Option<()> {
@@ -492,8 +637,7 @@ impl<'a> Request<'a> {
                 _ => {}
             }
         }
-        self.events.push(event);
-        Some(())
+        self.room.push(&mut self.events, event).then_some(())
     }
 
     fn read_link(&mut self, body: &'a [u8]) -> Option<()> {
@@ -511,8 +655,7 @@ impl<'a> Request<'a> {
                 _ => {}
             }
         }
-        self.links.push(link);
-        Some(())
+        self.room.push(&mut self.links, link).then_some(())
     }
 
     /// Adds a `KeyValue` to the attributes of `range`. A message's attributes stay one
@@ -529,16 +672,27 @@ impl<'a> Request<'a> {
         while let Some((tag, field)) = fields.next()? {
             match (tag, field) {
                 (1, Field::Len(bytes)) => key = text(bytes)?,
-                (2, Field::Len(bytes)) if value.is_none() => value = Some(any_value(bytes)?),
+                (2, Field::Len(bytes)) if value.is_none() => {
+                    // An array or a list is decoded whole: a `KeyValue` per two bytes, at
+                    // most.
+                    if matches!(bytes.first(), Some(0x2a | 0x32)) {
+                        let bound = bytes.len() / 2 * size_of::<KeyValue>();
+                        self.room.take(bound).then_some(())?;
+                    }
+                    value = Some(any_value(bytes)?)
+                }
                 (3, Field::Varint(_)) => {}
                 (1..=3, _) => return None,
                 _ => {}
             }
         }
-        self.attributes.push(Attribute {
+        let attribute = Attribute {
             key,
             value: value.unwrap_or(Value::Absent),
-        });
+        };
+        self.room
+            .push(&mut self.attributes, attribute)
+            .then_some(())?;
         range.end = self.attributes.len();
         Some(())
     }

@@ -21,13 +21,30 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::wire::{Attribute, Event, Link, Request, Resource, Scope, Span, Status, Value};
+use crate::error::IngestError;
+use crate::wire::{Attribute, Event, Link, Request, Resource, Room, Scope, Span, Status, Value};
 
 /// Decodes an OTLP/JSON request body into views of it; what they do not borrow from `body`
 /// is allocated in `arena`.
 pub fn decode_views<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Request<'a>, String> {
+    decode_views_within(body, arena, Room::default()).map_err(|error| match error {
+        IngestError::InvalidRequest(message) => message,
+        other => other.to_string(),
+    })
+}
+
+/// [`decode_views`], with the views charged to `room`: `InvalidRequest` for a body that
+/// does not decode, the budget's refusal when it has no room for the views.
+pub fn decode_views_within<'a>(
+    body: &'a [u8],
+    arena: &'a Bump,
+    room: Room,
+) -> Result<Request<'a>, IngestError> {
     let mut out = Out {
-        request: Request::default(),
+        request: Request {
+            room,
+            ..Request::default()
+        },
         arena,
     };
     // A body checked as UTF-8 once is parsed without checking each string again. One that
@@ -36,9 +53,14 @@ pub fn decode_views<'a>(body: &'a [u8], arena: &'a Bump) -> Result<Request<'a>, 
         Ok(text) => read_top(serde_json::Deserializer::from_str(text), &mut out),
         Err(_) => read_top(serde_json::Deserializer::from_slice(body), &mut out),
     };
-    match found.map_err(describe)? {
+    if let Some(refused) = out.request.room.refused() {
+        return Err(refused);
+    }
+    match found.map_err(|error| IngestError::InvalidRequest(describe(error)))? {
         Some(Top) => Ok(out.request),
-        None => Err("request: expected a JSON object".to_string()),
+        None => Err(IngestError::InvalidRequest(
+            "request: expected a JSON object".to_string(),
+        )),
     }
 }
 
@@ -255,7 +277,9 @@ struct List<'o, 'a, T, F> {
     message: PhantomData<T>,
 }
 
-impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T)> DeserializeSeed<'a> for List<'_, 'a, T, F> {
+impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T) -> bool> DeserializeSeed<'a>
+    for List<'_, 'a, T, F>
+{
     type Value = ();
 
     fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -263,7 +287,7 @@ impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T)> DeserializeSeed<'a> for List
     }
 }
 
-impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T)> Visitor<'a> for List<'_, 'a, T, F> {
+impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T) -> bool> Visitor<'a> for List<'_, 'a, T, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -279,7 +303,10 @@ impl<'a, T: Message<'a>, F: FnMut(&mut Out<'a>, T)> Visitor<'a> for List<'_, 'a,
             let item = item.ok_or_else(|| {
                 de::Error::custom(format!("{}: expected a JSON object", self.item))
             })?;
-            (self.each)(self.out, item);
+            if !(self.each)(self.out, item) {
+                // The in-flight budget's refusal, which the decoder's caller gives.
+                return Err(de::Error::custom("the views are over the in-flight budget"));
+            }
         }
         Ok(())
     }
@@ -291,7 +318,7 @@ fn list<'a, T: Message<'a>, A: MapAccess<'a>>(
     out: &mut Out<'a>,
     name: &'static str,
     item: &'static str,
-    each: impl FnMut(&mut Out<'a>, T),
+    each: impl FnMut(&mut Out<'a>, T) -> bool,
 ) -> Result<(), A::Error> {
     map.next_value_seed(List {
         name,
@@ -308,13 +335,14 @@ fn views<'a, T: Message<'a>, A: MapAccess<'a>>(
     out: &mut Out<'a>,
     name: &'static str,
     item: &'static str,
-    views: for<'r> fn(&'r mut Request<'a>) -> &'r mut Vec<T>,
+    views: for<'r> fn(&'r mut Request<'a>) -> (&'r mut Vec<T>, &'r mut Room),
 ) -> Result<Range<usize>, A::Error> {
-    let first = views(&mut out.request).len();
+    let first = views(&mut out.request).0.len();
     list(map, out, name, item, |out, view| {
-        views(&mut out.request).push(view)
+        let (views, room) = views(&mut out.request);
+        room.push(views, view)
     })?;
-    Ok(first..views(&mut out.request).len())
+    Ok(first..views(&mut out.request).0.len())
 }
 
 fn attributes<'a, A: MapAccess<'a>>(
@@ -322,7 +350,7 @@ fn attributes<'a, A: MapAccess<'a>>(
     out: &mut Out<'a>,
 ) -> Result<Range<usize>, A::Error> {
     views(map, out, "attributes", "attributes[]", |r| {
-        &mut r.attributes
+        (&mut r.attributes, &mut r.room)
     })
 }
 
@@ -654,7 +682,10 @@ impl<'a> Message<'a> for Top {
             out,
             "resourceSpans",
             "resourceSpans[]",
-            |out, resource| out.request.resources.push(resource),
+            |out, resource| {
+                let request = &mut out.request;
+                request.room.push(&mut request.resources, resource)
+            },
         )
     }
 }
@@ -681,7 +712,11 @@ impl<'a> Message<'a> for Resource<'a> {
                 self.attributes = resource.attributes;
                 self.dropped_attributes_count = resource.dropped_attributes_count;
             }
-            1 => self.scopes = views(map, out, "scopeSpans", "scopeSpans[]", |r| &mut r.scopes)?,
+            1 => {
+                self.scopes = views(map, out, "scopeSpans", "scopeSpans[]", |r| {
+                    (&mut r.scopes, &mut r.room)
+                })?
+            }
             _ => self.schema_url = text(map, out, "schemaUrl")?,
         }
         Ok(())
@@ -741,7 +776,11 @@ impl<'a> Message<'a> for Scope<'a> {
                 self.attributes = scope.attributes;
                 self.dropped_attributes_count = scope.dropped_attributes_count;
             }
-            1 => self.spans = views(map, out, "spans", "spans[]", |r| &mut r.spans)?,
+            1 => {
+                self.spans = views(map, out, "spans", "spans[]", |r| {
+                    (&mut r.spans, &mut r.room)
+                })?
+            }
             _ => self.schema_url = text(map, out, "schemaUrl")?,
         }
         Ok(())
@@ -831,9 +870,17 @@ impl<'a> Message<'a> for Span<'a> {
                 self.dropped_attributes_count =
                     map.next_value_seed(integer("droppedAttributesCount"))?
             }
-            11 => self.events = views(map, out, "events", "events[]", |r| &mut r.events)?,
+            11 => {
+                self.events = views(map, out, "events", "events[]", |r| {
+                    (&mut r.events, &mut r.room)
+                })?
+            }
             12 => self.dropped_events_count = map.next_value_seed(integer("droppedEventsCount"))?,
-            13 => self.links = views(map, out, "links", "links[]", |r| &mut r.links)?,
+            13 => {
+                self.links = views(map, out, "links", "links[]", |r| {
+                    (&mut r.links, &mut r.room)
+                })?
+            }
             14 => self.dropped_links_count = map.next_value_seed(integer("droppedLinksCount"))?,
             _ => self.status = map.next_value_seed(Object::<Status>::new("status", out))?,
         }
@@ -1067,7 +1114,8 @@ impl<'a> Message<'a> for ArrayValue {
     ) -> Result<(), A::Error> {
         let mut values = Vec::new();
         list(map, out, "values", "value", |out, value: Candidates| {
-            values.push(value.into_any_value(out.arena))
+            let value = value.into_any_value(out.arena);
+            out.request.room.push(&mut values, value)
         })?;
         self.values = values;
         Ok(())
@@ -1084,9 +1132,13 @@ impl<'a> Message<'a> for KeyValueList {
         out: &mut Out<'a>,
     ) -> Result<(), A::Error> {
         let mut values = Vec::new();
-        list(map, out, "values", "attributes[]", |_, value: KeyValue| {
-            values.push(value)
-        })?;
+        list(
+            map,
+            out,
+            "values",
+            "attributes[]",
+            |out, value: KeyValue| out.request.room.push(&mut values, value),
+        )?;
         self.values = values;
         Ok(())
     }

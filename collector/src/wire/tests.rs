@@ -233,3 +233,85 @@ fn a_spans_attributes_given_around_an_event_are_left_to_prost() {
     let decoded = ExportTraceServiceRequest::decode(&request_body[..]).unwrap();
     assert_eq!(decoded.resource_spans[0].scope_spans[0].spans[0], merged);
 }
+
+/// Bytes the views' lists hold.
+fn views_bytes(request: &Request<'_>) -> usize {
+    fn bytes<T>(list: &Vec<T>) -> usize {
+        list.capacity() * size_of::<T>()
+    }
+    bytes(&request.resources)
+        + bytes(&request.scopes)
+        + bytes(&request.spans)
+        + bytes(&request.events)
+        + bytes(&request.links)
+        + bytes(&request.attributes)
+}
+
+#[test]
+fn the_views_are_charged_while_they_live_and_refused_past_the_budget() {
+    use crate::inflight::InflightBudget;
+    let mut request = request_of(span());
+    request.resource_spans[0].scope_spans[0].spans = vec![span(); 100];
+    let body = request.encode_to_vec();
+
+    let budget = InflightBudget::new(1 << 20);
+    let read = read_within(&body, Room::charged(budget.charge(), 0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown(&read), shown(&Request::of(&request)));
+    // The lists' bytes, and the nested array decoded whole (a `KeyValue` per two bytes).
+    assert!(budget.used() >= views_bytes(&read), "{}", budget.used());
+    assert!(budget.used() < 2 * views_bytes(&read) + body.len() * 16);
+    drop(read);
+    assert_eq!(budget.used(), 0);
+
+    // A budget with room for less than the views: refused for good, and nothing charged.
+    let small = InflightBudget::new(4096);
+    let refused = read_within(&body, Room::charged(small.charge(), 0)).unwrap_err();
+    assert!(
+        matches!(refused, IngestError::DecodedTooLarge { limit: 4096 }),
+        "{refused}"
+    );
+    assert_eq!((small.used(), small.refused()), (0, 0));
+
+    // Room for them, but taken by other requests: refused for now.
+    let mut others = budget.charge();
+    others.grow((1 << 20) - 4096).unwrap();
+    let refused = read_within(&body, Room::charged(budget.charge(), 0)).unwrap_err();
+    assert!(
+        matches!(refused, IngestError::InflightFull { .. }),
+        "{refused}"
+    );
+    assert_eq!((budget.used(), budget.refused()), ((1 << 20) - 4096, 1));
+}
+
+#[test]
+fn the_bound_for_prost_covers_the_messages_and_their_views() {
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+    let mut one = span();
+    one.links = vec![Link::default(); 3];
+    let mut request = request_of(one);
+    request.resource_spans[0].scope_spans[0].spans =
+        vec![request.resource_spans[0].scope_spans[0].spans[0].clone(); 50];
+    let body = request.encode_to_vec();
+    let views = Request::of(&request);
+    let spans = 50;
+    let attributes = views.attributes.len();
+    let decoded = size_of::<ResourceSpans>()
+        + size_of::<ScopeSpans>()
+        + spans * (size_of::<Span>() + size_of::<Event>() + 3 * size_of::<Link>())
+        + attributes * size_of::<KeyValue>();
+    let bound = decoded_bound(&body);
+    assert!(bound >= decoded + views_bytes(&views), "{bound}");
+    // Not far past it: a body of ordinary spans is not refused for its bound.
+    assert!(bound < 8 * (decoded + views_bytes(&views)), "{bound}");
+    // Empty spans: two bytes each, and their messages and views counted in full.
+    let field = |tag: u8, body: &[u8]| {
+        let mut out = vec![(tag << 3) | 2];
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend(body);
+        out
+    };
+    let body = field(1, &field(2, &[0x12, 0x00].repeat(1000)));
+    assert!(decoded_bound(&body) >= 1000 * (size_of::<Span>() + size_of::<super::Span>()));
+}
