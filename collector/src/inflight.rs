@@ -1,5 +1,6 @@
 //! The in-flight byte budget: bytes of export request bodies, compressed and decompressed,
-//! held while they are read, decompressed and decoded, added up over both transports.
+//! and of what they decode to (`wire::Room`), held while they are read, decompressed and
+//! decoded, added up over both transports.
 //!
 //! Each request charges its bytes as they arrive or inflate; a request that would take the
 //! total past the budget is refused with 429 / `RESOURCE_EXHAUSTED` and a retry hint before
