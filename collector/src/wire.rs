@@ -442,8 +442,8 @@ pub fn decoded_bound(body: &[u8]) -> usize {
     // A message and its view, each with room to grow.
     let size = |decoded: usize, view: usize| 2 * (decoded + view);
     let key_value = size(size_of::<KeyValue>(), size_of::<Attribute>());
-    // The messages whose fields hold further messages, by the field numbers that do, and
-    // what those hold; `KeyValue` payloads are bounded by their length.
+    // Each length-delimited field of a message, with its number; a malformed rest is left
+    // to prost, which stops there too.
     fn walk(body: &[u8], each: &mut impl FnMut(u32, &[u8])) {
         let mut fields = Fields::new(body);
         while let Some(Some((tag, field))) = fields.next() {
