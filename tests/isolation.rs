@@ -446,13 +446,8 @@ async fn bodies_past_the_inflight_budget_get_429_and_memory_stays_bounded() {
 
 /// A length-delimited protobuf field.
 fn field(tag: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag << 3 | 2];
-    let mut length = payload.len();
-    while length >= 0x80 {
-        out.push(length as u8 | 0x80);
-        length >>= 7;
-    }
-    out.push(length as u8);
+    let mut out = vec![(tag << 3) | 2];
+    prost::encoding::encode_varint(payload.len() as u64, &mut out);
     out.extend_from_slice(payload);
     out
 }

@@ -66,14 +66,16 @@ fn span() -> Span {
     }
 }
 
+/// A length-delimited field.
+fn field(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![(tag << 3) | 2];
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend(body);
+    out
+}
+
 /// A request body of one resource and one scope around an encoded span, as written.
 fn request_around(span: &[u8]) -> Vec<u8> {
-    let field = |tag: u8, body: &[u8]| {
-        let mut out = vec![(tag << 3) | 2];
-        prost::encoding::encode_varint(body.len() as u64, &mut out);
-        out.extend(body);
-        out
-    };
     field(1, &field(2, &field(2, span)))
 }
 
@@ -306,12 +308,6 @@ fn the_bound_for_prost_covers_the_messages_and_their_views() {
     // Not far past it: a body of ordinary spans is not refused for its bound.
     assert!(bound < 8 * (decoded + views_bytes(&views)), "{bound}");
     // Empty spans: two bytes each, and their messages and views counted in full.
-    let field = |tag: u8, body: &[u8]| {
-        let mut out = vec![(tag << 3) | 2];
-        prost::encoding::encode_varint(body.len() as u64, &mut out);
-        out.extend(body);
-        out
-    };
     let body = field(1, &field(2, &[0x12, 0x00].repeat(1000)));
     assert!(decoded_bound(&body) >= 1000 * (size_of::<Span>() + size_of::<super::Span>()));
 }
