@@ -61,14 +61,17 @@ struct Cluster {
     _work: tempfile::TempDir,
 }
 
-/// A port free on the loopback interface, for the servers whose port Ballista takes as a
-/// number rather than as a bound listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `count` distinct ports free on the loopback interface, for the servers whose port
+/// Ballista takes as a number rather than as a bound listener. All are held at once, so no
+/// two are the same.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect()
 }
 
 impl Cluster {
@@ -116,6 +119,7 @@ impl Cluster {
         ));
 
         let work = tempfile::tempdir().unwrap();
+        let ports = free_ports(2 * executors);
         for n in 0..executors {
             let work_dir = work.path().join(format!("executor-{n}"));
             std::fs::create_dir_all(&work_dir).unwrap();
@@ -124,8 +128,8 @@ impl Cluster {
             let process = ExecutorProcessConfig {
                 bind_host: "127.0.0.1".into(),
                 external_host: Some("127.0.0.1".into()),
-                port: free_port(),
-                grpc_port: free_port(),
+                port: ports[2 * n],
+                grpc_port: ports[2 * n + 1],
                 scheduler_host: "127.0.0.1".into(),
                 scheduler_port: scheduler.port(),
                 scheduler_connect_timeout_seconds: 30,
