@@ -1016,19 +1016,22 @@ impl CallDeriver for Pairer {
         }
         self.metrics.merge_spans(tally);
         let mut last = LastResource::default();
-        let arrived = (0..columns.len())
-            .filter_map(|row| columns.half(row, &mut self.names, &mut last))
-            .map(|half| {
-                Some(Waiting {
-                    half,
-                    since: now,
-                    paired: false,
-                    held: false,
-                    read_by: 0,
-                    saved: None,
-                })
-            })
-            .collect();
+        // Sized for every row at once: a half is large, and growing would copy them all.
+        let mut arrived = Vec::with_capacity(columns.len());
+        arrived.extend(
+            (0..columns.len())
+                .filter_map(|row| columns.half(row, &mut self.names, &mut last))
+                .map(|half| {
+                    Some(Waiting {
+                        half,
+                        since: now,
+                        paired: false,
+                        held: false,
+                        read_by: 0,
+                        saved: None,
+                    })
+                }),
+        );
         self.take_batch(arrived, now);
         self.metrics.merge_edges(std::mem::take(&mut self.edges));
         self.metrics.set_pending(self.pending_count());
@@ -1041,7 +1044,9 @@ impl CallDeriver for Pairer {
     }
 
     fn take_calls(&mut self) -> Vec<CallRow> {
-        std::mem::take(&mut self.calls)
+        // The next take is about as long: room for it now, not by doubling from empty.
+        let capacity = self.calls.len();
+        std::mem::replace(&mut self.calls, Vec::with_capacity(capacity))
     }
 
     fn take_unpaired_calls(&mut self) -> Vec<CallRow> {
