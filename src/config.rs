@@ -303,9 +303,10 @@ pub struct ServeArgs {
     /// as many more wait up to 2 s, and the rest get 429 / SQLSTATE 53300.
     #[arg(long, env = "CALLWATCH_QUERY_CONCURRENCY")]
     pub query_concurrency: Option<usize>,
-    /// Bytes of export request bodies (compressed and decompressed) decoded at once over
-    /// both OTLP transports, before new ones get 429 / RESOURCE_EXHAUSTED (default: a
-    /// quarter of --memory-limit, at least --max-message-size).
+    /// Bytes of export request bodies (compressed and decompressed) and of what they decode
+    /// to, held at once over both OTLP transports, before new ones get 429 /
+    /// RESOURCE_EXHAUSTED (default: a quarter of --memory-limit, at least 4 ×
+    /// --max-message-size).
     #[arg(long, env = "CALLWATCH_INGEST_INFLIGHT_BYTES", value_parser = parse_bytes)]
     pub ingest_inflight_bytes: Option<usize>,
     /// A client must send a request's headers within this long, or the connection is closed.

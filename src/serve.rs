@@ -133,10 +133,11 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             args.data_dir.display()
         )
     })?;
-    // By default a quarter of the memory budget, and never less than one largest request.
+    // By default a quarter of the memory budget, and never less than one largest request
+    // with what it decodes to (two to three times its size for spans as exporters send them).
     let inflight_bytes = args
         .ingest_inflight_bytes
-        .unwrap_or((args.memory_limit / 4).max(args.max_message_size));
+        .unwrap_or((args.memory_limit / 4).max(4 * args.max_message_size));
     let ingest = ingests.then(|| {
         Arc::new(Ingest::new(
             store.clone(),
