@@ -434,8 +434,8 @@ pub fn read_within(body: &[u8], room: Room) -> Result<Option<Request<'_>>, Inges
 
 /// What prost allocates to decode `body`, an `ExportTraceServiceRequest`, and to view it,
 /// at most: its messages counted as they are nested, each at its size, twice for the
-/// growth of the lists that hold them, and a `KeyValue` per two bytes of a nested array or
-/// list. Charged before a body the in-place reader left is decoded.
+/// growth of the lists that hold them, and a `KeyValue` per two bytes of an attribute's
+/// nested array or list. Charged before a body the in-place reader left is decoded.
 pub fn decoded_bound(body: &[u8]) -> usize {
     use opentelemetry_proto::tonic::trace::v1::Span as DecodedSpan;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, span};
@@ -452,10 +452,25 @@ pub fn decoded_bound(body: &[u8]) -> usize {
             }
         }
     }
+    // One `KeyValue`, with its value's array or list (`AnyValue` fields 5 and 6).
+    let attribute = |body: &[u8]| {
+        let mut total = key_value;
+        walk(body, &mut |field, value| {
+            if field == 2 {
+                walk(value, &mut |field, nested| {
+                    if field == 5 || field == 6 {
+                        total += nested.len() / 2 * key_value;
+                    }
+                });
+            }
+        });
+        total
+    };
+    // The attributes of a message, given as field `tag`.
     let attributes = |body: &[u8], tag: u32, total: &mut usize| {
         walk(body, &mut |field, bytes| {
             if field == tag {
-                *total += key_value + bytes.len() / 2 * key_value;
+                *total += attribute(bytes);
             }
         })
     };
@@ -471,7 +486,7 @@ pub fn decoded_bound(body: &[u8]) -> usize {
                     2 => {
                         total += size(size_of::<DecodedSpan>(), size_of::<Span>());
                         walk(bytes, &mut |field, bytes| match field {
-                            9 => total += key_value + bytes.len() / 2 * key_value,
+                            9 => total += attribute(bytes),
                             11 => {
                                 total += size(size_of::<span::Event>(), size_of::<Event>());
                                 attributes(bytes, 3, &mut total);

@@ -292,6 +292,11 @@ fn the_bound_for_prost_covers_the_messages_and_their_views() {
     use opentelemetry_proto::tonic::trace::v1::span::Link;
     let mut one = span();
     one.links = vec![Link::default(); 3];
+    // Attributes as exporters send them: their values count once, not byte by byte.
+    one.attributes.push(attribute(
+        "user_agent.original",
+        V::StringValue("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36".into()),
+    ));
     let mut request = request_of(one);
     request.resource_spans[0].scope_spans[0].spans =
         vec![request.resource_spans[0].scope_spans[0].spans[0].clone(); 50];
@@ -307,6 +312,19 @@ fn the_bound_for_prost_covers_the_messages_and_their_views() {
     assert!(bound >= decoded + views_bytes(&views), "{bound}");
     // Not far past it: a body of ordinary spans is not refused for its bound.
     assert!(bound < 8 * (decoded + views_bytes(&views)), "{bound}");
+    // An array value of empty values: an `AnyValue` for every two bytes of it, at least.
+    let mut nested = span();
+    nested.attributes = vec![attribute(
+        "list",
+        V::ArrayValue(ArrayValue {
+            values: vec![AnyValue::default(); 500],
+        }),
+    )];
+    let mut plain = span();
+    plain.attributes = vec![attribute("list", V::IntValue(1))];
+    let grows = decoded_bound(&request_of(nested).encode_to_vec())
+        - decoded_bound(&request_of(plain).encode_to_vec());
+    assert!(grows >= 500 * size_of::<AnyValue>(), "{grows}");
     // Empty spans: two bytes each, and their messages and views counted in full.
     let body = field(1, &field(2, &[0x12, 0x00].repeat(1000)));
     assert!(decoded_bound(&body) >= 1000 * (size_of::<Span>() + size_of::<super::Span>()));
