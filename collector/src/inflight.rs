@@ -1,5 +1,5 @@
 //! The in-flight byte budget: bytes of export request bodies, compressed and decompressed,
-//! and of what they decode to (`wire::Room`), held while they are read, decompressed and
+//! and of what they decode to ([`Room`]), held while they are read, decompressed and
 //! decoded, added up over both transports.
 //!
 //! Each request charges its bytes as they arrive or inflate; a request that would take the
@@ -117,6 +117,72 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// The memory a request's decoded views take (`wire::Request`), charged to the budget as
+/// their lists grow.
+/// A body of many tiny elements decodes to far more than it weighs (an empty span is 2
+/// bytes of protobuf or JSON and 192 of view): charged, it is refused once the budget is
+/// full, before it allocates more.
+#[derive(Debug, Default)]
+pub struct Room {
+    /// `None`: not charged (views of a request decoded and charged before).
+    charge: Option<Charge>,
+    /// Bytes charged elsewhere for the same request (its body).
+    alongside: usize,
+    refused: Option<IngestError>,
+}
+
+impl Room {
+    /// Charges to `charge`, for a request that holds `alongside` bytes charged elsewhere.
+    pub fn charged(charge: Charge, alongside: usize) -> Self {
+        Self {
+            charge: Some(charge),
+            alongside,
+            refused: None,
+        }
+    }
+
+    /// Charges `bytes`; false, from then on, once the budget has no room for them.
+    pub fn take(&mut self, bytes: usize) -> bool {
+        if self.refused.is_some() {
+            return false;
+        }
+        let Some(charge) = &mut self.charge else {
+            return true;
+        };
+        // A request that alone would pass the budget is refused for good, not for now.
+        if !charge.could_fit(bytes, self.alongside) {
+            let limit = charge.limit();
+            self.refused = Some(IngestError::DecodedTooLarge { limit });
+            return false;
+        }
+        match charge.grow(bytes) {
+            Ok(()) => true,
+            Err(error) => {
+                self.refused = Some(error);
+                false
+            }
+        }
+    }
+
+    /// Pushes `item` onto `list`, charging first what the list grows by when it is full.
+    pub fn push<T>(&mut self, list: &mut Vec<T>, item: T) -> bool {
+        if list.len() == list.capacity() {
+            let more = list.capacity().max(4);
+            if !self.take(more * size_of::<T>()) {
+                return false;
+            }
+            list.reserve_exact(more);
+        }
+        list.push(item);
+        true
+    }
+
+    /// The budget's refusal, once a charge was refused.
+    pub fn refused(&mut self) -> Option<IngestError> {
+        self.refused.take()
     }
 }
 

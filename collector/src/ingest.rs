@@ -14,10 +14,10 @@ use prost::Message;
 
 use crate::convert::{Limits, convert_views, reported_consumer_groups, reported_namespaces};
 use crate::error::IngestError;
-use crate::inflight::InflightBudget;
+use crate::inflight::{InflightBudget, Room};
 use crate::json::decode_views_within;
 use crate::metrics::IngestMetrics;
-use crate::wire::{self, Room};
+use crate::wire;
 
 /// Validates, converts and stores export requests. Transports only decode and encode.
 #[derive(Debug)]

@@ -22,7 +22,8 @@ use opentelemetry_proto::tonic::common::v1::{
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::IngestError;
-use crate::wire::{Attribute, Event, Link, Request, Resource, Room, Scope, Span, Status, Value};
+use crate::inflight::Room;
+use crate::wire::{Attribute, Event, Link, Request, Resource, Scope, Span, Status, Value};
 
 /// Decodes an OTLP/JSON request body into views of it; what they do not borrow from `body`
 /// is allocated in `arena`.
