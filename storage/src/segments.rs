@@ -3,7 +3,8 @@
 //! A segment holds the rows of one table for one UTC hour at
 //! `<table>/dt=YYYY-MM-DD/hr=HH/<id>.parquet` (Hive-style, so DuckDB and pyarrow read the tree
 //! as one table): spans in row groups each sorted by trace id then start time, the row groups
-//! in the order the spans arrived; calls sorted by start time.
+//! in the order the spans arrived; calls in runs sorted by start time, one per batch the
+//! deriver made.
 //!
 //! Each node (a collector with its own data directory) writes files named with its node id
 //! and its own manifest, `_callwatch/nodes/<node>/manifest.json`, so that several nodes can
@@ -533,7 +534,8 @@ impl SegmentStore {
         delete_quietly(&self.local, path).await
     }
 
-    /// Sorts `batches` of `table` and writes one segment per UTC hour of their start times.
+    /// Orders `batches` of `table` (see the module's note) and writes one segment per UTC hour
+    /// of their start times.
     pub async fn write(&self, table: Table, batches: Vec<RecordBatch>) -> Result<Vec<SegmentMeta>> {
         let level = self.zstd_level;
         let node = self.node.clone();
@@ -647,7 +649,7 @@ fn start_times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray> {
         .ok_or_else(|| StoreError::Schema(format!("no {} column", schema::START_TIME)))
 }
 
-/// Where a row goes: its hour, then trace id, then start time; and where it comes from.
+/// Where a span goes: its hour, then trace id, then start time; and where it comes from.
 #[derive(Clone, Copy)]
 struct RowKey {
     hour: i64,
@@ -657,13 +659,23 @@ struct RowKey {
     row: u32,
 }
 
-/// Pure CPU work of a flush or compaction: order the rows of spans by hour, then each row
-/// group's by (trace id, start time); calls by (hour, start time); and encode one Parquet
-/// file per hour. Rows are
-/// gathered one row group at a time, so the extra memory is a row group, not a copy of
-/// everything.
+/// Pure CPU work of a flush or compaction: one Parquet file per UTC hour of the rows' start
+/// times.
 fn encode_segments(
     table: Table,
+    batches: &[RecordBatch],
+    zstd_level: i32,
+    node: &str,
+) -> Result<Vec<(SegmentMeta, Bytes)>> {
+    match table {
+        Table::Spans => encode_spans(batches, zstd_level, node),
+        Table::Calls => encode_calls(batches, zstd_level, node),
+    }
+}
+
+/// Spans by hour, each row group's by (trace id, start time). Rows are gathered one row
+/// group at a time, so the extra memory is a row group, not a copy of everything.
+fn encode_spans(
     batches: &[RecordBatch],
     zstd_level: i32,
     node: &str,
@@ -678,40 +690,107 @@ fn encode_segments(
             .ok_or_else(|| StoreError::Schema(format!("no {} column", schema::TRACE_ID)))?;
         for row in 0..batch.num_rows() {
             let start = starts.value(row);
-            let trace = match table {
-                // Lowercase hex of equal length sorts like the number it spells.
-                Table::Spans => parse_trace_id(traces.value(row)).unwrap_or(u128::MAX),
-                // Calls are read by time window, not by trace.
-                Table::Calls => 0,
-            };
             keys.push(RowKey {
                 hour: start.div_euclid(NANOS_PER_HOUR),
-                trace,
+                // Lowercase hex of equal length sorts like the number it spells.
+                trace: parse_trace_id(traces.value(row)).unwrap_or(u128::MAX),
                 start,
                 batch: batch_index as u32,
                 row: row as u32,
             });
         }
     }
-    match table {
-        // Each row group in trace-id order, the row groups in the order spans arrived:
-        // a look-up is pruned by each row group's bloom filter, then by its pages' min/max,
-        // and gathering a row group reads from the few batches it came from, not from all.
-        Table::Spans => {
-            keys.sort_by_key(|k| k.hour);
-            for hour in keys.chunk_by_mut(|a, b| a.hour == b.hour) {
-                for group in hour.chunks_mut(ROW_GROUP_ROWS) {
-                    group.sort_unstable_by_key(|k| (k.trace, k.start));
-                }
-            }
+    // Each row group in trace-id order, the row groups in the order spans arrived: a
+    // look-up is pruned by each row group's bloom filter, then by its pages' min/max, and
+    // gathering a row group reads from the few batches it came from, not from all.
+    keys.sort_by_key(|k| k.hour);
+    for hour in keys.chunk_by_mut(|a, b| a.hour == b.hour) {
+        for group in hour.chunks_mut(ROW_GROUP_ROWS) {
+            group.sort_unstable_by_key(|k| (k.trace, k.start));
         }
-        Table::Calls => keys.sort_unstable_by_key(|k| (k.hour, k.start)),
     }
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     keys.chunk_by(|a, b| a.hour == b.hour)
-        .map(|rows| encode_one(table, &sources, rows, zstd_level, node))
+        .map(|rows| {
+            let mut indices = Vec::with_capacity(ROW_GROUP_ROWS.min(rows.len()));
+            let groups = rows.chunks(ROW_GROUP_ROWS).map(|chunk| {
+                indices.clear();
+                indices.extend(chunk.iter().map(|k| (k.batch as usize, k.row as usize)));
+                Ok(interleave_record_batch(&sources, &indices)?)
+            });
+            let starts = rows.iter().map(|k| k.start);
+            let span = (
+                starts.clone().min().unwrap_or_default(),
+                starts.max().unwrap_or_default(),
+            );
+            encode_one(
+                Table::Spans,
+                rows[0].hour,
+                rows.len(),
+                span,
+                groups,
+                zstd_level,
+                node,
+            )
+        })
         .collect()
 }
+
+/// Calls by hour, each batch's rows in start order. The deriver makes its batches so, and
+/// the batches of a flush cover the same few seconds: the slices of each hour are written as
+/// they are instead of being gathered into one order, which would copy every row again.
+fn encode_calls(
+    batches: &[RecordBatch],
+    zstd_level: i32,
+    node: &str,
+) -> Result<Vec<(SegmentMeta, Bytes)>> {
+    // Per hour: the slices, their rows, and the first and last start times.
+    let mut hours: BTreeMap<i64, (Vec<RecordBatch>, usize, i64, i64)> = BTreeMap::new();
+    for batch in batches {
+        let batch = in_start_order(batch)?;
+        let starts = start_times(&batch)?.values();
+        let hour_of = |start: &i64| start.div_euclid(NANOS_PER_HOUR);
+        let mut offset = 0;
+        for run in starts.chunk_by(|a, b| hour_of(a) == hour_of(b)) {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let (slices, rows, min, max) =
+                hours
+                    .entry(hour_of(&first))
+                    .or_insert((Vec::new(), 0, i64::MAX, i64::MIN));
+            slices.push(batch.slice(offset, run.len()));
+            *rows += run.len();
+            (*min, *max) = ((*min).min(first), (*max).max(last));
+            offset += run.len();
+        }
+    }
+    hours
+        .into_iter()
+        .map(|(hour, (slices, rows, min, max))| {
+            let parts = slices.into_iter().map(Ok);
+            encode_one(
+                Table::Calls,
+                hour,
+                rows,
+                (min, max),
+                parts,
+                zstd_level,
+                node,
+            )
+        })
+        .collect()
+}
+
+/// `batch` with its rows in start order: itself when they are already (a batch the deriver
+/// made), sorted otherwise (calls read back from segments written in another order).
+fn in_start_order(batch: &RecordBatch) -> Result<RecordBatch> {
+    let starts = start_times(batch)?;
+    if starts.values().is_sorted() {
+        return Ok(batch.clone());
+    }
+    let order = arrow::compute::sort_to_indices(starts, None, None)?;
+    Ok(arrow::compute::take_record_batch(batch, &order)?)
+}
+
 fn writer_properties(table: Table, zstd_level: i32, rows: usize) -> Result<WriterProperties> {
     if table == Table::Calls {
         return calls_writer_properties(zstd_level);
@@ -797,22 +876,22 @@ fn delta_encoded(
     })
 }
 
+/// One segment of `table` for `hour`: `rows` rows with start times in `span` (min, max),
+/// written as `parts` come.
 fn encode_one(
     table: Table,
-    sources: &[&RecordBatch],
-    rows: &[RowKey],
+    hour: i64,
+    rows: usize,
+    span: (i64, i64),
+    parts: impl Iterator<Item = Result<RecordBatch>>,
     zstd_level: i32,
     node: &str,
 ) -> Result<(SegmentMeta, Bytes)> {
-    let hour = rows[0].hour;
-    let props = writer_properties(table, zstd_level, rows.len())?;
-    let mut buffer = Vec::with_capacity(rows.len() * 48);
+    let props = writer_properties(table, zstd_level, rows)?;
+    let mut buffer = Vec::with_capacity(rows * 48);
     let mut writer = ArrowWriter::try_new(&mut buffer, table.schema(), Some(props))?;
-    let mut indices = Vec::with_capacity(ROW_GROUP_ROWS.min(rows.len()));
-    for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        indices.clear();
-        indices.extend(chunk.iter().map(|k| (k.batch as usize, k.row as usize)));
-        writer.write(&interleave_record_batch(sources, &indices)?)?;
+    for part in parts {
+        writer.write(&part?)?;
     }
     writer.close()?;
 
@@ -827,11 +906,11 @@ fn encode_one(
     let meta = SegmentMeta {
         table,
         path,
-        rows: rows.len() as u64,
+        rows: rows as u64,
         bytes: buffer.len() as u64,
         hour,
-        min_start_ns: rows.iter().map(|k| k.start).min().unwrap_or_default(),
-        max_start_ns: rows.iter().map(|k| k.start).max().unwrap_or_default(),
+        min_start_ns: span.0,
+        max_start_ns: span.1,
         merged: false,
     };
     Ok((meta, Bytes::from(buffer)))
@@ -904,6 +983,84 @@ mod tests {
         arrived.sort();
         assert_eq!(first, arrived);
         assert!(later.iter().all(|id| second.contains(id)));
+    }
+
+    /// Calls starting at `starts`, told apart by their trace ids.
+    fn calls(starts: &[i64]) -> RecordBatch {
+        let name: Arc<str> = Arc::from("a");
+        let rows: Vec<crate::CallRow> = starts
+            .iter()
+            .enumerate()
+            .map(|(n, &start_ns)| crate::CallRow {
+                start_ns,
+                trace_id: n as u128 + 1,
+                client: name.clone(),
+                server: name.clone(),
+                call_type: crate::CallType::Sync,
+                server_kind: crate::NodeKind::Service,
+                operation: None,
+                destination: None,
+                client_instance: None,
+                server_instance: None,
+                api_version: None,
+                client_duration_ns: Some(1),
+                server_duration_ns: None,
+                queue_ns: None,
+                failed: false,
+                status: None,
+                retry: false,
+                timeout: false,
+                breaker_state: None,
+                breaker_name: None,
+                client_span_id: None,
+                server_span_id: None,
+            })
+            .collect();
+        crate::calls_batch(&rows)
+    }
+
+    fn starts_of(segment: &Bytes) -> Vec<i64> {
+        ParquetRecordBatchReaderBuilder::try_new(segment.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+            .flat_map(|batch| start_times(&batch.unwrap()).unwrap().values().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn calls_are_written_in_runs_in_start_order_one_segment_per_hour() {
+        let hour = 1_795_000_000_000_000_000 / NANOS_PER_HOUR * NANOS_PER_HOUR + NANOS_PER_HOUR;
+        // As the deriver makes them, straddling an hour; then one in no order, as a
+        // segment written in another order reads back.
+        let in_order = calls(&[hour - 20, hour - 10, hour, hour + 30]);
+        let out_of_order = calls(&[hour + 5, hour - 30, hour + 1, hour - 5]);
+        let written = encode_segments(Table::Calls, &[in_order, out_of_order], 1, "a").unwrap();
+
+        assert_eq!(written.len(), 2, "one segment per hour");
+        let (before, after) = (&written[0], &written[1]);
+        assert_eq!(
+            starts_of(&before.1),
+            vec![hour - 20, hour - 10, hour - 30, hour - 5]
+        );
+        assert_eq!(
+            starts_of(&after.1),
+            vec![hour, hour + 30, hour + 1, hour + 5]
+        );
+        assert_eq!((before.0.rows, after.0.rows), (4, 4));
+        assert_eq!(
+            (before.0.min_start_ns, before.0.max_start_ns),
+            (hour - 30, hour - 5)
+        );
+        assert_eq!(
+            (after.0.min_start_ns, after.0.max_start_ns),
+            (hour, hour + 30)
+        );
+        assert_eq!(
+            (before.0.hour, after.0.hour),
+            (hour / NANOS_PER_HOUR - 1, hour / NANOS_PER_HOUR)
+        );
+        assert!(before.0.path.starts_with("calls/") && after.0.path.contains("/hr="));
     }
 
     #[test]

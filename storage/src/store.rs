@@ -1900,10 +1900,13 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
                 .is_ok()
         });
     }
-    let rows = deriver.take_calls();
+    let mut rows = deriver.take_calls();
     if rows.is_empty() {
         return;
     }
+    // In start order, so that a flush writes the batch as it is (see `segments`): sorted by
+    // index, each row moved once.
+    rows.sort_by_cached_key(|row| row.start_ns);
     let batch = calls_batch(&rows);
     let rows = Arc::new(rows);
     let bytes = batch.get_array_memory_size();
