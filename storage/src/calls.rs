@@ -131,41 +131,61 @@ impl CallRow {
     }
 }
 
-/// Builds a `calls` batch.
+/// The text columns of a row, in the order [`calls_batch`] places them.
+fn texts(row: &CallRow) -> [Option<&str>; 12] {
+    fn text(value: &Option<Arc<str>>) -> Option<&str> {
+        value.as_deref()
+    }
+    [
+        Some(&row.client),
+        Some(&row.server),
+        Some(row.call_type.as_str()),
+        Some(row.server_kind.as_str()),
+        text(&row.operation),
+        text(&row.destination),
+        text(&row.client_instance),
+        text(&row.server_instance),
+        text(&row.api_version),
+        text(&row.status),
+        text(&row.breaker_state),
+        text(&row.breaker_name),
+    ]
+}
+
+/// Builds a `calls` batch: in two passes over the rows, one to size the text columns and
+/// one to fill every column, as a pass per column would read each row thirty times.
 pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
     let n = rows.len();
-    let text = |value: &dyn Fn(&CallRow) -> Option<&str>| -> ArrayRef {
-        // Sized exactly: a buffer that grows is copied, and its new pages are touched twice.
-        let bytes = rows.iter().map(|row| value(row).map_or(0, str::len)).sum();
-        let mut builder = StringBuilder::with_capacity(n, bytes);
-        for row in rows {
-            builder.append_option(value(row));
-        }
-        Arc::new(builder.finish())
-    };
-    let nanos = |value: &dyn Fn(&CallRow) -> Option<i64>| -> ArrayRef {
-        let mut builder = Int64Builder::with_capacity(n);
-        for row in rows {
-            builder.append_option(value(row));
-        }
-        Arc::new(builder.finish())
-    };
-    let flag = |value: &dyn Fn(&CallRow) -> bool| -> ArrayRef {
-        let mut builder = BooleanBuilder::with_capacity(n);
-        for row in rows {
-            builder.append_value(value(row));
-        }
-        Arc::new(builder.finish())
-    };
-    let mut starts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    // Sized exactly: a buffer that grows is copied, and its new pages are touched twice.
+    let mut bytes = [0usize; 12];
     for row in rows {
-        starts.append_value(row.start_ns);
+        for (total, text) in bytes.iter_mut().zip(texts(row)) {
+            *total += text.map_or(0, str::len);
+        }
     }
+    let mut text = bytes.map(|bytes| StringBuilder::with_capacity(n, bytes));
+    let mut nanos: [Int64Builder; 3] = std::array::from_fn(|_| Int64Builder::with_capacity(n));
+    let mut flags: [BooleanBuilder; 3] = std::array::from_fn(|_| BooleanBuilder::with_capacity(n));
+    let mut starts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut trace_ids = StringBuilder::with_capacity(n, n * 32);
     let mut client_ids = StringBuilder::with_capacity(n, n * 16);
     let mut server_ids = StringBuilder::with_capacity(n, n * 16);
     let mut digits = [0u8; 32];
     for row in rows {
+        starts.append_value(row.start_ns);
+        for (builder, value) in text.iter_mut().zip(texts(row)) {
+            builder.append_option(value);
+        }
+        for (builder, value) in
+            nanos
+                .iter_mut()
+                .zip([row.client_duration_ns, row.server_duration_ns, row.queue_ns])
+        {
+            builder.append_option(value);
+        }
+        for (builder, value) in flags.iter_mut().zip([row.failed, row.retry, row.timeout]) {
+            builder.append_value(value);
+        }
         trace_ids.append_value(write_hex(row.trace_id, &mut digits));
         for (ids, id) in [
             (&mut client_ids, row.client_span_id),
@@ -177,29 +197,46 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
             }
         }
     }
+    let [
+        client,
+        server,
+        call_type,
+        server_kind,
+        operation,
+        destination,
+        client_instance,
+        server_instance,
+        api_version,
+        status,
+        breaker_state,
+        breaker_name,
+    ] = text.map(|mut builder| Arc::new(builder.finish()) as ArrayRef);
+    let [client_duration, server_duration, queue] =
+        nanos.map(|mut builder| Arc::new(builder.finish()) as ArrayRef);
+    let [failed, retry, timeout] = flags.map(|mut builder| Arc::new(builder.finish()) as ArrayRef);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(starts.finish()),
         Arc::new(trace_ids.finish()),
-        text(&|r| Some(&r.client)),
-        text(&|r| Some(&r.server)),
-        text(&|r| Some(r.call_type.as_str())),
-        text(&|r| Some(r.server_kind.as_str())),
-        text(&|r| r.operation.as_deref()),
-        text(&|r| r.destination.as_deref()),
-        text(&|r| r.client_instance.as_deref()),
-        text(&|r| r.server_instance.as_deref()),
-        text(&|r| r.api_version.as_deref()),
-        nanos(&|r| r.client_duration_ns),
-        nanos(&|r| r.server_duration_ns),
-        nanos(&|r| r.queue_ns),
-        flag(&|r| r.failed),
-        text(&|r| r.status.as_deref()),
-        flag(&|r| r.retry),
-        flag(&|r| r.timeout),
-        text(&|r| r.breaker_state.as_deref()),
+        client,
+        server,
+        call_type,
+        server_kind,
+        operation,
+        destination,
+        client_instance,
+        server_instance,
+        api_version,
+        client_duration,
+        server_duration,
+        queue,
+        failed,
+        status,
+        retry,
+        timeout,
+        breaker_state,
         Arc::new(client_ids.finish()),
         Arc::new(server_ids.finish()),
-        text(&|r| r.breaker_name.as_deref()),
+        breaker_name,
     ];
     RecordBatch::try_new(calls_schema(), columns).expect("columns follow the calls schema")
 }
@@ -552,8 +589,19 @@ mod tests {
             client_span_id: Some(7),
             server_span_id: None,
         };
-        let batch = calls_batch(std::slice::from_ref(&row));
+        // Every field set, each to its own value: no two columns can be swapped unseen.
+        let full = CallRow {
+            destination: Some(names.get("payments-queue")),
+            server_instance: Some(names.get("payment-service-2")),
+            server_duration_ns: Some(30_000),
+            queue_ns: Some(5_000),
+            retry: true,
+            server_span_id: Some(8),
+            ..row.clone()
+        };
+        let rows = vec![row, full];
+        let batch = calls_batch(&rows);
         assert_eq!(batch.schema(), calls_schema());
-        assert_eq!(call_rows(&batch, &mut names).unwrap(), vec![row]);
+        assert_eq!(call_rows(&batch, &mut names).unwrap(), rows);
     }
 }
