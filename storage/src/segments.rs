@@ -1002,33 +1002,13 @@ mod tests {
 
     /// Calls starting at `starts`, told apart by their trace ids.
     fn calls(starts: &[i64]) -> RecordBatch {
-        let name: Arc<str> = Arc::from("a");
         let rows: Vec<crate::CallRow> = starts
             .iter()
             .enumerate()
             .map(|(n, &start_ns)| crate::CallRow {
-                start_ns,
                 trace_id: n as u128 + 1,
-                client: name.clone(),
-                server: name.clone(),
-                call_type: crate::CallType::Sync,
-                server_kind: crate::NodeKind::Service,
-                operation: None,
-                destination: None,
-                client_instance: None,
-                server_instance: None,
-                api_version: None,
                 client_duration_ns: Some(1),
-                server_duration_ns: None,
-                queue_ns: None,
-                failed: false,
-                status: None,
-                retry: false,
-                timeout: false,
-                breaker_state: None,
-                breaker_name: None,
-                client_span_id: None,
-                server_span_id: None,
+                ..crate::CallRow::between(start_ns, "a", "a")
             })
             .collect();
         crate::calls_batch(&rows)
