@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
 use callwatch_storage::{
-    CallColumns, Interner, Origin, SegmentMeta, Snapshot, Store, project, schema,
+    CallColumns, CallRow, Interner, Origin, PublishedCalls, SegmentMeta, Snapshot, Store, project,
+    schema,
 };
 use futures::StreamExt;
 
@@ -189,6 +190,23 @@ impl<S: CallStats> Builder<S> {
         Ok(())
     }
 
+    /// Adds the calls of `rows` that `only` keeps (all if `None`) and that start in the hour
+    /// starting at `hour`, as [`Builder::add`] adds those of their batch.
+    fn add_rows(&mut self, rows: &[CallRow], widths: &[i64], only: Option<&CallsOf>, hour: i64) {
+        let narrow = widths[widths.len() - 1];
+        let hour = hour..hour + HOUR_NS;
+        for call in rows {
+            if hour.contains(&call.start_ns)
+                && only.is_none_or(|only| only.keeps(&call.client, &call.server))
+            {
+                self.narrowest
+                    .entry(piece_start(call.start_ns, narrow))
+                    .or_default()
+                    .add(call);
+            }
+        }
+    }
+
     /// The pieces at every width, widest first: each merged from the next narrower.
     fn finish(self, widths: &[i64]) -> Vec<ByStart<S>> {
         let mut by_width = vec![self.narrowest];
@@ -315,7 +333,7 @@ struct CacheState<S> {
     hot_hours: HashMap<u64, (i64, i64)>,
     /// Hot batches as published, by the store's number, kept while an hour may still need
     /// one after it was flushed ([`PieceCache::follow`]).
-    published: HashMap<u64, RecordBatch>,
+    published: HashMap<u64, Published>,
     clock: u64,
 }
 
@@ -331,6 +349,20 @@ impl<S> Default for CacheState<S> {
     }
 }
 
+/// A hot batch as published, with the rows it was made of until the warming after it: the
+/// pieces are made of the rows as they are (every column, of which `columns` are those the
+/// statistics read), and of the batch only when an hour is read again.
+struct Published {
+    batch: RecordBatch,
+    rows: Option<Arc<Vec<CallRow>>>,
+}
+
+/// The calls of one source as read.
+enum Calls {
+    Batches(Vec<RecordBatch>),
+    Rows(Arc<Vec<CallRow>>),
+}
+
 /// Pieces of the calls of the store (or of those `only` keeps), per clock hour.
 pub struct PieceCache<S> {
     state: Mutex<CacheState<S>>,
@@ -344,7 +376,7 @@ pub struct PieceCache<S> {
     /// Hours made again from all their calls, having had pieces: what a window may wait for.
     remade: AtomicU64,
     /// Every hot batch the store publishes, once warming went over every hour once.
-    published: Mutex<Option<Receiver<(u64, RecordBatch)>>>,
+    published: Mutex<Option<Receiver<PublishedCalls>>>,
 }
 
 /// The graph's pieces: every edge.
@@ -381,12 +413,12 @@ fn hour_parts(from_ns: i64, to_ns: i64) -> impl Iterator<Item = (i64, (i64, i64)
 
 /// Forgets the oldest published batches no longer hot until the others hold at most
 /// `most` bytes: an hour that needs one is made again instead.
-fn keep_published_within(published: &mut HashMap<u64, RecordBatch>, hot: &[u64], most: usize) {
+fn keep_published_within(published: &mut HashMap<u64, Published>, hot: &[u64], most: usize) {
     let hot: HashSet<&u64> = hot.iter().collect();
     let mut flushed: Vec<(u64, usize)> = published
         .iter()
         .filter(|(id, _)| !hot.contains(id))
-        .map(|(id, batch)| (*id, batch.get_array_memory_size()))
+        .map(|(id, published)| (*id, published.batch.get_array_memory_size()))
         .collect();
     flushed.sort_unstable();
     let mut bytes: usize = flushed.iter().map(|(_, b)| b).sum();
@@ -509,6 +541,11 @@ impl<S: CallStats> PieceCache<S> {
         state.published.retain(|id, _| {
             hot.contains(id) || !(flushed.contains(id) || newest.is_some_and(|n| *id < n))
         });
+        // Rows an update did not take (a batch published during this warming, for an hour
+        // updated before it came) are not kept past it: the batch holds the same calls.
+        for published in state.published.values_mut() {
+            published.rows = None;
+        }
     }
 
     /// The statistics of each of `windows` ([from_ns, to_ns) each) of the edges `keep`
@@ -662,18 +699,18 @@ impl<S: CallStats> PieceCache<S> {
                 .push(Source::Segment(segment.path.clone()));
         }
         // After the snapshot: every batch a segment of it was made of has been published.
-        let published: Vec<(u64, RecordBatch)> =
-            match &*self.published.lock().expect("not poisoned") {
-                Some(receiver) => receiver.try_iter().collect(),
-                None => Vec::new(),
-            };
+        let published: Vec<PublishedCalls> = match &*self.published.lock().expect("not poisoned") {
+            Some(receiver) => receiver.try_iter().collect(),
+            None => Vec::new(),
+        };
         let mut guard = self.state.lock().expect("not poisoned");
         let state = &mut *guard;
-        for (id, batch) in published {
+        for PublishedCalls { id, batch, rows } in published {
             state
                 .hot_hours
                 .insert(id, hours_of(&batch).unwrap_or((1, 0)));
-            state.published.insert(id, batch);
+            let rows = Some(rows);
+            state.published.insert(id, Published { batch, rows });
         }
         keep_published_within(
             &mut state.published,
@@ -795,11 +832,16 @@ impl<S: CallStats> PieceCache<S> {
     ) -> Result<Vec<ByStart<S>>, QueryError> {
         let mut builder = Builder::new();
         for source in sources {
-            let batches = self.read(store, snapshot, source).await?;
+            let calls = self.read(store, snapshot, source).await?;
             let (widths, columns, only) = (self.widths, self.columns, self.only.clone());
             // Seconds of work for a large segment: off the async workers.
             builder = tokio::task::spawn_blocking(move || {
-                builder.add(&batches, widths, columns, only.as_ref(), Some(hour))?;
+                match calls {
+                    Calls::Batches(batches) => {
+                        builder.add(&batches, widths, columns, only.as_ref(), Some(hour))?
+                    }
+                    Calls::Rows(rows) => builder.add_rows(&rows, widths, only.as_ref(), hour),
+                }
                 Ok::<_, QueryError>(builder)
             })
             .await
@@ -905,32 +947,39 @@ impl<S: CallStats> PieceCache<S> {
         Update::Make
     }
 
-    /// The calls of a source (of `only`'s edges, if set): other edges' rows of a segment
-    /// are not decoded past their names.
+    /// The calls of a source (of `only`'s edges, if set): a batch's rows as published, the
+    /// first time; other edges' rows of a segment are not decoded past their names.
     async fn read(
         &self,
         store: &Store,
         snapshot: &Snapshot,
         source: &Source,
-    ) -> Result<Vec<RecordBatch>, QueryError> {
+    ) -> Result<Calls, QueryError> {
         match source {
-            Source::Hot(id) => Ok(snapshot
-                .hot_call_ids
-                .iter()
-                .position(|hot| hot == id)
-                .map(|at| snapshot.hot_calls[at].clone())
-                .or_else(|| {
-                    let state = self.state.lock().expect("not poisoned");
-                    state.published.get(id).cloned()
-                })
-                .into_iter()
-                .collect()),
+            Source::Hot(id) => {
+                let state = self.state.lock().expect("not poisoned");
+                let published = state.published.get(id);
+                if let Some(rows) = published.and_then(|p| p.rows.clone()) {
+                    return Ok(Calls::Rows(rows));
+                }
+                Ok(Calls::Batches(
+                    snapshot
+                        .hot_call_ids
+                        .iter()
+                        .position(|hot| hot == id)
+                        .map(|at| snapshot.hot_calls[at].clone())
+                        .or_else(|| published.map(|p| p.batch.clone()))
+                        .into_iter()
+                        .collect(),
+                ))
+            }
             Source::Segment(path) => {
                 let Some(segment) = snapshot.call_segments.iter().find(|s| &s.path == path) else {
-                    return Ok(Vec::new());
+                    return Ok(Calls::Batches(Vec::new()));
                 };
                 self.read_segment(store, segment)
                     .await
+                    .map(Calls::Batches)
                     .map_err(|e| QueryError::Execution(format!("reading {path}: {e}")))
             }
         }
@@ -1250,6 +1299,67 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn pieces_of_published_rows_are_those_of_their_batch() {
+        // Calls on both sides of an hour, into two services: each hour, and each service
+        // or edge, takes only its own.
+        let calls: Vec<CallRow> = (0..400)
+            .map(|i| {
+                let mut call = call(HOUR + HOUR_NS - 200 * S + i * S, i % 97);
+                if i % 3 == 0 {
+                    call.server = "c".into();
+                }
+                call
+            })
+            .collect();
+        let batch = callwatch_storage::calls_batch(&calls);
+        let digest = |builder: Builder<Details>| {
+            let mut lines = Vec::new();
+            for (pieces, width) in builder
+                .finish(DETAIL_WIDTHS_NS)
+                .iter()
+                .zip(DETAIL_WIDTHS_NS)
+            {
+                for (start, by_edge) in pieces {
+                    for (key, details) in &by_edge.edges {
+                        lines.push(format!("{width} {start} {key:?} {details:?}"));
+                    }
+                }
+            }
+            lines.sort_unstable();
+            lines
+        };
+        let to_c = CallsOf::Edge {
+            source: "a".into(),
+            target: "c".into(),
+        };
+        for only in [None, Some(CallsOf::Service("b".into())), Some(to_c)] {
+            for hour in [HOUR, HOUR + HOUR_NS] {
+                let mut from_batch = Builder::<Details>::new();
+                let (batches, only) = ([batch.clone()], only.as_ref());
+                from_batch
+                    .add(&batches, DETAIL_WIDTHS_NS, DETAIL_COLUMNS, only, Some(hour))
+                    .unwrap();
+                let mut from_rows = Builder::<Details>::new();
+                from_rows.add_rows(&calls, DETAIL_WIDTHS_NS, only, hour);
+                let held: u64 = from_rows
+                    .narrowest
+                    .values()
+                    .flat_map(|p| p.edges.values())
+                    .map(|d| d.all.calls)
+                    .sum();
+                let expected = calls
+                    .iter()
+                    .filter(|c| (hour..hour + HOUR_NS).contains(&c.start_ns))
+                    .filter(|c| only.is_none_or(|o| o.keeps(&c.client, &c.server)))
+                    .count();
+                assert_eq!(held, expected as u64);
+                assert!(0 < expected && expected < 400);
+                assert_eq!(digest(from_rows), digest(from_batch));
+            }
+        }
+    }
+
     /// Each span is a call that starts when the span does: a test controls exactly which
     /// calls the store holds.
     #[derive(Default)]
@@ -1404,8 +1514,12 @@ pub(crate) mod tests {
     fn published_batches_past_their_bound_go_oldest_first_and_hot_ones_stay() {
         let batch = spans_from(HOUR, 1000);
         let size = batch.get_array_memory_size();
-        let mut published: HashMap<u64, RecordBatch> =
-            (1..=5).map(|id| (id, batch.clone())).collect();
+        let mut published: HashMap<u64, Published> = (1..=5)
+            .map(|id| {
+                let (batch, rows) = (batch.clone(), None);
+                (id, Published { batch, rows })
+            })
+            .collect();
         // 4 and 5 are still hot: only 1, 2 and 3 count, and two of them fit.
         keep_published_within(&mut published, &[4, 5], 2 * size);
         let mut kept: Vec<u64> = published.keys().copied().collect();

@@ -33,6 +33,6 @@ pub use metrics::{
 pub use records::{Attribute, Event, Link, SpanRecord, span_records};
 pub use segments::{RowKeep, SegmentMeta, Table};
 pub use store::{
-    CallsUpdate, FlushReport, FsyncPolicy, MOST_REFRESH_INTERVAL, Origin, Snapshot, Store,
-    StoreConfig, adopt_node,
+    CallsUpdate, FlushReport, FsyncPolicy, MOST_REFRESH_INTERVAL, Origin, PublishedCalls, Snapshot,
+    Store, StoreConfig, adopt_node,
 };

@@ -153,6 +153,17 @@ impl CallsUpdate {
     }
 }
 
+/// A hot calls batch as [`Store::subscribe_hot_calls`] sends it, with the rows it was made
+/// of: a reader that adds up calls takes them as they are rather than decode the batch.
+#[derive(Debug, Clone)]
+pub struct PublishedCalls {
+    /// The store's number for the batch (as in [`Snapshot::hot_call_ids`]).
+    pub id: u64,
+    pub batch: RecordBatch,
+    /// In the batch's order.
+    pub rows: Arc<Vec<CallRow>>,
+}
+
 /// A consistent view for readers: hot batches and the segments committed with them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -224,7 +235,7 @@ struct Tables {
     /// new segments.
     calls_subscribers: Vec<std::sync::mpsc::Sender<CallsUpdate>>,
     /// Readers of every hot calls batch, with the store's number for it.
-    hot_calls_subscribers: Vec<std::sync::mpsc::Sender<(u64, RecordBatch)>>,
+    hot_calls_subscribers: Vec<std::sync::mpsc::Sender<PublishedCalls>>,
     /// The other nodes' flushed calls segments whose calls readers already have.
     followed: HashSet<String>,
 }
@@ -918,7 +929,7 @@ impl Store {
     /// Every hot calls batch published from now on, with the store's number for it (as in
     /// [`Snapshot::hot_call_ids`] and [`Origin::HotCalls`]): a batch a snapshot's segment
     /// was flushed from was sent before that snapshot was taken.
-    pub fn subscribe_hot_calls(&self) -> std::sync::mpsc::Receiver<(u64, RecordBatch)> {
+    pub fn subscribe_hot_calls(&self) -> std::sync::mpsc::Receiver<PublishedCalls> {
         let mut tables = self.shared.tables.lock().expect("not poisoned");
         let (sender, receiver) = std::sync::mpsc::channel();
         tables.hot_calls_subscribers.push(sender);
@@ -1920,9 +1931,15 @@ fn publish_calls(shared: &Shared, deriver: &mut dyn CallDeriver, epoch: u64) {
     });
     let id = tables.next_hot_calls_id;
     tables.next_hot_calls_id += 1;
-    tables
-        .hot_calls_subscribers
-        .retain(|subscriber| subscriber.send((id, batch.clone())).is_ok());
+    tables.hot_calls_subscribers.retain(|subscriber| {
+        subscriber
+            .send(PublishedCalls {
+                id,
+                batch: batch.clone(),
+                rows: rows.clone(),
+            })
+            .is_ok()
+    });
     tables.hot_calls.push(HotCalls {
         id,
         epoch,
