@@ -10,7 +10,12 @@
 #   BIN=/path/to/callwatch BASELINE=/path/to/older/callwatch RUNS="baseline fsync baseline fsync" \
 #     bash benches/ingest.sh
 #     (a given build instead of this tree's, and an older build with every default on)
+#   RATE=150000 RUNS="fsync nopairing fsync nopairing" bash benches/ingest.sh
+#     (every run paced below saturation: nothing is refused, and the server's CPU per span
+#     is what each part costs, steadier than spans/s at saturation)
 #
+# "server CPU µs/span" is the server's user and system time when the load ends, over the
+# spans it accepted (the pairing wait's last calls are derived after that, uncounted).
 # Prints one Markdown table row per run, ready for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,13 +54,13 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)" >&2
 
-echo "| run | spans/s | ratio to sink | p50 ms | p99 ms | refused requests | Parquet bytes/span | peak RSS MiB | every accepted span stored |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| run | spans/s | ratio to sink | p50 ms | p99 ms | refused requests | Parquet bytes/span | peak RSS MiB | server CPU µs/span | every accepted span stored |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 start sink "$BIN" sink --otlp-grpc 127.0.0.1:0
 BASE=$(load)
 kill -INT $PID; wait $PID || true
 BASE_RATE=$(field "$BASE" spans_per_sec)
-echo "| sink (decode only, baseline) | $BASE_RATE | 1.00 | $(field "$BASE" p50_ms) | $(field "$BASE" p99_ms) | $(field "$BASE" errors) | - | - | - |"
+echo "| sink (decode only, baseline) | $BASE_RATE | 1.00 | $(field "$BASE" p50_ms) | $(field "$BASE" p99_ms) | $(field "$BASE" errors) | - | - | - | - |"
 
 # run_serve ID LABEL [serve flags...]
 run_serve() {
@@ -68,8 +73,10 @@ run_serve() {
     --otlp-http 127.0.0.1:0 --http 127.0.0.1:0 "$@"
   local result
   result=$(load ${RATE:+--rate $RATE})
-  local peak_kib
+  local peak_kib cpu_ticks
   peak_kib=$(awk '/VmHWM/{print $2}' /proc/$PID/status)
+  # utime and stime, fields 14 and 15 (the name in field 2 has no spaces).
+  cpu_ticks=$(awk '{print $14 + $15}' /proc/$PID/stat)
   kill -TERM $PID; wait $PID
   local accepted rows bytes
   accepted=$(field "$result" accepted)
@@ -82,13 +89,15 @@ print(sum(s['rows'] for s in spans), sum(s['bytes'] for s in spans))" \
     "$data")
   local rate
   rate=$(field "$result" spans_per_sec)
-  python3 - "$name" "$rate" "$BASE_RATE" "$result" "$rows" "$bytes" "$accepted" "$peak_kib" <<'PY'
+  python3 - "$name" "$rate" "$BASE_RATE" "$result" "$rows" "$bytes" "$accepted" "$peak_kib" \
+    "$cpu_ticks" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-name, rate, base, result, rows, size, accepted, peak = sys.argv[1:]
+name, rate, base, result, rows, size, accepted, peak, ticks, per_second = sys.argv[1:]
+cpu_us = int(ticks) / int(per_second) * 1e6 / max(int(accepted), 1)
 r = json.loads(result)
 stored = "yes" if int(rows) == int(accepted) else f"NO ({rows} of {accepted})"
 print(f"| {name} | {float(rate):.0f} | {float(rate)/float(base):.2f} | {r['p50_ms']} | {r['p99_ms']} "
-      f"| {r['errors']} | {int(size)/max(int(rows),1):.1f} | {int(peak)/1024:.0f} | {stored} |")
+      f"| {r['errors']} | {int(size)/max(int(rows),1):.1f} | {int(peak)/1024:.0f} | {cpu_us:.2f} | {stored} |")
 PY
 }
 

@@ -349,9 +349,9 @@ impl<S> Default for CacheState<S> {
     }
 }
 
-/// A hot batch as published, with the rows it was made of until the warming after it: the
-/// pieces are made of the rows as they are (every column, of which `columns` are those the
-/// statistics read), and of the batch only when an hour is read again.
+/// A hot batch as published, with the rows it was made of until the pieces are made of them
+/// (or the warming after it ends): as they are, every column (`columns` are those the
+/// statistics read); the batch is decoded only when an hour is read again.
 struct Published {
     batch: RecordBatch,
     rows: Option<Arc<Vec<CallRow>>>,
@@ -957,11 +957,23 @@ impl<S: CallStats> PieceCache<S> {
     ) -> Result<Calls, QueryError> {
         match source {
             Source::Hot(id) => {
-                let state = self.state.lock().expect("not poisoned");
-                let published = state.published.get(id);
-                if let Some(rows) = published.and_then(|p| p.rows.clone()) {
-                    return Ok(Calls::Rows(rows));
+                let mut state = self.state.lock().expect("not poisoned");
+                // Taken by the one hour the batch holds; one of two hours leaves them to the
+                // other, and warming's end lets them go.
+                let one_hour = state
+                    .hot_hours
+                    .get(id)
+                    .is_some_and(|(first, last)| first == last);
+                if let Some(published) = state.published.get_mut(id) {
+                    let rows = match one_hour {
+                        true => published.rows.take(),
+                        false => published.rows.clone(),
+                    };
+                    if let Some(rows) = rows {
+                        return Ok(Calls::Rows(rows));
+                    }
                 }
+                let published = state.published.get(id);
                 Ok(Calls::Batches(
                     snapshot
                         .hot_call_ids
