@@ -143,6 +143,7 @@ pub async fn start_with(args: &ServeArgs, config: ConfigFile) -> anyhow::Result<
             store.clone(),
             Limits::default(),
             inflight_bytes,
+            graph_metrics.clone(),
         ))
     });
     let connections = ConnectionLimits {

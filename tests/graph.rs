@@ -595,6 +595,61 @@ fn node_rows(graph: &Value) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+async fn span_metrics_count_each_stored_span_also_without_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--no-pairing"]);
+    let start = now_ns();
+    let spans: Vec<Span> = (0..3u64)
+        .map(|i| {
+            span(
+                0x77 << 120 | u128::from(i),
+                i + 1,
+                None,
+                SERVER,
+                start,
+                5 * MS,
+                vec![],
+            )
+        })
+        .collect();
+    server.post_spans("lone-front", spans).await;
+    let mut failed = span(0x78 << 120, 9, None, CLIENT, start, 2 * MS, vec![]);
+    failed.status = Some(Status {
+        code: 2,
+        ..Default::default()
+    });
+    server.post_spans("lone-front", vec![failed]).await;
+    // Counted when acknowledged: no deriver runs to count them later.
+    let series = |kind: &str, status: &str| {
+        format!(
+            "service=\"lone-front\",span_name=\"op\",span_kind=\"SPAN_KIND_{kind}\",status_code=\"STATUS_CODE_{status}\""
+        )
+    };
+    let ok = series("SERVER", "UNSET");
+    let error = series("CLIENT", "ERROR");
+    assert_eq!(
+        metric(&server, &format!("traces_spanmetrics_calls_total{{{ok}}}")).await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            &format!("traces_spanmetrics_latency_bucket{{{ok},le=\"0.008\"}}")
+        )
+        .await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            &format!("traces_spanmetrics_calls_total{{{error}}}")
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn the_demo_recordings_give_their_ground_truth_graph() {
     for file in samples() {
         let dir = tempfile::tempdir().unwrap();

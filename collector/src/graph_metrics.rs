@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
+
+use crate::halves::SpanColumns;
 use callwatch_storage::{
     CallColumns, CallRow, CallType, CallsUpdate, Counter, Interner, NodeKind, Store, escape_label,
     schema,
@@ -85,12 +87,12 @@ type SpanLabels = (String, String, &'static str, &'static str);
 
 /// Span counts of one batch, keyed by borrowed names, merged into the series at once.
 #[derive(Debug, Default)]
-pub struct SpanTally<'a> {
+struct SpanTally<'a> {
     series: foldhash::HashMap<(&'a str, &'a str, &'static str, &'static str), Buckets>,
 }
 
 impl<'a> SpanTally<'a> {
-    pub fn observe(
+    fn observe(
         &mut self,
         service: &'a str,
         span_name: &'a str,
@@ -269,8 +271,27 @@ impl GraphMetrics {
         }
     }
 
+    /// Counts the spans of a stored `spans` batch in the span-metrics series.
+    pub fn observe_spans(&self, batch: &RecordBatch) {
+        let Some(columns) = SpanColumns::new(batch) else {
+            tracing::error!("span metrics were given a batch without the spans columns");
+            return;
+        };
+        let mut tally = SpanTally::default();
+        for row in 0..columns.len() {
+            tally.observe(
+                columns.service(row),
+                columns.name(row),
+                columns.kind(row),
+                columns.status(row),
+                columns.duration_ns(row) as f64 / 1e9,
+            );
+        }
+        self.merge_spans(tally);
+    }
+
     /// Adds the span counts of one batch.
-    pub fn merge_spans(&self, tally: SpanTally) {
+    fn merge_spans(&self, tally: SpanTally) {
         let mut spans = self.spans.lock().expect("not poisoned");
         for ((service, span_name, kind, status), buckets) in tally.series {
             let key = (service.to_string(), span_name.to_string(), kind, status);

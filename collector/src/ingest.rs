@@ -14,6 +14,7 @@ use prost::Message;
 
 use crate::convert::{Limits, convert_views, reported_consumer_groups, reported_namespaces};
 use crate::error::IngestError;
+use crate::graph_metrics::GraphMetrics;
 use crate::inflight::{InflightBudget, Room};
 use crate::json::decode_views_within;
 use crate::metrics::IngestMetrics;
@@ -26,16 +27,25 @@ pub struct Ingest {
     limits: Limits,
     metrics: IngestMetrics,
     inflight: Arc<InflightBudget>,
+    /// Where the stored spans are counted as span metrics, with or without pairing.
+    span_metrics: Arc<GraphMetrics>,
 }
 
 impl Ingest {
-    /// An ingest core that decodes at most `inflight_bytes` of request bodies at once.
-    pub fn new(store: Store, limits: Limits, inflight_bytes: usize) -> Self {
+    /// An ingest core that decodes at most `inflight_bytes` of request bodies at once and
+    /// counts the spans it stores in `span_metrics`.
+    pub fn new(
+        store: Store,
+        limits: Limits,
+        inflight_bytes: usize,
+        span_metrics: Arc<GraphMetrics>,
+    ) -> Self {
         Self {
             store,
             limits,
             metrics: IngestMetrics::default(),
             inflight: InflightBudget::new(inflight_bytes),
+            span_metrics,
         }
     }
 
@@ -137,10 +147,13 @@ impl Ingest {
             catalog.learn_namespaces(reported_namespaces(&request));
             catalog.learn_consumer_groups(reported_consumer_groups(&request));
             drop(request);
+            // A clone shares the columns: counted once stored, so a refused request is not.
+            let stored = batch.clone();
             self.store
                 .append(batch)
                 .await
                 .map_err(|error| self.refused(error))?;
+            self.span_metrics.observe_spans(&stored);
         }
         self.metrics.spans_accepted.add(converted.accepted as u64);
         self.metrics.spans_rejected.add(converted.rejected as u64);

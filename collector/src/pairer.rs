@@ -36,7 +36,7 @@ use arrow::record_batch::RecordBatch;
 use callwatch_storage::{CallDeriver, CallRow, CallType, Interner, NodeKind, PendingState};
 use foldhash::{HashMap, HashSet};
 
-use crate::graph_metrics::{EdgeTally, GraphMetrics, SpanTally, connection_type};
+use crate::graph_metrics::{EdgeTally, GraphMetrics, connection_type};
 use crate::halves::{Half, LastResource, Side, SpanColumns};
 use crate::pending::{Key, Parts, Saved};
 
@@ -994,17 +994,9 @@ impl CallDeriver for Pairer {
             return;
         };
         self.metrics.spans_seen.add(columns.len() as u64);
-        let mut tally = SpanTally::default();
         let mut last_service = None;
         for row in 0..columns.len() {
             let service = columns.service(row);
-            tally.observe(
-                service,
-                columns.name(row),
-                columns.kind(row),
-                columns.status(row),
-                columns.duration_ns(row) as f64 / 1e9,
-            );
             // Spans come grouped by resource: most rows repeat the service before them.
             if last_service != Some(service)
                 && !self.services.contains(service)
@@ -1014,7 +1006,6 @@ impl CallDeriver for Pairer {
             }
             last_service = Some(service);
         }
-        self.metrics.merge_spans(tally);
         let mut last = LastResource::default();
         // Sized for every row at once: a half is large, and growing would copy them all.
         let mut arrived = Vec::with_capacity(columns.len());
