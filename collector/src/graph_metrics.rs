@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-
-use crate::halves::SpanColumns;
 use callwatch_storage::{
     CallColumns, CallRow, CallType, CallsUpdate, Counter, Interner, NodeKind, Store, escape_label,
     schema,
 };
+
+use crate::halves::SpanColumns;
 
 /// Bucket bounds in seconds: Tempo's span-metrics defaults, fine enough for millisecond calls.
 pub const BUCKETS: &[f64] = &[
