@@ -181,10 +181,7 @@ impl<S: CallStats> Builder<S> {
             let calls = CallColumns::new(&batch).map_err(error)?;
             for row in 0..calls.len() {
                 let call = calls.row(row, &mut self.names);
-                self.narrowest
-                    .entry(piece_start(call.start_ns, narrow))
-                    .or_default()
-                    .add(&call);
+                self.add_call(&call, narrow);
             }
         }
         Ok(())
@@ -199,12 +196,17 @@ impl<S: CallStats> Builder<S> {
             if hour.contains(&call.start_ns)
                 && only.is_none_or(|only| only.keeps(&call.client, &call.server))
             {
-                self.narrowest
-                    .entry(piece_start(call.start_ns, narrow))
-                    .or_default()
-                    .add(call);
+                self.add_call(call, narrow);
             }
         }
+    }
+
+    /// Adds one call to the narrowest piece (`narrow` ns wide) it starts in.
+    fn add_call(&mut self, call: &CallRow, narrow: i64) {
+        self.narrowest
+            .entry(piece_start(call.start_ns, narrow))
+            .or_default()
+            .add(call);
     }
 
     /// The pieces at every width, widest first: each merged from the next narrower.
