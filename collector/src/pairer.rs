@@ -137,6 +137,7 @@ pub struct Pairer {
     /// The service a client's peer name turned out to be, where it is another name
     /// (`server.address` of a load balancer, say), learned from paired calls.
     servers_of_peers: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    status_texts: StatusTexts,
     calls: Vec<CallRow>,
     /// Client calls that began to wait since the last take, as their clients tell them.
     unpaired: Vec<CallRow>,
@@ -175,6 +176,7 @@ impl Pairer {
             consumed: HashSet::default(),
             consumer_groups: HashMap::default(),
             servers_of_peers: HashMap::default(),
+            status_texts: StatusTexts::default(),
             calls: Vec::new(),
             unpaired: Vec::new(),
             parts: Parts::default(),
@@ -689,17 +691,14 @@ impl Pairer {
     fn status(&mut self, client: &Half, server: Option<&Half>) -> Option<Arc<str>> {
         let http = server.and_then(|s| s.http_status).or(client.http_status);
         let grpc = client.grpc_code.or(server.and_then(|s| s.grpc_code));
-        let text = match (http, grpc) {
-            (Some(status), _) => status.to_string(),
-            (None, Some(code)) => grpc_code_name(code).to_string(),
-            (None, None) => {
-                return client
-                    .error_type
-                    .clone()
-                    .or_else(|| server.and_then(|s| s.error_type.clone()));
-            }
-        };
-        Some(self.names.get(&text))
+        match (http, grpc) {
+            (Some(status), _) => Some(self.status_texts.http(status, &mut self.names)),
+            (None, Some(code)) => Some(self.status_texts.grpc(code, &mut self.names)),
+            (None, None) => client
+                .error_type
+                .clone()
+                .or_else(|| server.and_then(|s| s.error_type.clone())),
+        }
     }
 
     fn expire_before(&mut self, cutoff: Instant, now: Instant) {
@@ -880,31 +879,58 @@ fn timed_out(client: &Half) -> bool {
         })
 }
 
-fn grpc_code_name(code: i64) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
+/// The text of each HTTP status below 1000 and of each gRPC code, made once: nearly every
+/// call has one of a few, and writing it anew would cost an allocation and a look-up.
+#[derive(Default)]
+struct StatusTexts {
+    http: Vec<Option<Arc<str>>>,
+    grpc: [Option<Arc<str>>; GRPC_CODES.len()],
+}
+
+impl StatusTexts {
+    fn http(&mut self, status: i64, names: &mut Interner) -> Arc<str> {
+        let Some(index) = usize::try_from(status).ok().filter(|&s| s < 1000) else {
+            return names.get(&status.to_string());
+        };
+        if self.http.is_empty() {
+            self.http.resize(1000, None);
+        }
+        (self.http[index].get_or_insert_with(|| names.get(&status.to_string()))).clone()
+    }
+
+    fn grpc(&mut self, code: i64, names: &mut Interner) -> Arc<str> {
+        let index = grpc_code_index(code);
+        (self.grpc[index].get_or_insert_with(|| names.get(GRPC_CODES[index]))).clone()
+    }
+}
+
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Where a gRPC code's name is in [`GRPC_CODES`]: a code gRPC does not define is UNKNOWN.
+fn grpc_code_index(code: i64) -> usize {
+    const UNKNOWN: usize = 2;
     usize::try_from(code)
         .ok()
-        .and_then(|c| NAMES.get(c))
-        .copied()
-        .unwrap_or("UNKNOWN")
+        .filter(|&code| code < GRPC_CODES.len())
+        .unwrap_or(UNKNOWN)
 }
 
 impl CallDeriver for Pairer {

@@ -474,16 +474,34 @@ impl EdgeTrack {
 
 type EdgeName = (Arc<str>, Arc<str>);
 
+/// An [`EdgeName`] borrowed from a call, to find its edge without cloning the names, whose
+/// counts the deriver and every reader of calls share. Hashes as the tuple does.
+struct EdgeNameOf<'a>(&'a str, &'a str);
+
+impl std::hash::Hash for EdgeNameOf<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<EdgeName> for EdgeNameOf<'_> {
+    fn equivalent(&self, (client, server): &EdgeName) -> bool {
+        self.0 == &**client && self.1 == &**server
+    }
+}
+
 /// A call's client span: (trace id, span id).
 type ClientSpan = (u128, u64);
 
 #[derive(Debug, Default)]
 struct TrackerState {
-    edges: HashMap<EdgeName, EdgeTrack>,
+    /// Hashed with foldhash, as `told`: each call looks both up.
+    edges: hashbrown::HashMap<EdgeName, EdgeTrack, foldhash::fast::RandomState>,
     calls: Option<Receiver<CallsUpdate>>,
     /// Client spans whose unpaired call was taken, with its edge: their derived call, when
     /// it comes, is the same call and is not taken again.
-    told: HashMap<ClientSpan, EdgeName>,
+    told: foldhash::HashMap<ClientSpan, EdgeName>,
     /// The same spans in the order they were told, to forget those never derived.
     told_order: VecDeque<(Instant, ClientSpan)>,
     /// Transitions are announced once the stored calls have been replayed.
@@ -695,19 +713,22 @@ impl BreakerTracker {
             return false;
         }
         let edge_count = state.edges.len();
-        let key = (call.client.clone(), call.server.clone());
+        let key = EdgeNameOf(&call.client, &call.server);
         let track = match state.edges.get_mut(&key) {
             Some(track) => track,
             None if edge_count >= MAX_EDGES => {
                 state.untracked_calls += 1;
                 return false;
             }
-            None => state.edges.entry(key).or_insert_with(|| {
-                EdgeTrack::new(
-                    self.options.settings_for(&call.client, &call.server),
-                    call.start_ns,
-                )
-            }),
+            None => state
+                .edges
+                .entry((call.client.clone(), call.server.clone()))
+                .or_insert_with(|| {
+                    EdgeTrack::new(
+                        self.options.settings_for(&call.client, &call.server),
+                        call.start_ns,
+                    )
+                }),
         };
         let duration = Duration::from_nanos(call.client_duration_ns.unwrap_or(0).max(0) as u64);
         let reported = call.breaker_state.as_deref().and_then(BreakerState::parse);
@@ -820,7 +841,7 @@ impl BreakerTracker {
         to_ns: i64,
     ) -> Option<BreakerView> {
         let state = self.state.lock().expect("not poisoned");
-        let track = state.edges.get(&(Arc::from(client), Arc::from(server)))?;
+        let track = state.edges.get(&EdgeNameOf(client, server))?;
         (track.first_ns < to_ns).then(|| track.view(client, server, from_ns, to_ns))
     }
 

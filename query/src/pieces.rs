@@ -210,7 +210,14 @@ impl<S: CallStats> Builder<S> {
     }
 
     /// The pieces at every width, widest first: each merged from the next narrower.
-    fn finish(self, widths: &[i64]) -> Vec<ByStart<S>> {
+    fn finish(mut self, widths: &[i64]) -> Vec<ByStart<S>> {
+        for stats in self
+            .narrowest
+            .values_mut()
+            .flat_map(|p| p.edges.values_mut())
+        {
+            stats.settle();
+        }
         let mut by_width = vec![self.narrowest];
         for width in widths[..widths.len() - 1].iter().rev() {
             let mut wide: ByStart<S> = BTreeMap::new();

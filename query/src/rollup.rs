@@ -35,6 +35,40 @@ impl EdgeKey {
     }
 }
 
+/// The edge of a call, borrowed from it: looks an edge up without cloning its names, whose
+/// counts the deriver and every reader of calls share. Hashes as [`EdgeKey`] does (a
+/// `&str` as the `Arc<str>` of the same text).
+#[derive(Hash)]
+struct EdgeOf<'a> {
+    source: &'a str,
+    target: &'a str,
+    call_type: CallType,
+    destination: Option<&'a str>,
+}
+
+impl<'a> EdgeOf<'a> {
+    fn of(call: &'a CallRow) -> Self {
+        Self {
+            source: &call.client,
+            target: &call.server,
+            call_type: call.call_type,
+            destination: match call.call_type {
+                CallType::Async => call.destination.as_deref(),
+                CallType::Sync => None,
+            },
+        }
+    }
+}
+
+impl hashbrown::Equivalent<EdgeKey> for EdgeOf<'_> {
+    fn equivalent(&self, key: &EdgeKey) -> bool {
+        self.source == &*key.source
+            && self.target == &*key.target
+            && self.call_type == key.call_type
+            && self.destination == key.destination.as_deref()
+    }
+}
+
 /// Which calls a page breaks down: those into a service, or those of one edge.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CallsOf {
@@ -98,6 +132,8 @@ pub trait CallStats: Clone + Send + Sync + 'static {
     fn empty(call: &CallRow) -> Self;
     fn add(&mut self, call: &CallRow);
     fn merge(&mut self, other: &Self);
+    /// Done adding, to be kept: what waits to be counted is counted, and its room let go.
+    fn settle(&mut self);
     /// About how much memory it holds on the heap, beyond its own size.
     fn heap_bytes(&self) -> usize;
 }
@@ -141,6 +177,10 @@ impl CallStats for EdgeStats {
             .extend(other.client_instances.iter().cloned());
         self.server_instances
             .extend(other.server_instances.iter().cloned());
+    }
+
+    fn settle(&mut self) {
+        self.calls.settle();
     }
 
     fn heap_bytes(&self) -> usize {
@@ -329,6 +369,15 @@ impl CallStats for Details {
         }
     }
 
+    fn settle(&mut self) {
+        self.all.settle();
+        for groups in &mut self.by {
+            for (_, calls) in &mut groups.0 {
+                calls.settle();
+            }
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
         self.all.heap_bytes()
             + self.by.iter().map(Groups::heap_bytes).sum::<usize>()
@@ -341,13 +390,13 @@ impl CallStats for Details {
 #[derive(Debug, Clone)]
 pub struct ByEdge<S> {
     /// Hashed with foldhash: every call of every batch is looked up here.
-    pub edges: foldhash::HashMap<EdgeKey, S>,
+    pub edges: hashbrown::HashMap<EdgeKey, S, foldhash::fast::RandomState>,
 }
 
 impl<S> Default for ByEdge<S> {
     fn default() -> Self {
         Self {
-            edges: foldhash::HashMap::default(),
+            edges: hashbrown::HashMap::default(),
         }
     }
 }
@@ -365,10 +414,14 @@ impl<S: CallStats> ByEdge<S> {
     }
 
     pub fn add(&mut self, call: &CallRow) {
-        self.edges
-            .entry(EdgeKey::of(call))
-            .or_insert_with(|| S::empty(call))
-            .add(call);
+        match self.edges.get_mut(&EdgeOf::of(call)) {
+            Some(stats) => stats.add(call),
+            None => self
+                .edges
+                .entry(EdgeKey::of(call))
+                .or_insert_with(|| S::empty(call))
+                .add(call),
+        }
     }
 
     pub fn merge(&mut self, other: &Self) {
@@ -422,5 +475,37 @@ pub(crate) mod tests {
             status: failed.then(|| ["500", "503"][(start_ns % 2) as usize].into()),
             ..CallRow::between(start_ns, "a", "b")
         }
+    }
+
+    #[test]
+    fn calls_find_their_edge_by_a_borrowed_key() {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::RandomState::default();
+        let sync = CallRow {
+            destination: Some("orders".into()),
+            ..call(1, 7)
+        };
+        let async_call = CallRow {
+            call_type: CallType::Async,
+            destination: Some("orders".into()),
+            ..call(2, 7)
+        };
+        let no_destination = CallRow {
+            call_type: CallType::Async,
+            ..call(3, 7)
+        };
+        for call in [&sync, &async_call, &no_destination] {
+            let (borrowed, owned) = (EdgeOf::of(call), EdgeKey::of(call));
+            assert_eq!(hasher.hash_one(&borrowed), hasher.hash_one(&owned));
+            assert!(hashbrown::Equivalent::equivalent(&borrowed, &owned));
+        }
+        // A sync call's destination is no part of its edge; an async call's is.
+        let rollup = Rollup::of([&sync, &sync, &async_call, &no_destination, &async_call]);
+        let calls = |call: &CallRow| rollup.edges[&EdgeKey::of(call)].calls.calls;
+        assert_eq!(rollup.edges.len(), 3);
+        assert_eq!(
+            (calls(&sync), calls(&async_call), calls(&no_destination)),
+            (2, 2, 1)
+        );
     }
 }

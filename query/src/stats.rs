@@ -131,6 +131,13 @@ impl Accumulator {
         self.client.heap_bytes() + self.server.heap_bytes() + self.queue.heap_bytes()
     }
 
+    /// Folds the durations recorded into their histograms: for an accumulator kept.
+    pub fn settle(&mut self) {
+        self.client.settle();
+        self.server.settle();
+        self.queue.settle();
+    }
+
     pub fn merge(&mut self, other: &Accumulator) {
         self.calls += other.calls;
         self.errors += other.errors;
@@ -145,7 +152,8 @@ impl Accumulator {
         self.first_seen(other.first_ns);
     }
 
-    pub fn summary(self, window_seconds: f64, thresholds: &HealthThresholds) -> Summary {
+    pub fn summary(mut self, window_seconds: f64, thresholds: &HealthThresholds) -> Summary {
+        self.settle();
         let client = self.client.percentiles();
         let server = self.server.percentiles();
         let queue = self.queue.percentiles();
@@ -256,29 +264,74 @@ pub struct Percentiles {
 /// 1 % above. Unlike a list of durations, it is as small for a million calls as for a
 /// thousand, and two of them add up. Buckets are kept sorted in two plain vectors: 12 bytes
 /// a bucket, and merging is a walk along both.
+///
+/// A recorded value waits, as its bucket, in a short unsorted list, folded in once the list
+/// is full or the histogram is settled: sorting a few hundred numbers and walking both lists
+/// once costs less than a search and an insertion into the middle of each value. Every read
+/// sees the values still waiting.
 #[derive(Debug, Default, Clone)]
 pub struct Histogram {
     buckets: Vec<u32>,
     counts: Vec<u64>,
+    /// Values in `buckets`.
     total: u64,
+    /// Buckets of the values recorded and not yet folded in.
+    recorded: Vec<u32>,
 }
+
+/// Most recorded values waiting to be folded in.
+const RECORDED: usize = 256;
 
 impl Histogram {
     fn heap_bytes(&self) -> usize {
-        crate::rollup::vec_heap_bytes(&self.buckets) + crate::rollup::vec_heap_bytes(&self.counts)
+        crate::rollup::vec_heap_bytes(&self.buckets)
+            + crate::rollup::vec_heap_bytes(&self.counts)
+            + crate::rollup::vec_heap_bytes(&self.recorded)
     }
 
     pub fn record(&mut self, ns: Option<i64>) {
         if let Some(ns) = ns {
-            let bucket = bucket_of(ns);
-            match self.buckets.binary_search(&bucket) {
-                Ok(at) => self.counts[at] += 1,
-                Err(at) => {
-                    self.buckets.insert(at, bucket);
-                    self.counts.insert(at, 1);
-                }
+            self.recorded.push(bucket_of(ns));
+            if self.recorded.len() >= RECORDED {
+                self.fold();
             }
-            self.total += 1;
+        }
+    }
+
+    /// Folds the recorded values in and lets go of their list: for a histogram kept.
+    pub fn settle(&mut self) {
+        self.fold();
+        self.recorded = Vec::new();
+    }
+
+    /// Folds the recorded values into the buckets.
+    fn fold(&mut self) {
+        if self.recorded.is_empty() {
+            return;
+        }
+        let mut recorded = std::mem::take(&mut self.recorded);
+        recorded.sort_unstable();
+        let mut sorted = Histogram {
+            total: recorded.len() as u64,
+            ..Histogram::default()
+        };
+        for run in recorded.chunk_by(|a, b| a == b) {
+            sorted.buckets.push(run[0]);
+            sorted.counts.push(run.len() as u64);
+        }
+        self.merge_folded(&sorted);
+        recorded.clear();
+        self.recorded = recorded;
+    }
+
+    /// Itself with every recorded value folded in: borrowed when none waits.
+    fn folded(&self) -> std::borrow::Cow<'_, Histogram> {
+        if self.recorded.is_empty() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            let mut folded = self.clone();
+            folded.fold();
+            std::borrow::Cow::Owned(folded)
         }
     }
 
@@ -298,11 +351,22 @@ impl Histogram {
     }
 
     pub fn merge(&mut self, other: &Histogram) {
+        self.recorded.extend_from_slice(&other.recorded);
+        self.merge_folded(other);
+        if self.recorded.len() >= RECORDED {
+            self.fold();
+        }
+    }
+
+    /// Merges the buckets of `other`, not its recorded values.
+    fn merge_folded(&mut self, other: &Histogram) {
         if other.total == 0 {
             return;
         }
         if self.total == 0 {
-            self.clone_from(other);
+            self.buckets.clone_from(&other.buckets);
+            self.counts.clone_from(&other.counts);
+            self.total = other.total;
             return;
         }
         let capacity = self.buckets.len().max(other.buckets.len());
@@ -341,43 +405,46 @@ impl Histogram {
 
     /// The mean, in ns, from each bucket's lower bound: within 1 % below the true mean.
     pub fn mean_ns(&self) -> Option<f64> {
-        if self.total == 0 {
+        let this = self.folded();
+        if this.total == 0 {
             return None;
         }
-        let sum: f64 = self
+        let sum: f64 = this
             .buckets
             .iter()
-            .zip(&self.counts)
+            .zip(&this.counts)
             .map(|(bucket, count)| lower_bound(*bucket) as f64 * *count as f64)
             .sum();
-        Some(sum / self.total as f64)
+        Some(sum / this.total as f64)
     }
 
     /// Buckets in use.
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.folded().buckets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.total == 0
+        self.total == 0 && self.recorded.is_empty()
     }
 
     /// Each bucket in use, by its lower bound in milliseconds, with its count, shortest first.
-    pub fn buckets_ms(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        self.buckets
-            .iter()
-            .zip(&self.counts)
+    pub fn buckets_ms(&self) -> impl Iterator<Item = (f64, u64)> + use<> {
+        let this = self.folded();
+        let buckets: Vec<(f64, u64)> = (this.buckets.iter().zip(&this.counts))
             .map(|(bucket, count)| (lower_bound(*bucket) as f64 / 1e6, *count))
+            .collect();
+        buckets.into_iter()
     }
 
     /// A duration (ns) that the `n` longest values reach: the lower bound of the bucket of
     /// the `n`-th longest. `None` if there are fewer than `n` values.
     pub fn reached_by_longest(&self, n: u64) -> Option<i64> {
-        if n == 0 || self.total < n {
+        let this = self.folded();
+        if n == 0 || this.total < n {
             return None;
         }
         let mut seen = 0;
-        for (bucket, count) in self.buckets.iter().zip(&self.counts).rev() {
+        for (bucket, count) in this.buckets.iter().zip(&this.counts).rev() {
             seen += count;
             if seen >= n {
                 return Some(lower_bound(*bucket));
@@ -389,13 +456,14 @@ impl Histogram {
     /// `None` without values. Each percentile is the lower bound of the bucket holding the
     /// value of that rank, so a duration with three significant digits comes out exact.
     pub fn percentiles(&self) -> Option<Percentiles> {
-        if self.total == 0 {
+        let this = self.folded();
+        if this.total == 0 {
             return None;
         }
         let at = |p: f64| {
-            let rank = ((p * self.total as f64).ceil() as u64).clamp(1, self.total);
+            let rank = ((p * this.total as f64).ceil() as u64).clamp(1, this.total);
             let mut seen = 0;
-            for (bucket, count) in self.buckets.iter().zip(&self.counts) {
+            for (bucket, count) in this.buckets.iter().zip(&this.counts) {
                 seen += count;
                 if seen >= rank {
                     return lower_bound(*bucket) as f64 / 1e6;
@@ -418,10 +486,30 @@ fn bucket_of(ns: i64) -> u32 {
     if value < 1000 {
         return value as u32;
     }
-    let power = value.ilog10() - 2;
-    let leading = (value / 10u64.pow(power)) as u32;
+    // Durations below 4.3 s fit 32 bits, whose division is the faster one.
+    let (power, leading) = match u32::try_from(value) {
+        Ok(value) => {
+            let power = value.ilog10() - 2;
+            (power, value / TENS[power as usize] as u32)
+        }
+        Err(_) => {
+            let power = value.ilog10() - 2;
+            (power, (value / TENS[power as usize]) as u32)
+        }
+    };
     1000 + (power - 1) * 900 + (leading - 100)
 }
+
+/// 10^n for every n below 20 (`u64::MAX` is below 10^20).
+const TENS: [u64; 20] = {
+    let mut tens = [1u64; 20];
+    let mut n = 1;
+    while n < 20 {
+        tens[n] = tens[n - 1] * 10;
+        n += 1;
+    }
+    tens
+};
 
 /// [`bucket_of`] as a SQL expression over an integer column of nanoseconds, for
 /// aggregations that run elsewhere: integer arithmetic only, so it numbers every value
@@ -566,6 +654,30 @@ mod tests {
         assert_eq!(lower_bound(bucket_of(123_456)), 123_000);
         assert_eq!(lower_bound(bucket_of(49_800_000)), 49_800_000);
         assert_eq!(bucket_of(-5), 0);
+    }
+
+    #[test]
+    fn buckets_are_three_leading_digits_and_a_power_of_ten() {
+        // The definition, in 64 bits throughout.
+        let defined = |value: i64| {
+            let value = value as u64;
+            if value < 1000 {
+                return value as u32;
+            }
+            let power = value.ilog10() - 2;
+            let leading = (value / 10u64.pow(power)) as u32;
+            1000 + (power - 1) * 900 + (leading - 100)
+        };
+        let mut values = vec![i64::MAX, i64::MAX - 1];
+        for power in 3..19 {
+            let ten = 10i64.pow(power);
+            values.extend([ten - 1, ten, ten + 1, 2 * ten - 1, 5 * ten + 7]);
+        }
+        let u32_max = i64::from(u32::MAX);
+        values.extend(u32_max - 2..u32_max + 3);
+        for value in values {
+            assert_eq!(bucket_of(value), defined(value), "{value}");
+        }
     }
 
     #[tokio::test]

@@ -623,3 +623,51 @@ fn without_checkpoints_the_keys_of_halves_to_save_do_not_outgrow_the_halves_wait
     let part = crate::pending::decode(&part, &mut Interner::default()).unwrap();
     assert_eq!(part.starters.len(), 255);
 }
+
+#[test]
+fn a_calls_status_is_its_http_status_else_its_grpc_code_else_its_error_type() {
+    use SpanKind::{Client, Server};
+    // (the client's attributes, the server's, the status expected), each twice: the
+    // second call finds the text made for the first.
+    type Attributes<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Attributes, Attributes, Option<&str>); 7] = [
+        (&[("http.response.status_code", "200")], &[], Some("200")),
+        (
+            &[("http.response.status_code", "502")],
+            &[("http.response.status_code", "503")],
+            Some("503"),
+        ),
+        (&[("http.status_code", "70000")], &[], Some("70000")),
+        (&[("rpc.grpc.status_code", "14")], &[], Some("UNAVAILABLE")),
+        (&[], &[("rpc.grpc.status_code", "0")], Some("OK")),
+        (&[("rpc.grpc.status_code", "99")], &[], Some("UNKNOWN")),
+        (
+            &[("error.type", "java.net.SocketTimeoutException")],
+            &[],
+            None,
+        ),
+    ];
+    let mut pairer = Pairer::new(PairingConfig::default(), Arc::new(GraphMetrics::default()));
+    let now = Instant::now();
+    let mut trace = 0;
+    for (client, server, expected) in cases {
+        for _ in 0..2 {
+            trace += 1;
+            pairer.spans(
+                &batch(&[
+                    ("a", span(trace, 1, None, Client, client)),
+                    ("b", span(trace, 2, Some(1), Server, server)),
+                ]),
+                now,
+            );
+            let calls = pairer.take_calls();
+            assert_eq!(calls.len(), 1);
+            let expected = expected.or(client.first().map(|(_, value)| *value));
+            assert_eq!(
+                calls[0].status.as_deref(),
+                expected,
+                "{client:?} {server:?}"
+            );
+        }
+    }
+}
