@@ -148,25 +148,27 @@ pub struct GraphMetrics {
 /// are two entries here and one series after the merge.
 #[derive(Debug, Default)]
 pub struct EdgeTally {
-    series: foldhash::HashMap<(usize, usize, &'static str), TalliedEdge>,
+    series: foldhash::HashMap<(usize, usize, usize), TalliedEdge>,
 }
 
-/// (client, server, what was observed)
-type TalliedEdge = (Arc<str>, Arc<str>, EdgeSeries);
+/// (client, server, connection type, what was observed)
+type TalliedEdge = (Arc<str>, Arc<str>, &'static str, EdgeSeries);
 
 impl EdgeTally {
     pub fn observe(&mut self, call: &CallRow, connection_type: &'static str) {
-        let (_, _, series) = self
+        let (_, _, _, series) = self
             .series
             .entry((
                 Interner::address(&call.client),
                 Interner::address(&call.server),
-                connection_type,
+                // By address too: the connection types are a few literals.
+                connection_type.as_ptr() as usize,
             ))
             .or_insert_with(|| {
                 (
                     call.client.clone(),
                     call.server.clone(),
+                    connection_type,
                     EdgeSeries::default(),
                 )
             });
@@ -257,7 +259,7 @@ impl GraphMetrics {
             return;
         }
         let mut edges = self.edges.lock().expect("not poisoned");
-        for ((_, _, connection_type), (client, server, observed)) in tally.series {
+        for (client, server, connection_type, observed) in tally.series.into_values() {
             let key = (client.to_string(), server.to_string(), connection_type);
             if !edges.contains_key(&key) && edges.len() >= MAX_SERIES {
                 self.series_dropped.add(observed.total);

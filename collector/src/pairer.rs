@@ -478,11 +478,8 @@ impl Pairer {
                 self.paired(&client, half)
             } else {
                 arrived.paired = true;
-                let producer = arrived.half.clone();
-                let read_by = self.read_by(&producer, half, now);
-                let arrived = batch[index].as_mut().expect("just seen");
-                arrived.read_by |= read_by;
-                self.paired(&producer, half)
+                arrived.read_by |= self.read_by(&arrived.half, half, now);
+                self.paired(&arrived.half, half)
             };
             self.emit(call);
             return;

@@ -6,6 +6,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int64Array, Int64Builder, RecordBatch,
     StringArray, StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
 };
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 
 use crate::error::{Result, StoreError};
@@ -167,10 +168,9 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
     let mut nanos: [Int64Builder; 3] = std::array::from_fn(|_| Int64Builder::with_capacity(n));
     let mut flags: [BooleanBuilder; 3] = std::array::from_fn(|_| BooleanBuilder::with_capacity(n));
     let mut starts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut trace_ids = StringBuilder::with_capacity(n, n * 32);
-    let mut client_ids = StringBuilder::with_capacity(n, n * 16);
-    let mut server_ids = StringBuilder::with_capacity(n, n * 16);
-    let mut digits = [0u8; 32];
+    let mut trace_ids = HexIds::with_capacity(n, 32);
+    let mut client_ids = HexIds::with_capacity(n, 16);
+    let mut server_ids = HexIds::with_capacity(n, 16);
     for row in rows {
         starts.append_value(row.start_ns);
         for (builder, value) in text.iter_mut().zip(texts(row)) {
@@ -186,16 +186,9 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
         for (builder, value) in flags.iter_mut().zip([row.failed, row.retry, row.timeout]) {
             builder.append_value(value);
         }
-        trace_ids.append_value(write_hex(row.trace_id, &mut digits));
-        for (ids, id) in [
-            (&mut client_ids, row.client_span_id),
-            (&mut server_ids, row.server_span_id),
-        ] {
-            match id {
-                Some(id) => ids.append_value(&write_hex(u128::from(id), &mut digits)[16..]),
-                None => ids.append_null(),
-            }
-        }
+        trace_ids.append(Some(row.trace_id));
+        client_ids.append(row.client_span_id.map(u128::from));
+        server_ids.append(row.server_span_id.map(u128::from));
     }
     let [
         client,
@@ -241,17 +234,71 @@ pub fn calls_batch(rows: &[CallRow]) -> RecordBatch {
     RecordBatch::try_new(calls_schema(), columns).expect("columns follow the calls schema")
 }
 
-/// `value` as 32 lowercase hex digits, written into `digits` (ids are written per call, so
-/// without allocating).
-fn write_hex(value: u128, digits: &mut [u8; 32]) -> &str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, digit) in digits.iter_mut().enumerate() {
-        *digit = DIGITS[((value >> (4 * (31 - i))) & 0xf) as usize];
-    }
-    std::str::from_utf8(digits).expect("hex digits are ASCII")
+/// A column of fixed-width lowercase hex ids, written into one buffer that is checked as
+/// UTF-8 once when finished rather than once per id.
+struct HexIds {
+    /// Digits per id: the last `width` of an id's 32.
+    width: usize,
+    digits: Vec<u8>,
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
 }
 
-/// A trace id in hex, as the spans and calls tables hold it (what `write_hex` writes).
+impl HexIds {
+    fn with_capacity(rows: usize, width: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Self {
+            width,
+            digits: Vec::with_capacity(rows * width),
+            offsets,
+            valid: Vec::with_capacity(rows),
+        }
+    }
+
+    fn append(&mut self, id: Option<u128>) {
+        if let Some(id) = id {
+            self.digits
+                .extend_from_slice(&hex_digits(id)[32 - self.width..]);
+        }
+        self.offsets.push(self.digits.len() as i32);
+        self.valid.push(id.is_some());
+    }
+
+    fn finish(self) -> StringArray {
+        let nulls = NullBuffer::from(self.valid);
+        let nulls = (nulls.null_count() > 0).then_some(nulls);
+        StringArray::try_new(
+            OffsetBuffer::new(self.offsets.into()),
+            self.digits.into(),
+            nulls,
+        )
+        .expect("hex digits are ASCII and the offsets grow")
+    }
+}
+
+/// `value` as 32 lowercase hex digits, a byte (two digits) at a time.
+fn hex_digits(value: u128) -> [u8; 32] {
+    let mut digits = [0u8; 32];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(value.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+    digits
+}
+
+/// Each byte as two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0_u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+        byte += 1;
+    }
+    table
+};
+
+/// A trace id in hex, as the spans and calls tables hold it (what `hex_digits` writes).
 pub fn parse_trace_id(hex: &str) -> Option<u128> {
     let hex = hex.as_bytes();
     match hex.len().checked_sub(16) {
@@ -560,6 +607,58 @@ mod tests {
             let expected = (byte as char).to_digit(16).map(|d| 0x10 | u64::from(d));
             assert_eq!(hex_number(&[b'1', byte]), expected, "{byte:#x}");
         }
+    }
+
+    #[test]
+    fn ids_are_written_as_lowercase_hex_of_fixed_width() {
+        let ids = [
+            (0, Some(0), None),
+            (u128::MAX, None, Some(u64::MAX)),
+            (
+                0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c,
+                Some(0xb7ad_6b71_6920_3331),
+                Some(1),
+            ),
+        ];
+        let rows: Vec<CallRow> = ids
+            .iter()
+            .map(|&(trace_id, client_span_id, server_span_id)| CallRow {
+                trace_id,
+                client_span_id,
+                server_span_id,
+                ..CallRow::between(0, "a", "b")
+            })
+            .collect();
+        let batch = calls_batch(&rows);
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_string::<i32>()
+                .clone()
+        };
+        let (traces, clients, servers) = (
+            column(schema::TRACE_ID),
+            column(schema::CLIENT_SPAN_ID),
+            column(schema::SERVER_SPAN_ID),
+        );
+        let span = |id: Option<u64>| id.map(|id| format!("{id:016x}"));
+        for (row, &(trace_id, client_span_id, server_span_id)) in ids.iter().enumerate() {
+            assert_eq!(traces.value(row), format!("{trace_id:032x}"));
+            assert_eq!(
+                clients
+                    .is_valid(row)
+                    .then(|| clients.value(row).to_string()),
+                span(client_span_id)
+            );
+            assert_eq!(
+                servers
+                    .is_valid(row)
+                    .then(|| servers.value(row).to_string()),
+                span(server_span_id)
+            );
+        }
+        assert_eq!(traces.null_count(), 0);
     }
 
     #[test]
