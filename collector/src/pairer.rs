@@ -452,10 +452,10 @@ impl Pairer {
             self.learn_batch_destination(&half);
             // A batch consumer answers each message it links to.
             for key in std::mem::take(&mut half.links) {
-                self.answer(key, &half, batch, now);
+                self.answer(key, half.clone(), batch, now);
             }
         } else if let Some(parent) = half.parent_span_id {
-            self.answer((half.trace_id, parent), &half, batch, now);
+            self.answer((half.trace_id, parent), half, batch, now);
         } else {
             // A root server or consumer: whoever called it sent no span.
             let user = self.names.get(callwatch_storage::schema::USER_NODE);
@@ -466,8 +466,9 @@ impl Pairer {
     }
 
     /// Pairs `half` with the starter under `key` that came in its batch or waits from an
-    /// earlier one, or lets it wait there.
-    fn answer(&mut self, key: Key, half: &Half, batch: &mut [Option<Waiting>], now: Instant) {
+    /// earlier one, or lets it wait there. Taken by value: a server span often comes before
+    /// its client's, and then waits as it is.
+    fn answer(&mut self, key: Key, half: Half, batch: &mut [Option<Waiting>], now: Instant) {
         if let Some(&index) = self.batch_starters.get(&key)
             && let Some(arrived) = &mut batch[index]
         {
@@ -475,11 +476,11 @@ impl Pairer {
             // consumer groups.
             let call = if arrived.half.side == Side::Client {
                 let client = batch[index].take().expect("just seen").half;
-                self.paired(&client, half)
+                self.paired(&client, &half)
             } else {
                 arrived.paired = true;
-                arrived.read_by |= self.read_by(&arrived.half, half, now);
-                self.paired(&arrived.half, half)
+                arrived.read_by |= self.read_by(&arrived.half, &half, now);
+                self.paired(&arrived.half, &half)
             };
             self.emit(call);
             return;
@@ -496,14 +497,14 @@ impl Pairer {
             }
             _ => {
                 self.make_room();
-                self.wait_for_starter(key, half.clone(), now, None);
+                self.wait_for_starter(key, half, now, None);
                 return;
             }
         };
-        let call = self.paired(&starter, half);
+        let call = self.paired(&starter, &half);
         self.emit(call);
         if starter.side == Side::Producer {
-            self.producer_read(key, half, now);
+            self.producer_read(key, &half, now);
         }
     }
 
