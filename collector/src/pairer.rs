@@ -412,9 +412,10 @@ impl Pairer {
         if saved.is_none() {
             self.unsaved.push((key, false));
         }
+        // Most keys are answered once: a list grown by its first push would hold four.
         self.answers
             .entry(key)
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push((half, since, saved));
         self.answer_count += 1;
     }

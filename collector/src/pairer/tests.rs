@@ -233,6 +233,20 @@ fn waiting_halves_are_counted_in_the_memory_the_pairer_reports() {
         waiting >= empty + 200 * std::mem::size_of::<Half>(),
         "{empty} → {waiting}"
     );
+    // Server halves whose clients have not come: each waits under its client's key, in a
+    // list that holds it and no spare room (a list grown by a push would hold four).
+    let servers: Vec<(&str, Span)> = (1..=200u8)
+        .map(|trace| ("orders", span(trace, 2, Some(9), SpanKind::Server, &[])))
+        .collect();
+    pairer.spans(&batch(&servers), start);
+    assert_eq!(pairer.answer_count, 200);
+    assert!(pairer.answers.values().all(|a| a.capacity() == 1));
+    let answering = pairer.memory_bytes();
+    assert!(
+        answering >= waiting + 200 * std::mem::size_of::<Half>(),
+        "{waiting} → {answering}"
+    );
+    let waiting = answering;
     pairer.expire(start + wait + Duration::from_secs(1));
     assert!(pairer.memory_bytes() < waiting, "expired halves are let go");
 }
