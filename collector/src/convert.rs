@@ -313,13 +313,9 @@ struct Hex {
 
 impl Hex {
     fn encode(bytes: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 32];
         let bytes = &bytes[..bytes.len().min(16)];
-        for (i, b) in bytes.iter().enumerate() {
-            buf[2 * i] = DIGITS[usize::from(b >> 4)];
-            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-        }
+        callwatch_storage::write_hex(bytes, &mut buf);
         Self {
             buf,
             len: bytes.len() * 2,

@@ -277,13 +277,19 @@ impl HexIds {
     }
 }
 
-/// `value` as 32 lowercase hex digits, a byte (two digits) at a time.
+/// `value` as 32 lowercase hex digits.
 fn hex_digits(value: u128) -> [u8; 32] {
     let mut digits = [0u8; 32];
-    for (pair, byte) in digits.chunks_exact_mut(2).zip(value.to_be_bytes()) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
-    }
+    write_hex(&value.to_be_bytes(), &mut digits);
     digits
+}
+
+/// Writes `bytes` as lowercase hex at the start of `out`, a byte (two digits) at a time: how
+/// every id becomes text, the spans' at ingest and the calls'. Stops where `out` ends.
+pub fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+    }
 }
 
 /// Each byte as two lowercase hex digits.

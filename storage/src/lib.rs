@@ -21,7 +21,7 @@ mod wal;
 pub use builder::{AttributesBuilder, EventsBuilder, LinksBuilder, SpanRow, SpansBuilder};
 pub use calls::{
     CallColumns, CallRow, CallType, Interner, NodeKind, call_rows, calls_batch, parse_span_id,
-    parse_trace_id, project,
+    parse_trace_id, project, write_hex,
 };
 pub use catalog::{Catalog, ConsumerGroups, Known};
 pub use derive::{CallDeriver, PendingState};
