@@ -1,12 +1,13 @@
 //! The half of a call that one span describes, read from a `spans` batch: only the columns
-//! and attributes that pairing needs, names shared through an interner.
+//! and attributes that pairing needs, its names held as numbers in [`Names`].
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::TimestampNanosecondType;
 use callwatch_storage::schema;
-use callwatch_storage::{Interner, parse_span_id, parse_trace_id};
+use callwatch_storage::{parse_span_id, parse_trace_id};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -33,7 +34,9 @@ impl Side {
     }
 }
 
-/// What one CLIENT, SERVER, PRODUCER or CONSUMER span says about its call.
+/// What one CLIENT, SERVER, PRODUCER or CONSUMER span says about its call. Hundreds of
+/// thousands wait at full ingest, so names are [`Name`]s: four bytes each, copied and
+/// dropped without touching a shared count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Half {
     pub side: Side,
@@ -42,35 +45,139 @@ pub struct Half {
     pub parent_span_id: Option<u64>,
     /// (trace id, span id) of each linked span.
     pub links: Vec<(u128, u64)>,
-    pub service: Arc<str>,
-    pub instance: Option<Arc<str>>,
+    pub service: Name,
+    pub instance: Option<Name>,
     pub start_ns: i64,
     pub end_ns: i64,
     /// Status ERROR.
     pub error: bool,
     pub http_status: Option<i64>,
     pub grpc_code: Option<i64>,
-    pub error_type: Option<Arc<str>>,
+    pub error_type: Option<Name>,
     /// Route with method, rpc service/method, or database operation.
-    pub operation: Option<Arc<str>>,
-    pub api_version: Option<Arc<str>>,
+    pub operation: Option<Name>,
+    pub api_version: Option<Name>,
     /// Who the client says it calls: `peer.service` > `server.address` >
     /// `network.peer.address[:port]`.
-    pub peer: Option<Arc<str>>,
+    pub peer: Option<Name>,
     /// The database node of a database client span, by DESIGN's order of names.
-    pub database: Option<Arc<str>>,
+    pub database: Option<Name>,
     /// `messaging.destination.name`.
-    pub destination: Option<Arc<str>>,
+    pub destination: Option<Name>,
     /// `http.request.resend_count` > 0.
     pub resent: bool,
-    pub breaker_state: Option<Arc<str>>,
+    pub breaker_state: Option<Name>,
     /// `circuit_breaker.name`.
-    pub breaker_name: Option<Arc<str>>,
+    pub breaker_name: Option<Name>,
 }
 
 impl Half {
     pub fn duration_ns(&self) -> i64 {
         self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// Every name the half holds, to be renumbered.
+    pub fn names_mut(&mut self) -> impl Iterator<Item = &mut Name> {
+        let optional = [
+            &mut self.instance,
+            &mut self.error_type,
+            &mut self.operation,
+            &mut self.api_version,
+            &mut self.peer,
+            &mut self.database,
+            &mut self.destination,
+            &mut self.breaker_state,
+            &mut self.breaker_name,
+        ];
+        std::iter::once(&mut self.service).chain(optional.into_iter().flatten())
+    }
+}
+
+/// A name by its number in [`Names`]. Not zero, so that an absent name costs nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name(NonZeroU32);
+
+/// Each name the waiting halves hold, once, by number.
+///
+/// Names are never taken back one by one: a half does not say when it lets go of one.
+/// Instead, when the table has grown past [`Names::is_full`], the pairer renumbers every
+/// name still held into a new table ([`Names::renumber`]) and drops the old one.
+#[derive(Default)]
+pub struct Names {
+    /// The text of name `n` at `n - 1`.
+    texts: Vec<Arc<str>>,
+    numbers: foldhash::HashMap<Arc<str>, Name>,
+    /// Where names made of parts are put together before they are looked up.
+    scratch: String,
+    /// How many names the table held after it was last renumbered.
+    kept: usize,
+}
+
+/// Names a table holds before it is renumbered, at the least.
+const MOST_NAMES: usize = 200_000;
+
+impl Names {
+    pub fn get(&mut self, text: &str) -> Name {
+        if let Some(&name) = self.numbers.get(text) {
+            return name;
+        }
+        self.insert(Arc::from(text))
+    }
+
+    pub fn get_opt(&mut self, text: Option<&str>) -> Option<Name> {
+        text.map(|text| self.get(text))
+    }
+
+    /// The name `parts` make when joined, put together without allocating when it is known.
+    pub fn get_joined(&mut self, parts: &[&str]) -> Name {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend(parts.iter().copied());
+        let name = self.get(&scratch);
+        self.scratch = scratch;
+        name
+    }
+
+    fn insert(&mut self, text: Arc<str>) -> Name {
+        let number = u32::try_from(self.texts.len() + 1).expect("renumbered before 2^32 names");
+        let name = Name(NonZeroU32::new(number).expect("one or more"));
+        self.texts.push(text.clone());
+        self.numbers.insert(text, name);
+        name
+    }
+
+    /// The shared text of `name`: one allocation for every call that names it.
+    pub fn text(&self, name: Name) -> &Arc<str> {
+        &self.texts[name.0.get() as usize - 1]
+    }
+
+    pub fn text_opt(&self, name: Option<Name>) -> Option<Arc<str>> {
+        name.map(|name| self.text(name).clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// Whether the table should be renumbered: it holds [`MOST_NAMES`] and twice what it
+    /// kept the last time, so that renumbering costs little per name added.
+    pub fn is_full(&self) -> bool {
+        self.texts.len() > MOST_NAMES.max(2 * self.kept)
+    }
+
+    /// `name`'s number in `into`, which takes its text (the same allocation).
+    pub fn renumber(&self, name: &mut Name, into: &mut Names) {
+        let text = self.text(*name);
+        *name = match into.numbers.get(&**text) {
+            Some(&kept) => kept,
+            None => into.insert(text.clone()),
+        };
+    }
+
+    /// A table renumbered into: it now counts what it holds as kept.
+    pub fn renumbered(mut self) -> Self {
+        self.kept = self.texts.len();
+        self
     }
 }
 
@@ -212,7 +319,7 @@ impl<'a> SpanColumns<'a> {
 
     /// The half this row describes; `None` for INTERNAL and UNSPECIFIED spans. `last`
     /// holds the names of the row read before.
-    pub fn half(&self, row: usize, names: &mut Interner, last: &mut LastResource) -> Option<Half> {
+    pub fn half(&self, row: usize, names: &mut Names, last: &mut LastResource<'a>) -> Option<Half> {
         let side = Side::parse(self.kind.value(row))?;
         let trace_id = parse_trace_id(self.trace_id.value(row))?;
         let span_id = parse_span_id(self.span_id.value(row))?;
@@ -296,15 +403,15 @@ impl<'a> SpanColumns<'a> {
 /// The service and instance of the last row read. Spans come grouped by resource, so most
 /// rows repeat them, and comparing two short texts costs less than a look-up.
 #[derive(Default)]
-pub struct LastResource {
-    service: Option<Arc<str>>,
-    instance: Option<Arc<str>>,
+pub struct LastResource<'a> {
+    service: Option<(&'a str, Name)>,
+    instance: Option<(&'a str, Name)>,
 }
 
-fn repeated(last: &mut Option<Arc<str>>, text: &str, names: &mut Interner) -> Arc<str> {
-    match last {
-        Some(name) if **name == *text => name.clone(),
-        _ => last.insert(names.get(text)).clone(),
+fn repeated<'a>(last: &mut Option<(&'a str, Name)>, text: &'a str, names: &mut Names) -> Name {
+    match *last {
+        Some((seen, name)) if seen == text => name,
+        _ => last.insert((text, names.get(text))).1,
     }
 }
 
@@ -488,6 +595,36 @@ fn is_version(part: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renumbered_names_keep_their_texts_and_leave_the_rest() {
+        let mut names = Names::default();
+        let mut held = [
+            names.get("orders"),
+            names.get_joined(&["GET", " ", "/v1/orders"]),
+        ];
+        assert_eq!(names.get("orders"), held[0], "one number per text");
+        let before = held.map(|name| names.text(name).clone());
+        for n in 0..MOST_NAMES {
+            names.get(&n.to_string());
+        }
+        assert!(names.is_full());
+        let mut kept = Names::default();
+        for name in &mut held {
+            names.renumber(name, &mut kept);
+        }
+        let mut kept = kept.renumbered();
+        assert_eq!(kept.len(), 2);
+        for (name, text) in held.iter().zip(&before) {
+            // The same allocation: what keys by a name's address still finds it.
+            assert!(Arc::ptr_eq(kept.text(*name), text));
+        }
+        assert_eq!(&**kept.text(held[1]), "GET /v1/orders");
+        assert_eq!(kept.get("orders"), held[0]);
+        let new = kept.get("payments");
+        assert_eq!(&**kept.text(new), "payments");
+        assert!(!kept.is_full());
+    }
 
     fn version_of(route: Option<&str>, rpc: Option<&str>) -> Option<String> {
         api_version(&Wanted {

@@ -33,11 +33,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use callwatch_storage::{CallDeriver, CallRow, CallType, Interner, NodeKind, PendingState};
+use callwatch_storage::{CallDeriver, CallRow, CallType, NodeKind, PendingState};
 use foldhash::{HashMap, HashSet};
 
 use crate::graph_metrics::{EdgeTally, GraphMetrics, connection_type};
-use crate::halves::{Half, LastResource, Side, SpanColumns};
+use crate::halves::{Half, LastResource, Name, Names, Side, SpanColumns};
 use crate::pending::{Key, Parts, Saved};
 
 #[derive(Debug, Clone)]
@@ -89,7 +89,10 @@ const MAX_GROUPS: usize = 64;
 pub struct Pairer {
     config: PairingConfig,
     metrics: Arc<GraphMetrics>,
-    names: Interner,
+    /// The names of the waiting halves.
+    names: Names,
+    /// The client of calls into root spans.
+    user: Arc<str>,
     /// Client and producer halves by their own key.
     /// Boxed: the map moves its entries when it grows or sweeps removed ones, and a
     /// pointer moves faster than a half.
@@ -148,8 +151,7 @@ pub struct Pairer {
     unsaved: Vec<(Key, bool)>,
 }
 
-/// Above this many distinct names the interner starts over (names in flight stay shared by
-/// the halves holding them).
+/// Most names kept in each of the pairer's sets and maps of names.
 const MAX_NAMES: usize = 200_000;
 
 impl Pairer {
@@ -157,7 +159,8 @@ impl Pairer {
         Self {
             config,
             metrics,
-            names: Interner::default(),
+            names: Names::default(),
+            user: Arc::from(callwatch_storage::schema::USER_NODE),
             starters: HashMap::default(),
             answers: HashMap::default(),
             answer_count: 0,
@@ -218,7 +221,8 @@ impl Pairer {
                 continue;
             }
             if half.side == Side::Client {
-                if let Some(database) = half.database.clone() {
+                if let Some(database) = half.database {
+                    let database = self.names.text(database).clone();
                     let call = self.one_sided(half, database, NodeKind::Database);
                     self.metrics.calls_database.add(1);
                     self.emit(call);
@@ -233,9 +237,9 @@ impl Pairer {
         for index in 0..arrived.len() {
             if let Some(answer) = arrived[index].take_if(|w| !w.half.side.starts_call()) {
                 if answer.half.side == Side::Consumer
-                    && let Some(destination) = &answer.half.destination
+                    && let Some(destination) = answer.half.destination
                 {
-                    self.learn_group(destination, &answer.half.service, now);
+                    self.learn_group(destination, answer.half.service, now);
                 }
                 self.take_answer(answer.half, &mut arrived, now);
             }
@@ -281,8 +285,9 @@ impl Pairer {
 
     /// Learns that `service` reads `destination`; the bit of its group there (0 past
     /// [`MAX_GROUPS`]).
-    fn learn_group(&mut self, destination: &Arc<str>, service: &Arc<str>, now: Instant) -> u64 {
-        if !self.consumer_groups.contains_key(destination) {
+    fn learn_group(&mut self, destination: Name, service: Name, now: Instant) -> u64 {
+        let destination = self.names.text(destination);
+        if !self.consumer_groups.contains_key(&**destination) {
             if self.consumer_groups.len() >= MAX_NAMES {
                 return 0;
             }
@@ -294,8 +299,9 @@ impl Pairer {
         }
         let groups = self
             .consumer_groups
-            .get_mut(destination)
+            .get_mut(&**destination)
             .expect("just made");
+        let service = self.names.text(service);
         let index = match groups.services.iter().position(|s| s == service) {
             Some(index) => index,
             None if groups.services.len() < MAX_GROUPS => {
@@ -313,15 +319,8 @@ impl Pairer {
         if producer.side != Side::Producer {
             return 0;
         }
-        match producer
-            .destination
-            .as_ref()
-            .or(consumer.destination.as_ref())
-        {
-            Some(destination) => {
-                let destination = destination.clone();
-                self.learn_group(&destination, &consumer.service, now)
-            }
+        match producer.destination.or(consumer.destination) {
+            Some(destination) => self.learn_group(destination, consumer.service, now),
             None => 0,
         }
     }
@@ -330,9 +329,9 @@ impl Pairer {
     /// known to read its destination has, and none has been new there for a whole wait (a
     /// group not yet seen may still be on its way).
     fn read_by_all(&self, producer: &Half, read_by: u64, now: Instant) -> bool {
-        let groups = match &producer.destination {
+        let groups = match producer.destination {
             Some(destination) if producer.side == Side::Producer => {
-                self.consumer_groups.get(destination)
+                self.consumer_groups.get(&**self.names.text(destination))
             }
             _ => None,
         };
@@ -365,15 +364,16 @@ impl Pairer {
     /// breakers, which must not wait for pairing. Its server is named as the end of its
     /// wait would name it, or as its peer name turned out to be before.
     fn tell_unpaired(&mut self, client: &Half) {
-        let Some(peer) = &client.peer else { return };
+        let Some(peer) = client.peer else { return };
+        let peer = self.names.text(peer).clone();
         let learned = self
             .servers_of_peers
-            .get(&(client.service.clone(), peer.clone()))
+            .get(&(self.names.text(client.service).clone(), peer.clone()))
             .cloned();
         let (server, kind) = match learned {
             Some(server) => (server, NodeKind::Service),
-            None if self.services.contains(peer) => (peer.clone(), NodeKind::Service),
-            None => (peer.clone(), NodeKind::External),
+            None if self.services.contains(&peer) => (peer, NodeKind::Service),
+            None => (peer, NodeKind::External),
         };
         let call = self.one_sided(client, server, kind);
         self.unpaired.push(call);
@@ -459,8 +459,7 @@ impl Pairer {
             self.answer((half.trace_id, parent), half, batch, now);
         } else {
             // A root server or consumer: whoever called it sent no span.
-            let user = self.names.get(callwatch_storage::schema::USER_NODE);
-            let call = self.called_by_user(&half, user);
+            let call = self.called_by_user(&half, self.user.clone());
             self.metrics.calls_virtual.add(1);
             self.emit(call);
         }
@@ -513,12 +512,13 @@ impl Pairer {
         let Some(parent) = half.parent_span_id else {
             return false;
         };
+        let text = |name: Option<Name>| name.map(|name| &**self.names.text(name));
         let key = self.sibling_hasher.hash_one((
             half.trace_id,
             parent,
-            &half.service,
-            &half.peer,
-            &half.operation,
+            text(Some(half.service)),
+            text(half.peer),
+            text(half.operation),
         ));
         let room = self.siblings.len() < 2 * self.config.max_pending;
         match self.siblings.entry(key) {
@@ -541,12 +541,14 @@ impl Pairer {
     /// A call both of whose halves arrived.
     fn paired(&mut self, client: &Half, server: &Half) -> CallRow {
         self.metrics.calls_paired.add(1);
-        if let Some(destination) = &client.destination
+        let status = self.status(client, Some(server));
+        let names = &self.names;
+        if let Some(destination) = client.destination
             && client.side == Side::Producer
-            && !self.consumed.contains(destination)
+            && !self.consumed.contains(&**names.text(destination))
             && self.consumed.len() < MAX_NAMES
         {
-            self.consumed.insert(destination.clone());
+            self.consumed.insert(names.text(destination).clone());
         }
         let call_type = if client.side == Side::Producer {
             CallType::Async
@@ -554,35 +556,25 @@ impl Pairer {
             CallType::Sync
         };
         if call_type == CallType::Sync
-            && let Some(peer) = &client.peer
-            && *peer != server.service
+            && let Some(peer) = client.peer
+            && peer != server.service
             && self.servers_of_peers.len() < MAX_NAMES
         {
             self.servers_of_peers.insert(
-                (client.service.clone(), peer.clone()),
-                server.service.clone(),
+                (names.text(client.service).clone(), names.text(peer).clone()),
+                names.text(server.service).clone(),
             );
         }
         let client_failed = client.error || client_grpc_failure(client.grpc_code);
         let failed =
             client_failed || server.error || server.http_status.is_some_and(|status| status >= 500);
-        let timeout = timed_out(client) || (client_failed && server.end_ns > client.end_ns);
+        let timeout = timed_out(client, names) || (client_failed && server.end_ns > client.end_ns);
         let (operation, destination, queue_ns) = match call_type {
-            CallType::Sync => (
-                server
-                    .operation
-                    .clone()
-                    .or_else(|| client.operation.clone()),
-                None,
-                None,
-            ),
+            CallType::Sync => (server.operation.or(client.operation), None, None),
             CallType::Async => {
-                let destination = client
-                    .destination
-                    .clone()
-                    .or_else(|| server.destination.clone());
+                let destination = client.destination.or(server.destination);
                 (
-                    destination.clone(),
+                    destination,
                     destination,
                     Some(server.start_ns.saturating_sub(client.end_ns)),
                 )
@@ -591,27 +583,24 @@ impl Pairer {
         CallRow {
             start_ns: client.start_ns,
             trace_id: client.trace_id,
-            client: client.service.clone(),
-            server: server.service.clone(),
+            client: names.text(client.service).clone(),
+            server: names.text(server.service).clone(),
             call_type,
             server_kind: NodeKind::Service,
-            operation,
-            destination,
-            client_instance: client.instance.clone(),
-            server_instance: server.instance.clone(),
-            api_version: server
-                .api_version
-                .clone()
-                .or_else(|| client.api_version.clone()),
+            operation: names.text_opt(operation),
+            destination: names.text_opt(destination),
+            client_instance: names.text_opt(client.instance),
+            server_instance: names.text_opt(server.instance),
+            api_version: names.text_opt(server.api_version.or(client.api_version)),
             client_duration_ns: Some(client.duration_ns()),
             server_duration_ns: Some(server.duration_ns()),
             queue_ns,
             failed,
-            status: self.status(client, Some(server)),
+            status,
             retry: client.resent,
             timeout,
-            breaker_state: client.breaker_state.clone(),
-            breaker_name: client.breaker_name.clone(),
+            breaker_state: names.text_opt(client.breaker_state),
+            breaker_name: names.text_opt(client.breaker_name),
             client_span_id: Some(client.span_id),
             server_span_id: Some(server.span_id),
         }
@@ -626,27 +615,29 @@ impl Pairer {
             CallType::Sync
         };
         let failed = client.error || client_grpc_failure(client.grpc_code);
+        let status = self.status(client, None);
+        let names = &self.names;
         CallRow {
             start_ns: client.start_ns,
             trace_id: client.trace_id,
-            client: client.service.clone(),
+            client: names.text(client.service).clone(),
             server,
             call_type,
             server_kind: kind,
-            operation: client.operation.clone(),
-            destination: client.destination.clone(),
-            client_instance: client.instance.clone(),
+            operation: names.text_opt(client.operation),
+            destination: names.text_opt(client.destination),
+            client_instance: names.text_opt(client.instance),
             server_instance: None,
-            api_version: client.api_version.clone(),
+            api_version: names.text_opt(client.api_version),
             client_duration_ns: Some(client.duration_ns()),
             server_duration_ns: None,
             queue_ns: None,
             failed,
-            status: self.status(client, None),
+            status,
             retry: client.resent,
-            timeout: timed_out(client),
-            breaker_state: client.breaker_state.clone(),
-            breaker_name: client.breaker_name.clone(),
+            timeout: timed_out(client, names),
+            breaker_state: names.text_opt(client.breaker_state),
+            breaker_name: names.text_opt(client.breaker_name),
             client_span_id: Some(client.span_id),
             server_span_id: None,
         }
@@ -659,23 +650,25 @@ impl Pairer {
         } else {
             CallType::Sync
         };
+        let status = self.status(server, None);
+        let names = &self.names;
         CallRow {
             start_ns: server.start_ns,
             trace_id: server.trace_id,
             client: user,
-            server: server.service.clone(),
+            server: names.text(server.service).clone(),
             call_type,
             server_kind: NodeKind::Service,
-            operation: server.operation.clone(),
-            destination: server.destination.clone(),
+            operation: names.text_opt(server.operation),
+            destination: names.text_opt(server.destination),
             client_instance: None,
-            server_instance: server.instance.clone(),
-            api_version: server.api_version.clone(),
+            server_instance: names.text_opt(server.instance),
+            api_version: names.text_opt(server.api_version),
             client_duration_ns: None,
             server_duration_ns: Some(server.duration_ns()),
             queue_ns: None,
             failed: server.error || server.http_status.is_some_and(|status| status >= 500),
-            status: self.status(server, None),
+            status,
             retry: false,
             timeout: false,
             breaker_state: None,
@@ -691,12 +684,11 @@ impl Pairer {
         let http = server.and_then(|s| s.http_status).or(client.http_status);
         let grpc = client.grpc_code.or(server.and_then(|s| s.grpc_code));
         match (http, grpc) {
-            (Some(status), _) => Some(self.status_texts.http(status, &mut self.names)),
-            (None, Some(code)) => Some(self.status_texts.grpc(code, &mut self.names)),
-            (None, None) => client
-                .error_type
-                .clone()
-                .or_else(|| server.and_then(|s| s.error_type.clone())),
+            (Some(status), _) => Some(self.status_texts.http(status)),
+            (None, Some(code)) => Some(self.status_texts.grpc(code)),
+            (None, None) => {
+                (self.names).text_opt(client.error_type.or(server.and_then(|s| s.error_type)))
+            }
         }
     }
 
@@ -738,8 +730,8 @@ impl Pairer {
             unsaved.retain(|&(key, starter)| self.waits_unsaved(key, starter));
             self.unsaved = unsaved;
         }
-        if self.names.len() > MAX_NAMES {
-            self.names.clear();
+        if self.names.is_full() {
+            self.renumber_names();
         }
         self.metrics.set_pending(self.pending_count());
     }
@@ -752,8 +744,9 @@ impl Pairer {
             match self.starters.get_mut(&key) {
                 Some(waiting) if waiting.since == since => {
                     let batch_consumed = self.batch_consumer_anywhere
-                        || (waiting.half.destination.as_ref())
-                            .is_some_and(|d| self.batch_destinations.contains(d));
+                        || (waiting.half.destination).is_some_and(|d| {
+                            self.batch_destinations.contains(&**self.names.text(d))
+                        });
                     if self.config.remote_wait.is_some()
                         && waiting.half.side == Side::Producer
                         && batch_consumed
@@ -799,7 +792,7 @@ impl Pairer {
 
     /// Remembers that batch consumers read `consumer`'s destination.
     fn learn_batch_destination(&mut self, consumer: &Half) {
-        match &consumer.destination {
+        match consumer.destination.map(|d| self.names.text(d)) {
             Some(destination) if !self.batch_destinations.contains(destination) => {
                 if self.batch_destinations.len() < MAX_NAMES {
                     self.batch_destinations.insert(destination.clone());
@@ -810,6 +803,20 @@ impl Pairer {
             Some(_) => {}
             None => self.batch_consumer_anywhere = true,
         }
+    }
+
+    /// Numbers the names the waiting halves still hold anew, in a table without the rest.
+    fn renumber_names(&mut self) {
+        let mut kept = Names::default();
+        let halves = (self.starters.values_mut().map(|waiting| &mut waiting.half))
+            .chain(self.answers.values_mut().flatten().map(|(half, ..)| half))
+            .chain(self.orphans.iter_mut().map(|(_, half)| half));
+        for half in halves {
+            for name in half.names_mut() {
+                self.names.renumber(name, &mut kept);
+            }
+        }
+        self.names = kept.renumbered();
     }
 
     /// Settles a producer held for other collectors' orphans, if it still waits.
@@ -828,22 +835,18 @@ impl Pairer {
 
     /// A client or producer whose server never answered.
     fn settle_starter(&mut self, half: &Half) {
+        let names = &self.names;
         if half.side == Side::Producer
-            && half
-                .destination
-                .as_ref()
-                .is_some_and(|d| self.consumed.contains(d))
+            && (half.destination).is_some_and(|d| self.consumed.contains(&**names.text(d)))
         {
             self.metrics.unconsumed.add(1);
             return;
         }
         let target = match half.side {
-            Side::Producer => half
-                .destination
-                .clone()
-                .or_else(|| half.peer.clone())
+            Side::Producer => names
+                .text_opt(half.destination.or(half.peer))
                 .map(|name| (name, NodeKind::Messaging)),
-            _ => half.peer.clone().map(|name| {
+            _ => names.text_opt(half.peer).map(|name| {
                 let kind = if self.services.contains(&name) {
                     NodeKind::Service
                 } else {
@@ -868,11 +871,12 @@ fn client_grpc_failure(code: Option<i64>) -> bool {
     code.is_some_and(|code| code != 0)
 }
 
-fn timed_out(client: &Half) -> bool {
+fn timed_out(client: &Half, names: &Names) -> bool {
     client.grpc_code == Some(4)
         || client.http_status == Some(504)
         || client.http_status == Some(408)
-        || client.error_type.as_deref().is_some_and(|t| {
+        || client.error_type.is_some_and(|t| {
+            let t = names.text(t);
             let t = t.to_ascii_lowercase();
             t.contains("timeout") || t.contains("timedout") || t.contains("deadline")
         })
@@ -887,19 +891,19 @@ struct StatusTexts {
 }
 
 impl StatusTexts {
-    fn http(&mut self, status: i64, names: &mut Interner) -> Arc<str> {
+    fn http(&mut self, status: i64) -> Arc<str> {
         let Some(index) = usize::try_from(status).ok().filter(|&s| s < 1000) else {
-            return names.get(&status.to_string());
+            return Arc::from(status.to_string());
         };
         if self.http.is_empty() {
             self.http.resize(1000, None);
         }
-        (self.http[index].get_or_insert_with(|| names.get(&status.to_string()))).clone()
+        (self.http[index].get_or_insert_with(|| Arc::from(status.to_string()))).clone()
     }
 
-    fn grpc(&mut self, code: i64, names: &mut Interner) -> Arc<str> {
+    fn grpc(&mut self, code: i64) -> Arc<str> {
         let index = grpc_code_index(code);
-        (self.grpc[index].get_or_insert_with(|| names.get(GRPC_CODES[index]))).clone()
+        (self.grpc[index].get_or_insert_with(|| Arc::from(GRPC_CODES[index]))).clone()
     }
 }
 
@@ -1000,7 +1004,8 @@ impl CallDeriver for Pairer {
                 Restored::Starter(half, paired) => {
                     // What was known of its destination before the restart: it has
                     // consumers, who may read it in batches.
-                    if paired && let Some(destination) = &half.destination {
+                    if paired && let Some(destination) = half.destination {
+                        let destination = self.names.text(destination);
                         self.consumed.insert(destination.clone());
                         self.batch_destinations.insert(destination.clone());
                     }
@@ -1078,7 +1083,7 @@ impl CallDeriver for Pairer {
         for (key, half) in &self.orphans {
             encoder.answer(*key, half, wall);
         }
-        let orphans = encoder.finish(0, self.orphans.len());
+        let orphans = encoder.finish(&self.names, 0, self.orphans.len());
         self.orphans.clear();
         orphans
     }
@@ -1142,7 +1147,11 @@ impl CallDeriver for Pairer {
         }
         let new_part = (written > 0).then(|| {
             self.parts.add(written);
-            let bytes = encoder.finish(starters as usize, (written - starters) as usize);
+            let bytes = (encoder).finish(
+                &self.names,
+                starters as usize,
+                (written - starters) as usize,
+            );
             (part, bytes)
         });
         // The list's room is kept for the next checkpoint, unless one burst made it large.

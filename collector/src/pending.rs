@@ -12,11 +12,8 @@
 //! arrivals, and `CWP1` files, whose halves have no breaker name either, are still read.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use callwatch_storage::Interner;
-
-use crate::halves::{Half, Side};
+use crate::halves::{Half, Name, Names, Side};
 
 const MAGIC: &[u8; 4] = b"CWP3";
 /// The format before halves carried their arrival.
@@ -33,11 +30,9 @@ pub type Key = (u128, u64);
 /// Writes halves without copying them.
 #[derive(Default)]
 pub struct Encoder {
-    /// Table index by [`Interner::address`] (the table holds each name): halves share their
-    /// names through one interner. Two copies of one text take two entries and read back as
-    /// one name.
-    names: foldhash::HashMap<usize, u32>,
-    table: Vec<Arc<str>>,
+    /// Table index by name.
+    names: foldhash::HashMap<Name, u32>,
+    table: Vec<Name>,
     body: Vec<u8>,
 }
 
@@ -65,12 +60,14 @@ impl Encoder {
         self.body.extend(arrived.to_le_bytes());
     }
 
-    /// The file: `starters` and `answers` are how many of each were written, in that order.
-    pub fn finish(self, starters: usize, answers: usize) -> Vec<u8> {
+    /// The file: `starters` and `answers` are how many of each were written, in that order;
+    /// `names` holds the names of their halves.
+    pub fn finish(self, names: &Names, starters: usize, answers: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + self.table.len() * 24 + 16);
         out.extend(MAGIC);
         out.extend((self.table.len() as u32).to_le_bytes());
-        for name in &self.table {
+        for &name in &self.table {
+            let name = names.text(name);
             out.extend((name.len() as u32).to_le_bytes());
             out.extend(name.as_bytes());
         }
@@ -80,16 +77,13 @@ impl Encoder {
         out
     }
 
-    fn name(&mut self, name: Option<&Arc<str>>) {
+    fn name(&mut self, name: Option<Name>) {
         let index = match name {
             None => NONE,
-            Some(name) => *self
-                .names
-                .entry(Interner::address(name))
-                .or_insert_with(|| {
-                    self.table.push(name.clone());
-                    self.table.len() as u32 - 1
-                }),
+            Some(name) => *self.names.entry(name).or_insert_with(|| {
+                self.table.push(name);
+                self.table.len() as u32 - 1
+            }),
         };
         self.body.extend(index.to_le_bytes());
     }
@@ -115,19 +109,19 @@ impl Encoder {
             self.body.extend(trace.to_le_bytes());
             self.body.extend(span.to_le_bytes());
         }
-        self.name(Some(&half.service));
+        self.name(Some(half.service));
         for name in [
-            &half.instance,
-            &half.error_type,
-            &half.operation,
-            &half.api_version,
-            &half.peer,
-            &half.database,
-            &half.destination,
-            &half.breaker_state,
-            &half.breaker_name,
+            half.instance,
+            half.error_type,
+            half.operation,
+            half.api_version,
+            half.peer,
+            half.database,
+            half.destination,
+            half.breaker_state,
+            half.breaker_name,
         ] {
-            self.name(name.as_ref());
+            self.name(name);
         }
         self.body.extend(half.start_ns.to_le_bytes());
         self.body.extend(half.end_ns.to_le_bytes());
@@ -145,7 +139,7 @@ pub struct Decoded {
     pub answers: Vec<(Key, Half, Option<u64>)>,
 }
 
-pub fn decode(bytes: &[u8], names: &mut Interner) -> Result<Decoded, String> {
+pub fn decode(bytes: &[u8], names: &mut Names) -> Result<Decoded, String> {
     let mut reader = Reader {
         bytes,
         at: 0,
@@ -256,18 +250,18 @@ impl<'a> Reader<'a> {
         Ok(present.then_some(value))
     }
 
-    fn name(&mut self, table: &[Arc<str>]) -> Result<Option<Arc<str>>, String> {
+    fn name(&mut self, table: &[Name]) -> Result<Option<Name>, String> {
         match self.u32()? {
             NONE => Ok(None),
             index => table
                 .get(index as usize)
-                .cloned()
+                .copied()
                 .map(Some)
                 .ok_or_else(|| format!("name {index} is not in the table")),
         }
     }
 
-    fn half(&mut self, table: &[Arc<str>]) -> Result<Half, String> {
+    fn half(&mut self, table: &[Name]) -> Result<Half, String> {
         let side = match self.u8()? {
             0 => Side::Client,
             1 => Side::Server,
@@ -491,7 +485,7 @@ impl Parts {
 mod tests {
     use super::*;
 
-    fn half(names: &mut Interner, side: Side) -> Half {
+    fn half(names: &mut Names, side: Side) -> Half {
         Half {
             side,
             trace_id: u128::MAX - 7,
@@ -519,13 +513,13 @@ mod tests {
 
     #[test]
     fn halves_come_back_as_they_went() {
-        let mut names = Interner::default();
+        let mut names = Names::default();
         let starter = half(&mut names, Side::Producer);
         let answer = half(&mut names, Side::Consumer);
         let mut encoder = Encoder::default();
         encoder.starter(&starter, true, 1_700_000_000_123);
         encoder.answer((9, 10), &answer, 1_700_000_000_456);
-        let bytes = encoder.finish(1, 1);
+        let bytes = encoder.finish(&names, 1, 1);
         let decoded = decode(&bytes, &mut names).unwrap();
         assert_eq!(
             decoded.starters,
@@ -580,14 +574,14 @@ mod tests {
 
     #[test]
     fn files_from_before_arrivals_are_read() {
-        let mut names = Interner::default();
+        let mut names = Names::default();
         let starter = half(&mut names, Side::Client);
         let answer = half(&mut names, Side::Server);
         let mut encoder = Encoder::default();
         let arrived = 0x5a5a_5a5a_5a5a_5a5a_u64;
         encoder.starter(&starter, false, arrived);
         encoder.answer((1, 2), &answer, arrived);
-        let mut bytes = encoder.finish(1, 1);
+        let mut bytes = encoder.finish(&names, 1, 1);
         // The same file in `CWP2`: without the two arrivals.
         for _ in 0..2 {
             let at = bytes
@@ -604,12 +598,12 @@ mod tests {
 
     #[test]
     fn files_from_before_breaker_names_are_read() {
-        let mut names = Interner::default();
+        let mut names = Names::default();
         let mut old = half(&mut names, Side::Client);
         old.breaker_name = None;
         let mut encoder = Encoder::default();
         encoder.starter(&old, false, 7);
-        let mut bytes = encoder.finish(1, 0);
+        let mut bytes = encoder.finish(&names, 1, 0);
         // Nor an arrival, which ends the file.
         bytes.truncate(bytes.len() - 8);
         // A `CWP1` half ends its names with the breaker state: drop the (absent) name after

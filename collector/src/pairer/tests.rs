@@ -116,6 +116,11 @@ fn derived(batches: &[RecordBatch]) -> Vec<String> {
     }
     pairer.expire(start + wait + Duration::from_secs(1));
     calls.extend(pairer.take_calls());
+    call_lines(&calls, &metrics)
+}
+
+/// One line per call, sorted; then what `metrics` counted.
+fn call_lines(calls: &[CallRow], metrics: &GraphMetrics) -> Vec<String> {
     let mut lines: Vec<String> = calls
         .iter()
         .map(|call| {
@@ -210,6 +215,38 @@ fn halves_pair_alike_in_one_batch_and_across_batches() {
         swapped[..2].sort();
         swapped
     });
+}
+
+#[test]
+fn waiting_halves_keep_their_names_when_the_names_are_renumbered() {
+    let spans = checkout(1);
+    let (starters, answers): (Vec<_>, Vec<_>) = (spans.iter().cloned())
+        .partition(|(_, span)| [SpanKind::Client, SpanKind::Producer].contains(&span.kind()));
+    let config = PairingConfig::default();
+    let wait = config.wait;
+    let metrics = Arc::new(GraphMetrics::default());
+    let mut pairer = Pairer::new(config, metrics.clone());
+    let (start, second) = (Instant::now(), Duration::from_secs(1));
+    pairer.spans(&batch(&answers), start + second);
+    let mut calls = pairer.take_calls();
+    let held = pairer.names.len();
+    // Names no waiting half holds any more fill the table.
+    for n in 0..200_000 {
+        pairer.names.get(&format!("gone-{n}"));
+    }
+    assert!(pairer.names.is_full());
+    // Nothing has waited its time yet: expiry only renumbers.
+    pairer.expire_before(start, start + second);
+    assert!(
+        pairer.names.len() <= held,
+        "{} names kept",
+        pairer.names.len()
+    );
+    assert!(!pairer.names.is_full());
+    pairer.spans(&batch(&starters), start + second);
+    pairer.expire(start + 2 * second + wait);
+    calls.extend(pairer.take_calls());
+    assert_eq!(call_lines(&calls, &metrics), derived(&[batch(&spans)]));
 }
 
 #[test]
@@ -340,7 +377,7 @@ struct Saved {
 impl Saved {
     fn take(&mut self, state: PendingState) {
         if let Some((id, bytes)) = state.new_part {
-            let mut names = Interner::default();
+            let mut names = crate::halves::Names::default();
             let part = crate::pending::decode(&bytes, &mut names).unwrap();
             self.halves_written
                 .push(part.starters.len() + part.answers.len());
@@ -634,7 +671,7 @@ fn without_checkpoints_the_keys_of_halves_to_save_do_not_outgrow_the_halves_wait
     );
     // What is kept is still saved by the next checkpoint.
     let (_, part) = pairer.pending().new_part.expect("a part");
-    let part = crate::pending::decode(&part, &mut Interner::default()).unwrap();
+    let part = crate::pending::decode(&part, &mut crate::halves::Names::default()).unwrap();
     assert_eq!(part.starters.len(), 255);
 }
 
