@@ -559,23 +559,10 @@ impl Interner {
         name.map(|name| self.get(name))
     }
 
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.names.clear();
-    }
-
     /// Where a shared name lives: names from one interner with the same text have the same
     /// address, so a map keyed by it finds a name without hashing its text. The map must
     /// hold a clone of each name it keys, so that no address is freed and reused by another
-    /// text while it is in use. After [`Interner::clear`] one text may have two copies, and
-    /// so two entries.
+    /// text while it is in use.
     pub fn address(name: &Arc<str>) -> usize {
         Arc::as_ptr(name) as *const u8 as usize
     }
