@@ -466,7 +466,10 @@ async fn chromium_logs_in_sees_the_map_and_logs_out() {
          document.querySelector('main.login form').submit(); true"
     ))
     .await;
-    tab.wait_for_path("/graph").await;
+    // The login form answers at /graph itself: wait for the page it leads to, or the next
+    // visit would cancel the login's answer and its cookie.
+    tab.wait_until_gone("main.login").await;
+    assert_eq!(tab.path().await, "/graph");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // Loaded anew each time: the map shows a call once its pieces are made.

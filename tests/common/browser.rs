@@ -202,6 +202,32 @@ impl Tab {
         }
     }
 
+    /// Waits until a fully loaded page has nothing `selector` matches: after submitting a
+    /// form whose answer comes at the same path, where [`Tab::wait_for_path`] would not wait.
+    pub async fn wait_until_gone(&self, selector: &str) {
+        let script = format!(
+            "document.readyState === 'complete' && !document.querySelector({})",
+            serde_json::to_string(selector).unwrap()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // While the page changes, its old context is gone: ask again.
+            let gone = match self.page.evaluate(script.as_str()).await {
+                Ok(result) => result.into_value::<bool>().unwrap_or(false),
+                Err(_) => false,
+            };
+            if gone {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{selector} still on {}",
+                self.path().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Saves a screenshot, after checking that no hostile name ran as script on the page.
     pub async fn screenshot(&self, name: &str) {
         assert_eq!(
