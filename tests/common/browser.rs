@@ -183,45 +183,42 @@ impl Tab {
 
     /// Waits until the page's path starts with `prefix` (after a click).
     pub async fn wait_for_path(&self, prefix: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let path = self.path().await;
-            // While the page changes, its old context is gone: ask again.
-            let ready = match self.page.evaluate("document.readyState").await {
-                Ok(result) => result.into_value::<String>().unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            if path.starts_with(prefix) && ready == "complete" {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never reached {prefix}: at {path}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let condition = format!(
+            "(location.pathname + location.search).startsWith({})",
+            serde_json::to_string(prefix).unwrap()
+        );
+        self.wait_until(&condition, &format!("never reached {prefix}"))
+            .await;
     }
 
-    /// Waits until a fully loaded page has nothing `selector` matches: after submitting a
-    /// form whose answer comes at the same path, where [`Tab::wait_for_path`] would not wait.
+    /// Waits until the page has nothing `selector` matches: after submitting a form whose
+    /// answer comes at the same path, where [`Tab::wait_for_path`] would not wait.
     pub async fn wait_until_gone(&self, selector: &str) {
-        let script = format!(
-            "document.readyState === 'complete' && !document.querySelector({})",
+        let condition = format!(
+            "!document.querySelector({})",
             serde_json::to_string(selector).unwrap()
         );
+        self.wait_until(&condition, &format!("{selector} still there"))
+            .await;
+    }
+
+    /// Waits until the script `condition` is true of a fully loaded page; `what` is the
+    /// failure's message.
+    async fn wait_until(&self, condition: &str, what: &str) {
+        let script = format!("document.readyState === 'complete' && ({condition})");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // While the page changes, its old context is gone: ask again.
-            let gone = match self.page.evaluate(script.as_str()).await {
+            let met = match self.page.evaluate(script.as_str()).await {
                 Ok(result) => result.into_value::<bool>().unwrap_or(false),
                 Err(_) => false,
             };
-            if gone {
+            if met {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{selector} still on {}",
+                "{what}: at {}",
                 self.path().await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
