@@ -1,5 +1,7 @@
--- The queries a Ballista cluster must answer exactly as one node does (tests/ballista.rs,
--- benches/ballista.sh): one statement each, separated by a line that ends in ";".
+-- The queries a Ballista cluster must answer exactly as one node does, but for approximate
+-- percentiles, which depend on how rows are split into partial aggregates (tests/ballista.rs
+-- allows them 2 %; benches/ballista.sh prints how far they are): one statement each,
+-- separated by a line that ends in ";".
 
 -- Counts by service.
 SELECT service_name, count(*) AS spans, count(DISTINCT trace_id) AS traces
