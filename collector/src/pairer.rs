@@ -686,9 +686,9 @@ impl Pairer {
         match (http, grpc) {
             (Some(status), _) => Some(self.status_texts.http(status)),
             (None, Some(code)) => Some(self.status_texts.grpc(code)),
-            (None, None) => {
-                (self.names).text_opt(client.error_type.or(server.and_then(|s| s.error_type)))
-            }
+            (None, None) => self
+                .names
+                .text_opt(client.error_type.or(server.and_then(|s| s.error_type))),
         }
     }
 
@@ -744,7 +744,7 @@ impl Pairer {
             match self.starters.get_mut(&key) {
                 Some(waiting) if waiting.since == since => {
                     let batch_consumed = self.batch_consumer_anywhere
-                        || (waiting.half.destination).is_some_and(|d| {
+                        || waiting.half.destination.is_some_and(|d| {
                             self.batch_destinations.contains(&**self.names.text(d))
                         });
                     if self.config.remote_wait.is_some()
@@ -837,7 +837,9 @@ impl Pairer {
     fn settle_starter(&mut self, half: &Half) {
         let names = &self.names;
         if half.side == Side::Producer
-            && (half.destination).is_some_and(|d| self.consumed.contains(&**names.text(d)))
+            && half
+                .destination
+                .is_some_and(|d| self.consumed.contains(&**names.text(d)))
         {
             self.metrics.unconsumed.add(1);
             return;
@@ -1147,7 +1149,7 @@ impl CallDeriver for Pairer {
         }
         let new_part = (written > 0).then(|| {
             self.parts.add(written);
-            let bytes = (encoder).finish(
+            let bytes = encoder.finish(
                 &self.names,
                 starters as usize,
                 (written - starters) as usize,
